@@ -1,0 +1,1 @@
+//! IoT registration of decorated entries.

@@ -1,0 +1,1 @@
+//! Product profiles and decoration.
