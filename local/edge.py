@@ -1,0 +1,830 @@
+"""The local stack's edge: one loopback endpoint in front of moto and `cargo lambda watch`.
+
+- Lambda Invoke (POST /2015-03-31/functions/<name|arn>/invocations) goes to cargo lambda
+  watch under the bare function name; its HTTP 500 error answers become what AWS Lambda
+  sends: 200 + `X-Amz-Function-Error: Unhandled` + {"errorType","errorMessage"}.
+- Everything else goes to moto, unchanged.
+- AWS IoT calls pass per-API token buckets (AWS default quotas, scalable, or off); an
+  empty bucket answers like AWS: HTTP 400, `x-amzn-ErrorType: ThrottlingException`,
+  {"message": "Rate exceeded"}, which the AWS SDKs classify as a throttling error.
+- Faults can be injected per IoT operation (throttle / 5xx probability, latency) and per
+  Lambda function (crash, timeout, Lambda throttle, latency).
+- Admin API: GET /_edge/health, GET /_edge/config, GET /_edge/stats,
+  POST /_edge/quotas, POST /_edge/faults, POST /_edge/reset.
+
+Stdlib only. Run: python3 edge.py --port P --moto-url URL --lambda-url URL [--quotas JSON]
+[--quota-scale X] [--no-quotas] [--faults JSON] [--seed N].
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import http.client
+import json
+import os
+import random
+import re
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# AWS IoT's default per-account, per-Region rates (requests per second) for the APIs
+# Thingpress calls; all are adjustable in Service Quotas, hence configurable here.
+DEFAULT_IOT_QUOTAS: dict[str, float] = {
+    "RegisterCertificateWithoutCA": 10.0,
+    "AttachPolicy": 15.0,
+    "CreateThing": 100.0,
+    "AttachThingPrincipal": 100.0,
+    "AddThingToThingGroup": 100.0,
+    "DescribeCertificate": 10.0,
+}
+
+# (operation, HTTP method, requestUri) from botocore's iot/2015-05-28 model; test_edge.py
+# checks every row against the model so a typo cannot hide here.
+IOT_OPERATIONS: list[tuple[str, str, str]] = [
+    ("RegisterCertificateWithoutCA", "POST", "/certificate/register-no-ca"),
+    ("RegisterCertificate", "POST", "/certificate/register"),
+    ("DescribeCertificate", "GET", "/certificates/{certificateId}"),
+    ("UpdateCertificate", "PUT", "/certificates/{certificateId}"),
+    ("DeleteCertificate", "DELETE", "/certificates/{certificateId}"),
+    ("ListCertificates", "GET", "/certificates"),
+    ("CreateThing", "POST", "/things/{thingName}"),
+    ("DescribeThing", "GET", "/things/{thingName}"),
+    ("UpdateThing", "PATCH", "/things/{thingName}"),
+    ("DeleteThing", "DELETE", "/things/{thingName}"),
+    ("ListThings", "GET", "/things"),
+    ("AttachThingPrincipal", "PUT", "/things/{thingName}/principals"),
+    ("DetachThingPrincipal", "DELETE", "/things/{thingName}/principals"),
+    ("ListThingPrincipals", "GET", "/things/{thingName}/principals"),
+    ("ListThingGroupsForThing", "GET", "/things/{thingName}/thing-groups"),
+    ("AttachPolicy", "PUT", "/target-policies/{policyName}"),
+    ("DetachPolicy", "POST", "/target-policies/{policyName}"),
+    ("ListAttachedPolicies", "POST", "/attached-policies/{target}"),
+    ("CreatePolicy", "POST", "/policies/{policyName}"),
+    ("GetPolicy", "GET", "/policies/{policyName}"),
+    ("DeletePolicy", "DELETE", "/policies/{policyName}"),
+    ("AddThingToThingGroup", "PUT", "/thing-groups/addThingToThingGroup"),
+    ("RemoveThingFromThingGroup", "PUT", "/thing-groups/removeThingFromThingGroup"),
+    ("CreateThingGroup", "POST", "/thing-groups/{thingGroupName}"),
+    ("DescribeThingGroup", "GET", "/thing-groups/{thingGroupName}"),
+    ("DeleteThingGroup", "DELETE", "/thing-groups/{thingGroupName}"),
+    ("CreateThingType", "POST", "/thing-types/{thingTypeName}"),
+    ("DescribeThingType", "GET", "/thing-types/{thingTypeName}"),
+    ("DescribeEndpoint", "GET", "/endpoint"),
+]
+
+
+def _uri_regex(uri: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[^}]+\})", uri)
+    body = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+    return re.compile(f"^{body}/?$")
+
+
+# Literal paths first so /thing-groups/addThingToThingGroup never matches {thingGroupName}.
+_IOT_MATCHERS: list[tuple[str, str, re.Pattern[str]]] = sorted(
+    ((op, method, _uri_regex(uri)) for op, method, uri in IOT_OPERATIONS),
+    key=lambda row: "{" in row[2].pattern or "[^/]+" in row[2].pattern,
+)
+
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+_LAMBDA_INVOKE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations/?$")
+
+
+def iot_operation(method: str, path: str) -> str | None:
+    """The IoT API operation of a request (method + path without query), or None."""
+    path = urllib.parse.unquote(path.split("?", 1)[0])
+    for op, op_method, rx in _IOT_MATCHERS:
+        if op_method == method and rx.match(path):
+            return op
+    return None
+
+
+def signing_service(headers: Any, path: str) -> str | None:
+    """The SigV4 signing name (iot, s3, states, lambda, ...) from Authorization or a presigned URL."""
+    auth = headers.get("Authorization") or ""
+    m = _CREDENTIAL_SCOPE.search(auth)
+    if m:
+        return m.group(1)
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+    for cred in query.get("X-Amz-Credential", []):
+        parts = cred.split("/")
+        if len(parts) >= 5:
+            return parts[3]
+    return None
+
+
+def lambda_function_name(path: str) -> str | None:
+    """The bare function name of a Lambda Invoke path (name, partial or full ARN, qualifier)."""
+    m = _LAMBDA_INVOKE.match(path.split("?", 1)[0])
+    if not m:
+        return None
+    ref = urllib.parse.unquote(m.group(1))
+    if ":function:" in ref:
+        ref = ref.split(":function:", 1)[1]
+    elif ref.count(":") >= 1 and ref.split(":", 1)[0].isdigit():
+        ref = ref.split(":", 1)[1]  # "123456789012:name" partial ARN
+    return ref.split(":", 1)[0] or None
+
+
+def lambda_error_answer(status: int, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Turn a cargo lambda watch answer into what AWS Lambda's Invoke API returns."""
+    headers = {"Content-Type": "application/json", "X-Amz-Executed-Version": "$LATEST"}
+    if status == 200:
+        return 200, headers, body
+    if status == 404:
+        # No such binary: what AWS says for a missing function (SFN sees Lambda.ResourceNotFoundException).
+        msg = body.decode("utf-8", "replace")
+        return _aws_error(404, "ResourceNotFoundException", f"Function not found: {msg}")
+    if status == 500:
+        try:
+            err = json.loads(body)
+        except ValueError:
+            err = None
+        if not isinstance(err, dict) or "errorType" not in err:
+            err = {
+                "errorType": "Runtime.Unknown",
+                "errorMessage": body.decode("utf-8", "replace") or "function failed without an answer",
+            }
+        out = {"errorType": str(err.get("errorType")), "errorMessage": str(err.get("errorMessage", ""))}
+        if "stackTrace" in err:
+            out["stackTrace"] = err["stackTrace"]
+        headers["X-Amz-Function-Error"] = "Unhandled"
+        return 200, headers, json.dumps(out).encode()
+    return _aws_error(
+        500,
+        "ServiceException",
+        f"local Lambda emulator answered HTTP {status}: {body[:500].decode('utf-8', 'replace')}",
+    )
+
+
+def _aws_error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
+    """A rest-json AWS error: the SDKs read the code from x-amzn-ErrorType."""
+    return (
+        status,
+        {"Content-Type": "application/json", "x-amzn-ErrorType": code},
+        json.dumps({"message": message, "__type": code}).encode(),
+    )
+
+
+class TokenBucket:
+    """Classic token bucket: `rate` tokens/s, at most `burst` stored; one request takes one."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self.clock = clock
+        self.tokens = self.burst
+        self.stamp = clock()
+
+    def try_take(self) -> bool:
+        """Take a token if one is available now."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class QuotaConfig:
+    """IoT rate quotas: per-operation rates × scale; burst = rate × burstSeconds."""
+
+    enabled: bool = True
+    scale: float = 1.0
+    burst_seconds: float = 1.0
+    rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_IOT_QUOTAS))
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form, as accepted by POST /_edge/quotas."""
+        return {
+            "enabled": self.enabled,
+            "scale": self.scale,
+            "burstSeconds": self.burst_seconds,
+            "rates": dict(self.rates),
+            "effective": {op: r * self.scale for op, r in self.rates.items()} if self.enabled else {},
+        }
+
+    def merged(self, update: dict[str, Any]) -> QuotaConfig:
+        """A copy with the fields of `update` applied ("defaults": true starts from AWS defaults)."""
+        base = QuotaConfig() if update.get("defaults") else copy.deepcopy(self)
+        unknown = set(update) - {"enabled", "scale", "burstSeconds", "rates", "defaults"}
+        if unknown:
+            raise ValueError(f"unknown quota fields: {sorted(unknown)}")
+        if "enabled" in update:
+            base.enabled = bool(update["enabled"])
+        if "scale" in update:
+            base.scale = _positive(update["scale"], "scale")
+        if "burstSeconds" in update:
+            base.burst_seconds = _positive(update["burstSeconds"], "burstSeconds")
+        for op, rate in (update.get("rates") or {}).items():
+            if rate is None:
+                base.rates.pop(op, None)
+            else:
+                base.rates[op] = _positive(rate, f"rates.{op}")
+        return base
+
+
+def _positive(value: Any, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not v > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return v
+
+
+def _probability(value: Any, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be within 0..1, got {value!r}")
+    return v
+
+
+_IOT_FAULT_KEYS = {"throttle", "error", "errorStatus", "latencyMs"}
+_LAMBDA_FAULT_KEYS = {"crash", "timeout", "throttle", "latencyMs", "timeoutMs", "timeoutRuns"}
+
+
+def validate_faults(faults: dict[str, Any]) -> dict[str, Any]:
+    """Check a fault config: {"iot": {op|"*": {...}}, "lambda": {fn|"*": {...}}}."""
+    if not isinstance(faults, dict):
+        raise ValueError("faults must be a JSON object")
+    unknown = set(faults) - {"iot", "lambda"}
+    if unknown:
+        raise ValueError(f"unknown fault sections: {sorted(unknown)}")
+    for section, keys in (("iot", _IOT_FAULT_KEYS), ("lambda", _LAMBDA_FAULT_KEYS)):
+        for target, spec in (faults.get(section) or {}).items():
+            where = f"faults.{section}.{target}"
+            if not isinstance(spec, dict):
+                raise ValueError(f"{where} must be an object")
+            bad = set(spec) - keys
+            if bad:
+                raise ValueError(f"{where}: unknown keys {sorted(bad)}, allowed {sorted(keys)}")
+            for k in ("throttle", "error", "crash", "timeout"):
+                if k in spec:
+                    _probability(spec[k], f"{where}.{k}")
+            for k in ("latencyMs", "timeoutMs"):
+                if k in spec and float(spec[k]) < 0:
+                    raise ValueError(f"{where}.{k} must be >= 0")
+            if "errorStatus" in spec and int(spec["errorStatus"]) not in (500, 502, 503, 504):
+                raise ValueError(f"{where}.errorStatus must be 500, 502, 503 or 504")
+    return copy.deepcopy(faults)
+
+
+def _new_op_stats() -> dict[str, Any]:
+    return {
+        "calls": 0,
+        "passed": 0,
+        "throttledQuota": 0,
+        "throttledInjected": 0,
+        "faults5xx": 0,
+        "lambdaCrashes": 0,
+        "lambdaTimeouts": 0,
+        "lambdaThrottles": 0,
+        "functionErrors": 0,
+        "upstreamErrors": 0,
+        "statusCodes": {},
+        "firstCall": None,
+        "lastCall": None,
+        "firstPassed": None,
+        "lastPassed": None,
+    }
+
+
+@dataclass
+class Decision:
+    """What the edge does with one request after quotas and faults."""
+
+    action: str  # "forward" | "respond"
+    latency_s: float = 0.0
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    # Lambda timeouts: forward first (side effects happen) but answer with a timeout.
+    then_timeout: bool = False
+    timeout_s: float = 0.0
+
+
+class EdgeState:
+    """Quotas, faults and counters, shared by all handler threads (pure; no sockets)."""
+
+    def __init__(
+        self,
+        quotas: QuotaConfig | None = None,
+        faults: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.clock = clock
+        self.wall = wall
+        self.rng = rng or random.Random()
+        self.initial_quotas = copy.deepcopy(quotas or QuotaConfig())
+        self.initial_faults = validate_faults(faults or {})
+        self.quotas = copy.deepcopy(self.initial_quotas)
+        self.faults = copy.deepcopy(self.initial_faults)
+        self.buckets: dict[str, TokenBucket] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.started = wall()
+
+    # ----- configuration -----
+    def set_quotas(self, update: dict[str, Any]) -> dict[str, Any]:
+        """Apply a quota update; buckets restart full at the new rates."""
+        new = self.quotas.merged(update)
+        with self.lock:
+            self.quotas = new
+            self.buckets = {}
+        return new.to_json()
+
+    def set_faults(self, faults: dict[str, Any]) -> dict[str, Any]:
+        """Replace the whole fault config ({} clears every fault)."""
+        new = validate_faults(faults)
+        with self.lock:
+            self.faults = new
+        return copy.deepcopy(new)
+
+    def reset(self, stats: bool = True, faults: bool = True, quotas: bool = True) -> None:
+        """Clear counters, and restore the startup faults and quotas."""
+        with self.lock:
+            if stats:
+                self.stats = {}
+                self.started = self.wall()
+            if faults:
+                self.faults = copy.deepcopy(self.initial_faults)
+            if quotas:
+                self.quotas = copy.deepcopy(self.initial_quotas)
+            self.buckets = {}
+
+    def config(self) -> dict[str, Any]:
+        """Current quotas and faults."""
+        with self.lock:
+            return {"quotas": self.quotas.to_json(), "faults": copy.deepcopy(self.faults)}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters per operation, with achieved rates of passed calls."""
+        with self.lock:
+            ops = copy.deepcopy(self.stats)
+            started = self.started
+        for s in ops.values():
+            first, last, n = s["firstPassed"], s["lastPassed"], s["passed"]
+            s["passedPerSecond"] = (n - 1) / (last - first) if n > 1 and last > first else None
+        return {"since": started, "now": self.wall(), "operations": ops}
+
+    # ----- accounting -----
+    def _op(self, op: str) -> dict[str, Any]:
+        s = self.stats.get(op)
+        if s is None:
+            s = self.stats[op] = _new_op_stats()
+        return s
+
+    def record_call(self, op: str) -> None:
+        """Count one arriving request."""
+        now = self.wall()
+        with self.lock:
+            s = self._op(op)
+            s["calls"] += 1
+            s["firstCall"] = s["firstCall"] if s["firstCall"] is not None else now
+            s["lastCall"] = now
+
+    def record(self, op: str, counter: str, n: int = 1) -> None:
+        """Bump one named counter."""
+        with self.lock:
+            self._op(op)[counter] += n
+
+    def record_status(self, op: str, status: int, passed: bool) -> None:
+        """Count the answer status; `passed` = the call reached the backend."""
+        now = self.wall()
+        with self.lock:
+            s = self._op(op)
+            codes = s["statusCodes"]
+            codes[str(status)] = codes.get(str(status), 0) + 1
+            if passed:
+                s["passed"] += 1
+                s["firstPassed"] = s["firstPassed"] if s["firstPassed"] is not None else now
+                s["lastPassed"] = now
+
+    # ----- decisions -----
+    def decide_iot(self, op: str) -> Decision:
+        """Quota first (a throttled call never reaches IoT), then injected faults."""
+        with self.lock:
+            spec = {**self.faults.get("iot", {}).get("*", {}), **self.faults.get("iot", {}).get(op, {})}
+            latency = float(spec.get("latencyMs", 0)) / 1000.0
+            q = self.quotas
+            if q.enabled and op in q.rates:
+                bucket = self.buckets.get(op)
+                if bucket is None:
+                    rate = q.rates[op] * q.scale
+                    bucket = self.buckets[op] = TokenBucket(rate, rate * q.burst_seconds, self.clock)
+                if not bucket.try_take():
+                    self._op(op)["throttledQuota"] += 1
+                    return _throttle(latency)
+            if self._roll(spec.get("throttle", 0)):
+                self._op(op)["throttledInjected"] += 1
+                return _throttle(latency)
+            if self._roll(spec.get("error", 0)):
+                self._op(op)["faults5xx"] += 1
+                status = int(spec.get("errorStatus", 503))
+                code = "ServiceUnavailableException" if status == 503 else "InternalFailureException"
+                st, hd, body = _aws_error(status, code, f"injected fault ({op})")
+                return Decision("respond", latency, st, hd, body)
+        return Decision("forward", latency)
+
+    def decide_lambda(self, function: str) -> Decision:
+        """Injected Lambda faults: service throttle, crash (error answer), timeout."""
+        op = f"Lambda.Invoke:{function}"
+        with self.lock:
+            spec = {
+                **self.faults.get("lambda", {}).get("*", {}),
+                **self.faults.get("lambda", {}).get(function, {}),
+            }
+            latency = float(spec.get("latencyMs", 0)) / 1000.0
+            if self._roll(spec.get("throttle", 0)):
+                self._op(op)["lambdaThrottles"] += 1
+                st, hd, body = _aws_error(429, "TooManyRequestsException", "Rate Exceeded. (injected)")
+                return Decision("respond", latency, st, hd, body)
+            if self._roll(spec.get("crash", 0)):
+                self._op(op)["lambdaCrashes"] += 1
+                body = json.dumps(
+                    {
+                        "errorType": "Runtime.ExitError",
+                        "errorMessage": f"RequestId: local Error: Runtime exited with error: signal: killed (injected crash of {function})",
+                    }
+                ).encode()
+                hd = {"Content-Type": "application/json", "X-Amz-Function-Error": "Unhandled"}
+                return Decision("respond", latency, 200, hd, body)
+            if self._roll(spec.get("timeout", 0)):
+                self._op(op)["lambdaTimeouts"] += 1
+                timeout_s = float(spec.get("timeoutMs", 0)) / 1000.0
+                body = json.dumps(
+                    {
+                        "errorType": "Sandbox.Timedout",
+                        "errorMessage": f"RequestId: local Error: Task timed out after {timeout_s:.2f} seconds (injected)",
+                    }
+                ).encode()
+                hd = {"Content-Type": "application/json", "X-Amz-Function-Error": "Unhandled"}
+                # timeoutRuns (default true): the function really runs, so its side effects land
+                # although the caller sees a timeout, as when AWS kills a function late.
+                runs = bool(spec.get("timeoutRuns", True))
+                return Decision("respond", latency, 200, hd, body, then_timeout=runs, timeout_s=timeout_s)
+        return Decision("forward", latency)
+
+    def _roll(self, p: Any) -> bool:
+        p = float(p or 0)
+        return p >= 1.0 or (p > 0.0 and self.rng.random() < p)
+
+
+def _throttle(latency: float) -> Decision:
+    st, hd, body = _aws_error(400, "ThrottlingException", "Rate exceeded")
+    return Decision("respond", latency, st, hd, body)
+
+
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "content-length",
+}
+
+
+class Upstream:
+    """Keep-alive HTTP/1.1 connections to one backend, one per handler thread."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            raise ValueError(f"upstream URL must be http://host:port, got {url!r}")
+        self.host, self.port, self.timeout = parts.hostname, parts.port, timeout
+        self.local = threading.local()
+
+    def _conn(self, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
+        conn = getattr(self.local, "conn", None)
+        reused = conn is not None and not fresh
+        if conn is None or fresh:
+            if conn is not None:
+                conn.close()
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self.local.conn = conn
+        return conn, reused
+
+    def request(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> http.client.HTTPResponse:
+        """Send one request; a stale keep-alive connection is retried once on a new one."""
+        for attempt in (0, 1):
+            conn, reused = self._conn(fresh=attempt == 1)
+            try:
+                conn.request(method, path, body=body if body or method in ("POST", "PUT", "PATCH") else None, headers=headers)
+                return conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()
+                self.local.conn = None
+                if not reused or attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Drop this thread's connection."""
+        conn = getattr(self.local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self.local.conn = None
+
+
+class EdgeServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer carrying the shared state and the two upstreams."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, addr: tuple[str, int], state: EdgeState, moto_url: str, lambda_url: str) -> None:
+        self.state = state
+        self.moto = Upstream(moto_url, timeout=600)
+        # Lambda answers may take as long as a function's timeout (15 min max on AWS).
+        self.lambda_ = Upstream(lambda_url, timeout=960)
+        super().__init__(addr, EdgeHandler)
+
+
+class EdgeHandler(BaseHTTPRequestHandler):
+    """Routes one request: admin API, Lambda Invoke, or moto (IoT through quotas and faults)."""
+
+    protocol_version = "HTTP/1.1"
+    server: EdgeServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        if os.environ.get("EDGE_LOG_REQUESTS"):
+            super().log_message(format, *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._route()
+
+    do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = do_GET
+
+    # ----- plumbing -----
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            out = bytearray()
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline(3)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            if k.lower() not in _HOP_BY_HOP:
+                self.send_header(k, v)
+        if not any(k.lower() == "x-amzn-requestid" for k in headers):
+            # AWS always sends one; botocore callers (moto's SFN interpreter among them) read it.
+            self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, obj: Any) -> None:
+        self._send(status, {"Content-Type": "application/json"}, json.dumps(obj, indent=1).encode())
+
+    def _forward_headers(self) -> dict[str, str]:
+        return {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+
+    def _relay(self, resp: http.client.HTTPResponse) -> int:
+        """Stream a backend answer to the client; returns its status."""
+        headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP]
+        length = resp.getheader("Content-Length")
+        self.send_response(resp.status, resp.reason)
+        for k, v in headers:
+            self.send_header(k, v)
+        if self.command == "HEAD":
+            if length is not None:
+                self.send_header("Content-Length", length)
+            self.end_headers()
+            resp.read()
+            return resp.status
+        if length is not None:
+            self.send_header("Content-Length", length)
+            self.end_headers()
+            remaining = int(length)
+            while remaining > 0:
+                block = resp.read(min(remaining, 1 << 20))
+                if not block:
+                    break
+                self.wfile.write(block)
+                remaining -= len(block)
+        else:
+            body = resp.read()
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        return resp.status
+
+    # ----- routing -----
+    def _route(self) -> None:
+        state = self.server.state
+        path = self.path
+        try:
+            body = self._read_body()
+        except (ValueError, OSError) as e:
+            self._send_json(400, {"message": f"edge: cannot read request body: {e}"})
+            return
+        if path.startswith("/_edge/"):
+            self._admin(path, body)
+            return
+        service = signing_service(self.headers, path)
+        function = lambda_function_name(path) if self.command == "POST" else None
+        if function is not None and service in (None, "lambda"):
+            self._invoke(function, body)
+            return
+        op = iot_operation(self.command, path) if service == "iot" else None
+        if op is not None:
+            key = op
+            state.record_call(key)
+            decision = state.decide_iot(op)
+        else:
+            key = f"{service or 'unknown'}:{self._aws_action(path)}"
+            state.record_call(key)
+            decision = Decision("forward")
+        if decision.latency_s > 0:
+            time.sleep(decision.latency_s)
+        if decision.action == "respond":
+            state.record_status(key, decision.status, passed=False)
+            self._send(decision.status, decision.headers, decision.body)
+            return
+        try:
+            resp = self.server.moto.request(self.command, path, self._forward_headers(), body)
+        except OSError as e:
+            state.record(key, "upstreamErrors")
+            state.record_status(key, 502, passed=False)
+            self._send(*_aws_error(502, "BadGateway", f"edge: moto unreachable: {e}"))
+            return
+        status = self._relay(resp)
+        state.record_status(key, status, passed=True)
+
+    def _aws_action(self, path: str) -> str:
+        target = self.headers.get("X-Amz-Target")
+        if target:
+            return target.rsplit(".", 1)[-1]
+        return self.command
+
+    def _invoke(self, function: str, body: bytes) -> None:
+        state = self.server.state
+        key = f"Lambda.Invoke:{function}"
+        state.record_call(key)
+        decision = state.decide_lambda(function)
+        if decision.latency_s > 0:
+            time.sleep(decision.latency_s)
+        if decision.action == "respond" and not decision.then_timeout:
+            state.record_status(key, decision.status, passed=False)
+            self._send(decision.status, decision.headers, decision.body)
+            return
+        is_event = (self.headers.get("X-Amz-Invocation-Type") or "").lower() == "event"
+        if is_event:
+            # Asynchronous invoke: AWS answers 202 at once and runs the function later.
+            threading.Thread(target=self._call_function, args=(function, body), daemon=True).start()
+            state.record_status(key, 202, passed=True)
+            self._send(202, {}, b"")
+            return
+        started = time.monotonic()
+        status, headers, out = self._call_function(function, body)
+        if decision.then_timeout:
+            left = decision.timeout_s - (time.monotonic() - started)
+            if left > 0:
+                time.sleep(left)
+            status, headers, out = decision.status, decision.headers, decision.body
+        elif "X-Amz-Function-Error" in headers:
+            state.record(key, "functionErrors")
+        state.record_status(key, status, passed=True)
+        self._send(status, headers, out)
+
+    def _call_function(self, function: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        path = f"/2015-03-31/functions/{urllib.parse.quote(function)}/invocations"
+        headers = {"Content-Type": "application/json"}
+        try:
+            resp = self.server.lambda_.request("POST", path, headers, body)
+            raw = resp.read()
+        except OSError as e:
+            self.server.lambda_.close()
+            self.server.state.record(f"Lambda.Invoke:{function}", "upstreamErrors")
+            return _aws_error(502, "ServiceException", f"edge: cargo lambda watch unreachable: {e}")
+        return lambda_error_answer(resp.status, raw)
+
+    def _admin(self, path: str, body: bytes) -> None:
+        state = self.server.state
+        route = path.split("?", 1)[0].rstrip("/")
+        try:
+            payload = json.loads(body) if body.strip() else {}
+        except ValueError as e:
+            self._send_json(400, {"message": f"edge: body is not JSON: {e}"})
+            return
+        try:
+            if self.command == "GET" and route == "/_edge/health":
+                self._send_json(200, {"ok": True})
+            elif self.command == "GET" and route == "/_edge/stats":
+                self._send_json(200, state.snapshot())
+            elif self.command == "GET" and route == "/_edge/config":
+                self._send_json(200, state.config())
+            elif self.command == "POST" and route == "/_edge/quotas":
+                self._send_json(200, state.set_quotas(payload))
+            elif self.command == "POST" and route == "/_edge/faults":
+                self._send_json(200, state.set_faults(payload))
+            elif self.command == "POST" and route == "/_edge/reset":
+                state.reset(
+                    stats=payload.get("stats", True),
+                    faults=payload.get("faults", True),
+                    quotas=payload.get("quotas", True),
+                )
+                self._send_json(200, state.config())
+            else:
+                self._send_json(404, {"message": f"edge: no admin route {self.command} {route}"})
+        except (ValueError, TypeError, AttributeError) as e:
+            self._send_json(400, {"message": f"edge: {e}"})
+
+
+def _json_arg(value: str | None, what: str) -> dict[str, Any]:
+    """A JSON object given inline or as a file path."""
+    if not value:
+        return {}
+    text = value
+    if not value.lstrip().startswith("{"):
+        with open(value, encoding="utf-8") as f:
+            text = f.read()
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise SystemExit(f"edge: {what} is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise SystemExit(f"edge: {what} must be a JSON object")
+    return obj
+
+
+def build_state(args: argparse.Namespace) -> EdgeState:
+    """EdgeState from CLI flags and the EDGE_QUOTAS / EDGE_FAULTS environment variables."""
+    quotas = QuotaConfig().merged(_json_arg(args.quotas or os.environ.get("EDGE_QUOTAS"), "quotas"))
+    if args.quota_scale is not None:
+        quotas = quotas.merged({"scale": args.quota_scale})
+    if args.no_quotas:
+        quotas = quotas.merged({"enabled": False})
+    faults = _json_arg(args.faults or os.environ.get("EDGE_FAULTS"), "faults")
+    rng = random.Random(args.seed) if args.seed is not None else random.Random()
+    return EdgeState(quotas=quotas, faults=faults, rng=rng)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the edge until SIGTERM/SIGINT."""
+    p = argparse.ArgumentParser(description="Thingpress local edge (moto + cargo lambda watch).")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--moto-url", required=True, help="e.g. http://127.0.0.1:5001")
+    p.add_argument("--lambda-url", required=True, help="cargo lambda watch, e.g. http://127.0.0.1:9001")
+    p.add_argument("--quotas", help="JSON object or file: {enabled, scale, burstSeconds, rates{op: rps}}")
+    p.add_argument("--quota-scale", type=float, help="multiply every IoT quota (e.g. 20)")
+    p.add_argument("--no-quotas", action="store_true", help="no IoT rate limits at all")
+    p.add_argument("--faults", help='JSON object or file: {"iot": {op: {...}}, "lambda": {fn: {...}}}')
+    p.add_argument("--seed", type=int, help="seed for fault injection")
+    args = p.parse_args(argv)
+    try:
+        state = build_state(args)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"edge: {e}") from None
+    server = EdgeServer((args.host, args.port), state, args.moto_url, args.lambda_url)
+    print(f"edge listening on http://{args.host}:{args.port}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    main(sys.argv[1:])

@@ -1,0 +1,363 @@
+"""Tests of the local edge: routing, Lambda error rewrite, token buckets, faults, stats, admin API.
+
+Run: .venv/bin/python -m pytest local/test_edge.py -q   (no moto or cargo needed; < 10 s)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import edge  # noqa: E402
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+# ------------------------------------------------------------------ routing
+
+
+def test_iot_table_matches_botocore_model():
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("iot")
+    for op, method, uri in edge.IOT_OPERATIONS:
+        http = model.operation_model(op).http
+        assert (http["method"], http["requestUri"]) == (method, uri), op
+
+
+@pytest.mark.parametrize(
+    "method,path,op",
+    [
+        ("POST", "/certificate/register-no-ca", "RegisterCertificateWithoutCA"),
+        ("POST", "/things/dev-1", "CreateThing"),
+        ("GET", "/things/dev-1", "DescribeThing"),
+        ("PUT", "/things/dev%3A1/principals", "AttachThingPrincipal"),
+        ("PUT", "/target-policies/my-policy", "AttachPolicy"),
+        ("PUT", "/thing-groups/addThingToThingGroup", "AddThingToThingGroup"),
+        ("POST", "/thing-groups/addThingToThingGroup", "CreateThingGroup"),
+        ("GET", "/certificates/" + "ab" * 32, "DescribeCertificate"),
+        ("GET", "/certificates/" + "ab" * 32 + "?x=1", "DescribeCertificate"),
+        ("PUT", "/certificates/" + "ab" * 32 + "?newStatus=ACTIVE", "UpdateCertificate"),
+        ("GET", "/things/dev-1/principals/extra", None),
+        ("DELETE", "/target-policies/p", None),
+    ],
+)
+def test_iot_operation(method, path, op):
+    assert edge.iot_operation(method, path) == op
+
+
+@pytest.mark.parametrize(
+    "path,name",
+    [
+        ("/2015-03-31/functions/split/invocations", "split"),
+        ("/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Aregister/invocations", "register"),
+        ("/2015-03-31/functions/arn:aws:lambda:us-east-1:123456789012:function:decorate:live/invocations", "decorate"),
+        ("/2015-03-31/functions/123456789012%3Asummarize/invocations", "summarize"),
+        ("/2015-03-31/functions/split:$LATEST/invocations", "split"),
+        ("/2015-03-31/functions/split/invocations?Qualifier=1", "split"),
+        ("/2015-03-31/functions/split", None),
+        ("/things/split", None),
+    ],
+)
+def test_lambda_function_name(path, name):
+    assert edge.lambda_function_name(path) == name
+
+
+def test_signing_service_from_authorization_and_presigned_url():
+    auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/iot/aws4_request, SignedHeaders=host, Signature=x"
+    assert edge.signing_service({"Authorization": auth}, "/things/x") == "iot"
+    presigned = "/bucket/key?X-Amz-Credential=test%2F20260101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=1"
+    assert edge.signing_service({}, presigned) == "s3"
+    assert edge.signing_service({}, "/bucket/key") is None
+
+
+# ------------------------------------------------------------------ Lambda answers
+
+
+def test_lambda_500_becomes_unhandled_function_error():
+    body = json.dumps({"errorType": "Thingpress.Throttled", "errorMessage": "chunk 3: 12 entries left"}).encode()
+    status, headers, out = edge.lambda_error_answer(500, body)
+    assert status == 200
+    assert headers["X-Amz-Function-Error"] == "Unhandled"
+    assert json.loads(out) == {"errorType": "Thingpress.Throttled", "errorMessage": "chunk 3: 12 entries left"}
+
+
+def test_lambda_500_without_json_keeps_the_text():
+    status, headers, out = edge.lambda_error_answer(500, b"boom")
+    assert (status, headers["X-Amz-Function-Error"]) == (200, "Unhandled")
+    assert json.loads(out) == {"errorType": "Runtime.Unknown", "errorMessage": "boom"}
+
+
+def test_lambda_success_and_missing_function():
+    assert edge.lambda_error_answer(200, b'{"ok":1}')[::2] == (200, b'{"ok":1}')
+    assert "X-Amz-Function-Error" not in edge.lambda_error_answer(200, b"{}")[1]
+    status, headers, _ = edge.lambda_error_answer(404, b"no such binary")
+    assert (status, headers["x-amzn-ErrorType"]) == (404, "ResourceNotFoundException")
+
+
+# ------------------------------------------------------------------ token buckets
+
+
+def test_token_bucket_never_passes_more_than_the_quota():
+    clock = FakeClock()
+    bucket = edge.TokenBucket(rate=8, burst=8, clock=clock)
+    assert sum(bucket.try_take() for _ in range(50)) == 8  # the burst
+    # 64 attempts per second for 10 s (binary-exact steps): exactly rate × T pass.
+    times = []
+    for _ in range(640):
+        clock.advance(1 / 64)
+        if bucket.try_take():
+            times.append(clock())
+    assert len(times) == 80
+    # No one-second window holds more than the rate (the burst was spent at the start).
+    assert max(sum(1 for t in times if s <= t < s + 1) for s in times) <= 8
+    # Idle refills only up to the burst.
+    clock.advance(60)
+    assert sum(bucket.try_take() for _ in range(50)) == 8
+
+
+def test_token_bucket_fractional_rate():
+    clock = FakeClock()
+    bucket = edge.TokenBucket(rate=0.5, burst=1, clock=clock)
+    assert bucket.try_take() and not bucket.try_take()
+    clock.advance(1.0)
+    assert not bucket.try_take()
+    clock.advance(1.0)
+    assert bucket.try_take()
+
+
+def _state(**kw) -> tuple[edge.EdgeState, FakeClock]:
+    clock = FakeClock()
+    return edge.EdgeState(clock=clock, wall=clock, rng=random.Random(7), **kw), clock
+
+
+def test_iot_quotas_default_scaled_and_off():
+    state, clock = _state()
+    got = [state.decide_iot("RegisterCertificateWithoutCA").action for _ in range(15)]
+    assert got.count("forward") == 10 and got.count("respond") == 5
+    assert state.stats["RegisterCertificateWithoutCA"]["throttledQuota"] == 5
+    throttle = state.decide_iot("RegisterCertificateWithoutCA")
+    assert (throttle.status, throttle.headers["x-amzn-ErrorType"]) == (400, "ThrottlingException")
+    assert json.loads(throttle.body)["message"] == "Rate exceeded"
+    # Unlimited operations always pass.
+    assert all(state.decide_iot("DescribeThing").action == "forward" for _ in range(1000))
+
+    state.set_quotas({"scale": 20})
+    got = [state.decide_iot("RegisterCertificateWithoutCA").action for _ in range(300)]
+    assert got.count("forward") == 200
+    clock.advance(0.5)
+    assert sum(state.decide_iot("RegisterCertificateWithoutCA").action == "forward" for _ in range(300)) == 100
+
+    state.set_quotas({"enabled": False})
+    assert all(state.decide_iot("RegisterCertificateWithoutCA").action == "forward" for _ in range(1000))
+    state.set_quotas({"defaults": True, "rates": {"CreateThing": 2}})
+    assert [state.decide_iot("CreateThing").action for _ in range(3)] == ["forward", "forward", "respond"]
+
+
+def test_quota_config_rejects_nonsense():
+    with pytest.raises(ValueError, match="scale"):
+        edge.QuotaConfig().merged({"scale": 0})
+    with pytest.raises(ValueError, match="unknown quota fields"):
+        edge.QuotaConfig().merged({"rate": {}})
+
+
+# ------------------------------------------------------------------ faults
+
+
+def test_iot_fault_probabilities_zero_and_one():
+    state, _ = _state(quotas=edge.QuotaConfig(enabled=False))
+    state.set_faults({"iot": {"CreateThing": {"throttle": 0, "error": 0}}})
+    assert all(state.decide_iot("CreateThing").action == "forward" for _ in range(500))
+    state.set_faults({"iot": {"CreateThing": {"throttle": 1}}})
+    decisions = [state.decide_iot("CreateThing") for _ in range(50)]
+    assert all(d.status == 400 and d.headers["x-amzn-ErrorType"] == "ThrottlingException" for d in decisions)
+    assert state.stats["CreateThing"]["throttledInjected"] == 50
+    state.set_faults({"iot": {"*": {"error": 1, "errorStatus": 500, "latencyMs": 25}}})
+    d = state.decide_iot("AttachPolicy")
+    assert (d.status, d.headers["x-amzn-ErrorType"], d.latency_s) == (500, "InternalFailureException", 0.025)
+    state.set_faults({})
+    assert state.decide_iot("AttachPolicy").action == "forward"
+
+
+def test_iot_fault_probability_half_is_roughly_half():
+    state, _ = _state(quotas=edge.QuotaConfig(enabled=False))
+    state.set_faults({"iot": {"CreateThing": {"error": 0.5}}})
+    n = sum(state.decide_iot("CreateThing").action == "respond" for _ in range(2000))
+    assert 850 < n < 1150
+
+
+def test_lambda_faults():
+    state, _ = _state()
+    assert state.decide_lambda("register").action == "forward"
+    state.set_faults({"lambda": {"register": {"crash": 1}}})
+    d = state.decide_lambda("register")
+    assert (d.status, d.headers["X-Amz-Function-Error"]) == (200, "Unhandled")
+    assert json.loads(d.body)["errorType"] == "Runtime.ExitError"
+    assert state.decide_lambda("split").action == "forward"
+    state.set_faults({"lambda": {"*": {"timeout": 1, "timeoutMs": 1500}}})
+    d = state.decide_lambda("split")
+    assert d.then_timeout and d.timeout_s == 1.5 and json.loads(d.body)["errorType"] == "Sandbox.Timedout"
+    state.set_faults({"lambda": {"split": {"throttle": 1}}})
+    d = state.decide_lambda("split")
+    assert (d.status, d.headers["x-amzn-ErrorType"]) == (429, "TooManyRequestsException")
+    counters = state.stats
+    assert counters["Lambda.Invoke:register"]["lambdaCrashes"] == 1
+    assert counters["Lambda.Invoke:split"]["lambdaTimeouts"] == 1
+    assert counters["Lambda.Invoke:split"]["lambdaThrottles"] == 1
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"iot": {"CreateThing": {"throttle": 1.5}}},
+        {"iot": {"CreateThing": {"trottle": 0.1}}},
+        {"lambda": {"split": {"crash": -1}}},
+        {"s3": {}},
+        {"iot": {"CreateThing": {"errorStatus": 404}}},
+    ],
+)
+def test_bad_fault_configs_are_rejected(faults):
+    state, _ = _state()
+    with pytest.raises(ValueError):
+        state.set_faults(faults)
+
+
+# ------------------------------------------------------------------ stats
+
+
+def test_stats_first_last_and_rate():
+    state, clock = _state()
+    for i in range(11):
+        state.record_call("CreateThing")
+        state.record_status("CreateThing", 200, passed=True)
+        clock.advance(0.1)
+    state.record_call("CreateThing")
+    state.record_status("CreateThing", 400, passed=False)
+    s = state.snapshot()["operations"]["CreateThing"]
+    assert (s["calls"], s["passed"], s["statusCodes"]) == (12, 11, {"200": 11, "400": 1})
+    assert s["firstCall"] == 1000.0 and s["lastCall"] == pytest.approx(1001.1)
+    assert s["passedPerSecond"] == pytest.approx(10.0)
+    state.reset()
+    assert state.snapshot()["operations"] == {}
+
+
+# ------------------------------------------------------------------ over HTTP
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """A stand-in for moto and cargo lambda watch that records what it receives."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.seen.append((self.command, self.path, body))
+        if self.path.startswith("/2015-03-31/functions/failing/"):
+            out, status = json.dumps({"errorType": "Thingpress.InvalidInput", "errorMessage": "bad"}).encode(), 500
+        elif self.path.startswith("/2015-03-31/functions/"):
+            out, status = json.dumps({"echo": json.loads(body)}).encode(), 200
+        else:
+            out, status = b"{}", 200
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_PUT = do_GET = do_POST
+
+
+@pytest.fixture()
+def stack():
+    backend = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    _Recorder.seen = []
+    url = f"http://127.0.0.1:{backend.server_address[1]}"
+    state = edge.EdgeState(rng=random.Random(1))
+    server = edge.EdgeServer(("127.0.0.1", 0), state, url, url)
+    threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True) for s in (backend, server)]
+    for t in threads:
+        t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", state
+    server.shutdown()
+    backend.shutdown()
+    server.server_close()
+    backend.server_close()
+
+
+def _post(url, obj=None, headers=None):
+    req = urllib.request.Request(url, data=json.dumps(obj or {}).encode(), method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_http_invoke_by_arn_and_error_rewrite(stack):
+    url, state = stack
+    arn = "arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Asplit"
+    status, headers, body = _post(f"{url}/2015-03-31/functions/{arn}/invocations", {"a": 1})
+    assert status == 200 and json.loads(body) == {"echo": {"a": 1}}
+    assert _Recorder.seen[-1][1] == "/2015-03-31/functions/split/invocations"
+    status, headers, body = _post(f"{url}/2015-03-31/functions/failing/invocations", {})
+    assert status == 200 and headers["X-Amz-Function-Error"] == "Unhandled"
+    assert json.loads(body)["errorType"] == "Thingpress.InvalidInput"
+    ops = json.load(urllib.request.urlopen(f"{url}/_edge/stats"))["operations"]
+    assert ops["Lambda.Invoke:split"]["passed"] == 1
+    assert ops["Lambda.Invoke:failing"]["functionErrors"] == 1
+
+
+def test_http_iot_throttle_is_what_boto3_calls_throttling(stack):
+    import boto3
+    from botocore.config import Config
+
+    url, state = stack
+    _post(f"{url}/_edge/quotas", {"rates": {"CreateThing": 1}})
+    iot = boto3.client(
+        "iot",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+    iot.create_thing(thingName="one")
+    assert _Recorder.seen[-1][:2] == ("POST", "/things/one")
+    with pytest.raises(iot.exceptions.ThrottlingException):
+        iot.create_thing(thingName="two")
+    assert len(_Recorder.seen) == 1  # the throttled call never reached the backend
+    _post(f"{url}/_edge/faults", {"iot": {"AttachPolicy": {"error": 1}}})
+    with pytest.raises(iot.exceptions.ServiceUnavailableException):
+        iot.attach_policy(policyName="p", target="arn:aws:iot:us-east-1:123456789012:cert/x")
+    stats = json.load(urllib.request.urlopen(f"{url}/_edge/stats"))["operations"]
+    assert stats["CreateThing"]["throttledQuota"] == 1 and stats["CreateThing"]["passed"] == 1
+    assert stats["AttachPolicy"]["faults5xx"] == 1
+    status, _, body = _post(f"{url}/_edge/faults", {"iot": {"X": {"throttle": 2}}})
+    assert status == 400 and b"0..1" in body
+    _post(f"{url}/_edge/reset")
+    cfg = json.load(urllib.request.urlopen(f"{url}/_edge/config"))
+    assert cfg["faults"] == {} and cfg["quotas"]["rates"]["CreateThing"] == 100
+    assert json.load(urllib.request.urlopen(f"{url}/_edge/stats"))["operations"] == {}
