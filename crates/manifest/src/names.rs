@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 macro_rules! error_names {
     ($( $(#[$doc:meta])* $variant:ident => $kind:ident ),+ $(,)?) => {
         /// A named Thingpress error; `as_str` is what the ASL, the reports and the CLI show.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum ErrorName {
-            $( $(#[$doc])* #[serde(rename = concat!("Thingpress.", stringify!($variant)))] $variant, )+
+            $( $(#[$doc])* $variant, )+
         }
 
         impl ErrorName {
@@ -90,6 +90,19 @@ impl std::str::FromStr for ErrorName {
             .copied()
             .find(|name| name.as_str() == s)
             .ok_or_else(|| format!("unknown error name {s:?}"))
+    }
+}
+
+impl Serialize for ErrorName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
