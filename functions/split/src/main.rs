@@ -1,1 +1,23 @@
-fn main() {}
+//! The split Lambda: wiring only; the work is in `handler`.
+
+mod handler;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+use thingpress_pipeline::{S3Store, Settings, aws};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    aws::init_tracing();
+    let settings = Settings::from_env()?;
+    let config = aws::load_config().await;
+    let split = handler::Split {
+        store: S3Store::new(aws::s3_client(&config)),
+        iot: aws_sdk_iot::Client::new(&config),
+        settings,
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        split.handle(event.payload)
+    }))
+    .await
+}

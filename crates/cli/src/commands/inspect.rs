@@ -1,0 +1,274 @@
+//! `thingpress inspect`: read a manifest offline and say what an import would do with each entry.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::{Map, Value, json};
+use thingpress_manifest::{Entry, ErrorName, Options, Slot, Supplier, Verifiers, read_entries};
+
+/// Arguments of `thingpress inspect`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The manifest file.
+    pub file: PathBuf,
+    /// The supplier format; `auto` recognises it from the bytes.
+    #[arg(long, default_value = "auto", value_parser = parse_supplier)]
+    pub supplier: Supplier,
+    /// A PEM file of certificates allowed to sign Microchip manifests, in addition to
+    /// Microchip's published manifest signers (repeatable).
+    #[arg(long = "verifier", value_name = "CERT_PEM_FILE")]
+    pub verifiers: Vec<PathBuf>,
+    /// The Infineon OPTIGA Trust M bundle slot whose certificates to read.
+    #[arg(long, default_value = "E0E0", value_parser = parse_slot)]
+    pub slot: Slot,
+    /// `summary`: counts per outcome and error name; `jsonl`: one JSON object per entry.
+    #[arg(long, default_value = "summary", value_parser = ["summary", "jsonl"])]
+    pub output: String,
+}
+
+fn parse_supplier(s: &str) -> Result<Supplier, String> {
+    s.parse()
+}
+
+fn parse_slot(s: &str) -> Result<Slot, String> {
+    s.parse()
+}
+
+/// Runs the command.
+pub fn run(args: &Args) -> Result<()> {
+    let name = args.file.display().to_string();
+    let options = options(args)?;
+    let file = File::open(&args.file).with_context(|| format!("cannot open {name}"))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or_default();
+    let read = Arc::new(AtomicU64::new(0));
+    let reader = BufReader::with_capacity(
+        256 * 1024,
+        CountingReader {
+            inner: file,
+            read: Arc::clone(&read),
+        },
+    );
+    let started = Instant::now();
+    let entries = read_entries(reader, &options).with_context(|| name.clone())?;
+    let supplier = entries.supplier();
+    let progress = Progress::new(size, read);
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut tally = Tally::default();
+    for entry in entries {
+        let entry = entry.with_context(|| name.clone())?;
+        tally.count(&entry);
+        if args.output == "jsonl" && !write_line(&mut out, &entry_json(&entry))? {
+            return Ok(());
+        }
+        progress.tick(tally.entries);
+    }
+    progress.finish();
+    if args.output == "summary" {
+        let elapsed = started.elapsed().as_secs_f64();
+        write_summary(&mut out, &name, supplier, &tally, elapsed)?;
+    }
+    match out.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
+}
+
+fn options(args: &Args) -> Result<Options> {
+    let mut verifiers = Verifiers::default();
+    for path in &args.verifiers {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read verifier {}", path.display()))?;
+        verifiers
+            .add_pem(&text)
+            .with_context(|| format!("verifier {}", path.display()))?;
+    }
+    Ok(Options {
+        supplier: args.supplier,
+        verifiers,
+        slot: args.slot,
+        ..Options::default()
+    })
+}
+
+/// Counts per outcome and per rejection name.
+#[derive(Debug, Default)]
+struct Tally {
+    entries: u64,
+    accepted: u64,
+    rejected: BTreeMap<ErrorName, u64>,
+}
+
+impl Tally {
+    fn count(&mut self, entry: &Entry) {
+        self.entries += 1;
+        match entry {
+            Entry::Accepted(_) => self.accepted += 1,
+            Entry::Rejected(r) => *self.rejected.entry(r.error).or_default() += 1,
+        }
+    }
+}
+
+/// The JSON line of one entry: outcome first, supplier fields flattened, no certificate body.
+fn entry_json(entry: &Entry) -> Value {
+    let mut line = Map::new();
+    match entry {
+        Entry::Accepted(a) => {
+            line.insert("index".into(), json!(a.index));
+            line.insert("status".into(), json!("accepted"));
+            line.insert("certificateId".into(), json!(a.certificate_id));
+            line.insert("deviceId".into(), json!(a.device_id));
+            if let Some(cn) = &a.cn {
+                line.insert("cn".into(), json!(cn));
+            }
+            for (key, value) in &a.fields {
+                line.entry(key.clone()).or_insert_with(|| json!(value));
+            }
+        }
+        Entry::Rejected(r) => {
+            line.insert("index".into(), json!(r.index));
+            line.insert("status".into(), json!("rejected"));
+            line.insert("error".into(), json!(r.error.as_str()));
+            line.insert("message".into(), json!(r.message));
+            if let Some(device_id) = &r.device_id {
+                line.insert("deviceId".into(), json!(device_id));
+            }
+        }
+    }
+    Value::Object(line)
+}
+
+/// Writes one line; `false` when stdout was closed (e.g. piped into `head`).
+fn write_line(out: &mut impl Write, value: &Value) -> Result<bool> {
+    let written = serde_json::to_writer(&mut *out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"));
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write to stdout"),
+    }
+}
+
+fn write_summary(
+    out: &mut impl Write,
+    name: &str,
+    supplier: Supplier,
+    tally: &Tally,
+    elapsed_s: f64,
+) -> Result<()> {
+    let rejected: u64 = tally.rejected.values().sum();
+    let rate = if elapsed_s > 0.0 {
+        tally.entries as f64 / elapsed_s
+    } else {
+        0.0
+    };
+    writeln!(out, "{name}: {supplier} manifest")?;
+    writeln!(out, "  entries   {:>10}", tally.entries)?;
+    writeln!(out, "  accepted  {:>10}", tally.accepted)?;
+    writeln!(out, "  rejected  {rejected:>10}")?;
+    for (error, n) in &tally.rejected {
+        writeln!(out, "    {error:<32} {n:>10}")?;
+    }
+    writeln!(out, "  read in {elapsed_s:.2} s ({rate:.0} entries/s)")?;
+    Ok(())
+}
+
+/// Counts the bytes read so the progress bar can follow the file.
+struct CountingReader<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// A byte-based progress bar on stderr, only for large files on a terminal.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    read: Arc<AtomicU64>,
+}
+
+impl Progress {
+    const MIN_BYTES: u64 = 4 * 1024 * 1024;
+
+    fn new(size: u64, read: Arc<AtomicU64>) -> Self {
+        let bar = (size >= Self::MIN_BYTES && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(size);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {msg} ({eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Progress { bar, read }
+    }
+
+    fn tick(&self, entries: u64) {
+        if let Some(bar) = &self.bar
+            && entries % 4096 == 0
+        {
+            bar.set_position(self.read.load(Ordering::Relaxed));
+            bar.set_message(format!("{entries} entries"));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thingpress_manifest::{Accepted, Rejected};
+
+    #[test]
+    fn accepted_lines_flatten_fields_without_overriding_reserved_keys() {
+        let entry = Entry::Accepted(Accepted {
+            index: 3,
+            certificate_id: "ab".into(),
+            certificate_pem: "PEM".into(),
+            chain: vec![],
+            device_id: "dev".into(),
+            cn: Some("cn".into()),
+            fields: [("MAC".to_owned(), "0A".to_owned()), ("deviceId".to_owned(), "x".to_owned())]
+                .into_iter()
+                .collect(),
+        });
+        let line = entry_json(&entry);
+        assert_eq!(line["status"], "accepted");
+        assert_eq!(line["deviceId"], "dev");
+        assert_eq!(line["MAC"], "0A");
+        assert!(line.get("certificatePem").is_none());
+    }
+
+    #[test]
+    fn rejected_lines_carry_the_error_name() {
+        let entry = Entry::Rejected(Rejected {
+            index: 1,
+            error: ErrorName::InvalidSignature,
+            message: "bad".into(),
+            device_id: None,
+        });
+        let line = entry_json(&entry);
+        assert_eq!(line["error"], "Thingpress.InvalidSignature");
+        assert_eq!(line["index"], 1);
+    }
+}

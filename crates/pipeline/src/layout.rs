@@ -1,0 +1,170 @@
+//! Where a run keeps its objects in the stack's bucket (DESIGN.md §7).
+
+use thingpress_manifest::sha256_hex;
+
+use crate::TaskError;
+
+/// The key prefix whose uploads start imports: `incoming/<profile>/<file>`.
+pub const INCOMING_PREFIX: &str = "incoming/";
+
+/// The keys of one run, all under `runs/<runId>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLayout {
+    run_id: String,
+}
+
+impl RunLayout {
+    /// A run's layout; the id must be a valid execution name (it becomes part of S3 keys).
+    pub fn new(run_id: &str) -> Result<Self, TaskError> {
+        let valid = !run_id.is_empty()
+            && run_id.len() <= 80
+            && run_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(TaskError::invalid_input(format!(
+                "runId {run_id:?} is not an execution name (1-80 of A-Z a-z 0-9 - _)"
+            )));
+        }
+        Ok(RunLayout {
+            run_id: run_id.to_owned(),
+        })
+    }
+
+    /// The run id (the execution name).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// `runs/<runId>/`.
+    pub fn prefix(&self) -> String {
+        format!("runs/{}/", self.run_id)
+    }
+
+    /// The run's settings and counts, written by Split.
+    pub fn run_info(&self) -> String {
+        format!("runs/{}/run.json", self.run_id)
+    }
+
+    /// The JSON array of chunk descriptors that the Map reads.
+    pub fn chunk_index(&self) -> String {
+        format!("runs/{}/chunks.json", self.run_id)
+    }
+
+    /// Accepted manifest entries of chunk `n`, JSON lines.
+    pub fn chunk(&self, n: u32) -> String {
+        format!("runs/{}/chunks/{n:05}.jsonl", self.run_id)
+    }
+
+    /// Decorated entries (and decoration rejections) of chunk `n`.
+    pub fn decorated(&self, n: u32) -> String {
+        format!("runs/{}/decorated/{n:05}.jsonl", self.run_id)
+    }
+
+    /// One result line per entry of chunk `n`, written once the chunk is complete.
+    pub fn results(&self, n: u32) -> String {
+        format!("runs/{}/results/{n:05}.jsonl", self.run_id)
+    }
+
+    /// Results of chunk `n` so far, kept when Register stops early (throttling, deadline).
+    pub fn progress(&self, n: u32) -> String {
+        format!("runs/{}/progress/{n:05}.jsonl", self.run_id)
+    }
+
+    /// API calls and timings of chunk `n`.
+    pub fn stats(&self, n: u32) -> String {
+        format!("runs/{}/stats/{n:05}.json", self.run_id)
+    }
+
+    /// Part `n` of the manifest entries Split rejected, JSON lines.
+    pub fn rejected(&self, part: u32) -> String {
+        format!("runs/{}/rejected/{part:05}.jsonl", self.run_id)
+    }
+
+    /// The run report, written by Summarize.
+    pub fn report(&self) -> String {
+        format!("runs/{}/report.json", self.run_id)
+    }
+}
+
+/// Where a stored profile lives.
+pub fn profile_key(name: &str) -> Result<String, TaskError> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with('.');
+    if !valid {
+        return Err(TaskError::invalid_profile(format!(
+            "profile name {name:?} must be 1-128 of A-Z a-z 0-9 - _ . (not starting with .)"
+        )));
+    }
+    Ok(format!("profiles/{name}.json"))
+}
+
+/// The profile named by an upload key `incoming/<profile>/<file>`.
+pub fn profile_of_incoming_key(key: &str) -> Result<&str, TaskError> {
+    key.strip_prefix(INCOMING_PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(profile, file)| !profile.is_empty() && !file.is_empty())
+        .map(|(profile, _)| profile)
+        .ok_or_else(|| {
+            TaskError::invalid_input(format!(
+                "object key {key:?} is not incoming/<profile>/<file>"
+            ))
+        })
+}
+
+/// The claim that makes one run the owner of one version of a source object.
+pub fn claim_key(bucket: &str, key: &str, version: &str) -> String {
+    let id = sha256_hex(format!("{bucket}\n{key}\n{version}").as_bytes());
+    format!("claims/{id}.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_under_the_run_prefix() {
+        let run = RunLayout::new("import-2026_1").unwrap();
+        assert_eq!(run.chunk(7), "runs/import-2026_1/chunks/00007.jsonl");
+        assert_eq!(run.chunk(123_456), "runs/import-2026_1/chunks/123456.jsonl");
+        for key in [run.run_info(), run.chunk_index(), run.results(1), run.report()] {
+            assert!(key.starts_with(&run.prefix()));
+        }
+    }
+
+    #[test]
+    fn run_ids_and_profile_names_cannot_escape_their_prefix() {
+        for bad in ["", "../x", "a/b", "a b", &"x".repeat(81)] {
+            assert!(RunLayout::new(bad).is_err(), "{bad}");
+        }
+        for bad in ["", "../x", "a/b", ".hidden"] {
+            assert!(profile_key(bad).is_err(), "{bad}");
+        }
+        assert_eq!(profile_key("widget-v2").unwrap(), "profiles/widget-v2.json");
+    }
+
+    #[test]
+    fn incoming_keys_name_their_profile() {
+        assert_eq!(
+            profile_of_incoming_key("incoming/widget/reel1.json").unwrap(),
+            "widget"
+        );
+        assert_eq!(
+            profile_of_incoming_key("incoming/widget/sub/reel1.json").unwrap(),
+            "widget"
+        );
+        for bad in ["incoming/reel.json", "other/widget/x", "incoming//x", "incoming/w/"] {
+            assert!(profile_of_incoming_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn claims_differ_per_object_version() {
+        assert_ne!(claim_key("b", "k", "v1"), claim_key("b", "k", "v2"));
+        assert_eq!(claim_key("b", "k", "v1"), claim_key("b", "k", "v1"));
+    }
+}

@@ -1,0 +1,200 @@
+//! The JSON records the tasks pass to each other and keep in the run layout.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thingpress_manifest::{ErrorName, Rejected, Supplier};
+use thingpress_product::{Decorated, Profile};
+
+use crate::{RunLayout, TaskError};
+use serde_json::Value;
+
+/// One item of the chunk index that the Distributed Map reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkDescriptor {
+    /// Chunk number, from 0.
+    pub chunk: u32,
+    /// The chunk's key in the bucket.
+    pub key: String,
+    /// How many accepted entries it holds.
+    pub entries: u64,
+    /// The manifest index of its first entry.
+    pub first_index: u64,
+}
+
+/// The S3 object a run imports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceObject {
+    /// Bucket.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+    /// ETag when the run started.
+    #[serde(default)]
+    pub etag: String,
+    /// Version id, on a versioned bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+}
+
+impl SourceObject {
+    /// `s3://bucket/key`.
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// What Split decided for a run, kept at `runs/<runId>/run.json` for the other tasks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunInfo {
+    /// The execution name.
+    pub run_id: String,
+    /// The manifest.
+    pub source: SourceObject,
+    /// The resolved product profile.
+    pub profile: Profile,
+    /// The format the manifest was read as.
+    pub supplier: Supplier,
+    /// Accepted entries per chunk.
+    pub chunk_size: u32,
+    /// Map concurrency: how many chunks register at once (each gets this share of the quotas).
+    pub max_concurrency: u32,
+    /// Manifest entries read.
+    pub entries: u64,
+    /// Entries accepted by Split.
+    pub accepted: u64,
+    /// Entries rejected by Split.
+    pub rejected: u64,
+    /// Chunks written.
+    pub chunk_count: u32,
+    /// Parts of the Split rejects, `rejected/NNNNN.jsonl`.
+    pub rejected_parts: u32,
+    /// When Split started, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+}
+
+/// A line of `decorated/NNNNN.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum DecoratedLine {
+    /// Ready for IoT.
+    Decorated(Decorated),
+    /// The profile cannot name this entry.
+    Rejected(Rejected),
+}
+
+/// API calls and timings of one chunk's registration, `stats/NNNNN.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkStats {
+    /// Calls per IoT API, over every attempt of the chunk.
+    pub api_calls: BTreeMap<String, u64>,
+    /// How many attempts the chunk took (1 when it finished in one invocation).
+    pub attempts: u32,
+    /// Throttled responses that outlived the SDK's retry.
+    pub throttled: u64,
+    /// First attempt's start, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// Completion, milliseconds since the Unix epoch.
+    pub finished_at_ms: u64,
+}
+
+/// Per-entry outcome counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutcomeCounts {
+    /// Certificates registered by this run.
+    pub registered: u64,
+    /// Certificates that IoT already had (their things and attachments were made sure of).
+    pub already_registered: u64,
+    /// Entries rejected, at any stage.
+    pub rejected: u64,
+    /// Rejections per error name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected_by_error: BTreeMap<ErrorName, u64>,
+}
+
+impl OutcomeCounts {
+    /// Counts one rejection.
+    pub fn reject(&mut self, error: ErrorName) {
+        self.rejected += 1;
+        *self.rejected_by_error.entry(error).or_default() += 1;
+    }
+
+    /// Adds another count into this one.
+    pub fn add(&mut self, other: &OutcomeCounts) {
+        self.registered += other.registered;
+        self.already_registered += other.already_registered;
+        self.rejected += other.rejected;
+        for (name, n) in &other.rejected_by_error {
+            *self.rejected_by_error.entry(*name).or_default() += n;
+        }
+    }
+
+    /// Every entry counted.
+    pub fn total(&self) -> u64 {
+        self.registered + self.already_registered + self.rejected
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+/// `{"runId", "chunk": {…}}` as the Map's ItemSelector builds it.
+pub fn parse_chunk_input(payload: &Value) -> Result<(RunLayout, ChunkDescriptor), TaskError> {
+    let run_id = payload
+        .get("runId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| TaskError::invalid_input("payload has no runId"))?;
+    let chunk = payload
+        .get("chunk")
+        .cloned()
+        .ok_or_else(|| TaskError::invalid_input("payload has no chunk"))?;
+    let chunk: ChunkDescriptor = serde_json::from_value(chunk)
+        .map_err(|e| TaskError::invalid_input(format!("payload.chunk: {e}")))?;
+    let run = RunLayout::new(run_id)?;
+    if chunk.key != run.chunk(chunk.chunk) {
+        return Err(TaskError::invalid_input(format!(
+            "chunk key {} is not chunk {} of run {}",
+            chunk.key,
+            chunk.chunk,
+            run.run_id()
+        )));
+    }
+    Ok((run, chunk))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up() {
+        let mut a = OutcomeCounts {
+            registered: 2,
+            ..Default::default()
+        };
+        a.reject(ErrorName::InvalidThingName);
+        let mut b = OutcomeCounts {
+            already_registered: 3,
+            ..Default::default()
+        };
+        b.reject(ErrorName::InvalidThingName);
+        b.reject(ErrorName::RejectedByIot);
+        a.add(&b);
+        assert_eq!(a.total(), 8);
+        assert_eq!(a.rejected_by_error[&ErrorName::InvalidThingName], 2);
+        assert_eq!(
+            serde_json::to_value(&a).unwrap()["rejectedByError"]["Thingpress.RejectedByIot"],
+            1
+        );
+    }
+}

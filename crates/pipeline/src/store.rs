@@ -1,0 +1,336 @@
+//! Object storage as the Lambdas use it: S3 in production and on the local stack, memory in tests.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use tokio::io::AsyncBufRead;
+
+use crate::TaskError;
+
+/// A readable object's identity: what a claim is made on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The ETag (quotes removed).
+    pub etag: String,
+    /// The version id, on a versioned bucket.
+    pub version_id: Option<String>,
+    /// The size in bytes.
+    pub size: u64,
+}
+
+/// A streaming reader over an object's bytes.
+pub type ObjectReader = Pin<Box<dyn AsyncBufRead + Send>>;
+
+/// The object operations the Lambdas need.
+pub trait Store: Send + Sync {
+    /// The object's bytes, or `None` when it does not exist.
+    fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Bytes>, TaskError>> + Send;
+
+    /// Writes (or overwrites) an object.
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send;
+
+    /// Writes an object only if none exists (`If-None-Match: *`); `false` when one did.
+    fn put_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<bool, TaskError>> + Send;
+
+    /// The object's identity, or `None` when it does not exist.
+    fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectMeta>, TaskError>> + Send;
+
+    /// Streams the object (a specific version when given).
+    fn reader(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = Result<ObjectReader, TaskError>> + Send;
+}
+
+/// S3, with the client built once per Lambda container.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+}
+
+impl S3Store {
+    /// Wraps a client.
+    pub fn new(client: aws_sdk_s3::Client) -> Self {
+        S3Store { client }
+    }
+}
+
+fn s3_target(bucket: &str, key: &str) -> String {
+    format!("s3://{bucket}/{key}")
+}
+
+impl Store for S3Store {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Bytes>, TaskError> {
+        let output = match self.client.get_object().bucket(bucket).key(key).send().await {
+            Ok(output) => output,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(TaskError::from_sdk("GetObject", &s3_target(bucket, key), err)),
+        };
+        let body = output.body.collect().await.map_err(|e| {
+            TaskError::new(
+                thingpress_manifest::ErrorName::Transient,
+                format!("reading {} failed: {e}", s3_target(bucket, key)),
+            )
+        })?;
+        Ok(Some(body.into_bytes()))
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), TaskError> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|err| TaskError::from_sdk("PutObject", &s3_target(bucket, key), err))?;
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<bool, TaskError> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .if_none_match("*")
+            .body(ByteStream::from(body))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) => {
+                use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+                let code = err.as_service_error().and_then(|e| e.code());
+                // 412 PreconditionFailed: another writer got there first. 409
+                // ConditionalRequestConflict: a concurrent conditional write is in flight.
+                if matches!(code, Some("PreconditionFailed" | "ConditionalRequestConflict")) {
+                    Ok(false)
+                } else {
+                    Err(TaskError::from_sdk("PutObject", &s3_target(bucket, key), err))
+                }
+            }
+        }
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, TaskError> {
+        match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(output) => Ok(Some(ObjectMeta {
+                etag: output.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+                version_id: output.version_id().map(str::to_owned),
+                size: output.content_length().unwrap_or_default().max(0).unsigned_abs(),
+            })),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+            Err(err) => Err(TaskError::from_sdk("HeadObject", &s3_target(bucket, key), err)),
+        }
+    }
+
+    async fn reader(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<ObjectReader, TaskError> {
+        let output = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|err| TaskError::from_sdk("GetObject", &s3_target(bucket, key), err))?;
+        Ok(Box::pin(output.body.into_async_read()))
+    }
+}
+
+/// An in-memory store for tests and tools; the bucket is part of the key.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    objects: Mutex<BTreeMap<(String, String), Bytes>>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemStore::default()
+    }
+
+    /// Every key in a bucket under a prefix, sorted.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.lock()
+            .keys()
+            .filter(|(b, k)| b == bucket && k.starts_with(prefix))
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
+    /// Removes an object (tests use it to simulate lost work).
+    pub fn remove(&self, bucket: &str, key: &str) -> bool {
+        self.lock()
+            .remove(&(bucket.to_owned(), key.to_owned()))
+            .is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Bytes>> {
+        // A poisoned lock only means another test thread panicked; the map is still usable.
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get_now(&self, bucket: &str, key: &str) -> Option<Bytes> {
+        self.lock().get(&(bucket.to_owned(), key.to_owned())).cloned()
+    }
+}
+
+impl Store for MemStore {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Bytes>, TaskError> {
+        Ok(self.get_now(bucket, key))
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), TaskError> {
+        self.lock()
+            .insert((bucket.to_owned(), key.to_owned()), Bytes::from(body));
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<bool, TaskError> {
+        let mut objects = self.lock();
+        let slot = (bucket.to_owned(), key.to_owned());
+        if objects.contains_key(&slot) {
+            return Ok(false);
+        }
+        objects.insert(slot, Bytes::from(body));
+        Ok(true)
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, TaskError> {
+        Ok(self.get_now(bucket, key).map(|body| ObjectMeta {
+            etag: thingpress_manifest::sha256_hex(&body),
+            version_id: None,
+            size: body.len() as u64,
+        }))
+    }
+
+    async fn reader(
+        &self,
+        bucket: &str,
+        key: &str,
+        _version_id: Option<&str>,
+    ) -> Result<ObjectReader, TaskError> {
+        let body = self.get_now(bucket, key).ok_or_else(|| {
+            TaskError::invalid_input(format!("{} does not exist", s3_target(bucket, key)))
+        })?;
+        Ok(Box::pin(std::io::Cursor::new(body)))
+    }
+}
+
+/// Reads a JSON object, failing with `missing` when it does not exist.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    store: &impl Store,
+    bucket: &str,
+    key: &str,
+    missing: impl FnOnce(String) -> TaskError,
+) -> Result<T, TaskError> {
+    let body = store
+        .get(bucket, key)
+        .await?
+        .ok_or_else(|| missing(format!("{} does not exist", s3_target(bucket, key))))?;
+    serde_json::from_slice(&body).map_err(|e| {
+        TaskError::invalid_input(format!("{} is not valid JSON for its kind: {e}", s3_target(bucket, key)))
+    })
+}
+
+/// Writes a value as JSON.
+pub async fn put_json<T: serde::Serialize>(
+    store: &impl Store,
+    bucket: &str,
+    key: &str,
+    value: &T,
+) -> Result<(), TaskError> {
+    let body = serde_json::to_vec(value)
+        .map_err(|e| TaskError::invalid_input(format!("cannot serialise {key}: {e}")))?;
+    store.put(bucket, key, body).await
+}
+
+/// Reads a JSON-lines object into values, naming the line that does not parse.
+pub async fn get_jsonl<T: serde::de::DeserializeOwned>(
+    store: &impl Store,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<Vec<T>>, TaskError> {
+    let Some(body) = store.get(bucket, key).await? else {
+        return Ok(None);
+    };
+    parse_jsonl(&body)
+        .map(Some)
+        .map_err(|e| TaskError::invalid_input(format!("{}: {e}", s3_target(bucket, key))))
+}
+
+/// Parses JSON lines (blank lines skipped), naming the line that does not parse.
+pub fn parse_jsonl<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, String> {
+    body.split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|(n, line)| serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", n + 1)))
+        .collect()
+}
+
+/// Serialises values as JSON lines.
+pub fn to_jsonl<'a, T: serde::Serialize + 'a>(
+    values: impl IntoIterator<Item = &'a T>,
+) -> Result<Vec<u8>, TaskError> {
+    let mut out = Vec::new();
+    for value in values {
+        serde_json::to_writer(&mut out, value)
+            .map_err(|e| TaskError::invalid_input(format!("cannot serialise a line: {e}")))?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_if_absent_claims_once() {
+        let store = MemStore::new();
+        assert!(store.put_if_absent("b", "claims/x", b"1".to_vec()).await.unwrap());
+        assert!(!store.put_if_absent("b", "claims/x", b"2".to_vec()).await.unwrap());
+        assert_eq!(store.get("b", "claims/x").await.unwrap().unwrap(), Bytes::from("1"));
+    }
+
+    #[test]
+    fn jsonl_names_the_bad_line() {
+        let err = parse_jsonl::<serde_json::Value>(b"{}\n\n{nope}\n").unwrap_err();
+        assert!(err.starts_with("line 3"), "{err}");
+        let values: Vec<u32> = parse_jsonl(b"1\n2\n").unwrap();
+        assert_eq!(values, vec![1, 2]);
+    }
+}
