@@ -296,6 +296,8 @@ def _new_op_stats() -> dict[str, Any]:
         "functionErrors": 0,
         "upstreamErrors": 0,
         "statusCodes": {},
+        "inFlight": 0,
+        "maxInFlight": 0,
         "firstCall": None,
         "lastCall": None,
         "firstPassed": None,
@@ -398,6 +400,18 @@ class EdgeState:
             s["calls"] += 1
             s["firstCall"] = s["firstCall"] if s["firstCall"] is not None else now
             s["lastCall"] = now
+
+    def enter(self, op: str) -> None:
+        """A call is being served (backend or injected latency); tracks concurrency per operation."""
+        with self.lock:
+            s = self._op(op)
+            s["inFlight"] += 1
+            s["maxInFlight"] = max(s["maxInFlight"], s["inFlight"])
+
+    def leave(self, op: str) -> None:
+        """The call has been answered."""
+        with self.lock:
+            self._op(op)["inFlight"] -= 1
 
     def record(self, op: str, counter: str, n: int = 1) -> None:
         """Bump one named counter."""
@@ -671,6 +685,14 @@ class EdgeHandler(BaseHTTPRequestHandler):
             key = f"{service or 'unknown'}:{self._aws_action(path)}"
             state.record_call(key)
             decision = Decision("forward")
+        state.enter(key)
+        try:
+            self._serve(key, path, body, decision)
+        finally:
+            state.leave(key)
+
+    def _serve(self, key: str, path: str, body: bytes, decision: Decision) -> None:
+        state = self.server.state
         if decision.latency_s > 0:
             time.sleep(decision.latency_s)
         if decision.action == "respond":
@@ -698,6 +720,14 @@ class EdgeHandler(BaseHTTPRequestHandler):
         key = f"Lambda.Invoke:{function}"
         state.record_call(key)
         decision = state.decide_lambda(function)
+        state.enter(key)
+        try:
+            self._serve_invoke(function, key, body, decision)
+        finally:
+            state.leave(key)
+
+    def _serve_invoke(self, function: str, key: str, body: bytes, decision: Decision) -> None:
+        state = self.server.state
         if decision.latency_s > 0:
             time.sleep(decision.latency_s)
         if decision.action == "respond" and not decision.then_timeout:

@@ -160,7 +160,7 @@ def _set_pdeathsig() -> None:
         pass
 
 
-def spawn(name: str, cmd: list[str], env: dict[str, str], foreground: bool) -> dict[str, Any]:
+def spawn(name: str, cmd: list[str], env: dict[str, str], foreground: bool, cwd: Path = ROOT) -> dict[str, Any]:
     """Start one child in a new session (its own process group), logging to .local/logs/<name>.log."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     logfile = LOG_DIR / f"{name}.log"
@@ -169,7 +169,7 @@ def spawn(name: str, cmd: list[str], env: dict[str, str], foreground: bool) -> d
         out.flush()
         proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -188,9 +188,9 @@ def _proc_cmdline(pid: int) -> list[str] | None:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Processes whose process group is pgid (pgid = the leader's pid, from start_new_session)."""
-    members = []
+def _proc_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (ppid, pgrp, session) for every visible process."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -200,9 +200,31 @@ def _group_members(pgid: int) -> list[int]:
             continue
         # Fields after the ")" that ends the command name: state ppid pgrp session ...
         fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) >= 4 and int(fields[2]) == pgid and int(fields[3]) == pgid:
-            members.append(int(entry.name))
-    return members
+        if len(fields) >= 4:
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
+    return table
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Processes whose process group and session are pgid (start_new_session made pgid = leader pid)."""
+    return [pid for pid, (_, pgrp, sid) in _proc_table().items() if pgrp == pgid and sid == pgid]
+
+
+def _tree(root: int) -> set[int]:
+    """root's group plus every descendant, whatever its session: cargo lambda watch starts each
+    function instance in a session of its own, so killing the group alone would orphan them."""
+    table = _proc_table()
+    found = {pid for pid, (_, pgrp, sid) in table.items() if pgrp == root and sid == root}
+    if root in table:
+        found.add(root)
+    changed = True
+    while changed:
+        changed = False
+        for pid, (ppid, _, _) in table.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                changed = True
+    return found
 
 
 def is_ours(info: dict[str, Any]) -> bool:
@@ -220,34 +242,66 @@ def is_ours(info: dict[str, Any]) -> bool:
 
 
 def stop(name: str, info: dict[str, Any], grace: float = 8.0) -> None:
-    """SIGTERM the child's process group, then SIGKILL what is left after `grace` seconds."""
+    """SIGTERM the child's process tree, then SIGKILL what is left after `grace` seconds."""
     pid = int(info.get("pid", 0))
     if pid <= 0 or not is_ours(info):
         return
-    log(f"stopping {name} (process group {pid})")
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    except PermissionError as e:
-        raise StackError(f"cannot signal {name} (pid {pid}): {e}") from None
+    log(f"stopping {name} (pid {pid})")
+    procs = _tree(pid)
+    # The leader first: cargo lambda watch ends its function instances itself on SIGTERM.
+    _signal_all([pid], signal.SIGTERM)
+    _signal_all(procs - {pid}, signal.SIGTERM)
     proc = info.get("proc")
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if proc is not None:
             proc.poll()
-        if not _group_members(pid) and (proc is None or proc.returncode is not None):
-            return
+        procs = {p for p in procs | _tree(pid) if Path(f"/proc/{p}").exists() and not _zombie(p)}
+        if not procs:
+            break
         time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    else:
+        log(f"{name}: killing {len(procs)} process(es) that ignored SIGTERM")
+        _signal_all(procs, signal.SIGKILL)
     if proc is not None:
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+
+
+def orphaned_functions(functions_dir: Path) -> list[int]:
+    """Function instances of this workspace whose cargo lambda watch is gone (it was SIGKILLed):
+    their binary is <functions_dir>/target/*/<function> and no cargo-lambda is their parent."""
+    targets = {str((functions_dir / "target" / profile / f).resolve()) for profile in ("debug", "release") for f in FUNCTIONS}
+    found = []
+    table = _proc_table()
+    for pid, (ppid, _, _) in table.items():
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        except OSError:
+            continue
+        if exe not in targets:
+            continue
+        parent = _proc_cmdline(ppid) or []
+        if not any(Path(a).name == "cargo-lambda" for a in parent[:1]):
+            found.append(pid)
+    return found
+
+
+def _signal_all(pids, sig: int) -> None:
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def wait_healthy(name: str, info: dict[str, Any], check, timeout: float) -> None:
@@ -328,6 +382,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         if port_open(port):
             raise StackError(f"port {port} for {name} is already in use")
 
+    if not (Path(args.functions_dir) / "Cargo.toml").is_file():
+        raise StackError(f"--functions-dir {args.functions_dir} has no Cargo.toml")
     quotas = effective_quotas(args)
     fenv = function_env(args, ports["edge"], quotas)
     LOCAL.mkdir(parents=True, exist_ok=True)
@@ -341,7 +397,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for pkg in FUNCTION_PACKAGES:
             cmd += ["-p", pkg]
         log(f"building functions: {' '.join(cmd)}")
-        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        if subprocess.run(cmd, cwd=args.functions_dir).returncode != 0:
             raise StackError("cargo build of the functions failed")
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -405,7 +461,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         ]
         if not args.reload:
             watch_cmd.append("--ignore-changes")
-        children["lambda"] = spawn("lambda", watch_cmd, {**base_env, **fenv}, args.foreground)
+        children["lambda"] = spawn("lambda", watch_cmd, {**base_env, **fenv}, args.foreground, cwd=args.functions_dir)
 
         wait_healthy("moto", children["moto"], lambda: http_get(f"http://127.0.0.1:{ports['moto']}/moto-api/")[0] < 500, 60)
         wait_healthy(
@@ -428,6 +484,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "quotaScale": args.quota_scale,
         "quotasEnabled": not args.no_quotas,
         "functions": {f: function_arn(f) for f in FUNCTIONS},
+        "functionsDir": str(Path(args.functions_dir).resolve()),
         "functionEnv": fenv,
         "processes": {n: {k: v for k, v in c.items() if k != "proc"} for n, c in children.items()},
         "startedAt": time.time(),
@@ -460,6 +517,12 @@ def cmd_down(_args: argparse.Namespace) -> int:
     for name in ("lambda", "edge", "moto"):
         if name in procs:
             stop(name, procs[name])
+    orphans = orphaned_functions(Path(state.get("functionsDir") or ROOT))
+    if orphans:
+        log(f"stopping {len(orphans)} orphaned function instance(s)")
+        _signal_all(orphans, signal.SIGTERM)
+        time.sleep(1)
+        _signal_all([p for p in orphans if Path(f"/proc/{p}").exists()], signal.SIGKILL)
     STATE_FILE.unlink(missing_ok=True)
     log("down")
     return 0
@@ -669,7 +732,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         "at": time.time(),
     }
     write_state(state)
-    log(f"deployed {arn} ({'created' if created else 'updated'}) with bucket {bucket}")
+    log(f"deployed {arn} ({'created or unchanged' if created else 'updated'}) with bucket {bucket}")
     print(json.dumps(state["deployed"], indent=2))
     return 0
 
@@ -699,6 +762,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--rust-log", default=os.environ.get("RUST_LOG", "info"))
     up.add_argument("--reload", action="store_true", help="let cargo lambda watch rebuild on source changes")
     up.add_argument("--no-build", action="store_true", help="skip the up-front cargo build of the functions")
+    up.add_argument(
+        "--functions-dir", type=Path, default=ROOT, help="Cargo workspace whose binaries cargo lambda watch serves"
+    )
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops everything")
     up.set_defaults(func=cmd_up)
 

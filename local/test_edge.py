@@ -256,6 +256,11 @@ def test_stats_first_last_and_rate():
     assert (s["calls"], s["passed"], s["statusCodes"]) == (12, 11, {"200": 11, "400": 1})
     assert s["firstCall"] == 1000.0 and s["lastCall"] == pytest.approx(1001.1)
     assert s["passedPerSecond"] == pytest.approx(10.0)
+    state.enter("Lambda.Invoke:register")
+    state.enter("Lambda.Invoke:register")
+    state.leave("Lambda.Invoke:register")
+    s = state.snapshot()["operations"]["Lambda.Invoke:register"]
+    assert (s["inFlight"], s["maxInFlight"]) == (1, 2)
     state.reset()
     assert state.snapshot()["operations"] == {}
 
