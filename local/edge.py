@@ -25,6 +25,7 @@ import json
 import os
 import random
 import re
+import socket
 import sys
 import threading
 import time
@@ -520,6 +521,15 @@ _HOP_BY_HOP = {
 }
 
 
+class _NoDelayConnection(http.client.HTTPConnection):
+    """http.client sends headers and body in separate writes; without TCP_NODELAY, Nagle plus
+    delayed ACKs add ~40 ms to every request on loopback."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class Upstream:
     """Keep-alive HTTP/1.1 connections to one backend, one per handler thread."""
 
@@ -536,7 +546,7 @@ class Upstream:
         if conn is None or fresh:
             if conn is not None:
                 conn.close()
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            conn = _NoDelayConnection(self.host, self.port, timeout=self.timeout)
             self.local.conn = conn
         return conn, reused
 
@@ -585,6 +595,11 @@ class EdgeHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: EdgeServer
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes (see _NoDelayConnection).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         if os.environ.get("EDGE_LOG_REQUESTS"):
             super().log_message(format, *args)
@@ -631,7 +646,8 @@ class EdgeHandler(BaseHTTPRequestHandler):
 
     def _relay(self, resp: http.client.HTTPResponse) -> int:
         """Stream a backend answer to the client; returns its status."""
-        headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP]
+        # send_response adds the edge's own Server and Date.
+        headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP | {"server", "date"}]
         length = resp.getheader("Content-Length")
         self.send_response(resp.status, resp.reason)
         for k, v in headers:
