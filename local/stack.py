@@ -40,7 +40,6 @@ REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 FUNCTIONS = ("split", "decorate", "register", "summarize")
-FUNCTION_PACKAGES = tuple(f"thingpress-{f}" for f in FUNCTIONS)
 DEFAULT_BUCKET = "thingpress-local"
 DEFAULT_STATE_MACHINE = "thingpress-import"
 SFN_ROLE = "thingpress-local-states"
@@ -391,14 +390,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     env_file.write_text("".join(f"{k}={v}\n" for k, v in fenv.items()))
 
     if not args.no_build:
-        # cargo lambda watch compiles on the first invoke; building now keeps that first
-        # Step Functions task from waiting for a cold compile.
-        cmd = ["cargo", "build", "--bins"]
-        for pkg in FUNCTION_PACKAGES:
-            cmd += ["-p", pkg]
-        log(f"building functions: {' '.join(cmd)}")
-        if subprocess.run(cmd, cwd=args.functions_dir).returncode != 0:
-            raise StackError("cargo build of the functions failed")
+        # cargo lambda watch starts each function with `cargo run --bin <name>` on its first
+        # invoke; building each the same way now (same per-package feature set, so the same
+        # artifacts) keeps that first Step Functions task from waiting for a cold compile.
+        for function in FUNCTIONS:
+            cmd = ["cargo", "build", "--bin", function]
+            log(f"building: {' '.join(cmd)}")
+            if subprocess.run(cmd, cwd=args.functions_dir).returncode != 0:
+                raise StackError(f"`{' '.join(cmd)}` failed in {args.functions_dir}")
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     children: dict[str, dict[str, Any]] = {}
@@ -456,6 +455,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             str(ports["lambda"]),
             "--concurrency",
             str(args.lambda_concurrency),
+            # AWS Lambda's own maximum; the edge waits as long (Upstream timeout 960 s).
+            "--timeout",
+            "900",
             "--env-file",
             str(env_file),
         ]
