@@ -559,7 +559,12 @@ class Upstream:
             try:
                 conn.request(method, path, body=body if body or method in ("POST", "PUT", "PATCH") else None, headers=headers)
                 return conn.getresponse()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            except (
+                http.client.RemoteDisconnected,
+                http.client.ImproperConnectionState,
+                BrokenPipeError,
+                ConnectionResetError,
+            ):
                 conn.close()
                 self.local.conn = None
                 if not reused or attempt == 1:
@@ -717,7 +722,8 @@ class EdgeHandler(BaseHTTPRequestHandler):
             return
         try:
             resp = self.server.moto.request(self.command, path, self._forward_headers(), body)
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
+            self.server.moto.close()
             state.record(key, "upstreamErrors")
             state.record_status(key, 502, passed=False)
             self._send(*_aws_error(502, "BadGateway", f"edge: moto unreachable: {e}"))
@@ -775,7 +781,7 @@ class EdgeHandler(BaseHTTPRequestHandler):
         try:
             resp = self.server.lambda_.request("POST", path, headers, body)
             raw = resp.read()
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
             self.server.lambda_.close()
             self.server.state.record(f"Lambda.Invoke:{function}", "upstreamErrors")
             return _aws_error(502, "ServiceException", f"edge: cargo lambda watch unreachable: {e}")
