@@ -1,0 +1,1048 @@
+//! The state machine (statemachine/import.asl.json), the SAM template (infra/template.yaml) and
+//! the code agree: every `${…}` has a substitution, every Lambda task retries with backoff and
+//! full jitter, the `Thingpress.*` names the ASL matches are the code's names used as their kind
+//! says, the template deploys exactly the packages under functions/, and IAM stays narrow.
+//!
+//! Each check returns the problems it finds, so the tests below also run it on broken copies
+//! and see it complain.
+
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test binary: loading helpers fail the test loudly; the checks themselves never panic"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value as Json, json};
+use serde_norway::Value as Yaml;
+use thingpress_manifest::{ErrorKind, ErrorName};
+
+/// Errors that AWS Lambda's own service raises, retried on every Lambda task.
+const LAMBDA_SERVICE_ERRORS: [&str; 4] = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+];
+/// A retrier's IntervalSeconds, MaxAttempts, BackoffRate and MaxDelaySeconds.
+type RetryTiming = (f64, f64, f64, f64);
+/// The contract's timing of the Lambda service retrier.
+const LAMBDA_RETRY: RetryTiming = (1.0, 6.0, 2.0, 20.0);
+/// The contract's timing of the Thingpress retrier.
+const THINGPRESS_RETRY: RetryTiming = (2.0, 8.0, 2.0, 60.0);
+/// The only Lambda integration the ASL uses.
+const LAMBDA_INVOKE: &str = "arn:aws:states:::lambda:invoke";
+
+/// IAM statements allowed to name `Resource: "*"`: (resource logical id, statement Sid, the
+/// exact actions), each because the service has no resource-level permission for them.
+const WILDCARD_RESOURCE_ALLOW_LIST: &[(&str, &str, &[&str])] = &[
+    // IoT's service authorization reference lists no resource type for it: the certificate
+    // only exists after the call.
+    (
+        "RegisterFunction",
+        "RegisterCertificates",
+        &["iot:RegisterCertificateWithoutCA"],
+    ),
+    // CloudWatch Logs delivery for the state machine's log destination.
+    (
+        "ImportStateMachineRole",
+        "DeliverLogs",
+        &[
+            "logs:CreateLogDelivery",
+            "logs:GetLogDelivery",
+            "logs:UpdateLogDelivery",
+            "logs:DeleteLogDelivery",
+            "logs:ListLogDeliveries",
+            "logs:PutResourcePolicy",
+            "logs:DescribeResourcePolicies",
+            "logs:DescribeLogGroups",
+        ],
+    ),
+    // X-Ray tracing of the state machine.
+    (
+        "ImportStateMachineRole",
+        "WriteTraces",
+        &[
+            "xray:PutTraceSegments",
+            "xray:PutTelemetryRecords",
+            "xray:GetSamplingRules",
+            "xray:GetSamplingTargets",
+        ],
+    ),
+];
+
+// ------------------------------------------------------------------------------------ loading
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(relative: &str) -> String {
+    let path = repo_root().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn asl_text() -> String {
+    read("statemachine/import.asl.json")
+}
+
+fn asl() -> Json {
+    serde_json::from_str(&asl_text()).expect("statemachine/import.asl.json is not valid JSON")
+}
+
+fn template() -> Yaml {
+    serde_norway::from_str(&read("infra/template.yaml")).expect("infra/template.yaml is not YAML")
+}
+
+/// `(package name, binary names)` of every package under functions/, from `cargo metadata`.
+fn function_packages() -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .current_dir(repo_root())
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: Json = serde_json::from_slice(&output.stdout).expect("cargo metadata is JSON");
+    let functions_dir = repo_root()
+        .join("functions")
+        .canonicalize()
+        .expect("functions/ exists");
+    let mut packages = BTreeMap::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let manifest = Path::new(package["manifest_path"].as_str().unwrap_or_default());
+        let Some(dir) = manifest.parent() else {
+            continue;
+        };
+        if dir.parent() != Some(functions_dir.as_path()) {
+            continue;
+        }
+        let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let bins = package["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| {
+                t["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.contains(&json!("bin")))
+            })
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .collect();
+        let name = package["name"].as_str().unwrap_or_default().to_owned();
+        packages.insert(dir_name.to_owned(), (name, bins));
+    }
+    packages
+}
+
+// ------------------------------------------------------------------------------------ helpers
+
+/// `SplitFunction` for `split`.
+fn logical_function_id(binary: &str) -> String {
+    let mut chars = binary.chars();
+    let first = chars.next().map(|c| c.to_ascii_uppercase().to_string());
+    format!("{}{}Function", first.unwrap_or_default(), chars.as_str())
+}
+
+/// Every `${Name}` in a text.
+fn placeholders(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                found.insert(after[..end].to_owned());
+                rest = &after[end + 1..];
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+/// Every state of a state machine, nested ones (Map item processors, Parallel branches) too,
+/// as (path for messages, state).
+fn all_states(machine: &Json) -> Vec<(String, &Json)> {
+    fn walk<'a>(prefix: &str, machine: &'a Json, out: &mut Vec<(String, &'a Json)>) {
+        let Some(states) = machine["States"].as_object() else {
+            return;
+        };
+        for (name, state) in states {
+            let path = format!("{prefix}{name}");
+            out.push((path.clone(), state));
+            for nested in ["ItemProcessor", "Iterator"] {
+                if state.get(nested).is_some() {
+                    walk(&format!("{path}/"), &state[nested], out);
+                }
+            }
+            for branch in state["Branches"].as_array().into_iter().flatten() {
+                walk(&format!("{path}/"), branch, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", machine, &mut out);
+    out
+}
+
+fn lambda_tasks(machine: &Json) -> Vec<(String, &Json)> {
+    all_states(machine)
+        .into_iter()
+        .filter(|(_, s)| s["Type"] == "Task" && s["Resource"] == LAMBDA_INVOKE)
+        .collect()
+}
+
+fn error_equals(rule: &Json) -> BTreeSet<String> {
+    rule["ErrorEquals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn retryable_names() -> BTreeSet<String> {
+    ErrorName::ALL
+        .iter()
+        .filter(|n| n.kind() == ErrorKind::Retryable)
+        .map(|n| n.as_str().to_owned())
+        .collect()
+}
+
+/// A YAML mapping's value by key.
+fn get<'a>(value: &'a Yaml, key: &str) -> Option<&'a Yaml> {
+    value.as_mapping().and_then(|m| m.get(key))
+}
+
+/// The argument of a CloudFormation intrinsic (`!Ref X` or `{Ref: X}`) named `Ref`/`GetAtt`/….
+fn intrinsic<'a>(value: &'a Yaml, name: &str) -> Option<&'a Yaml> {
+    match value {
+        Yaml::Tagged(tagged) if tagged.tag == format!("!{name}").as_str() => Some(&tagged.value),
+        Yaml::Mapping(map) if map.len() == 1 => map
+            .get(name)
+            .or_else(|| map.get(format!("Fn::{name}").as_str())),
+        _ => None,
+    }
+}
+
+/// `X` for `!GetAtt X.Arn`, `{Fn::GetAtt: [X, Arn]}`.
+fn get_att_arn_of(value: &Yaml) -> Option<String> {
+    let arg = intrinsic(value, "GetAtt")?;
+    match arg {
+        Yaml::String(s) => s.strip_suffix(".Arn").map(str::to_owned),
+        Yaml::Sequence(parts) if parts.len() == 2 && parts.get(1)?.as_str() == Some("Arn") => {
+            parts.first()?.as_str().map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+/// A YAML scalar or list of scalars as strings; intrinsic functions count as non-wildcards.
+fn strings(value: Option<&Yaml>) -> Vec<String> {
+    match value {
+        Some(Yaml::String(s)) => vec![s.clone()],
+        Some(Yaml::Sequence(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map_or_else(|| "<intrinsic>".to_owned(), str::to_owned)
+            })
+            .collect(),
+        Some(_) => vec!["<intrinsic>".to_owned()],
+        None => Vec::new(),
+    }
+}
+
+fn resources(template: &Yaml) -> Vec<(String, &Yaml)> {
+    get(template, "Resources")
+        .and_then(Yaml::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| k.as_str().map(|k| (k.to_owned(), v)))
+        .collect()
+}
+
+fn resource_type(resource: &Yaml) -> &str {
+    get(resource, "Type")
+        .and_then(Yaml::as_str)
+        .unwrap_or_default()
+}
+
+fn state_machine(template: &Yaml) -> Option<&Yaml> {
+    resources(template)
+        .into_iter()
+        .find(|(_, r)| resource_type(r) == "AWS::Serverless::StateMachine")
+        .map(|(_, r)| r)
+}
+
+// ------------------------------------------------------------------------------------ checks
+
+/// Every `${X}` in the ASL has a DefinitionSubstitutions key and vice versa; the template
+/// deploys this very file; function ARNs are substituted from the matching functions.
+fn check_substitutions(asl_text: &str, template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    let used = placeholders(asl_text);
+    let Some(machine) = state_machine(template) else {
+        return vec!["the template has no AWS::Serverless::StateMachine".to_owned()];
+    };
+    let props = get(machine, "Properties");
+    let uri = props
+        .and_then(|p| get(p, "DefinitionUri"))
+        .and_then(Yaml::as_str);
+    if uri != Some("../statemachine/import.asl.json") {
+        problems.push(format!(
+            "DefinitionUri is {uri:?}, not ../statemachine/import.asl.json"
+        ));
+    }
+    let substitutions: BTreeMap<String, &Yaml> = props
+        .and_then(|p| get(p, "DefinitionSubstitutions"))
+        .and_then(Yaml::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| k.as_str().map(|k| (k.to_owned(), v)))
+        .collect();
+    for name in &used {
+        if !substitutions.contains_key(name) {
+            problems.push(format!(
+                "${{{name}}} in the ASL has no DefinitionSubstitutions key"
+            ));
+        }
+    }
+    for (name, value) in &substitutions {
+        if !used.contains(name) {
+            problems.push(format!(
+                "DefinitionSubstitutions key {name} is not used in the ASL"
+            ));
+        }
+        if let Some(function) = name.strip_suffix("Arn").filter(|f| f.ends_with("Function"))
+            && get_att_arn_of(value).as_deref() != Some(function)
+        {
+            problems.push(format!("{name} is not !GetAtt {function}.Arn"));
+        }
+    }
+    problems
+}
+
+/// Every Lambda task: a placeholder function, `OutputPath: $.Payload`, the Lambda service
+/// retrier and the Thingpress retrier (all retryable names), each with backoff, a delay cap and
+/// full jitter at the contract's timing.
+fn check_retriers(asl: &Json) -> Vec<String> {
+    let mut problems = Vec::new();
+    let tasks = lambda_tasks(asl);
+    if tasks.is_empty() {
+        problems.push("the ASL has no Lambda tasks".to_owned());
+    }
+    for (path, state) in all_states(asl) {
+        if state["Type"] == "Task" && state["Resource"] != LAMBDA_INVOKE {
+            problems.push(format!("{path}: Resource is not {LAMBDA_INVOKE}"));
+        }
+    }
+    let retryable = retryable_names();
+    for (path, task) in tasks {
+        let function = task["Parameters"]["FunctionName"]
+            .as_str()
+            .unwrap_or_default();
+        if !(function.starts_with("${") && function.ends_with("FunctionArn}")) {
+            problems.push(format!(
+                "{path}: FunctionName {function:?} is not a ${{…FunctionArn}}"
+            ));
+        }
+        if task["OutputPath"] != "$.Payload" {
+            problems.push(format!("{path}: OutputPath is not $.Payload"));
+        }
+        let retriers: Vec<&Json> = task["Retry"].as_array().into_iter().flatten().collect();
+        let expected: [(&str, BTreeSet<String>, RetryTiming); 2] = [
+            (
+                "Lambda service",
+                LAMBDA_SERVICE_ERRORS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+                LAMBDA_RETRY,
+            ),
+            ("Thingpress", retryable.clone(), THINGPRESS_RETRY),
+        ];
+        for (label, errors, timing) in expected {
+            let Some(retrier) = retriers
+                .iter()
+                .find(|r| !error_equals(r).is_disjoint(&errors))
+            else {
+                problems.push(format!("{path}: no {label} retrier"));
+                continue;
+            };
+            let retried = error_equals(retrier);
+            let missing: Vec<_> = errors.difference(&retried).collect();
+            if !missing.is_empty() {
+                problems.push(format!(
+                    "{path}: the {label} retrier does not retry {missing:?}"
+                ));
+            }
+            let number = |key: &str| retrier[key].as_f64();
+            let (interval, attempts, backoff, max_delay) = timing;
+            for (key, want) in [
+                ("IntervalSeconds", interval),
+                ("MaxAttempts", attempts),
+                ("BackoffRate", backoff),
+                ("MaxDelaySeconds", max_delay),
+            ] {
+                if number(key) != Some(want) {
+                    problems.push(format!(
+                        "{path}: the {label} retrier has {key} {:?}, not {want}",
+                        retrier.get(key)
+                    ));
+                }
+            }
+            if retrier["JitterStrategy"] != "FULL" {
+                problems.push(format!(
+                    "{path}: the {label} retrier has no JitterStrategy FULL"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Every `Thingpress.*` name the ASL matches is one of the code's, Retryable where retried and
+/// Terminal where caught.
+fn check_error_names(asl: &Json) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (path, state) in all_states(asl) {
+        for (field, want) in [
+            ("Retry", ErrorKind::Retryable),
+            ("Catch", ErrorKind::Terminal),
+        ] {
+            for rule in state[field].as_array().into_iter().flatten() {
+                for name in error_equals(rule) {
+                    if !name.starts_with("Thingpress.") {
+                        continue;
+                    }
+                    match name.parse::<ErrorName>() {
+                        Err(_) => problems.push(format!(
+                            "{path}: {field} names {name}, which is not in ErrorName::ALL"
+                        )),
+                        Ok(known) if known.kind() != want => problems.push(format!(
+                            "{path}: {field} names {name}, a {:?} error, not {want:?}",
+                            known.kind()
+                        )),
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// The run's shape per the contract: Split and Summarize catch into a Fail state that keeps the
+/// error, the Map runs DISTRIBUTED with the substituted execution type, is not caught and
+/// tolerates no failure.
+fn check_shape(asl: &Json) -> Vec<String> {
+    let mut problems = Vec::new();
+    let states = &asl["States"];
+    for name in ["Split", "Summarize"] {
+        let catches: Vec<&Json> = states[name]["Catch"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
+        let Some(catch) = catches
+            .iter()
+            .find(|c| error_equals(c).contains("States.ALL"))
+        else {
+            problems.push(format!("{name}: no Catch of States.ALL"));
+            continue;
+        };
+        if catch["ResultPath"] != "$.error" {
+            problems.push(format!(
+                "{name}: its Catch does not keep the input (ResultPath $.error)"
+            ));
+        }
+        let target = &states[catch["Next"].as_str().unwrap_or_default()];
+        if target["Type"] != "Fail"
+            || target["ErrorPath"] != "$.error.Error"
+            || target["CausePath"] != "$.error.Cause"
+        {
+            problems.push(format!(
+                "{name}: its Catch does not go to a Fail state with ErrorPath/CausePath"
+            ));
+        }
+    }
+    let maps: Vec<(String, &Json)> = all_states(asl)
+        .into_iter()
+        .filter(|(_, s)| s["Type"] == "Map")
+        .collect();
+    if maps.len() != 1 {
+        problems.push(format!("expected one Map state, found {}", maps.len()));
+    }
+    for (path, map) in maps {
+        let config = &map["ItemProcessor"]["ProcessorConfig"];
+        if config["Mode"] != "DISTRIBUTED" || config["ExecutionType"] != "${ChildExecutionType}" {
+            problems.push(format!(
+                "{path}: not DISTRIBUTED with ExecutionType ${{ChildExecutionType}}"
+            ));
+        }
+        for forbidden in [
+            "Catch",
+            "ToleratedFailurePercentage",
+            "ToleratedFailurePercentagePath",
+        ] {
+            if map.get(forbidden).is_some() {
+                problems.push(format!(
+                    "{path}: has {forbidden} (a failed chunk must fail the run)"
+                ));
+            }
+        }
+        if map["MaxConcurrencyPath"] != "$.maxConcurrency" {
+            problems.push(format!(
+                "{path}: MaxConcurrencyPath is not $.maxConcurrency"
+            ));
+        }
+    }
+    problems
+}
+
+/// The template's functions are exactly the packages under functions/, each built by
+/// cargo-lambda from the workspace root.
+fn check_functions(
+    template: &Yaml,
+    packages: &BTreeMap<String, (String, BTreeSet<String>)>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (dir, (package, bins)) in packages {
+        if package != &format!("thingpress-{dir}") {
+            problems.push(format!(
+                "functions/{dir} is package {package}, not thingpress-{dir}"
+            ));
+        }
+        if !bins.contains(dir) {
+            problems.push(format!("functions/{dir} has no binary named {dir}"));
+        }
+    }
+    let mut deployed = BTreeSet::new();
+    for (id, resource) in resources(template) {
+        if resource_type(resource) != "AWS::Serverless::Function" {
+            continue;
+        }
+        let build = get(resource, "Metadata");
+        let method = build
+            .and_then(|m| get(m, "BuildMethod"))
+            .and_then(Yaml::as_str);
+        let binary = build
+            .and_then(|m| get(m, "BuildProperties"))
+            .and_then(|p| get(p, "Binary"))
+            .and_then(Yaml::as_str)
+            .unwrap_or_default();
+        if method != Some("rust-cargolambda") {
+            problems.push(format!(
+                "{id}: BuildMethod is {method:?}, not rust-cargolambda"
+            ));
+        }
+        if id != logical_function_id(binary) {
+            problems.push(format!(
+                "{id}: builds binary {binary:?}; expected id {}",
+                logical_function_id(binary)
+            ));
+        }
+        let code_uri = get(resource, "Properties")
+            .and_then(|p| get(p, "CodeUri"))
+            .and_then(Yaml::as_str);
+        if code_uri != Some("../") {
+            problems.push(format!(
+                "{id}: CodeUri is {code_uri:?}, not the workspace root ../"
+            ));
+        }
+        if !packages.contains_key(binary) {
+            problems.push(format!("{id}: no package functions/{binary}"));
+        }
+        deployed.insert(binary.to_owned());
+    }
+    for dir in packages.keys() {
+        if !deployed.contains(dir) {
+            problems.push(format!("functions/{dir} is not deployed by the template"));
+        }
+    }
+    problems
+}
+
+/// IAM statements of the template: (resource logical id, statement).
+fn iam_statements(template: &Yaml) -> Vec<(String, &Yaml)> {
+    fn push_document<'a>(out: &mut Vec<(String, &'a Yaml)>, id: &str, document: Option<&'a Yaml>) {
+        match document.and_then(|d| get(d, "Statement")) {
+            Some(Yaml::Sequence(items)) => out.extend(items.iter().map(|s| (id.to_owned(), s))),
+            Some(single) => out.push((id.to_owned(), single)),
+            None => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (id, resource) in resources(template) {
+        let props = get(resource, "Properties");
+        match resource_type(resource) {
+            "AWS::IAM::Role" | "AWS::IAM::User" | "AWS::IAM::Group" => {
+                for policy in props
+                    .and_then(|p| get(p, "Policies"))
+                    .and_then(Yaml::as_sequence)
+                    .into_iter()
+                    .flatten()
+                {
+                    push_document(&mut out, &id, get(policy, "PolicyDocument"));
+                }
+            }
+            "AWS::IAM::Policy"
+            | "AWS::IAM::ManagedPolicy"
+            | "AWS::S3::BucketPolicy"
+            | "AWS::SQS::QueuePolicy"
+            | "AWS::SNS::TopicPolicy" => {
+                push_document(&mut out, &id, props.and_then(|p| get(p, "PolicyDocument")));
+            }
+            "AWS::Serverless::Function" | "AWS::Serverless::StateMachine" => {
+                for policy in props
+                    .and_then(|p| get(p, "Policies"))
+                    .and_then(Yaml::as_sequence)
+                    .into_iter()
+                    .flatten()
+                {
+                    push_document(&mut out, &id, Some(policy));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// No Allow statement grants `*` (or `service:*`) actions, a `*` principal, or `*` resources,
+/// except the documented allow-list; functions use inline documents only (no managed policies
+/// or SAM policy templates that could widen them unseen).
+fn check_iam(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (id, resource) in resources(template) {
+        if resource_type(resource) != "AWS::Serverless::Function" {
+            continue;
+        }
+        let policies = get(resource, "Properties").and_then(|p| get(p, "Policies"));
+        for policy in policies.and_then(Yaml::as_sequence).into_iter().flatten() {
+            if get(policy, "Statement").is_none() {
+                problems.push(format!(
+                    "{id}: a policy that is not an inline document: {policy:?}"
+                ));
+            }
+        }
+    }
+    for (id, statement) in iam_statements(template) {
+        if get(statement, "Effect").and_then(Yaml::as_str) != Some("Allow") {
+            continue;
+        }
+        let sid = get(statement, "Sid")
+            .and_then(Yaml::as_str)
+            .unwrap_or("<no Sid>");
+        let actions = strings(get(statement, "Action"));
+        for action in &actions {
+            if action == "*" || action.ends_with(":*") {
+                problems.push(format!("{id}/{sid}: Allow of action {action}"));
+            }
+        }
+        if get(statement, "NotAction").is_some() || get(statement, "NotResource").is_some() {
+            problems.push(format!("{id}/{sid}: NotAction/NotResource in an Allow"));
+        }
+        let principal = get(statement, "Principal");
+        if principal.and_then(Yaml::as_str) == Some("*")
+            || principal.and_then(|p| get(p, "AWS")).and_then(Yaml::as_str) == Some("*")
+        {
+            problems.push(format!("{id}/{sid}: Allow to principal *"));
+        }
+        if strings(get(statement, "Resource")).iter().any(|r| r == "*") {
+            let allowed = WILDCARD_RESOURCE_ALLOW_LIST
+                .iter()
+                .find(|(rid, rsid, _)| *rid == id && *rsid == sid);
+            match allowed {
+                None => problems.push(format!(
+                    "{id}/{sid}: Resource \"*\" is not on the allow-list"
+                )),
+                Some((_, _, allowed_actions)) => {
+                    let allowed: BTreeSet<&str> = allowed_actions.iter().copied().collect();
+                    let actual: BTreeSet<&str> = actions.iter().map(String::as_str).collect();
+                    if actual != allowed {
+                        problems.push(format!(
+                            "{id}/{sid}: Resource \"*\" for {actual:?}; the allow-list permits {allowed:?}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+// ------------------------------------------------------------------------------------ tests
+
+fn assert_clean(problems: Vec<String>) {
+    assert!(
+        problems.is_empty(),
+        "problems:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+fn assert_caught(problems: Vec<String>, needle: &str) {
+    assert!(
+        problems.iter().any(|p| p.contains(needle)),
+        "expected a problem mentioning {needle:?}, got {problems:?}"
+    );
+}
+
+/// A YAML mapping, mutably, by a path of keys.
+fn yaml_at<'a>(value: &'a mut Yaml, path: &[&str]) -> &'a mut Yaml {
+    path.iter().fold(value, |v, key| {
+        v.as_mapping_mut()
+            .and_then(|m| m.get_mut(*key))
+            .unwrap_or_else(|| panic!("no {key} in the template"))
+    })
+}
+
+fn statement_mut<'a>(template: &'a mut Yaml, resource: &str, sid: &str) -> &'a mut Yaml {
+    let statements = yaml_at(template, &["Resources", resource, "Properties", "Policies"])
+        .as_sequence_mut()
+        .expect("Policies is a list")
+        .iter_mut()
+        .flat_map(|p| {
+            let document = match p.as_mapping().and_then(|m| m.get("PolicyDocument")) {
+                Some(_) => p.get_mut("PolicyDocument").expect("checked"),
+                None => p,
+            };
+            document
+                .get_mut("Statement")
+                .and_then(Yaml::as_sequence_mut)
+                .map(|s| s.iter_mut())
+                .into_iter()
+                .flatten()
+        });
+    statements
+        .into_iter()
+        .find(|s| s.get("Sid").and_then(Yaml::as_str) == Some(sid))
+        .unwrap_or_else(|| panic!("{resource} has no statement {sid}"))
+}
+
+#[test]
+fn asl_placeholders_match_definition_substitutions() {
+    assert_clean(check_substitutions(&asl_text(), &template()));
+}
+
+#[test]
+fn substitution_check_catches_a_missing_key_and_an_unused_one() {
+    let mut broken = template();
+    let subs = yaml_at(
+        &mut broken,
+        &[
+            "Resources",
+            "ImportStateMachine",
+            "Properties",
+            "DefinitionSubstitutions",
+        ],
+    )
+    .as_mapping_mut()
+    .expect("a mapping");
+    subs.remove("ChildExecutionType");
+    subs.insert("LeftOver".into(), "x".into());
+    let problems = check_substitutions(&asl_text(), &broken);
+    assert_caught(problems.clone(), "${ChildExecutionType} in the ASL has no");
+    assert_caught(problems, "LeftOver is not used");
+
+    let text = asl_text().replace("${RegisterFunctionArn}", "${RegisterFnArn}");
+    assert_caught(check_substitutions(&text, &template()), "${RegisterFnArn}");
+
+    let mut wrong_arn = template();
+    *yaml_at(
+        &mut wrong_arn,
+        &[
+            "Resources",
+            "ImportStateMachine",
+            "Properties",
+            "DefinitionSubstitutions",
+            "SplitFunctionArn",
+        ],
+    ) = serde_norway::from_str("!GetAtt RegisterFunction.Arn").expect("yaml");
+    assert_caught(
+        check_substitutions(&asl_text(), &wrong_arn),
+        "SplitFunctionArn is not !GetAtt SplitFunction.Arn",
+    );
+}
+
+#[test]
+fn every_lambda_task_has_both_standard_retriers() {
+    let asl = asl();
+    assert_eq!(
+        lambda_tasks(&asl).len(),
+        4,
+        "Split, Decorate, Register, Summarize"
+    );
+    assert_clean(check_retriers(&asl));
+}
+
+#[test]
+fn retrier_check_catches_a_removed_or_weakened_retrier() {
+    // Register's Thingpress retrier removed.
+    let mut broken = asl();
+    let retry = broken["States"]["ImportChunks"]["ItemProcessor"]["States"]["Register"]["Retry"]
+        .as_array_mut()
+        .expect("Retry");
+    retry.remove(1);
+    assert_caught(
+        check_retriers(&broken),
+        "ImportChunks/Register: no Thingpress retrier",
+    );
+
+    // Split's Lambda retrier removed.
+    let mut broken = asl();
+    broken["States"]["Split"]["Retry"]
+        .as_array_mut()
+        .expect("Retry")
+        .remove(0);
+    assert_caught(check_retriers(&broken), "Split: no Lambda service retrier");
+
+    // Jitter, delay cap and a retryable name dropped.
+    let mut broken = asl();
+    let retrier = &mut broken["States"]["Summarize"]["Retry"][1];
+    retrier["JitterStrategy"] = json!("NONE");
+    retrier
+        .as_object_mut()
+        .expect("retrier")
+        .remove("MaxDelaySeconds");
+    retrier["ErrorEquals"] = json!(["Thingpress.Throttled"]);
+    let problems = check_retriers(&broken);
+    assert_caught(
+        problems.clone(),
+        "Summarize: the Thingpress retrier has no JitterStrategy FULL",
+    );
+    assert_caught(
+        problems.clone(),
+        "Summarize: the Thingpress retrier has MaxDelaySeconds None",
+    );
+    assert_caught(problems, "does not retry [\"Thingpress.Transient\"]");
+
+    // A literal function ARN.
+    let mut broken = asl();
+    broken["States"]["Split"]["Parameters"]["FunctionName"] =
+        json!("arn:aws:lambda:us-east-1:123456789012:function:split");
+    assert_caught(check_retriers(&broken), "Split: FunctionName");
+}
+
+#[test]
+fn every_retryable_name_in_the_code_is_retried() {
+    let retryable = retryable_names();
+    assert!(!retryable.is_empty());
+    let asl = asl();
+    for (path, task) in lambda_tasks(&asl) {
+        let retried: BTreeSet<String> = task["Retry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(error_equals)
+            .collect();
+        let missing: Vec<_> = retryable.difference(&retried).collect();
+        assert!(missing.is_empty(), "{path} does not retry {missing:?}");
+    }
+}
+
+#[test]
+fn thingpress_names_in_the_asl_are_known_and_used_as_their_kind() {
+    let asl = asl();
+    assert_clean(check_error_names(&asl));
+    // The names it matches are really there (the check is not vacuous).
+    let matched: BTreeSet<String> = all_states(&asl)
+        .iter()
+        .flat_map(|(_, s)| {
+            s["Retry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(error_equals)
+        })
+        .filter(|n| n.starts_with("Thingpress."))
+        .collect();
+    assert_eq!(matched, retryable_names());
+}
+
+#[test]
+fn error_name_check_catches_unknown_names_and_wrong_kinds() {
+    let mut broken = asl();
+    broken["States"]["Split"]["Retry"][1]["ErrorEquals"] = json!([
+        "Thingpress.Throttled",
+        "Thingpress.Transient",
+        "Thingpress.Bogus",
+        "Thingpress.InvalidInput"
+    ]);
+    broken["States"]["Summarize"]["Catch"] = json!([
+        {"ErrorEquals": ["Thingpress.Throttled"], "Next": "ImportFailed"},
+        {"ErrorEquals": ["Thingpress.InvalidSignature"], "Next": "ImportFailed"}
+    ]);
+    let problems = check_error_names(&broken);
+    assert_caught(
+        problems.clone(),
+        "Thingpress.Bogus, which is not in ErrorName::ALL",
+    );
+    assert_caught(
+        problems.clone(),
+        "Retry names Thingpress.InvalidInput, a Terminal error",
+    );
+    assert_caught(
+        problems.clone(),
+        "Catch names Thingpress.Throttled, a Retryable error",
+    );
+    assert_caught(
+        problems,
+        "Catch names Thingpress.InvalidSignature, a Entry error",
+    );
+}
+
+#[test]
+fn the_run_has_the_contracted_shape() {
+    assert_clean(check_shape(&asl()));
+}
+
+#[test]
+fn shape_check_catches_a_caught_map_and_a_lost_catch() {
+    let mut broken = asl();
+    broken["States"]["ImportChunks"]["ToleratedFailurePercentage"] = json!(5);
+    broken["States"]["ImportChunks"]["Catch"] =
+        json!([{"ErrorEquals": ["States.ALL"], "Next": "ImportFailed"}]);
+    broken["States"]["ImportChunks"]["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] =
+        json!("EXPRESS");
+    broken["States"]["Split"]
+        .as_object_mut()
+        .expect("Split")
+        .remove("Catch");
+    broken["States"]["Summarize"]["Catch"][0]["ResultPath"] = json!(null);
+    let problems = check_shape(&broken);
+    assert_caught(
+        problems.clone(),
+        "ImportChunks: has ToleratedFailurePercentage",
+    );
+    assert_caught(problems.clone(), "ImportChunks: has Catch");
+    assert_caught(problems.clone(), "ImportChunks: not DISTRIBUTED");
+    assert_caught(problems.clone(), "Split: no Catch of States.ALL");
+    assert_caught(problems, "Summarize: its Catch does not keep the input");
+}
+
+#[test]
+fn template_functions_match_the_packages_under_functions() {
+    let packages = function_packages();
+    assert_eq!(
+        packages.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["decorate", "register", "split", "summarize"]
+    );
+    assert_clean(check_functions(&template(), &packages));
+}
+
+#[test]
+fn function_check_catches_a_missing_or_extra_function() {
+    let packages = function_packages();
+    let mut broken = template();
+    let resources = yaml_at(&mut broken, &["Resources"])
+        .as_mapping_mut()
+        .expect("Resources");
+    resources.remove("DecorateFunction");
+    assert_caught(
+        check_functions(&broken, &packages),
+        "functions/decorate is not deployed",
+    );
+
+    let mut extra = packages.clone();
+    extra.insert(
+        "verify".to_owned(),
+        (
+            "thingpress-verify".to_owned(),
+            BTreeSet::from(["verify".to_owned()]),
+        ),
+    );
+    assert_caught(
+        check_functions(&template(), &extra),
+        "functions/verify is not deployed",
+    );
+
+    let mut wrong = template();
+    *yaml_at(
+        &mut wrong,
+        &[
+            "Resources",
+            "SplitFunction",
+            "Metadata",
+            "BuildProperties",
+            "Binary",
+        ],
+    ) = "splitter".into();
+    let problems = check_functions(&wrong, &packages);
+    assert_caught(problems.clone(), "no package functions/splitter");
+    assert_caught(problems, "functions/split is not deployed");
+}
+
+#[test]
+fn iam_has_no_wildcards_beyond_the_allow_list() {
+    let template = template();
+    let statements = iam_statements(&template);
+    assert!(
+        statements.len() > 10,
+        "the IAM walk found only {} statements",
+        statements.len()
+    );
+    assert_clean(check_iam(&template));
+}
+
+#[test]
+fn iam_check_catches_wildcards() {
+    let mut broken = template();
+    *yaml_at(
+        statement_mut(&mut broken, "RegisterFunction", "ReadCertificates"),
+        &["Resource"],
+    ) = "*".into();
+    assert_caught(
+        check_iam(&broken),
+        "RegisterFunction/ReadCertificates: Resource \"*\"",
+    );
+
+    let mut broken = template();
+    *yaml_at(
+        statement_mut(&mut broken, "ImportStateMachineRole", "InvokeFunctions"),
+        &["Action"],
+    ) = "lambda:*".into();
+    assert_caught(
+        check_iam(&broken),
+        "ImportStateMachineRole/InvokeFunctions: Allow of action lambda:*",
+    );
+
+    // An allow-listed "*" statement that grows another action.
+    let mut broken = template();
+    *yaml_at(
+        statement_mut(&mut broken, "RegisterFunction", "RegisterCertificates"),
+        &["Action"],
+    ) = serde_norway::from_str("[iot:RegisterCertificateWithoutCA, iot:DeleteCertificate]")
+        .expect("yaml");
+    assert_caught(check_iam(&broken), "the allow-list permits");
+
+    // A managed policy by name.
+    let mut broken = template();
+    yaml_at(
+        &mut broken,
+        &["Resources", "SummarizeFunction", "Properties", "Policies"],
+    )
+    .as_sequence_mut()
+    .expect("Policies")
+    .push("AmazonS3FullAccess".into());
+    assert_caught(
+        check_iam(&broken),
+        "SummarizeFunction: a policy that is not an inline document",
+    );
+}
