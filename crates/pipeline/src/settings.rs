@@ -1,6 +1,6 @@
 //! The Lambdas' environment: the stack's bucket, defaults, and the account's IoT quotas.
 
-use thingpress_importer::{Api, Quotas, quotas::safety_factor_from_env};
+use thingpress_importer::{Api, Quotas, safety_factor_from_env};
 
 /// Settings read once per container from the environment the template sets.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,4 @@
-//! The split Lambda: wiring only; the work is in `handler`.
-
-mod handler;
+//! The split Lambda: wiring only; the work is in the library.
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
@@ -11,13 +9,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     aws::init_tracing();
     let settings = Settings::from_env()?;
     let config = aws::load_config().await;
-    let split = handler::Split {
-        store: S3Store::new(aws::s3_client(&config)),
-        iot: aws_sdk_iot::Client::new(&config),
-        settings,
-    };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        split.handle(event.payload)
-    }))
-    .await
+    let task = thingpress_split::Task::new(S3Store::new(aws::s3_client(&config)), &config, settings);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| task.handle(event))).await
 }

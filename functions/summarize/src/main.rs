@@ -1,6 +1,4 @@
-//! The summarize Lambda: wiring only; the work is in `handler`.
-
-mod handler;
+//! The summarize Lambda: wiring only; the work is in the library.
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
@@ -11,6 +9,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     aws::init_tracing();
     let settings = Settings::from_env()?;
     let config = aws::load_config().await;
-    let task = handler::Task::new(S3Store::new(aws::s3_client(&config)), &config, settings);
+    let task = thingpress_summarize::Task::new(S3Store::new(aws::s3_client(&config)), &config, settings);
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| task.handle(event))).await
 }

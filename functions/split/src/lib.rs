@@ -1,8 +1,8 @@
 //! Split: claim the source object, resolve and check the profile, stream the manifest into
 //! chunks of accepted entries and parts of rejected ones, and write the chunk index.
 
-use std::sync::Arc;
-
+use aws_config::SdkConfig;
+use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::{Value, json};
 use thingpress_manifest::{Entry, ErrorName, ManifestError, Supplier, read_entries};
@@ -20,13 +20,10 @@ const CHANNEL_DEPTH: usize = 4096;
 const UPLOADS_IN_FLIGHT: usize = 8;
 
 /// The split task with its clients, built once per container.
-pub struct Split<S> {
-    /// Object storage.
-    pub store: S,
-    /// IoT, to check that the profile's resources exist.
-    pub iot: aws_sdk_iot::Client,
-    /// Environment settings.
-    pub settings: Settings,
+pub struct Task<S> {
+    store: S,
+    iot: aws_sdk_iot::Client,
+    settings: Settings,
 }
 
 /// Where the profile comes from.
@@ -130,9 +127,24 @@ enum Parsed {
     Failed(ManifestError),
 }
 
-impl<S: Store + 'static> Split<S> {
+impl<S: Store + 'static> Task<S> {
+    /// Builds the task once per container.
+    pub fn new(store: S, config: &SdkConfig, settings: Settings) -> Self {
+        Task::with_iot(store, aws_sdk_iot::Client::new(config), settings)
+    }
+
+    /// Builds the task with a given IoT client (tests pass a mock).
+    pub fn with_iot(store: S, iot: aws_sdk_iot::Client, settings: Settings) -> Self {
+        Task { store, iot, settings }
+    }
+
     /// Handles one invocation.
-    pub async fn handle(&self, payload: Value) -> Result<Value, TaskError> {
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, TaskError> {
+        self.split_manifest(event.payload).await
+    }
+
+    /// Claims, checks and splits the manifest the payload names.
+    pub async fn split_manifest(&self, payload: Value) -> Result<Value, TaskError> {
         let request = parse_request(&payload)?;
         let profile = self.resolve_profile(&request.profile).await?;
         thingpress_importer::check_profile_resources(&self.iot, &profile)

@@ -31,7 +31,8 @@ impl<S: Store> Task<S> {
         self.summarize(&event.payload).await
     }
 
-    async fn summarize(&self, payload: &Value) -> Result<Value, TaskError> {
+    /// Summarizes the run the payload (Split's output) names.
+    pub async fn summarize(&self, payload: &Value) -> Result<Value, TaskError> {
         let run_id = payload
             .get("runId")
             .and_then(Value::as_str)

@@ -6,7 +6,7 @@ use serde_json::Value;
 use thingpress_manifest::{Accepted, Rejected};
 use thingpress_pipeline::records::{DecoratedLine, RunInfo, parse_chunk_input};
 use thingpress_pipeline::store::{get_json, get_jsonl, to_jsonl};
-use thingpress_pipeline::{RunLayout, Settings, Store, TaskError};
+use thingpress_pipeline::{Settings, Store, TaskError};
 use thingpress_product::Decorator;
 
 /// The decorate task.
@@ -26,7 +26,8 @@ impl<S: Store> Task<S> {
         self.decorate(event.payload).await
     }
 
-    async fn decorate(&self, mut payload: Value) -> Result<Value, TaskError> {
+    /// Decorates the chunk the payload names.
+    pub async fn decorate(&self, mut payload: Value) -> Result<Value, TaskError> {
         let (run, chunk) = parse_chunk_input(&payload)?;
         let bucket = &self.settings.import_bucket;
         let info: RunInfo =
