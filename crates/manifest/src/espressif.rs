@@ -144,8 +144,9 @@ impl Columns {
                     Supplier::Espressif,
                     None,
                     format!(
-                        "the header row has no {} column (columns: {})",
+                        "the header row has no {} column{} (columns: {})",
                         missing.join(" and "),
+                        if missing.len() > 1 { "s" } else { "" },
                         names.join(", ")
                     ),
                 ));
@@ -177,7 +178,7 @@ fn reject(index: u64, error: ErrorName, message: String, device_id: Option<Strin
 }
 
 /// The trimmed UTF-8 text of a column; `None` when the column is absent.
-fn column<'r>(record: &'r ByteRecord, column: usize) -> Option<Result<&'r str, ()>> {
+fn column(record: &ByteRecord, column: usize) -> Option<Result<&str, ()>> {
     record
         .get(column)
         .map(|raw| std::str::from_utf8(raw).map(str::trim).map_err(|_| ()))

@@ -2,6 +2,9 @@
 //! generated XML manifests (layout variants, bad entries, entity bombs), and never-panic
 //! properties over arbitrary and mutated input.
 
+// Test code: a failed expectation should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::io::Cursor;
 
