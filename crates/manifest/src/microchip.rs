@@ -486,7 +486,7 @@ fn verify(verifiers: &Verifiers, jws: &JwsObject) -> Result<Accepted, Rejection>
                 .decode(b64)
                 .map_err(|e| bad(format!("x5c[{}] is not base64: {e}", i + 1)))?;
             match X509Certificate::from_der(&der) {
-                Ok((rest, _)) if rest.is_empty() => Ok(der_to_pem(&der)),
+                Ok(([], _)) => Ok(der_to_pem(&der)),
                 Ok(_) => Err(bad(format!("x5c[{}] has trailing bytes", i + 1))),
                 Err(e) => Err(bad(format!(
                     "x5c[{}]: not an X.509 certificate: {e}",

@@ -110,7 +110,7 @@ fn decode_line(text: &[u8]) -> Result<(Certificate, Vec<String>), String> {
         .map(|(i, der)| {
             let der = der.map_err(|e| format!("chain certificate {}: {e}", i + 1))?;
             match X509Certificate::from_der(&der) {
-                Ok((rest, _)) if rest.is_empty() => Ok(der_to_pem(&der)),
+                Ok(([], _)) => Ok(der_to_pem(&der)),
                 Ok(_) => Err(format!("chain certificate {} has trailing bytes", i + 1)),
                 Err(e) => Err(format!("chain certificate {}: {e}", i + 1)),
             }
@@ -291,10 +291,8 @@ impl<R: BufRead> PemReader<R> {
         if self.mode == Mode::Undecided {
             self.mode = Mode::Bundle;
         }
-        if let Some(block) = &self.block {
-            if !block.certificate {
-                self.skipped_blocks += 1;
-            }
+        if self.block.as_ref().is_some_and(|block| !block.certificate) {
+            self.skipped_blocks += 1;
         }
     }
 

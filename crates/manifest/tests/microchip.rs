@@ -1,6 +1,9 @@
 //! Microchip manifests: the real samples, generated manifests covering every rule, broken arrays,
 //! and never-panic properties.
 
+// Tests state their expectations with unwrap/expect/panic; the workspace lints are for library code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
