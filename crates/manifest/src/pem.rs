@@ -20,7 +20,7 @@ use base64::Engine;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::batch::validate_in_order;
-use crate::cert::{Certificate, der_to_pem, pem_blocks};
+use crate::cert::{Certificate, der_to_pem};
 use crate::microchip::BASE64;
 use crate::{Accepted, Entries, Entry, ErrorName, ManifestError, Options, Rejected, Supplier};
 
@@ -99,8 +99,7 @@ fn decode_line(text: &[u8]) -> Result<(Certificate, Vec<String>), String> {
     if !bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
         return Certificate::from_der(bytes).map(|cert| (cert, Vec::new()));
     }
-    let pem = std::str::from_utf8(&bytes).map_err(|_| "decoded PEM is not UTF-8".to_owned())?;
-    let mut blocks = pem_blocks(pem);
+    let mut blocks = certificate_blocks(&bytes);
     let device = match blocks.next() {
         Some(der) => Certificate::from_der(der?)?,
         None => return Err("decoded PEM holds no CERTIFICATE block".to_owned()),
@@ -117,6 +116,38 @@ fn decode_line(text: &[u8]) -> Result<(Certificate, Vec<String>), String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((device, chain))
+}
+
+/// The DER of every `CERTIFICATE` block of an in-memory PEM text, in order; other blocks are
+/// skipped. Byte-based, so a decoded line need not be UTF-8 and is not copied as a string.
+fn certificate_blocks(text: &[u8]) -> impl Iterator<Item = Result<Vec<u8>, String>> + '_ {
+    const BEGIN_CERT: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    const END_CERT: &[u8] = b"-----END CERTIFICATE-----";
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let start = find(rest, BEGIN_CERT)?;
+        let after = rest.get(start + BEGIN_CERT.len()..).unwrap_or_default();
+        let Some(end) = find(after, END_CERT) else {
+            rest = &[];
+            return Some(Err("PEM block has no END CERTIFICATE line".to_owned()));
+        };
+        let body = after.get(..end).unwrap_or_default();
+        rest = after.get(end + END_CERT.len()..).unwrap_or_default();
+        let compact: Vec<u8> = body
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        Some(
+            BASE64
+                .decode(&compact)
+                .map_err(|e| format!("invalid base64: {e}")),
+        )
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
