@@ -1,0 +1,518 @@
+//! Registering one decorated entry: certificate, thing, attachments — each step idempotent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_iot::operation::add_thing_to_thing_group::AddThingToThingGroupError;
+use aws_sdk_iot::operation::attach_policy::AttachPolicyError;
+use aws_sdk_iot::operation::attach_thing_principal::AttachThingPrincipalError;
+use aws_sdk_iot::operation::create_thing::CreateThingError;
+use aws_sdk_iot::operation::describe_certificate::DescribeCertificateError;
+use aws_sdk_iot::operation::register_certificate_without_ca::RegisterCertificateWithoutCAError;
+use aws_sdk_iot::operation::update_thing::UpdateThingError;
+use aws_sdk_iot::types::{AttributePayload, CertificateStatus as IotCertificateStatus};
+use serde::{Deserialize, Serialize};
+use thingpress_manifest::ErrorName;
+use thingpress_product::{CertificateStatus, Decorated, OnThingConflict};
+
+use crate::ImportError;
+use crate::classify::{classify, service_message};
+use crate::pacer::Pacer;
+use crate::quotas::Api;
+
+/// What happened to one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    /// The certificate was registered by this run and its thing set up.
+    Registered,
+    /// The certificate was already in IoT; its thing and attachments were ensured.
+    AlreadyRegistered,
+    /// The entry cannot be registered; `error` says why.
+    Rejected,
+}
+
+/// One line of a results file: the outcome of one entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryResult {
+    /// Position in the manifest, from 0.
+    pub index: u64,
+    /// The AWS IoT certificate id.
+    pub certificate_id: String,
+    /// The thing the entry maps to.
+    pub thing_name: String,
+    /// The supplier's device id.
+    pub device_id: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// The certificate's ARN, once IoT has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_arn: Option<String>,
+    /// Why the entry was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorName>,
+    /// Details for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl EntryResult {
+    fn new(entry: &Decorated, outcome: Outcome, certificate_arn: Option<String>) -> EntryResult {
+        EntryResult {
+            index: entry.index,
+            certificate_id: entry.certificate_id.clone(),
+            thing_name: entry.thing_name.clone(),
+            device_id: entry.device_id.clone(),
+            outcome,
+            certificate_arn,
+            error: None,
+            message: None,
+        }
+    }
+
+    /// A rejection of `entry`, with the certificate ARN if IoT already holds the certificate.
+    pub fn rejected(
+        entry: &Decorated,
+        error: ErrorName,
+        message: impl Into<String>,
+        certificate_arn: Option<String>,
+    ) -> EntryResult {
+        EntryResult {
+            error: Some(error),
+            message: Some(message.into()),
+            ..EntryResult::new(entry, Outcome::Rejected, certificate_arn)
+        }
+    }
+}
+
+/// Calls made per API (one per operation; the SDK's internal retries are not counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApiCalls(pub BTreeMap<Api, u64>);
+
+impl ApiCalls {
+    /// Calls of one API.
+    pub fn get(&self, api: Api) -> u64 {
+        self.0.get(&api).copied().unwrap_or(0)
+    }
+
+    /// Calls of every API together.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// Adds another tally (e.g. from another chunk) to this one.
+    pub fn add(&mut self, other: &ApiCalls) {
+        for (api, n) in &other.0 {
+            *self.0.entry(*api).or_insert(0) += n;
+        }
+    }
+}
+
+/// How far the certificate step got.
+enum Certificate {
+    New {
+        arn: String,
+    },
+    Existing {
+        arn: String,
+        status: String,
+    },
+    Rejected {
+        message: String,
+        arn: Option<String>,
+    },
+}
+
+/// Registers decorated entries in AWS IoT, paced per API, counting its calls.
+#[derive(Debug)]
+pub struct Importer {
+    client: aws_sdk_iot::Client,
+    pacer: Pacer,
+    calls: [AtomicU64; Api::ALL.len()],
+}
+
+impl Importer {
+    /// An importer using `client` (build it with [`crate::sdk_retry_config`]) and `pacer`.
+    pub fn new(client: aws_sdk_iot::Client, pacer: Pacer) -> Importer {
+        Importer {
+            client,
+            pacer,
+            calls: Default::default(),
+        }
+    }
+
+    /// The pacer, e.g. to read the rates for logging.
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    /// The calls made so far, per API.
+    pub fn api_calls(&self) -> ApiCalls {
+        ApiCalls(
+            Api::ALL
+                .iter()
+                .zip(&self.calls)
+                .map(|(api, n)| (*api, n.load(Ordering::Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        )
+    }
+
+    /// Waits for the API's token and counts the call.
+    async fn begin(&self, api: Api) {
+        self.pacer.acquire(api).await;
+        if let Some(n) = self.calls.get(api.slot()) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Registers one entry: certificate, thing, principal, policies, groups (3 + policies +
+    /// groups calls for a new certificate). Per-entry problems are an `Ok` rejected result;
+    /// an `Err` ends the task (throttled, transient or refused by AWS).
+    pub async fn register(&self, entry: &Decorated) -> Result<EntryResult, ImportError> {
+        let (arn, outcome, note) = match self.certificate(entry).await? {
+            Certificate::New { arn } => (arn, Outcome::Registered, None),
+            Certificate::Existing { arn, status } => (
+                arn,
+                Outcome::AlreadyRegistered,
+                Some(format!("certificate already registered (status {status})")),
+            ),
+            Certificate::Rejected { message, arn } => {
+                return Ok(EntryResult::rejected(
+                    entry,
+                    ErrorName::RejectedByIot,
+                    message,
+                    arn,
+                ));
+            }
+        };
+        if let Err(rejection) = self.thing(entry, &arn).await? {
+            return Ok(rejection);
+        }
+
+        self.begin(Api::AttachThingPrincipal).await;
+        let attached = self
+            .client
+            .attach_thing_principal()
+            .thing_name(&entry.thing_name)
+            .principal(&arn)
+            .send()
+            .await;
+        if let Err(err) = attached {
+            return match err.as_service_error() {
+                Some(AttachThingPrincipalError::InvalidRequestException(e)) => {
+                    Ok(EntryResult::rejected(
+                        entry,
+                        ErrorName::RejectedByIot,
+                        format!(
+                            "AttachThingPrincipal {}: {}",
+                            entry.thing_name,
+                            service_message(e)
+                        ),
+                        Some(arn),
+                    ))
+                }
+                _ => Err(classify(
+                    "AttachThingPrincipal",
+                    &format!("thing {}", entry.thing_name),
+                    &err,
+                )),
+            };
+        }
+
+        for policy in &entry.policies {
+            self.begin(Api::AttachPolicy).await;
+            let result = self
+                .client
+                .attach_policy()
+                .policy_name(policy)
+                .target(&arn)
+                .send()
+                .await;
+            if let Err(err) = result {
+                return match err.as_service_error() {
+                    Some(AttachPolicyError::InvalidRequestException(e)) => {
+                        Ok(EntryResult::rejected(
+                            entry,
+                            ErrorName::RejectedByIot,
+                            format!("AttachPolicy {policy}: {}", service_message(e)),
+                            Some(arn),
+                        ))
+                    }
+                    _ => Err(classify("AttachPolicy", &format!("policy {policy}"), &err)),
+                };
+            }
+        }
+
+        for group in &entry.thing_groups {
+            self.begin(Api::AddThingToThingGroup).await;
+            let result = self
+                .client
+                .add_thing_to_thing_group()
+                .thing_group_name(group)
+                .thing_name(&entry.thing_name)
+                .send()
+                .await;
+            if let Err(err) = result {
+                return match err.as_service_error() {
+                    Some(AddThingToThingGroupError::InvalidRequestException(e)) => {
+                        Ok(EntryResult::rejected(
+                            entry,
+                            ErrorName::RejectedByIot,
+                            format!("AddThingToThingGroup {group}: {}", service_message(e)),
+                            Some(arn),
+                        ))
+                    }
+                    _ => Err(classify(
+                        "AddThingToThingGroup",
+                        &format!("thing group {group}"),
+                        &err,
+                    )),
+                };
+            }
+        }
+
+        tracing::debug!(index = entry.index, thing = %entry.thing_name, ?outcome, "entry registered");
+        Ok(EntryResult {
+            message: note,
+            ..EntryResult::new(entry, outcome, Some(arn))
+        })
+    }
+
+    /// Step 1: RegisterCertificateWithoutCA, or find the certificate already there.
+    async fn certificate(&self, entry: &Decorated) -> Result<Certificate, ImportError> {
+        let status = match entry.certificate_status {
+            CertificateStatus::Active => IotCertificateStatus::Active,
+            CertificateStatus::Inactive => IotCertificateStatus::Inactive,
+        };
+        self.begin(Api::RegisterCertificateWithoutCA).await;
+        let result = self
+            .client
+            .register_certificate_without_ca()
+            .certificate_pem(&entry.certificate_pem)
+            .status(status)
+            .send()
+            .await;
+        let resource = format!("certificate {}", entry.certificate_id);
+        let err = match result {
+            Ok(out) => {
+                if out
+                    .certificate_id()
+                    .is_some_and(|id| id != entry.certificate_id)
+                {
+                    tracing::warn!(
+                        index = entry.index,
+                        ours = %entry.certificate_id,
+                        theirs = ?out.certificate_id(),
+                        "IoT gave the certificate another id than SHA-256 of its DER"
+                    );
+                }
+                return match out.certificate_arn() {
+                    Some(arn) => Ok(Certificate::New {
+                        arn: arn.to_owned(),
+                    }),
+                    None => Err(ImportError::AwsRejected(format!(
+                        "RegisterCertificateWithoutCA {resource}: IoT answered without a certificate ARN"
+                    ))),
+                };
+            }
+            Err(err) => err,
+        };
+        let rejected = |message: String| Ok(Certificate::Rejected { message, arn: None });
+        match err.as_service_error() {
+            Some(RegisterCertificateWithoutCAError::ResourceAlreadyExistsException(e)) => {
+                match e.resource_id() {
+                    Some(id) if id != entry.certificate_id => rejected(format!(
+                        "RegisterCertificateWithoutCA: IoT says the certificate exists as {id}, not {}: {}",
+                        entry.certificate_id,
+                        service_message(e)
+                    )),
+                    // Ours (or unnamed): look it up by our id, which is also how we learn its ARN.
+                    _ => self.existing_certificate(entry).await,
+                }
+            }
+            Some(RegisterCertificateWithoutCAError::InvalidRequestException(e)) => rejected(
+                format!("RegisterCertificateWithoutCA: {}", service_message(e)),
+            ),
+            Some(RegisterCertificateWithoutCAError::CertificateValidationException(e)) => rejected(
+                format!("RegisterCertificateWithoutCA: {}", service_message(e)),
+            ),
+            Some(RegisterCertificateWithoutCAError::CertificateStateException(e)) => rejected(
+                format!("RegisterCertificateWithoutCA: {}", service_message(e)),
+            ),
+            _ => Err(classify("RegisterCertificateWithoutCA", &resource, &err)),
+        }
+    }
+
+    /// DescribeCertificate for a certificate IoT already holds. A REVOKED certificate is never
+    /// re-activated, and one being transferred to another account is not ours to use; any
+    /// other status is left as it is (Thingpress never calls UpdateCertificate).
+    async fn existing_certificate(&self, entry: &Decorated) -> Result<Certificate, ImportError> {
+        self.begin(Api::DescribeCertificate).await;
+        let result = self
+            .client
+            .describe_certificate()
+            .certificate_id(&entry.certificate_id)
+            .send()
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(err) => {
+                return match err.as_service_error() {
+                    Some(DescribeCertificateError::ResourceNotFoundException(e)) => {
+                        Ok(Certificate::Rejected {
+                            message: format!(
+                                "IoT reported certificate {} as existing but cannot describe it: {}",
+                                entry.certificate_id,
+                                service_message(e)
+                            ),
+                            arn: None,
+                        })
+                    }
+                    _ => Err(classify(
+                        "DescribeCertificate",
+                        &format!("certificate {}", entry.certificate_id),
+                        &err,
+                    )),
+                };
+            }
+        };
+        let description = out.certificate_description();
+        let arn = description
+            .and_then(|d| d.certificate_arn())
+            .map(str::to_owned);
+        let status = description.and_then(|d| d.status());
+        let Some(arn) = arn else {
+            return Err(ImportError::AwsRejected(format!(
+                "DescribeCertificate certificate {}: IoT answered without a certificate ARN",
+                entry.certificate_id
+            )));
+        };
+        let status_name = status
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_else(|| "unknown".into());
+        match status {
+            Some(IotCertificateStatus::Revoked) => Ok(Certificate::Rejected {
+                message: "certificate is REVOKED in IoT; Thingpress never re-activates a revoked certificate"
+                    .into(),
+                arn: Some(arn),
+            }),
+            Some(IotCertificateStatus::PendingTransfer) => Ok(Certificate::Rejected {
+                message: "certificate is PENDING_TRANSFER to another account".into(),
+                arn: Some(arn),
+            }),
+            _ => Ok(Certificate::Existing {
+                arn,
+                status: status_name,
+            }),
+        }
+    }
+
+    /// Step 2: CreateThing (idempotent for identical configuration), and on a conflict either
+    /// a ThingConflict rejection or UpdateThing, as the profile says.
+    ///
+    /// UpdateThing replaces the attributes (`merge: false`) and sets or removes the thing type,
+    /// so the thing ends up exactly as the profile describes it and a re-run's CreateThing finds
+    /// an identical thing (no second update). Attributes set by other systems are removed; that
+    /// is what choosing `update` in a profile means.
+    async fn thing(
+        &self,
+        entry: &Decorated,
+        arn: &str,
+    ) -> Result<Result<(), EntryResult>, ImportError> {
+        let attributes: HashMap<String, String> = entry
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.begin(Api::CreateThing).await;
+        let mut request = self
+            .client
+            .create_thing()
+            .thing_name(&entry.thing_name)
+            .set_thing_type_name(entry.thing_type.clone());
+        if !attributes.is_empty() {
+            request = request.attribute_payload(
+                AttributePayload::builder()
+                    .set_attributes(Some(attributes.clone()))
+                    .build(),
+            );
+        }
+        let resource = format!("thing {}", entry.thing_name);
+        let err = match request.send().await {
+            Ok(_) => return Ok(Ok(())),
+            Err(err) => err,
+        };
+        let reject = |error: ErrorName, message: String| {
+            Ok(Err(EntryResult::rejected(
+                entry,
+                error,
+                message,
+                Some(arn.to_owned()),
+            )))
+        };
+        match err.as_service_error() {
+            Some(CreateThingError::ResourceAlreadyExistsException(e)) => {
+                match entry.on_thing_conflict {
+                    OnThingConflict::Reject => reject(
+                        ErrorName::ThingConflict,
+                        format!(
+                            "thing {} exists with another thing type or attributes (onThingConflict is reject): {}",
+                            entry.thing_name,
+                            service_message(e)
+                        ),
+                    ),
+                    OnThingConflict::Update => self.update_thing(entry, arn, attributes).await,
+                }
+            }
+            Some(CreateThingError::InvalidRequestException(e)) => reject(
+                ErrorName::RejectedByIot,
+                format!("CreateThing {}: {}", entry.thing_name, service_message(e)),
+            ),
+            _ => Err(classify("CreateThing", &resource, &err)),
+        }
+    }
+
+    async fn update_thing(
+        &self,
+        entry: &Decorated,
+        arn: &str,
+        attributes: HashMap<String, String>,
+    ) -> Result<Result<(), EntryResult>, ImportError> {
+        self.begin(Api::UpdateThing).await;
+        let mut request = self
+            .client
+            .update_thing()
+            .thing_name(&entry.thing_name)
+            .attribute_payload(
+                AttributePayload::builder()
+                    .set_attributes(Some(attributes))
+                    .merge(false)
+                    .build(),
+            );
+        request = match &entry.thing_type {
+            Some(thing_type) => request.thing_type_name(thing_type),
+            None => request.remove_thing_type(true),
+        };
+        match request.send().await {
+            Ok(_) => Ok(Ok(())),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateThingError::InvalidRequestException(e)) => {
+                    Ok(Err(EntryResult::rejected(
+                        entry,
+                        ErrorName::RejectedByIot,
+                        format!("UpdateThing {}: {}", entry.thing_name, service_message(e)),
+                        Some(arn.to_owned()),
+                    )))
+                }
+                _ => Err(classify(
+                    "UpdateThing",
+                    &format!("thing {}", entry.thing_name),
+                    &err,
+                )),
+            },
+        }
+    }
+}
