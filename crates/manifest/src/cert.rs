@@ -82,9 +82,9 @@ pub fn der_to_pem(der: &[u8]) -> String {
 
 /// Decodes base64 that may be wrapped over lines (any ASCII whitespace is ignored).
 pub fn decode_base64_lenient(text: &str) -> Result<Vec<u8>, String> {
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     STANDARD
-        .decode(compact.as_bytes())
+        .decode(&compact)
         .map_err(|e| format!("invalid base64: {e}"))
 }
 

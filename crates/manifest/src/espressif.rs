@@ -25,7 +25,7 @@ use std::sync::Arc;
 use csv::{ByteRecord, ReaderBuilder, Trim};
 
 use crate::batch::validate_in_order;
-use crate::cert::Certificate;
+use crate::cert::{Certificate, pem_blocks};
 use crate::{Accepted, Entries, Entry, ErrorName, ManifestError, Options, Rejected, Supplier};
 
 /// csv's internal read buffer; bytes it reads ahead count against an entry's budget.
@@ -211,15 +211,20 @@ fn validate(columns: &Columns, row: Row) -> Entry {
             return reject(index, ErrorName::MissingCertificate, message, named);
         }
     };
-    let blocks = pem.matches("-----BEGIN CERTIFICATE-----").count();
-    if blocks > 1 {
+    let mut blocks = pem_blocks(pem);
+    let parsed = match blocks.next() {
+        Some(Ok(der)) => Certificate::from_der(der),
+        Some(Err(reason)) => Err(reason),
+        None => Err("no PEM CERTIFICATE block".to_owned()),
+    };
+    if blocks.next().is_some() {
         let message = format!(
-            "record {index} (MAC {mac:?}): the cert column holds {blocks} certificates \
+            "record {index} (MAC {mac:?}): the cert column holds more than one certificate \
              (an unbalanced quote?)"
         );
         return reject(index, ErrorName::InvalidCertificate, message, named);
     }
-    let certificate = match Certificate::from_pem(pem) {
+    let certificate = match parsed {
         Ok(certificate) => certificate,
         Err(reason) => {
             let message = format!("record {index} (MAC {mac:?}): {reason}");

@@ -492,21 +492,35 @@ impl<R: BufRead> BufRead for Metered<R> {
 // ---------------------------------------------------------------------------------------------
 // 7z bundle
 
-/// One PEM file of an inner archive, as extracted.
-struct RawPem {
-    /// Which inner archive (index into the shared contents).
-    archive: usize,
-    name: String,
-    /// Byte range in the archive's contents, or why the file was not read.
-    content: Result<std::ops::Range<usize>, String>,
-}
-
-/// An inner archive's extracted files: one buffer for all of them, to allocate once.
-struct InnerContents {
+/// An inner certificate archive of the bundle.
+struct InnerName {
+    /// Position among the slot's inner archives (sorted by name).
+    number: usize,
     archive_name: String,
     reel: Option<String>,
-    bytes: Vec<u8>,
 }
+
+/// One file of an inner archive, as extracted.
+struct RawPem {
+    archive: Arc<InnerName>,
+    name: String,
+    /// The file's bytes, or why it was not read.
+    content: Result<Vec<u8>, String>,
+}
+
+/// Entry order: by file name, then full path, then inner archive.
+fn file_order(a: (&str, usize), b: (&str, usize)) -> std::cmp::Ordering {
+    base_name(a.0)
+        .cmp(base_name(b.0))
+        .then_with(|| a.0.cmp(b.0))
+        .then_with(|| a.1.cmp(&b.1))
+}
+
+/// Files extracted per message from the decoding thread.
+const PIPELINE_BATCH: usize = 256;
+
+/// Messages in flight from the decoding thread (bounds memory to a few batches).
+const PIPELINE_DEPTH: usize = 8;
 
 /// Running totals over everything extracted, checked against [`Limits`].
 struct Budget {
@@ -565,13 +579,17 @@ fn open_archive(
     bytes: Vec<u8>,
     what: &str,
 ) -> Result<ArchiveReader<Cursor<Vec<u8>>>, ManifestError> {
-    guarded(what, || {
+    let mut archive = guarded(what, || {
         ArchiveReader::new_with_memory_limit(
             Cursor::new(bytes),
             Password::empty(),
             DECODER_MEMORY_KB,
         )
-    })
+    })?;
+    // Multi-threaded LZMA2 decoding decodes far ahead of the reader; one thread streams, and
+    // the cores are better spent validating certificates meanwhile.
+    archive.set_thread_count(1);
+    Ok(archive)
 }
 
 /// The last path component of an archive entry name.
@@ -591,16 +609,17 @@ fn read_declared(
     reader: &mut dyn Read,
     declared: u64,
     into: &mut Vec<u8>,
-    what: &str,
+    what: &dyn Fn() -> String,
 ) -> Result<(), ManifestError> {
     let start = into.len();
     reader
         .take(declared.saturating_add(1))
         .read_to_end(into)
-        .map_err(|e| malformed(None, format!("{what}: {e}")))?;
+        .map_err(|e| malformed(None, format!("{}: {e}", what())))?;
     if (into.len() - start) as u64 > declared {
         return Err(ManifestError::LimitExceeded(format!(
-            "infineon {what} holds more than the {declared} bytes it declares"
+            "infineon {} holds more than the {declared} bytes it declares",
+            what()
         )));
     }
     Ok(())
@@ -623,40 +642,143 @@ fn bundle_entries<'a, R: BufRead>(
         )));
     }
     let inner = extract_slot_archives(bundle, options.slot, &limits)?;
+    // Open every inner archive and bound what it declares before extracting anything.
     let mut budget = Budget { files: 0, bytes: 0 };
-    let mut contents = Vec::with_capacity(inner.len());
-    let mut files = Vec::new();
+    let mut archives = Vec::with_capacity(inner.len());
     for (number, (archive_name, bytes)) in inner.into_iter().enumerate() {
         let what = format!("inner archive {archive_name}");
-        let (bytes, found) = extract_pems(bytes, number, &what, &mut budget, &limits)?;
-        files.extend(found);
+        let archive = open_archive(bytes, &what)?;
+        budget.charge(archive.archive(), &what, &limits)?;
         let reel = base_name(&archive_name)
             .split_once('_')
             .map(|(reel, _)| reel.to_owned());
-        contents.push(InnerContents {
+        let name = InnerName {
+            number,
             archive_name,
             reel,
-            bytes,
-        });
+        };
+        archives.push((Arc::new(name), archive));
     }
-    files.sort_by(|a, b| {
-        base_name(&a.name)
-            .cmp(base_name(&b.name))
-            .then_with(|| a.name.cmp(&b.name))
-            .then_with(|| a.archive.cmp(&b.archive))
-    });
-    let contents = Arc::new(contents);
     let slot = options.slot;
+    let validate = move |(index, file): (u64, RawPem)| validate_pem(index, file, slot);
+    if in_name_order(&archives) {
+        // The usual case (7-Zip stores files sorted): decode on a thread and validate while it
+        // decodes, so decompression and certificate parsing use both cores.
+        let raw = pipelined(archives, limits)?
+            .zip(0u64..)
+            .map(|(file, index)| file.map(|file| (index, file)));
+        return Ok(Entries::new(
+            Supplier::Infineon,
+            validate_in_order(raw, validate),
+        ));
+    }
+    let mut files = Vec::new();
+    for (inner, archive) in archives {
+        extract_files(archive, &inner, &limits, &mut |file| {
+            files.push(file);
+            true
+        })?;
+    }
+    files.sort_by(|a, b| file_order((&a.name, a.archive.number), (&b.name, b.archive.number)));
     let raw = files
         .into_iter()
         .zip(0u64..)
         .map(|(file, index)| Ok((index, file)));
     Ok(Entries::new(
         Supplier::Infineon,
-        validate_in_order(raw, move |(index, file)| {
-            validate_pem(index, file, &contents, slot)
-        }),
+        validate_in_order(raw, validate),
     ))
+}
+
+type InnerArchive = (Arc<InnerName>, ArchiveReader<Cursor<Vec<u8>>>);
+
+/// Whether extraction already yields files in entry order: streams come in file-list order,
+/// then the empty files.
+fn in_name_order(archives: &[InnerArchive]) -> bool {
+    let mut previous: Option<(&str, usize)> = None;
+    for (inner, archive) in archives {
+        let files = &archive.archive().files;
+        let extracted = files
+            .iter()
+            .filter(|f| f.has_stream())
+            .chain(files.iter().filter(|f| !f.has_stream()))
+            .filter(|f| !f.is_directory() && !f.is_anti_item());
+        for file in extracted {
+            let current = (file.name(), inner.number);
+            if previous.is_some_and(|p| file_order(p, current).is_gt()) {
+                return false;
+            }
+            previous = Some(current);
+        }
+    }
+    true
+}
+
+/// What the decoding thread sends.
+enum Extracted {
+    Files(Vec<RawPem>),
+    Failed(ManifestError),
+    Done,
+}
+
+/// Extracts the inner archives on a thread, yielding their files in extraction order.
+fn pipelined(
+    archives: Vec<InnerArchive>,
+    limits: Limits,
+) -> Result<impl Iterator<Item = Result<RawPem, ManifestError>> + Send + 'static, ManifestError> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Extracted>(PIPELINE_DEPTH);
+    std::thread::Builder::new()
+        .name("thingpress-7z".to_owned())
+        .spawn(move || {
+            let mut batch = Vec::with_capacity(PIPELINE_BATCH);
+            for (inner, archive) in archives {
+                let mut listening = true;
+                let result = extract_files(archive, &inner, &limits, &mut |file| {
+                    batch.push(file);
+                    if batch.len() >= PIPELINE_BATCH {
+                        let full =
+                            std::mem::replace(&mut batch, Vec::with_capacity(PIPELINE_BATCH));
+                        listening = sender.send(Extracted::Files(full)).is_ok();
+                    }
+                    listening
+                });
+                if !listening {
+                    return;
+                }
+                if let Err(e) = result {
+                    let _ = sender.send(Extracted::Files(std::mem::take(&mut batch)));
+                    let _ = sender.send(Extracted::Failed(e));
+                    return;
+                }
+            }
+            let _ = sender.send(Extracted::Files(batch));
+            let _ = sender.send(Extracted::Done);
+        })?;
+    let mut current = Vec::new().into_iter();
+    let mut finished = false;
+    Ok(std::iter::from_fn(move || {
+        loop {
+            if let Some(file) = current.next() {
+                return Some(Ok(file));
+            }
+            if finished {
+                return None;
+            }
+            match receiver.recv() {
+                Ok(Extracted::Files(files)) => current = files.into_iter(),
+                Ok(Extracted::Done) => finished = true,
+                Ok(Extracted::Failed(e)) => {
+                    finished = true;
+                    return Some(Err(e));
+                }
+                // The thread ended without saying so: never pass that off as the end.
+                Err(_) => {
+                    finished = true;
+                    return Some(Err(malformed(None, "7z extraction stopped unexpectedly")));
+                }
+            }
+        }
+    }))
 }
 
 /// Finds and extracts the bundle's inner archives for `slot`, never touching the others.
@@ -706,7 +828,7 @@ fn extract_slot_archives(
                 return Ok(EntryDecision::Continue);
             }
             let mut bytes = Vec::with_capacity(entry.size().min(MAX_PREALLOC) as usize);
-            let what = format!("inner archive {}", entry.name());
+            let what = || format!("inner archive {}", entry.name());
             if let Err(e) = read_declared(data, entry.size(), &mut bytes, &what) {
                 failure = Some(e);
                 return Ok(EntryDecision::Stop);
@@ -736,81 +858,70 @@ fn extract_slot_archives(
     Ok(found)
 }
 
-/// Extracts every file of one inner archive into one buffer.
-fn extract_pems(
-    bytes: Vec<u8>,
-    number: usize,
-    what: &str,
-    budget: &mut Budget,
+/// Extracts every file of one inner archive, handing each to `emit` (which returns false to
+/// stop).
+fn extract_files(
+    mut archive: ArchiveReader<Cursor<Vec<u8>>>,
+    inner: &Arc<InnerName>,
     limits: &Limits,
-) -> Result<(Vec<u8>, Vec<RawPem>), ManifestError> {
-    let mut archive = open_archive(bytes, what)?;
-    budget.charge(archive.archive(), what, limits)?;
-    let declared = archive
-        .archive()
-        .files
-        .iter()
-        .filter(|file| !file.is_directory() && file.size() <= limits.max_entry_bytes)
-        .fold(0u64, |sum, file| sum.saturating_add(file.size()));
-    let mut contents = Vec::with_capacity(declared.min(MAX_PREALLOC) as usize);
-    let mut files = Vec::with_capacity(archive.archive().files.len());
+    emit: &mut dyn FnMut(RawPem) -> bool,
+) -> Result<(), ManifestError> {
+    let what = format!("inner archive {}", inner.archive_name);
     let mut failure = None;
-    guarded(what, || {
+    guarded(&what, || {
         archive.for_each_entries_with_decision(|entry, data| {
             if entry.is_directory() || entry.is_anti_item() {
                 return Ok(EntryDecision::Continue);
             }
             let name = entry.name().to_owned();
-            if entry.size() > limits.max_entry_bytes {
-                files.push(RawPem {
-                    archive: number,
-                    content: Err(format!(
-                        "{} bytes, over max_entry_bytes ({})",
-                        entry.size(),
-                        limits.max_entry_bytes
-                    )),
-                    name,
-                });
-                return Ok(EntryDecision::Continue);
-            }
-            let start = contents.len();
-            let file_what = format!("{what}, file {name}");
-            if let Err(e) = read_declared(data, entry.size(), &mut contents, &file_what) {
-                failure = Some(e);
-                return Ok(EntryDecision::Stop);
-            }
-            files.push(RawPem {
-                archive: number,
-                content: Ok(start..contents.len()),
+            let content = if entry.size() > limits.max_entry_bytes {
+                Err(format!(
+                    "{} bytes, over max_entry_bytes ({})",
+                    entry.size(),
+                    limits.max_entry_bytes
+                ))
+            } else {
+                let mut bytes = Vec::with_capacity(entry.size().min(MAX_PREALLOC) as usize);
+                let label = || format!("{what}, file {name}");
+                if let Err(e) = read_declared(data, entry.size(), &mut bytes, &label) {
+                    failure = Some(e);
+                    return Ok(EntryDecision::Stop);
+                }
+                Ok(bytes)
+            };
+            let file = RawPem {
+                archive: Arc::clone(inner),
                 name,
-            });
-            Ok(EntryDecision::Continue)
+                content,
+            };
+            Ok(if emit(file) {
+                EntryDecision::Continue
+            } else {
+                EntryDecision::Stop
+            })
         })
     })?;
     match failure {
         Some(e) => Err(e),
-        None => Ok((contents, files)),
+        None => Ok(()),
     }
 }
 
-fn validate_pem(index: u64, file: RawPem, contents: &[InnerContents], slot: Slot) -> Entry {
+fn validate_pem(index: u64, file: RawPem, slot: Slot) -> Entry {
     let RawPem {
         archive,
         name,
         content,
     } = file;
-    let inner = contents.get(archive);
-    let archive_name = inner.map_or("?", |inner| inner.archive_name.as_str());
-    let label = format!("{archive_name}, file {name}");
-    let bytes = match (content, inner) {
-        (Ok(range), Some(inner)) => inner.bytes.get(range).unwrap_or_default(),
-        (Ok(_), None) => &[],
-        (Err(reason), _) => {
+    let label = format!("{}, file {name}", archive.archive_name);
+    let bytes = match content {
+        Ok(bytes) => bytes,
+        Err(reason) => {
             let message = format!("{label}: {reason}");
             return reject(index, ErrorName::InvalidCertificate, message, None);
         }
     };
-    let Ok(text) = std::str::from_utf8(bytes) else {
+    let Ok(text) = std::str::from_utf8(&bytes) else {
         let message = format!("{label}: not a PEM text (not UTF-8)");
         return reject(index, ErrorName::InvalidCertificate, message, None);
     };
@@ -864,7 +975,7 @@ fn validate_pem(index: u64, file: RawPem, contents: &[InnerContents], slot: Slot
     fields.insert("slot".to_owned(), slot.as_str().to_owned());
     fields.insert("chipId".to_owned(), chip_id.to_owned());
     fields.insert("fileName".to_owned(), file_name.to_owned());
-    if let Some(reel) = inner.and_then(|inner| inner.reel.clone()) {
+    if let Some(reel) = archive.reel.clone() {
         fields.insert("reel".to_owned(), reel);
     }
     accepted(index, certificate, None, chain, fields)

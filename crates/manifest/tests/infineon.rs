@@ -360,7 +360,8 @@ fn archive_bomb_in_the_outer_bundle_is_refused() {
 
 #[test]
 fn too_many_files_is_refused_before_extraction() {
-    let files: Vec<(String, Vec<u8>)> = (0..40)
+    // More files than one batch of the decoding thread, stored in name order.
+    let files: Vec<(String, Vec<u8>)> = (0..600)
         .map(|i| (format!("{i:04}_E0E0.pem"), b"x".to_vec()))
         .collect();
     let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
@@ -371,9 +372,15 @@ fn too_many_files_is_refused_before_extraction() {
     let text = err.to_string();
     assert!(matches!(err, ManifestError::LimitExceeded(_)), "{text}");
     assert!(text.contains("max_archive_entries"), "{text}");
-    options.limits.max_archive_entries = 41;
+    options.limits.max_archive_entries = 601;
     let entries = read_all(&bytes, &options).unwrap();
-    assert_eq!(entries.len(), 40);
+    assert_eq!(entries.len(), 600);
+    for (i, entry) in entries.iter().enumerate() {
+        assert_eq!(entry.index(), i as u64);
+        let (error, message) = rejected_error(&entries, i as u64);
+        assert_eq!(error, ErrorName::InvalidCertificate);
+        assert!(message.contains(&format!("{i:04}_E0E0.pem")), "{message}");
+    }
 }
 
 #[test]
