@@ -21,6 +21,9 @@
 //! summed and bounded before anything is extracted, and every read is bounded again (declared
 //! sizes can lie). The 7z decoder runs inside `catch_unwind`, so a decoder bug on hostile input
 //! is a [`ManifestError::Malformed`], not a crash.
+//! When the inner archives store their files in name order (7-Zip does), a thread decodes them
+//! while the certificates already decoded are validated; otherwise all files are extracted
+//! (within the limits) and sorted first.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{BufRead, Cursor, Read};
