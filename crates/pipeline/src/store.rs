@@ -66,6 +66,38 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<ObjectReader, TaskError>> + Send;
 }
 
+impl<T: Store> Store for std::sync::Arc<T> {
+    fn get(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<Bytes>, TaskError>> + Send {
+        (**self).get(bucket, key)
+    }
+
+    fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> impl Future<Output = Result<(), TaskError>> + Send {
+        (**self).put(bucket, key, body)
+    }
+
+    fn put_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<bool, TaskError>> + Send {
+        (**self).put_if_absent(bucket, key, body)
+    }
+
+    fn head(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<ObjectMeta>, TaskError>> + Send {
+        (**self).head(bucket, key)
+    }
+
+    fn reader(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = Result<ObjectReader, TaskError>> + Send {
+        (**self).reader(bucket, key, version_id)
+    }
+}
+
 /// S3, with the client built once per Lambda container.
 #[derive(Debug, Clone)]
 pub struct S3Store {

@@ -18,6 +18,11 @@ pub struct Task<S> {
 impl<S: Store> Task<S> {
     /// Builds the task once per container.
     pub fn new(store: S, _config: &SdkConfig, settings: Settings) -> Self {
+        Task::with_store(store, settings)
+    }
+
+    /// Builds the task without AWS configuration (it needs only the store).
+    pub fn with_store(store: S, settings: Settings) -> Self {
         Task { store, settings }
     }
 
@@ -69,5 +74,3 @@ impl<S: Store> Task<S> {
     }
 }
 
-#[cfg(test)]
-mod tests;

@@ -49,7 +49,15 @@ impl<S: Store> Task<S> {
 
     /// Handles one chunk.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, TaskError> {
+        let now = SystemTime::now();
         let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
+        // A deadline already past is not a real one (cargo lambda watch sends a constant
+        // duration, not an epoch time): fall back to the configured timeout.
+        let deadline = if deadline > now {
+            deadline
+        } else {
+            now + Duration::from_secs(u64::from(self.settings.register_timeout_seconds))
+        };
         self.register(&event.payload, deadline).await
     }
 
@@ -204,5 +212,3 @@ fn summary(run: &RunLayout, chunk: u32, results: &[EntryResult]) -> Value {
     })
 }
 
-#[cfg(test)]
-mod tests;

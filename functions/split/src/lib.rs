@@ -460,5 +460,3 @@ impl<'a, S: Store> Uploads<'a, S> {
     }
 }
 
-#[cfg(test)]
-mod tests;

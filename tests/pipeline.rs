@@ -1,0 +1,370 @@
+//! The four handlers chained in memory, as the state machine chains them: Split → (Decorate →
+//! Register per chunk) → Summarize, against an in-memory store and a mocked IoT client. What the
+//! local stack cannot show cheaply (partial progress, exact call counts) is checked here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_iot::Client;
+use aws_sdk_iot::config::http::HttpResponse;
+use aws_sdk_iot::operation::add_thing_to_thing_group::AddThingToThingGroupOutput;
+use aws_sdk_iot::operation::attach_policy::AttachPolicyOutput;
+use aws_sdk_iot::operation::attach_thing_principal::AttachThingPrincipalOutput;
+use aws_sdk_iot::operation::create_thing::CreateThingOutput;
+use aws_sdk_iot::operation::describe_thing_group::DescribeThingGroupOutput;
+use aws_sdk_iot::operation::describe_thing_type::DescribeThingTypeOutput;
+use aws_sdk_iot::operation::get_policy::GetPolicyOutput;
+use aws_sdk_iot::operation::register_certificate_without_ca::RegisterCertificateWithoutCaOutput;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+use serde_json::{Value, json};
+use thingpress_importer::EntryResult;
+use thingpress_manifest::{Certificate, ErrorName};
+use thingpress_pipeline::records::ChunkDescriptor;
+use thingpress_pipeline::report::{Report, RunStatus};
+use thingpress_pipeline::store::parse_jsonl;
+use thingpress_pipeline::{MemStore, RunLayout, Settings, Store, TaskError};
+
+const BUCKET: &str = "imports";
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/fixtures/upstream/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn settings() -> Settings {
+    let vars: HashMap<&str, &str> = HashMap::from([
+        ("IMPORT_BUCKET", BUCKET),
+        // Far above what the tests call, so pacing does not slow them down.
+        ("QUOTA_REGISTER_CERTIFICATE_WITHOUT_CA", "100000"),
+        ("QUOTA_ATTACH_POLICY", "100000"),
+        ("QUOTA_CREATE_THING", "100000"),
+        ("QUOTA_ATTACH_THING_PRINCIPAL", "100000"),
+        ("QUOTA_ADD_THING_TO_THING_GROUP", "100000"),
+        ("QUOTA_DESCRIBE_CERTIFICATE", "100000"),
+    ]);
+    Settings::from_lookup(|name| vars.get(name).map(|v| (*v).to_owned())).unwrap()
+}
+
+fn throttled() -> HttpResponse {
+    let mut response = HttpResponse::new(
+        StatusCode::try_from(400).unwrap(),
+        SdkBody::from(r#"{"message":"Rate exceeded"}"#),
+    );
+    response
+        .headers_mut()
+        .insert("x-amzn-ErrorType", "ThrottlingException");
+    response
+}
+
+/// IoT that knows the profile's resources and accepts every registration; AttachPolicy throttles
+/// for its first `throttle_attach_policy` calls.
+fn iot(throttle_attach_policy: u32) -> (Client, Vec<Rule>) {
+    let rules = vec![
+        mock!(Client::describe_thing_type).then_output(|| DescribeThingTypeOutput::builder().build()),
+        mock!(Client::describe_thing_group).then_output(|| DescribeThingGroupOutput::builder().build()),
+        mock!(Client::get_policy).then_output(|| GetPolicyOutput::builder().build()),
+        mock!(Client::register_certificate_without_ca)
+            .match_requests(|_| true)
+            .then_compute_output(|req| {
+            let id = Certificate::from_pem(req.certificate_pem().unwrap()).unwrap().id;
+            RegisterCertificateWithoutCaOutput::builder()
+                .certificate_arn(format!("arn:aws:iot:us-east-1:123456789012:cert/{id}"))
+                .certificate_id(id)
+                .build()
+        }),
+        mock!(Client::create_thing).then_output(|| CreateThingOutput::builder().build()),
+        mock!(Client::attach_thing_principal)
+            .then_output(|| AttachThingPrincipalOutput::builder().build()),
+        if throttle_attach_policy > 0 {
+            mock!(Client::attach_policy)
+                .sequence()
+                .http_response(throttled)
+                .times(throttle_attach_policy as usize)
+                .output(|| AttachPolicyOutput::builder().build())
+                .repeatedly()
+                .build()
+        } else {
+            mock!(Client::attach_policy).then_output(|| AttachPolicyOutput::builder().build())
+        },
+        mock!(Client::add_thing_to_thing_group)
+            .then_output(|| AddThingToThingGroupOutput::builder().build()),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let client = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &refs, |c| c
+        .retry_config(thingpress_importer::sdk_retry_config()));
+    (client, rules)
+}
+
+fn calls(rules: &[Rule]) -> Vec<usize> {
+    rules.iter().map(Rule::num_calls).collect()
+}
+
+/// The Lambdas of one stack, sharing a store and an IoT client.
+struct Stack {
+    store: Arc<MemStore>,
+    split: thingpress_split::Task<Arc<MemStore>>,
+    decorate: thingpress_decorate::Task<Arc<MemStore>>,
+    register: thingpress_register::Task<Arc<MemStore>>,
+    summarize: thingpress_summarize::Task<Arc<MemStore>>,
+}
+
+impl Stack {
+    fn new(iot: Client) -> Stack {
+        let store = Arc::new(MemStore::new());
+        Stack {
+            split: thingpress_split::Task::with_iot(Arc::clone(&store), iot.clone(), settings()),
+            decorate: thingpress_decorate::Task::with_store(Arc::clone(&store), settings()),
+            register: thingpress_register::Task::with_iot(Arc::clone(&store), iot, settings()),
+            summarize: thingpress_summarize::Task::with_store(Arc::clone(&store), settings()),
+            store,
+        }
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>) {
+        self.store.put(BUCKET, key, body).await.unwrap();
+    }
+
+    async fn put_profile(&self, profile: Value) {
+        let name = profile["name"].as_str().unwrap().to_owned();
+        self.put(&format!("profiles/{name}.json"), profile.to_string().into_bytes())
+            .await;
+    }
+
+    async fn split(&self, run_id: &str, key: &str, profile: Value) -> Result<Value, TaskError> {
+        self.split
+            .split_manifest(json!({
+                "runId": run_id,
+                "input": {"manifest": {"bucket": BUCKET, "key": key}, "profile": profile},
+            }))
+            .await
+    }
+
+    async fn chunks(&self, run_id: &str) -> Vec<ChunkDescriptor> {
+        let body = self
+            .store
+            .get(BUCKET, &RunLayout::new(run_id).unwrap().chunk_index())
+            .await
+            .unwrap()
+            .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// One Map child: Decorate then Register, as the ItemSelector builds its input.
+    async fn child(&self, run_id: &str, chunk: &ChunkDescriptor) -> Result<Value, TaskError> {
+        let item = json!({"runId": run_id, "bucket": BUCKET, "chunk": chunk});
+        let decorated = self.decorate.decorate(item).await?;
+        let far = SystemTime::now() + Duration::from_secs(900);
+        self.register.register(&decorated, far).await
+    }
+
+    async fn import(&self, run_id: &str, key: &str, profile: Value) -> Result<Report, TaskError> {
+        let split = self.split(run_id, key, profile).await?;
+        assert_eq!(split["status"], "Started", "{split}");
+        for chunk in self.chunks(run_id).await {
+            self.child(run_id, &chunk).await?;
+        }
+        self.summarize.summarize(&split).await?;
+        Ok(self.report(run_id).await)
+    }
+
+    async fn report(&self, run_id: &str) -> Report {
+        let key = RunLayout::new(run_id).unwrap().report();
+        serde_json::from_slice(&self.store.get(BUCKET, &key).await.unwrap().unwrap()).unwrap()
+    }
+
+    async fn results(&self, run_id: &str, chunk: u32) -> Vec<EntryResult> {
+        let key = RunLayout::new(run_id).unwrap().results(chunk);
+        parse_jsonl(&self.store.get(BUCKET, &key).await.unwrap().unwrap()).unwrap()
+    }
+}
+
+fn widget_profile() -> Value {
+    json!({
+        "name": "widget",
+        "thingName": "{deviceId}",
+        "thingType": "Sensor",
+        "thingGroups": ["fleet", "eu"],
+        "policies": ["DevicePolicy", "Telemetry"],
+        "attributes": {"cn": "{cn}"},
+        "chunkSize": 30
+    })
+}
+
+#[tokio::test]
+async fn every_entry_is_registered_once_with_all_its_attachments() {
+    let (client, rules) = iot(0);
+    let stack = Stack::new(client);
+    stack.put("incoming/widget/certs.txt", fixture("certificates_test.txt")).await;
+    stack.put_profile(widget_profile()).await;
+
+    let report = stack.import("run-1", "incoming/widget/certs.txt", json!("widget")).await.unwrap();
+
+    assert_eq!(report.status, RunStatus::Complete);
+    assert_eq!(report.entries, 100);
+    assert_eq!(report.outcomes.registered, 100);
+    assert_eq!(report.outcomes.total(), 100);
+    assert_eq!(report.chunks, 4, "100 entries in chunks of 30");
+    let per_api = |api: &str| report.api_calls.get(api).copied().unwrap_or_default();
+    assert_eq!(per_api("RegisterCertificateWithoutCA"), 100);
+    assert_eq!(per_api("CreateThing"), 100);
+    assert_eq!(per_api("AttachThingPrincipal"), 100);
+    assert_eq!(per_api("AttachPolicy"), 200);
+    assert_eq!(per_api("AddThingToThingGroup"), 200);
+    // Profile check (1 type, 2 groups, 2 policies) plus 7 calls per certificate.
+    assert_eq!(calls(&rules).iter().sum::<usize>(), 5 + 700);
+    let first = stack.results("run-1", 0).await;
+    assert_eq!(first.len(), 30);
+    assert_eq!(first[0].thing_name, "Device-0");
+}
+
+#[tokio::test]
+async fn persistent_throttling_keeps_progress_and_the_retry_finishes_without_duplicates() {
+    // Each entry calls AttachPolicy twice; 3 SDK attempts per call, 8 entries in flight. Throttle
+    // enough responses that some call sees three in a row and chunk 0 gives up early.
+    let (client, _rules) = iot(40);
+    let stack = Stack::new(client);
+    stack.put("incoming/widget/certs.txt", fixture("certificates_test.txt")).await;
+    stack.put_profile(widget_profile()).await;
+    let split = stack.split("run-2", "incoming/widget/certs.txt", json!("widget")).await.unwrap();
+    let chunks = stack.chunks("run-2").await;
+
+    let err = stack.child("run-2", &chunks[0]).await.unwrap_err();
+    assert_eq!(err.name, ErrorName::Throttled, "{err}");
+    let layout = RunLayout::new("run-2").unwrap();
+    assert!(stack.store.get(BUCKET, &layout.results(0)).await.unwrap().is_none());
+    let progress: Vec<EntryResult> =
+        parse_jsonl(&stack.store.get(BUCKET, &layout.progress(0)).await.unwrap().unwrap()).unwrap();
+    assert!(progress.len() < 30, "stopped early: {} done", progress.len());
+
+    // The ASL retries the child until the throttling clears; then the rest of the run.
+    for chunk in &chunks {
+        let mut attempts = 0;
+        while let Err(err) = stack.child("run-2", chunk).await {
+            assert_eq!(err.name, ErrorName::Throttled, "{err}");
+            attempts += 1;
+            assert!(attempts < 20, "throttling never cleared");
+        }
+    }
+    stack.summarize.summarize(&split).await.unwrap();
+    let report = stack.report("run-2").await;
+    assert_eq!(report.status, RunStatus::Complete);
+    assert_eq!(report.outcomes.registered, 100);
+    assert!(report.chunk_retries >= 1);
+    assert!(report.throttled >= 1);
+    let results = stack.results("run-2", 0).await;
+    let mut indexes: Vec<u64> = results.iter().map(|r| r.index).collect();
+    indexes.dedup();
+    assert_eq!(indexes, (0..30).collect::<Vec<u64>>(), "each entry exactly once, in order");
+}
+
+#[tokio::test]
+async fn a_redelivered_chunk_is_not_registered_twice() {
+    let (client, rules) = iot(0);
+    let stack = Stack::new(client);
+    stack.put("incoming/widget/certs.txt", fixture("certificates_test.txt")).await;
+    stack.put_profile(widget_profile()).await;
+    stack.import("run-3", "incoming/widget/certs.txt", json!("widget")).await.unwrap();
+    let before = calls(&rules);
+    let chunk = &stack.chunks("run-3").await[1];
+    let again = stack.child("run-3", chunk).await.unwrap();
+    assert_eq!(again["registered"], 30);
+    assert_eq!(calls(&rules), before, "no IoT call for a finished chunk");
+}
+
+#[tokio::test]
+async fn missing_results_fail_the_run_as_incomplete() {
+    let (client, _rules) = iot(0);
+    let stack = Stack::new(client);
+    stack.put("incoming/widget/certs.txt", fixture("certificates_test.txt")).await;
+    stack.put_profile(widget_profile()).await;
+    let split = stack.split("run-4", "incoming/widget/certs.txt", json!("widget")).await.unwrap();
+    let chunks = stack.chunks("run-4").await;
+    // Chunk 2's child "failed" (moto swallows failed children): it never ran.
+    for chunk in chunks.iter().filter(|c| c.chunk != 2) {
+        stack.child("run-4", chunk).await.unwrap();
+    }
+    let err = stack.summarize.summarize(&split).await.unwrap_err();
+    assert_eq!(err.name, ErrorName::IncompleteImport);
+    assert!(err.message.contains("chunk 2"), "{err}");
+    let report = stack.report("run-4").await;
+    assert_eq!(report.status, RunStatus::Incomplete);
+}
+
+#[tokio::test]
+async fn rejected_entries_are_counted_by_name_and_the_rest_registered() {
+    let (client, _rules) = iot(0);
+    let stack = Stack::new(client);
+    // Two manifests: Microchip entries without certificates (all rejected by Split), and PEM
+    // entries whose thing-name template needs a field PEM entries do not have (all rejected by
+    // Decorate).
+    stack.put("m/tmngtlss.json", fixture("ECC608-TMNGTLSS-B.json")).await;
+    stack.put("m/certs.txt", fixture("certificates_test.txt")).await;
+    let report = stack
+        .import("run-5", "m/tmngtlss.json", json!({"name": "inline"}))
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes.registered, 0);
+    assert_eq!(report.outcomes.rejected, report.entries);
+    assert_eq!(report.outcomes.rejected_by_error[&ErrorName::MissingCertificate], report.entries);
+
+    let report = stack
+        .import("run-6", "m/certs.txt", json!({"name": "named-by-part", "thingName": "{partNumber}"}))
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes.rejected_by_error[&ErrorName::InvalidThingName], 100);
+    assert_eq!(report.outcomes.total(), 100);
+}
+
+#[tokio::test]
+async fn a_duplicate_event_is_skipped_and_force_takes_the_claim_over() {
+    let (client, _rules) = iot(0);
+    let stack = Stack::new(client);
+    stack.put("incoming/widget/certs.txt", fixture("certificates_test.txt")).await;
+    stack.put_profile(widget_profile()).await;
+    let event = |run: &str| {
+        json!({"runId": run, "input": {
+            "detail-type": "Object Created",
+            "detail": {"bucket": {"name": BUCKET}, "object": {"key": "incoming/widget/certs.txt"}}
+        }})
+    };
+    let first = stack.split.split_manifest(event("evt-1")).await.unwrap();
+    assert_eq!(first["status"], "Started");
+    let retried = stack.split.split_manifest(event("evt-1")).await.unwrap();
+    assert_eq!(retried["status"], "Started", "a retried Split keeps its own claim");
+    let duplicate = stack.split.split_manifest(event("evt-2")).await.unwrap();
+    assert_eq!(duplicate["status"], "Skipped");
+    assert_eq!(duplicate["ownerRunId"], "evt-1");
+    let forced = stack
+        .split
+        .split_manifest(json!({"runId": "evt-3", "input": {
+            "manifest": {"bucket": BUCKET, "key": "incoming/widget/certs.txt"}, "force": true}}))
+        .await
+        .unwrap();
+    assert_eq!(forced["status"], "Started");
+}
+
+#[tokio::test]
+async fn bad_input_profile_and_manifest_fail_with_their_names() {
+    let (client, rules) = iot(0);
+    let stack = Stack::new(client);
+    stack.put("m/notes.txt", b"these are not certificates\n".to_vec()).await;
+    stack.put("m/certs.txt", fixture("certificates_test.txt")).await;
+    let cases = [
+        (json!({"input": {}}), ErrorName::InvalidInput),
+        (json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET}}}), ErrorName::InvalidInput),
+        (json!({"runId": "../x", "input": {}}), ErrorName::InvalidInput),
+        (json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET, "key": "m/none"}, "profile": {"name": "p"}}}), ErrorName::InvalidInput),
+        (json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET, "key": "m/certs.txt"}, "profile": "missing"}}), ErrorName::InvalidProfile),
+        (json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET, "key": "m/certs.txt"}, "profile": {"name": "p", "colour": "red"}}}), ErrorName::InvalidProfile),
+        (json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET, "key": "m/notes.txt"}, "profile": {"name": "p"}}}), ErrorName::InvalidManifest),
+    ];
+    for (payload, name) in cases {
+        let err = stack.split.split_manifest(payload.clone()).await.unwrap_err();
+        assert_eq!(err.name, name, "{payload}: {err}");
+    }
+    assert_eq!(calls(&rules)[3..].iter().sum::<usize>(), 0, "nothing registered");
+}
