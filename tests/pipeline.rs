@@ -32,7 +32,11 @@ use thingpress_pipeline::{MemStore, RunLayout, Settings, Store, TaskError};
 const BUCKET: &str = "imports";
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/fixtures/upstream/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/fixtures/upstream/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn settings() -> Settings {
@@ -64,18 +68,22 @@ fn throttled() -> HttpResponse {
 /// for its first `throttle_attach_policy` calls.
 fn iot(throttle_attach_policy: u32) -> (Client, Vec<Rule>) {
     let rules = vec![
-        mock!(Client::describe_thing_type).then_output(|| DescribeThingTypeOutput::builder().build()),
-        mock!(Client::describe_thing_group).then_output(|| DescribeThingGroupOutput::builder().build()),
+        mock!(Client::describe_thing_type)
+            .then_output(|| DescribeThingTypeOutput::builder().build()),
+        mock!(Client::describe_thing_group)
+            .then_output(|| DescribeThingGroupOutput::builder().build()),
         mock!(Client::get_policy).then_output(|| GetPolicyOutput::builder().build()),
         mock!(Client::register_certificate_without_ca)
             .match_requests(|_| true)
             .then_compute_output(|req| {
-            let id = Certificate::from_pem(req.certificate_pem().unwrap()).unwrap().id;
-            RegisterCertificateWithoutCaOutput::builder()
-                .certificate_arn(format!("arn:aws:iot:us-east-1:123456789012:cert/{id}"))
-                .certificate_id(id)
-                .build()
-        }),
+                let id = Certificate::from_pem(req.certificate_pem().unwrap())
+                    .unwrap()
+                    .id;
+                RegisterCertificateWithoutCaOutput::builder()
+                    .certificate_arn(format!("arn:aws:iot:us-east-1:123456789012:cert/{id}"))
+                    .certificate_id(id)
+                    .build()
+            }),
         mock!(Client::create_thing).then_output(|| CreateThingOutput::builder().build()),
         mock!(Client::attach_thing_principal)
             .then_output(|| AttachThingPrincipalOutput::builder().build()),
@@ -130,8 +138,11 @@ impl Stack {
 
     async fn put_profile(&self, profile: Value) {
         let name = profile["name"].as_str().unwrap().to_owned();
-        self.put(&format!("profiles/{name}.json"), profile.to_string().into_bytes())
-            .await;
+        self.put(
+            &format!("profiles/{name}.json"),
+            profile.to_string().into_bytes(),
+        )
+        .await;
     }
 
     async fn split(&self, run_id: &str, key: &str, profile: Value) -> Result<Value, TaskError> {
@@ -198,10 +209,18 @@ fn widget_profile() -> Value {
 async fn every_entry_is_registered_once_with_all_its_attachments() {
     let (client, rules) = iot(0);
     let stack = Stack::new(client);
-    stack.put("incoming/widget/certs.txt", fixture("certificates_test.txt")).await;
+    stack
+        .put(
+            "incoming/widget/certs.txt",
+            fixture("certificates_test.txt"),
+        )
+        .await;
     stack.put_profile(widget_profile()).await;
 
-    let report = stack.import("run-1", "incoming/widget/certs.txt", json!("widget")).await.unwrap();
+    let report = stack
+        .import("run-1", "incoming/widget/certs.txt", json!("widget"))
+        .await
+        .unwrap();
 
     assert_eq!(report.status, RunStatus::Complete);
     assert_eq!(report.entries, 100);
@@ -227,18 +246,44 @@ async fn persistent_throttling_keeps_progress_and_the_retry_finishes_without_dup
     // enough responses that some call sees three in a row and chunk 0 gives up early.
     let (client, _rules) = iot(40);
     let stack = Stack::new(client);
-    stack.put("incoming/widget/certs.txt", fixture("certificates_test.txt")).await;
+    stack
+        .put(
+            "incoming/widget/certs.txt",
+            fixture("certificates_test.txt"),
+        )
+        .await;
     stack.put_profile(widget_profile()).await;
-    let split = stack.split("run-2", "incoming/widget/certs.txt", json!("widget")).await.unwrap();
+    let split = stack
+        .split("run-2", "incoming/widget/certs.txt", json!("widget"))
+        .await
+        .unwrap();
     let chunks = stack.chunks("run-2").await;
 
     let err = stack.child("run-2", &chunks[0]).await.unwrap_err();
     assert_eq!(err.name, ErrorName::Throttled, "{err}");
     let layout = RunLayout::new("run-2").unwrap();
-    assert!(stack.store.get(BUCKET, &layout.results(0)).await.unwrap().is_none());
-    let progress: Vec<EntryResult> =
-        parse_jsonl(&stack.store.get(BUCKET, &layout.progress(0)).await.unwrap().unwrap()).unwrap();
-    assert!(progress.len() < 30, "stopped early: {} done", progress.len());
+    assert!(
+        stack
+            .store
+            .get(BUCKET, &layout.results(0))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let progress: Vec<EntryResult> = parse_jsonl(
+        &stack
+            .store
+            .get(BUCKET, &layout.progress(0))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        progress.len() < 30,
+        "stopped early: {} done",
+        progress.len()
+    );
 
     // The ASL retries the child until the throttling clears; then the rest of the run.
     for chunk in &chunks {
@@ -258,16 +303,28 @@ async fn persistent_throttling_keeps_progress_and_the_retry_finishes_without_dup
     let results = stack.results("run-2", 0).await;
     let mut indexes: Vec<u64> = results.iter().map(|r| r.index).collect();
     indexes.dedup();
-    assert_eq!(indexes, (0..30).collect::<Vec<u64>>(), "each entry exactly once, in order");
+    assert_eq!(
+        indexes,
+        (0..30).collect::<Vec<u64>>(),
+        "each entry exactly once, in order"
+    );
 }
 
 #[tokio::test]
 async fn a_redelivered_chunk_is_not_registered_twice() {
     let (client, rules) = iot(0);
     let stack = Stack::new(client);
-    stack.put("incoming/widget/certs.txt", fixture("certificates_test.txt")).await;
+    stack
+        .put(
+            "incoming/widget/certs.txt",
+            fixture("certificates_test.txt"),
+        )
+        .await;
     stack.put_profile(widget_profile()).await;
-    stack.import("run-3", "incoming/widget/certs.txt", json!("widget")).await.unwrap();
+    stack
+        .import("run-3", "incoming/widget/certs.txt", json!("widget"))
+        .await
+        .unwrap();
     let before = calls(&rules);
     let chunk = &stack.chunks("run-3").await[1];
     let again = stack.child("run-3", chunk).await.unwrap();
@@ -279,9 +336,17 @@ async fn a_redelivered_chunk_is_not_registered_twice() {
 async fn missing_results_fail_the_run_as_incomplete() {
     let (client, _rules) = iot(0);
     let stack = Stack::new(client);
-    stack.put("incoming/widget/certs.txt", fixture("certificates_test.txt")).await;
+    stack
+        .put(
+            "incoming/widget/certs.txt",
+            fixture("certificates_test.txt"),
+        )
+        .await;
     stack.put_profile(widget_profile()).await;
-    let split = stack.split("run-4", "incoming/widget/certs.txt", json!("widget")).await.unwrap();
+    let split = stack
+        .split("run-4", "incoming/widget/certs.txt", json!("widget"))
+        .await
+        .unwrap();
     let chunks = stack.chunks("run-4").await;
     // Chunk 2's child "failed" (moto swallows failed children): it never ran.
     for chunk in chunks.iter().filter(|c| c.chunk != 2) {
@@ -301,21 +366,35 @@ async fn rejected_entries_are_counted_by_name_and_the_rest_registered() {
     // Two manifests: Microchip entries without certificates (all rejected by Split), and PEM
     // entries whose thing-name template needs a field PEM entries do not have (all rejected by
     // Decorate).
-    stack.put("m/tmngtlss.json", fixture("ECC608-TMNGTLSS-B.json")).await;
-    stack.put("m/certs.txt", fixture("certificates_test.txt")).await;
+    stack
+        .put("m/tmngtlss.json", fixture("ECC608-TMNGTLSS-B.json"))
+        .await;
+    stack
+        .put("m/certs.txt", fixture("certificates_test.txt"))
+        .await;
     let report = stack
         .import("run-5", "m/tmngtlss.json", json!({"name": "inline"}))
         .await
         .unwrap();
     assert_eq!(report.outcomes.registered, 0);
     assert_eq!(report.outcomes.rejected, report.entries);
-    assert_eq!(report.outcomes.rejected_by_error[&ErrorName::MissingCertificate], report.entries);
+    assert_eq!(
+        report.outcomes.rejected_by_error[&ErrorName::MissingCertificate],
+        report.entries
+    );
 
     let report = stack
-        .import("run-6", "m/certs.txt", json!({"name": "named-by-part", "thingName": "{partNumber}"}))
+        .import(
+            "run-6",
+            "m/certs.txt",
+            json!({"name": "named-by-part", "thingName": "{partNumber}"}),
+        )
         .await
         .unwrap();
-    assert_eq!(report.outcomes.rejected_by_error[&ErrorName::InvalidThingName], 100);
+    assert_eq!(
+        report.outcomes.rejected_by_error[&ErrorName::InvalidThingName],
+        100
+    );
     assert_eq!(report.outcomes.total(), 100);
 }
 
@@ -323,7 +402,12 @@ async fn rejected_entries_are_counted_by_name_and_the_rest_registered() {
 async fn a_duplicate_event_is_skipped_and_force_takes_the_claim_over() {
     let (client, _rules) = iot(0);
     let stack = Stack::new(client);
-    stack.put("incoming/widget/certs.txt", fixture("certificates_test.txt")).await;
+    stack
+        .put(
+            "incoming/widget/certs.txt",
+            fixture("certificates_test.txt"),
+        )
+        .await;
     stack.put_profile(widget_profile()).await;
     let event = |run: &str| {
         json!({"runId": run, "input": {
@@ -334,7 +418,10 @@ async fn a_duplicate_event_is_skipped_and_force_takes_the_claim_over() {
     let first = stack.split.split_manifest(event("evt-1")).await.unwrap();
     assert_eq!(first["status"], "Started");
     let retried = stack.split.split_manifest(event("evt-1")).await.unwrap();
-    assert_eq!(retried["status"], "Started", "a retried Split keeps its own claim");
+    assert_eq!(
+        retried["status"], "Started",
+        "a retried Split keeps its own claim"
+    );
     let duplicate = stack.split.split_manifest(event("evt-2")).await.unwrap();
     assert_eq!(duplicate["status"], "Skipped");
     assert_eq!(duplicate["ownerRunId"], "evt-1");
@@ -351,20 +438,50 @@ async fn a_duplicate_event_is_skipped_and_force_takes_the_claim_over() {
 async fn bad_input_profile_and_manifest_fail_with_their_names() {
     let (client, rules) = iot(0);
     let stack = Stack::new(client);
-    stack.put("m/notes.txt", b"these are not certificates\n".to_vec()).await;
-    stack.put("m/certs.txt", fixture("certificates_test.txt")).await;
+    stack
+        .put("m/notes.txt", b"these are not certificates\n".to_vec())
+        .await;
+    stack
+        .put("m/certs.txt", fixture("certificates_test.txt"))
+        .await;
     let cases = [
         (json!({"input": {}}), ErrorName::InvalidInput),
-        (json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET}}}), ErrorName::InvalidInput),
-        (json!({"runId": "../x", "input": {}}), ErrorName::InvalidInput),
-        (json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET, "key": "m/none"}, "profile": {"name": "p"}}}), ErrorName::InvalidInput),
-        (json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET, "key": "m/certs.txt"}, "profile": "missing"}}), ErrorName::InvalidProfile),
-        (json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET, "key": "m/certs.txt"}, "profile": {"name": "p", "colour": "red"}}}), ErrorName::InvalidProfile),
-        (json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET, "key": "m/notes.txt"}, "profile": {"name": "p"}}}), ErrorName::InvalidManifest),
+        (
+            json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET}}}),
+            ErrorName::InvalidInput,
+        ),
+        (
+            json!({"runId": "../x", "input": {}}),
+            ErrorName::InvalidInput,
+        ),
+        (
+            json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET, "key": "m/none"}, "profile": {"name": "p"}}}),
+            ErrorName::InvalidInput,
+        ),
+        (
+            json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET, "key": "m/certs.txt"}, "profile": "missing"}}),
+            ErrorName::InvalidProfile,
+        ),
+        (
+            json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET, "key": "m/certs.txt"}, "profile": {"name": "p", "colour": "red"}}}),
+            ErrorName::InvalidProfile,
+        ),
+        (
+            json!({"runId": "r", "input": {"manifest": {"bucket": BUCKET, "key": "m/notes.txt"}, "profile": {"name": "p"}}}),
+            ErrorName::InvalidManifest,
+        ),
     ];
     for (payload, name) in cases {
-        let err = stack.split.split_manifest(payload.clone()).await.unwrap_err();
+        let err = stack
+            .split
+            .split_manifest(payload.clone())
+            .await
+            .unwrap_err();
         assert_eq!(err.name, name, "{payload}: {err}");
     }
-    assert_eq!(calls(&rules)[3..].iter().sum::<usize>(), 0, "nothing registered");
+    assert_eq!(
+        calls(&rules)[3..].iter().sum::<usize>(),
+        0,
+        "nothing registered"
+    );
 }

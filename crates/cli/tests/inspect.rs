@@ -67,7 +67,9 @@ fn microchip_trust_and_go_sample_gives_ten_devices_keyed_by_unique_id() {
             let payload: Value =
                 serde_json::from_slice(&url.decode(jws["payload"].as_str().unwrap()).unwrap())
                     .unwrap();
-            let x5c0 = payload["publicKeySet"]["keys"][0]["x5c"][0].as_str().unwrap();
+            let x5c0 = payload["publicKeySet"]["keys"][0]["x5c"][0]
+                .as_str()
+                .unwrap();
             (
                 jws["header"]["uniqueId"].as_str().unwrap().to_owned(),
                 sha256_hex(&STANDARD.decode(x5c0).unwrap()),
@@ -95,7 +97,10 @@ fn microchip_trust_and_go_sample_gives_ten_devices_keyed_by_unique_id() {
 
 #[test]
 fn microchip_manifest_without_public_keys_gives_no_certificates() {
-    let lines = inspect_jsonl(&fixture("ECC608-TMNGTLSS-B.json"), &["--supplier", "microchip"]);
+    let lines = inspect_jsonl(
+        &fixture("ECC608-TMNGTLSS-B.json"),
+        &["--supplier", "microchip"],
+    );
     assert!(!lines.is_empty());
     assert!(accepted(&lines).is_empty());
     for line in &lines {
@@ -109,7 +114,10 @@ fn infineon_bundle_gives_two_hundred_devices_per_slot() {
         let lines = inspect_jsonl(&fixture("manifest-infineon.7z"), &["--slot", slot]);
         let ok = accepted(&lines);
         assert_eq!(ok.len(), 200, "slot {slot}");
-        let mut ids: Vec<&str> = ok.iter().map(|l| l["certificateId"].as_str().unwrap()).collect();
+        let mut ids: Vec<&str> = ok
+            .iter()
+            .map(|l| l["certificateId"].as_str().unwrap())
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), 200, "slot {slot}: certificate ids are unique");
@@ -180,7 +188,11 @@ fn summary_counts_outcomes_per_error_name() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("microchip manifest"), "{text}");
     assert!(text.contains("Thingpress.MissingCertificate"), "{text}");
-    assert!(text.lines().any(|l| l.trim_start().starts_with("accepted") && l.trim_end().ends_with(" 0")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("accepted") && l.trim_end().ends_with(" 0")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -189,18 +201,30 @@ fn unreadable_input_is_one_clear_line_and_a_failure() {
     std::fs::create_dir_all(&dir).unwrap();
     let cases: Vec<(PathBuf, Vec<&str>, &str)> = vec![
         (dir.join("missing.json"), vec![], "cannot open"),
-        ({
-            let p = dir.join("truncated.json");
-            let sample = std::fs::read(fixture("ECC608C-TNGTLSU-B.json")).unwrap();
-            std::fs::write(&p, &sample[..sample.len() / 2]).unwrap();
-            p
-        }, vec![], "truncated.json"),
-        ({
-            let p = dir.join("notes.txt");
-            std::fs::write(&p, "hello, these are not certificates\n").unwrap();
-            p
-        }, vec![], "notes.txt"),
-        (fixture("ECC608C-TNGTLSU-B.json"), vec!["--supplier", "espressif"], "ECC608C-TNGTLSU-B.json"),
+        (
+            {
+                let p = dir.join("truncated.json");
+                let sample = std::fs::read(fixture("ECC608C-TNGTLSU-B.json")).unwrap();
+                std::fs::write(&p, &sample[..sample.len() / 2]).unwrap();
+                p
+            },
+            vec![],
+            "truncated.json",
+        ),
+        (
+            {
+                let p = dir.join("notes.txt");
+                std::fs::write(&p, "hello, these are not certificates\n").unwrap();
+                p
+            },
+            vec![],
+            "notes.txt",
+        ),
+        (
+            fixture("ECC608C-TNGTLSU-B.json"),
+            vec!["--supplier", "espressif"],
+            "ECC608C-TNGTLSU-B.json",
+        ),
     ];
     for (path, extra, needle) in cases {
         let mut args = vec!["inspect", path.to_str().unwrap()];

@@ -24,7 +24,10 @@ impl Certificate {
         let (rest, cert) = X509Certificate::from_der(&der)
             .map_err(|e| format!("not an X.509 certificate: {e}"))?;
         if !rest.is_empty() {
-            return Err(format!("{} trailing bytes after the certificate", rest.len()));
+            return Err(format!(
+                "{} trailing bytes after the certificate",
+                rest.len()
+            ));
         }
         let cn = cert
             .subject()

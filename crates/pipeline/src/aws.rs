@@ -25,8 +25,8 @@ pub fn short_retry() -> RetryConfig {
 /// An S3 client; path-style addressing when a custom endpoint is set (the local stack has no
 /// per-bucket host names).
 pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let builder = aws_sdk_s3::config::Builder::from(config)
-        .force_path_style(config.endpoint_url().is_some());
+    let builder =
+        aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some());
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 

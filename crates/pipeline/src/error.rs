@@ -42,9 +42,9 @@ impl TaskError {
         R: std::fmt::Debug,
     {
         let name = match &err {
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-                ErrorName::Transient
-            }
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => ErrorName::Transient,
             SdkError::ServiceError(service) => {
                 let code = service.err().code().unwrap_or_default();
                 if is_throttling_code(code) {

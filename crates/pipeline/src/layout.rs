@@ -131,7 +131,12 @@ mod tests {
         let run = RunLayout::new("import-2026_1").unwrap();
         assert_eq!(run.chunk(7), "runs/import-2026_1/chunks/00007.jsonl");
         assert_eq!(run.chunk(123_456), "runs/import-2026_1/chunks/123456.jsonl");
-        for key in [run.run_info(), run.chunk_index(), run.results(1), run.report()] {
+        for key in [
+            run.run_info(),
+            run.chunk_index(),
+            run.results(1),
+            run.report(),
+        ] {
             assert!(key.starts_with(&run.prefix()));
         }
     }
@@ -157,7 +162,12 @@ mod tests {
             profile_of_incoming_key("incoming/widget/sub/reel1.json").unwrap(),
             "widget"
         );
-        for bad in ["incoming/reel.json", "other/widget/x", "incoming//x", "incoming/w/"] {
+        for bad in [
+            "incoming/reel.json",
+            "other/widget/x",
+            "incoming//x",
+            "incoming/w/",
+        ] {
             assert!(profile_of_incoming_key(bad).is_err(), "{bad}");
         }
     }

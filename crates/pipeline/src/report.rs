@@ -96,7 +96,10 @@ pub fn build_report(
             chunk_retries += u64::from(stats.attempts.saturating_sub(1));
         }
         let Some(results) = &chunk.results else {
-            problems.push(format!("chunk {} ({}) has no results", descriptor.chunk, descriptor.key));
+            problems.push(format!(
+                "chunk {} ({}) has no results",
+                descriptor.chunk, descriptor.key
+            ));
             continue;
         };
         if results.len() as u64 != descriptor.entries {
@@ -112,7 +115,9 @@ pub fn build_report(
                 Outcome::Registered => outcomes.registered += 1,
                 Outcome::AlreadyRegistered => outcomes.already_registered += 1,
                 Outcome::Rejected => outcomes.reject(
-                    result.error.unwrap_or(thingpress_manifest::ErrorName::RejectedByIot),
+                    result
+                        .error
+                        .unwrap_or(thingpress_manifest::ErrorName::RejectedByIot),
                 ),
             }
         }

@@ -53,7 +53,13 @@ impl Settings {
 
     /// The entries per chunk: the profile's (or the default) size, capped so that one child,
     /// paced at its share of the slowest quota, registers its chunk in half of Register's timeout.
-    pub fn chunk_size(&self, requested: Option<u32>, max_concurrency: u32, policies: usize, groups: usize) -> u32 {
+    pub fn chunk_size(
+        &self,
+        requested: Option<u32>,
+        max_concurrency: u32,
+        policies: usize,
+        groups: usize,
+    ) -> u32 {
         let share = self.safety_factor / f64::from(max_concurrency.max(1));
         let per_entry = [
             (Api::RegisterCertificateWithoutCA, 1.0),
@@ -84,8 +90,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, String> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(|name| map.get(name).cloned())
     }
 

@@ -67,11 +67,20 @@ pub trait Store: Send + Sync {
 }
 
 impl<T: Store> Store for std::sync::Arc<T> {
-    fn get(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<Bytes>, TaskError>> + Send {
+    fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Bytes>, TaskError>> + Send {
         (**self).get(bucket, key)
     }
 
-    fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> impl Future<Output = Result<(), TaskError>> + Send {
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send {
         (**self).put(bucket, key, body)
     }
 
@@ -84,7 +93,11 @@ impl<T: Store> Store for std::sync::Arc<T> {
         (**self).put_if_absent(bucket, key, body)
     }
 
-    fn head(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<ObjectMeta>, TaskError>> + Send {
+    fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectMeta>, TaskError>> + Send {
         (**self).head(bucket, key)
     }
 
@@ -117,12 +130,25 @@ fn s3_target(bucket: &str, key: &str) -> String {
 
 impl Store for S3Store {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Bytes>, TaskError> {
-        let output = match self.client.get_object().bucket(bucket).key(key).send().await {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(output) => output,
             Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
                 return Ok(None);
             }
-            Err(err) => return Err(TaskError::from_sdk("GetObject", &s3_target(bucket, key), err)),
+            Err(err) => {
+                return Err(TaskError::from_sdk(
+                    "GetObject",
+                    &s3_target(bucket, key),
+                    err,
+                ));
+            }
         };
         let body = output.body.collect().await.map_err(|e| {
             TaskError::new(
@@ -145,7 +171,12 @@ impl Store for S3Store {
         Ok(())
     }
 
-    async fn put_if_absent(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<bool, TaskError> {
+    async fn put_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<bool, TaskError> {
         let result = self
             .client
             .put_object()
@@ -162,24 +193,50 @@ impl Store for S3Store {
                 let code = err.as_service_error().and_then(|e| e.code());
                 // 412 PreconditionFailed: another writer got there first. 409
                 // ConditionalRequestConflict: a concurrent conditional write is in flight.
-                if matches!(code, Some("PreconditionFailed" | "ConditionalRequestConflict")) {
+                if matches!(
+                    code,
+                    Some("PreconditionFailed" | "ConditionalRequestConflict")
+                ) {
                     Ok(false)
                 } else {
-                    Err(TaskError::from_sdk("PutObject", &s3_target(bucket, key), err))
+                    Err(TaskError::from_sdk(
+                        "PutObject",
+                        &s3_target(bucket, key),
+                        err,
+                    ))
                 }
             }
         }
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, TaskError> {
-        match self.client.head_object().bucket(bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(output) => Ok(Some(ObjectMeta {
-                etag: output.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+                etag: output
+                    .e_tag()
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_owned(),
                 version_id: output.version_id().map(str::to_owned),
-                size: output.content_length().unwrap_or_default().max(0).unsigned_abs(),
+                size: output
+                    .content_length()
+                    .unwrap_or_default()
+                    .max(0)
+                    .unsigned_abs(),
             })),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
-            Err(err) => Err(TaskError::from_sdk("HeadObject", &s3_target(bucket, key), err)),
+            Err(err) => Err(TaskError::from_sdk(
+                "HeadObject",
+                &s3_target(bucket, key),
+                err,
+            )),
         }
     }
 
@@ -236,7 +293,9 @@ impl MemStore {
     }
 
     fn get_now(&self, bucket: &str, key: &str) -> Option<Bytes> {
-        self.lock().get(&(bucket.to_owned(), key.to_owned())).cloned()
+        self.lock()
+            .get(&(bucket.to_owned(), key.to_owned()))
+            .cloned()
     }
 }
 
@@ -251,7 +310,12 @@ impl Store for MemStore {
         Ok(())
     }
 
-    async fn put_if_absent(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<bool, TaskError> {
+    async fn put_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<bool, TaskError> {
         let mut objects = self.lock();
         let slot = (bucket.to_owned(), key.to_owned());
         if objects.contains_key(&slot) {
@@ -294,7 +358,10 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
         .await?
         .ok_or_else(|| missing(format!("{} does not exist", s3_target(bucket, key))))?;
     serde_json::from_slice(&body).map_err(|e| {
-        TaskError::invalid_input(format!("{} is not valid JSON for its kind: {e}", s3_target(bucket, key)))
+        TaskError::invalid_input(format!(
+            "{} is not valid JSON for its kind: {e}",
+            s3_target(bucket, key)
+        ))
     })
 }
 
@@ -353,9 +420,22 @@ mod tests {
     #[tokio::test]
     async fn put_if_absent_claims_once() {
         let store = MemStore::new();
-        assert!(store.put_if_absent("b", "claims/x", b"1".to_vec()).await.unwrap());
-        assert!(!store.put_if_absent("b", "claims/x", b"2".to_vec()).await.unwrap());
-        assert_eq!(store.get("b", "claims/x").await.unwrap().unwrap(), Bytes::from("1"));
+        assert!(
+            store
+                .put_if_absent("b", "claims/x", b"1".to_vec())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .put_if_absent("b", "claims/x", b"2".to_vec())
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get("b", "claims/x").await.unwrap().unwrap(),
+            Bytes::from("1")
+        );
     }
 
     #[test]

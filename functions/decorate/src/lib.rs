@@ -35,14 +35,21 @@ impl<S: Store> Task<S> {
     pub async fn decorate(&self, mut payload: Value) -> Result<Value, TaskError> {
         let (run, chunk) = parse_chunk_input(&payload)?;
         let bucket = &self.settings.import_bucket;
-        let info: RunInfo =
-            get_json(&self.store, bucket, &run.run_info(), TaskError::invalid_input).await?;
+        let info: RunInfo = get_json(
+            &self.store,
+            bucket,
+            &run.run_info(),
+            TaskError::invalid_input,
+        )
+        .await?;
         let decorator = Decorator::new(&info.profile).map_err(|(name, message)| {
             TaskError::new(name, format!("profile {:?}: {message}", info.profile.name))
         })?;
         let entries: Vec<Accepted> = get_jsonl(&self.store, bucket, &chunk.key)
             .await?
-            .ok_or_else(|| TaskError::invalid_input(format!("chunk {} does not exist", chunk.key)))?;
+            .ok_or_else(|| {
+                TaskError::invalid_input(format!("chunk {} does not exist", chunk.key))
+            })?;
         if entries.len() as u64 != chunk.entries {
             return Err(TaskError::invalid_input(format!(
                 "chunk {} holds {} entries, the index says {}",
@@ -64,7 +71,13 @@ impl<S: Store> Task<S> {
             .count();
         let key = run.decorated(chunk.chunk);
         self.store.put(bucket, &key, to_jsonl(&lines)?).await?;
-        tracing::info!(run_id = run.run_id(), chunk = chunk.chunk, decorated = lines.len() - rejected, rejected, "chunk decorated");
+        tracing::info!(
+            run_id = run.run_id(),
+            chunk = chunk.chunk,
+            decorated = lines.len() - rejected,
+            rejected,
+            "chunk decorated"
+        );
         if let Some(object) = payload.as_object_mut() {
             object.insert("decoratedKey".into(), key.into());
             object.insert("decorated".into(), (lines.len() - rejected).into());
@@ -73,4 +86,3 @@ impl<S: Store> Task<S> {
         Ok(payload)
     }
 }
-

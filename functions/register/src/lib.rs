@@ -44,7 +44,11 @@ impl<S: Store> Task<S> {
 
     /// Builds the task with a given IoT client (tests pass a mock).
     pub fn with_iot(store: S, iot: aws_sdk_iot::Client, settings: Settings) -> Self {
-        Task { store, iot, settings }
+        Task {
+            store,
+            iot,
+            settings,
+        }
     }
 
     /// Handles one chunk.
@@ -62,23 +66,35 @@ impl<S: Store> Task<S> {
     }
 
     /// Registers the chunk's entries, stopping to save progress before `deadline`.
-    pub async fn register(&self, payload: &Value, deadline: SystemTime) -> Result<Value, TaskError> {
+    pub async fn register(
+        &self,
+        payload: &Value,
+        deadline: SystemTime,
+    ) -> Result<Value, TaskError> {
         let (run, chunk) = parse_chunk_input(payload)?;
         let bucket = &self.settings.import_bucket;
-        if let Some(done) = get_jsonl::<EntryResult>(&self.store, bucket, &run.results(chunk.chunk)).await? {
+        if let Some(done) =
+            get_jsonl::<EntryResult>(&self.store, bucket, &run.results(chunk.chunk)).await?
+        {
             // A redelivered or retried chunk that already finished: report, do nothing twice.
             return Ok(summary(&run, chunk.chunk, &done));
         }
-        let info: RunInfo =
-            get_json(&self.store, bucket, &run.run_info(), TaskError::invalid_input).await?;
+        let info: RunInfo = get_json(
+            &self.store,
+            bucket,
+            &run.run_info(),
+            TaskError::invalid_input,
+        )
+        .await?;
         let lines: Vec<DecoratedLine> = get_jsonl(&self.store, bucket, &run.decorated(chunk.chunk))
             .await?
             .ok_or_else(|| {
                 TaskError::invalid_input(format!("{} does not exist", run.decorated(chunk.chunk)))
             })?;
-        let mut results: Vec<EntryResult> = get_jsonl(&self.store, bucket, &run.progress(chunk.chunk))
-            .await?
-            .unwrap_or_default();
+        let mut results: Vec<EntryResult> =
+            get_jsonl(&self.store, bucket, &run.progress(chunk.chunk))
+                .await?
+                .unwrap_or_default();
         let mut stats: ChunkStats = match self.store.get(bucket, &run.stats(chunk.chunk)).await? {
             Some(body) => serde_json::from_slice(&body).unwrap_or_default(),
             None => ChunkStats::default(),
@@ -100,8 +116,12 @@ impl<S: Store> Task<S> {
             }
         }
 
-        let pacer = Pacer::new(&self.settings.quotas, self.settings.safety_factor, info.max_concurrency)
-            .map_err(TaskError::from)?;
+        let pacer = Pacer::new(
+            &self.settings.quotas,
+            self.settings.safety_factor,
+            info.max_concurrency,
+        )
+        .map_err(TaskError::from)?;
         let importer = Importer::new(self.iot.clone(), pacer);
         let stop = register_all(&importer, &todo, deadline, &mut results).await;
         for (api, n) in &importer.api_calls().0 {
@@ -124,7 +144,13 @@ impl<S: Store> Task<S> {
                 self.store
                     .put(bucket, &run.results(chunk.chunk), to_jsonl(&results)?)
                     .await?;
-                tracing::info!(run_id = run.run_id(), chunk = chunk.chunk, entries = results.len(), attempts = stats.attempts, "chunk registered");
+                tracing::info!(
+                    run_id = run.run_id(),
+                    chunk = chunk.chunk,
+                    entries = results.len(),
+                    attempts = stats.attempts,
+                    "chunk registered"
+                );
                 Ok(summary(&run, chunk.chunk, &results))
             }
             Some(stop) => {
@@ -211,4 +237,3 @@ fn summary(run: &RunLayout, chunk: u32, results: &[EntryResult]) -> Value {
         "rejected": count(Outcome::Rejected),
     })
 }
-

@@ -55,7 +55,10 @@ struct Claim {
 }
 
 fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
-    value.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty())
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// Reads either an EventBridge "Object Created" event or the console input.
@@ -135,7 +138,11 @@ impl<S: Store + 'static> Task<S> {
 
     /// Builds the task with a given IoT client (tests pass a mock).
     pub fn with_iot(store: S, iot: aws_sdk_iot::Client, settings: Settings) -> Self {
-        Task { store, iot, settings }
+        Task {
+            store,
+            iot,
+            settings,
+        }
     }
 
     /// Handles one invocation.
@@ -154,7 +161,12 @@ impl<S: Store + 'static> Task<S> {
             })?;
         let source = self.source(&request).await?;
         if let Some(owner) = self.claim(&request, &source).await? {
-            tracing::info!(run_id = request.run.run_id(), owner, source = source.url(), "skipped: already claimed");
+            tracing::info!(
+                run_id = request.run.run_id(),
+                owner,
+                source = source.url(),
+                "skipped: already claimed"
+            );
             return Ok(json!({
                 "status": "Skipped",
                 "runId": request.run.run_id(),
@@ -224,8 +236,15 @@ impl<S: Store + 'static> Task<S> {
     }
 
     /// Claims the object version for this run; `Some(owner)` when another run owns it.
-    async fn claim(&self, request: &Request, source: &SourceObject) -> Result<Option<String>, TaskError> {
-        let version = source.version_id.clone().unwrap_or_else(|| source.etag.clone());
+    async fn claim(
+        &self,
+        request: &Request,
+        source: &SourceObject,
+    ) -> Result<Option<String>, TaskError> {
+        let version = source
+            .version_id
+            .clone()
+            .unwrap_or_else(|| source.etag.clone());
         let key = claim_key(&source.bucket, &source.key, &version);
         let bucket = &self.settings.import_bucket;
         let claim = Claim {
@@ -244,8 +263,7 @@ impl<S: Store + 'static> Task<S> {
         if self.store.put_if_absent(bucket, &key, body).await? {
             return Ok(None);
         }
-        let existing: Claim =
-            get_json(&self.store, bucket, &key, TaskError::invalid_input).await?;
+        let existing: Claim = get_json(&self.store, bucket, &key, TaskError::invalid_input).await?;
         // A retried Split of the same execution finds its own claim: carry on.
         Ok((existing.run_id != claim.run_id).then_some(existing.run_id))
     }
@@ -264,7 +282,12 @@ impl<S: Store + 'static> Task<S> {
             .max(1);
         let chunk_size = self
             .settings
-            .chunk_size(profile.chunk_size, max_concurrency, profile.policies.len(), profile.thing_groups.len())
+            .chunk_size(
+                profile.chunk_size,
+                max_concurrency,
+                profile.policies.len(),
+                profile.thing_groups.len(),
+            )
             .max(1);
         let options = profile
             .manifest_options()
@@ -285,7 +308,10 @@ impl<S: Store + 'static> Task<S> {
                     return;
                 }
             };
-            if tx.blocking_send(Parsed::Supplier(entries.supplier())).is_err() {
+            if tx
+                .blocking_send(Parsed::Supplier(entries.supplier()))
+                .is_err()
+            {
                 return;
             }
             for item in entries {
@@ -330,21 +356,27 @@ impl<S: Store + 'static> Task<S> {
                 Parsed::Entry(Entry::Rejected(rejected)) => {
                     counts.1 += 1;
                     tracing::debug!(index = rejected.index, error = %rejected.error, "entry rejected");
-                    serde_json::to_writer(&mut rejects, &rejected)
-                        .map_err(|e| TaskError::invalid_input(format!("cannot serialise a reject: {e}")))?;
+                    serde_json::to_writer(&mut rejects, &rejected).map_err(|e| {
+                        TaskError::invalid_input(format!("cannot serialise a reject: {e}"))
+                    })?;
                     rejects.push(b'\n');
                     rejects_in_part += 1;
                     if rejects_in_part == REJECTS_PER_PART {
-                        uploads.put(run.rejected(rejected_parts), std::mem::take(&mut rejects)).await?;
+                        uploads
+                            .put(run.rejected(rejected_parts), std::mem::take(&mut rejects))
+                            .await?;
                         rejected_parts += 1;
                         rejects_in_part = 0;
                     }
                 }
             }
         }
-        parser
-            .await
-            .map_err(|e| TaskError::new(ErrorName::Transient, format!("manifest parser stopped: {e}")))?;
+        parser.await.map_err(|e| {
+            TaskError::new(
+                ErrorName::Transient,
+                format!("manifest parser stopped: {e}"),
+            )
+        })?;
         if chunk.len > 0 {
             let n = u32::try_from(index.len()).unwrap_or(u32::MAX);
             let (descriptor, body) = chunk.take(n, run.chunk(n));
@@ -400,8 +432,9 @@ impl ChunkBuffer {
         if self.len == 0 {
             self.first_index = entry.index;
         }
-        serde_json::to_writer(&mut self.body, entry)
-            .map_err(|e| TaskError::invalid_input(format!("cannot serialise entry {}: {e}", entry.index)))?;
+        serde_json::to_writer(&mut self.body, entry).map_err(|e| {
+            TaskError::invalid_input(format!("cannot serialise entry {}: {e}", entry.index))
+        })?;
         self.body.push(b'\n');
         self.len += 1;
         Ok(())
@@ -459,4 +492,3 @@ impl<'a, S: Store> Uploads<'a, S> {
         Ok(())
     }
 }
-

@@ -9,6 +9,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     aws::init_tracing();
     let settings = Settings::from_env()?;
     let config = aws::load_config().await;
-    let task = thingpress_split::Task::new(S3Store::new(aws::s3_client(&config)), &config, settings);
+    let task =
+        thingpress_split::Task::new(S3Store::new(aws::s3_client(&config)), &config, settings);
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| task.handle(event))).await
 }

@@ -44,17 +44,28 @@ impl<S: Store> Task<S> {
             .ok_or_else(|| TaskError::invalid_input("payload has no runId"))?;
         let run = RunLayout::new(run_id)?;
         let bucket = &self.settings.import_bucket;
-        let info: RunInfo =
-            get_json(&self.store, bucket, &run.run_info(), TaskError::invalid_input).await?;
-        let index: Vec<ChunkDescriptor> =
-            get_json(&self.store, bucket, &run.chunk_index(), TaskError::invalid_input).await?;
+        let info: RunInfo = get_json(
+            &self.store,
+            bucket,
+            &run.run_info(),
+            TaskError::invalid_input,
+        )
+        .await?;
+        let index: Vec<ChunkDescriptor> = get_json(
+            &self.store,
+            bucket,
+            &run.chunk_index(),
+            TaskError::invalid_input,
+        )
+        .await?;
 
         let mut split_rejections = OutcomeCounts::default();
         for part in 0..info.rejected_parts {
             let key = run.rejected(part);
-            let rejects: Vec<Rejected> = get_jsonl(&self.store, bucket, &key)
-                .await?
-                .ok_or_else(|| TaskError::new(ErrorName::IncompleteImport, format!("{key} is missing")))?;
+            let rejects: Vec<Rejected> =
+                get_jsonl(&self.store, bucket, &key).await?.ok_or_else(|| {
+                    TaskError::new(ErrorName::IncompleteImport, format!("{key} is missing"))
+                })?;
             for r in rejects {
                 split_rejections.reject(r.error);
             }
@@ -106,4 +117,3 @@ impl<S: Store> Task<S> {
         Ok(ChunkOutcome { results, stats })
     }
 }
-

@@ -248,9 +248,12 @@ mod tests {
             chain: vec![],
             device_id: "dev".into(),
             cn: Some("cn".into()),
-            fields: [("MAC".to_owned(), "0A".to_owned()), ("deviceId".to_owned(), "x".to_owned())]
-                .into_iter()
-                .collect(),
+            fields: [
+                ("MAC".to_owned(), "0A".to_owned()),
+                ("deviceId".to_owned(), "x".to_owned()),
+            ]
+            .into_iter()
+            .collect(),
         });
         let line = entry_json(&entry);
         assert_eq!(line["status"], "accepted");
