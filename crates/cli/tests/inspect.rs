@@ -1,6 +1,8 @@
 //! `thingpress inspect` on the real supplier samples, with expectations computed here from the
 //! raw files (not from the library's own output).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

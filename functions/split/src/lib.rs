@@ -452,13 +452,15 @@ impl ChunkBuffer {
     }
 }
 
+/// One object write in flight.
+type Upload<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TaskError>> + Send + 'a>>;
+
 /// Object writes kept in flight while parsing goes on, bounded by [`UPLOADS_IN_FLIGHT`].
 struct Uploads<'a, S> {
     store: &'a S,
     bucket: &'a str,
-    in_flight: futures::stream::FuturesUnordered<
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TaskError>> + Send + 'a>>,
-    >,
+    in_flight: futures::stream::FuturesUnordered<Upload<'a>>,
 }
 
 impl<'a, S: Store> Uploads<'a, S> {

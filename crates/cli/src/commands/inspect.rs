@@ -220,7 +220,7 @@ impl Progress {
 
     fn tick(&self, entries: u64) {
         if let Some(bar) = &self.bar
-            && entries % 4096 == 0
+            && entries.is_multiple_of(4096)
         {
             bar.set_position(self.read.load(Ordering::Relaxed));
             bar.set_message(format!("{entries} entries"));
