@@ -1,5 +1,5 @@
 //! Parses one manifest end to end (read, split, validate every entry) and prints one JSON line:
-//! supplier, entries, accepted, rejected, seconds, entries_per_sec, peak_rss_mb.
+//! supplier, entries, accepted, rejected, seconds, entries_per_sec, cpu_seconds, peak_rss_mb.
 //!
 //! `parse_manifest <auto|microchip|infineon|espressif|pem> <file> [--verifier <pem>] [--expect <n>]`
 //! Peak RSS is the process high-water mark (`VmHWM` in /proc/self/status, Linux). With
@@ -12,6 +12,18 @@ use std::time::Instant;
 use thingpress_manifest::{Entry, Options, Supplier, Verifiers, read_entries};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// User + system CPU seconds of this process so far (Linux), from /proc/self/stat in clock
+/// ticks (100 per second on Linux, whatever the kernel HZ).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name, which may contain spaces.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
 
 /// Peak resident set size in MiB, if the platform reports it.
 fn peak_rss_mb() -> Option<f64> {
@@ -67,6 +79,7 @@ fn run() -> Result<()> {
         "rejected": rejected,
         "seconds": seconds,
         "entries_per_sec": if seconds > 0.0 { total as f64 / seconds } else { 0.0 },
+        "cpu_seconds": cpu_seconds(),
         "peak_rss_mb": peak_rss_mb(),
     });
     println!("{report}");

@@ -203,7 +203,7 @@ fn microchip(count: u64, out: &mut dyn Write) -> Result<String> {
     ));
     let signing = EcdsaKeyPair::from_pkcs8(
         &ECDSA_P256_SHA256_FIXED_SIGNING,
-        &signer_key.serialized_der(),
+        signer_key.serialized_der(),
     )
     .map_err(|e| format!("signer key: {e}"))?;
     let rng = SystemRandom::new();
