@@ -9,8 +9,33 @@ use crate::{Entry, ManifestError};
 /// 1024 entries of a few KiB each.
 pub(crate) const BATCH: usize = 1024;
 
+/// One batch of raw entries as read, and the read error that ended it, if any.
+type Batch<Raw> = (Vec<Raw>, Option<ManifestError>);
+
+/// Reads up to [`BATCH`] raw entries; stops early at the end or at a read error.
+fn read_batch<Raw, I>(raw: &mut I) -> Batch<Raw>
+where
+    I: Iterator<Item = Result<Raw, ManifestError>>,
+{
+    let mut batch = Vec::with_capacity(BATCH);
+    for item in raw.by_ref() {
+        match item {
+            Ok(r) => batch.push(r),
+            Err(e) => return (batch, Some(e)),
+        }
+        if batch.len() == BATCH {
+            break;
+        }
+    }
+    (batch, None)
+}
+
 /// Maps `raw` through `validate` in parallel batches, yielding entries in input order. A read
 /// error is yielded after the entries read before it, and ends the stream.
+///
+/// Reading is sequential, so the next batch is read while the current one is validated
+/// (`rayon::join`): otherwise every core but one idles during each read. At most two batches
+/// are held at once.
 pub(crate) fn validate_in_order<'a, Raw, I, F>(
     raw: I,
     validate: F,
@@ -21,6 +46,7 @@ where
     F: Fn(Raw) -> Entry + Sync + Send + 'a,
 {
     let mut raw = raw.fuse();
+    let mut prefetched: Option<Batch<Raw>> = None;
     let mut pending_error: Option<ManifestError> = None;
     let mut done = false;
     let mut ready: std::vec::IntoIter<Entry> = Vec::new().into_iter();
@@ -36,25 +62,23 @@ where
             if done {
                 return None;
             }
-            let mut batch = Vec::with_capacity(BATCH);
-            for item in raw.by_ref() {
-                match item {
-                    Ok(r) => batch.push(r),
-                    Err(e) => {
-                        pending_error = Some(e);
-                        break;
-                    }
-                }
-                if batch.len() == BATCH {
-                    break;
-                }
-            }
-            if batch.is_empty() && pending_error.is_none() {
+            let (batch, error) = prefetched.take().unwrap_or_else(|| read_batch(&mut raw));
+            if batch.is_empty() && error.is_none() {
                 done = true;
                 return None;
             }
-            let validated: Vec<Entry> = batch.into_par_iter().map(&validate).collect();
+            // A short batch means the input ended; after an error nothing more is read.
+            let more = error.is_none() && batch.len() == BATCH;
+            let validate_all = || -> Vec<Entry> { batch.into_par_iter().map(&validate).collect() };
+            let validated = if more {
+                let (validated, next) = rayon::join(validate_all, || read_batch(&mut raw));
+                prefetched = Some(next);
+                validated
+            } else {
+                validate_all()
+            };
             ready = validated.into_iter();
+            pending_error = error;
         }
     })
 }
@@ -90,5 +114,35 @@ mod tests {
             assert_eq!(item.as_ref().unwrap().index(), i as u64);
         }
         assert!(out.last().unwrap().is_err());
+    }
+
+    #[test]
+    fn an_exact_multiple_of_the_batch_size_ends_cleanly() {
+        for n in [0, BATCH as u64, 2 * BATCH as u64] {
+            let out: Vec<_> = validate_in_order((0..n).map(Ok), reject).collect();
+            assert_eq!(out.len() as u64, n);
+            assert!(
+                out.iter()
+                    .enumerate()
+                    .all(|(i, e)| e.as_ref().unwrap().index() == i as u64)
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_is_read_past_an_error() {
+        let read = std::sync::atomic::AtomicU64::new(0);
+        let raw = (0..BATCH as u64 + 3).map(|i| {
+            read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i == 5 {
+                Err(ManifestError::malformed(Supplier::Pem, Some(i), "boom"))
+            } else {
+                Ok(i)
+            }
+        });
+        let out: Vec<_> = validate_in_order(raw, reject).collect();
+        assert_eq!(out.len(), 6);
+        assert!(out[5].is_err());
+        assert_eq!(read.load(std::sync::atomic::Ordering::Relaxed), 6);
     }
 }
