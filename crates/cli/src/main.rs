@@ -1,15 +1,24 @@
 //! `thingpress`: check supplier manifests offline, and run and operate imports into AWS IoT Core.
 
 mod commands;
+#[allow(dead_code)] // TEMPORARY until the issue-5 commands use all of it (helper A removes this)
+mod target;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use target::TargetArgs;
+
 /// Imports secure-element suppliers' certificate manifests into AWS IoT Core.
+///
+/// Stack commands find the stack with --stack NAME (a deployed CloudFormation stack), --local
+/// (the local stack), or THINGPRESS_BUCKET and THINGPRESS_STATE_MACHINE_ARN.
 #[derive(Debug, Parser)]
-#[command(name = "thingpress", version, about, long_about = None)]
+#[command(name = "thingpress", version, about, long_about)]
 struct Cli {
+    #[command(flatten)]
+    target: TargetArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -19,12 +28,35 @@ enum Command {
     /// Read a manifest offline: recognise its format, verify every entry, and report what an
     /// import would accept and reject (nothing is sent anywhere).
     Inspect(commands::inspect::Args),
+    /// Store, show, list and validate product profiles in the stack's bucket.
+    Profile(commands::profile::Args),
+    /// Upload a manifest (the upload starts the import) or start the import directly.
+    Import(commands::import::Args),
+    /// Follow a run: chunks and certificates done, rate, ETA; exits non-zero if it fails.
+    Watch(commands::watch::Args),
+    /// A run's report: counts per outcome and error name, and the rejected entries.
+    Report(commands::report::Args),
+    /// Resume a failed run where it stopped (Step Functions RedriveExecution).
+    Redrive(commands::redrive::Args),
+    /// Start a new run over only the chunks (and entries) of a run that did not finish.
+    RetryFailed(commands::retry_failed::Args),
+    /// What the IoT registry holds: a summary, or a check of a manifest against a profile.
+    Registry(commands::registry::Args),
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Inspect(args) => commands::inspect::run(&args),
+    let target = &cli.target;
+    let result = match &cli.command {
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::Profile(args) => commands::profile::run(target, args).await,
+        Command::Import(args) => commands::import::run(target, args).await,
+        Command::Watch(args) => commands::watch::run(target, args).await,
+        Command::Report(args) => commands::report::run(target, args).await,
+        Command::Redrive(args) => commands::redrive::run(target, args).await,
+        Command::RetryFailed(args) => commands::retry_failed::run(target, args).await,
+        Command::Registry(args) => commands::registry::run(target, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,3 +1,10 @@
 //! One module per subcommand.
 
+pub mod import;
 pub mod inspect;
+pub mod profile;
+pub mod redrive;
+pub mod registry;
+pub mod report;
+pub mod retry_failed;
+pub mod watch;

@@ -1,0 +1,11 @@
+//! `thingpress profile` (being built: see issue 5).
+
+use crate::target::TargetArgs;
+
+/// Options of `thingpress profile`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_target: &TargetArgs, _args: &Args) -> anyhow::Result<()> {
+    anyhow::bail!("thingpress profile is not built yet")
+}

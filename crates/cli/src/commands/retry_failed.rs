@@ -1,0 +1,11 @@
+//! `thingpress retry-failed` (being built: see issue 5).
+
+use crate::target::TargetArgs;
+
+/// Options of `thingpress retry-failed`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_target: &TargetArgs, _args: &Args) -> anyhow::Result<()> {
+    anyhow::bail!("thingpress retry-failed is not built yet")
+}

@@ -1,0 +1,11 @@
+//! `thingpress watch` (being built: see issue 5).
+
+use crate::target::TargetArgs;
+
+/// Options of `thingpress watch`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_target: &TargetArgs, _args: &Args) -> anyhow::Result<()> {
+    anyhow::bail!("thingpress watch is not built yet")
+}

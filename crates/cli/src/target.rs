@@ -1,0 +1,179 @@
+//! Which Thingpress stack a command talks to: a deployed CloudFormation stack (`--stack`), the
+//! local stack (`--local`), or, with neither, `THINGPRESS_BUCKET` and
+//! `THINGPRESS_STATE_MACHINE_ARN` from the environment (what `script/local env` exports).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_iot::config::{Credentials, Region};
+use serde_json::Value;
+
+/// Options every stack command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// The deployed CloudFormation stack whose outputs name the import bucket and state machine
+    /// (region and credentials the usual AWS way).
+    #[arg(
+        long,
+        global = true,
+        env = "THINGPRESS_STACK",
+        conflicts_with = "local"
+    )]
+    pub stack: Option<String>,
+    /// The local stack started by `script/local up && script/local deploy` (its state file:
+    /// $THINGPRESS_LOCAL_DIR/stack.json, default ./.local/stack.json).
+    #[arg(long, global = true)]
+    pub local: bool,
+}
+
+/// A resolved stack: SDK configuration, bucket and state machine.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub config: SdkConfig,
+    pub bucket: String,
+    pub state_machine_arn: String,
+}
+
+impl Target {
+    /// Finds the stack the options name.
+    pub async fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
+        if args.local {
+            return Self::local(&local_dir().join("stack.json")).await;
+        }
+        let config = thingpress_pipeline::aws::load_config().await;
+        if let Some(stack) = &args.stack {
+            return Self::cloudformation(config, stack).await;
+        }
+        match (
+            std::env::var("THINGPRESS_BUCKET"),
+            std::env::var("THINGPRESS_STATE_MACHINE_ARN"),
+        ) {
+            (Ok(bucket), Ok(state_machine_arn)) => Ok(Target {
+                config,
+                bucket,
+                state_machine_arn,
+            }),
+            _ => bail!(
+                "no stack named: pass --stack NAME or --local (or set THINGPRESS_BUCKET and \
+                 THINGPRESS_STATE_MACHINE_ARN)"
+            ),
+        }
+    }
+
+    /// The local stack from its state file; test credentials, endpoint = the edge.
+    async fn local(state_file: &std::path::Path) -> anyhow::Result<Target> {
+        let text = std::fs::read_to_string(state_file).with_context(|| {
+            format!(
+                "no local stack at {} (start one with script/local up && script/local deploy)",
+                state_file.display()
+            )
+        })?;
+        let state: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not JSON", state_file.display()))?;
+        let field = |pointer: &str| {
+            state
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let (Some(endpoint), Some(bucket)) = (field("/endpoint"), field("/bucket")) else {
+            bail!("{}: no endpoint or bucket", state_file.display());
+        };
+        let Some(state_machine_arn) = field("/deployed/stateMachineArn") else {
+            bail!(
+                "the local stack in {} is not deployed (run script/local deploy)",
+                state_file.display()
+            );
+        };
+        let region = field("/region").unwrap_or_else(|| "us-east-1".to_owned());
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(Region::new(region))
+            .credentials_provider(Credentials::new("test", "test", None, None, "local-stack"))
+            .retry_config(thingpress_pipeline::aws::short_retry())
+            .load()
+            .await;
+        Ok(Target {
+            config,
+            bucket,
+            state_machine_arn,
+        })
+    }
+
+    /// A deployed stack: its outputs ImportBucketName and ImportStateMachineArn.
+    async fn cloudformation(config: SdkConfig, stack: &str) -> anyhow::Result<Target> {
+        let cfn = aws_sdk_cloudformation::Client::new(&config);
+        let out = cfn
+            .describe_stacks()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("describing stack {stack}: {}", sdk_message(&e)))?;
+        let outputs = out
+            .stacks()
+            .first()
+            .map(|s| s.outputs())
+            .unwrap_or_default();
+        let output = |name: &str| {
+            outputs
+                .iter()
+                .find(|o| o.output_key() == Some(name))
+                .and_then(|o| o.output_value())
+                .map(str::to_owned)
+                .with_context(|| {
+                    format!("stack {stack} has no output {name}: is it a Thingpress stack?")
+                })
+        };
+        Ok(Target {
+            bucket: output("ImportBucketName")?,
+            state_machine_arn: output("ImportStateMachineArn")?,
+            config,
+        })
+    }
+
+    /// S3, path-style when an endpoint is set (the local stack).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        thingpress_pipeline::aws::s3_client(&self.config)
+    }
+
+    pub fn sfn(&self) -> aws_sdk_sfn::Client {
+        aws_sdk_sfn::Client::new(&self.config)
+    }
+
+    pub fn iot(&self) -> aws_sdk_iot::Client {
+        aws_sdk_iot::Client::new(&self.config)
+    }
+
+    /// The ARN of execution `name` of the import state machine.
+    pub fn execution_arn(&self, name: &str) -> String {
+        format!(
+            "{}:{name}",
+            self.state_machine_arn
+                .replacen(":stateMachine:", ":execution:", 1)
+        )
+    }
+}
+
+/// The local stack's state directory: $THINGPRESS_LOCAL_DIR, or ./.local.
+fn local_dir() -> PathBuf {
+    std::env::var_os("THINGPRESS_LOCAL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".local"))
+}
+
+/// The service's own message for an SDK error (its Display is only "service error").
+pub fn sdk_message<E, R>(err: &aws_sdk_sfn::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_sfn::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match err.as_service_error() {
+        Some(service) => match (service.code(), service.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_owned(),
+            _ => service.to_string(),
+        },
+        None => aws_sdk_sfn::error::DisplayErrorContext(err).to_string(),
+    }
+}
