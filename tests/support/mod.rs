@@ -21,12 +21,25 @@ use tokio::sync::RwLock;
 
 pub static EDGE: RwLock<()> = RwLock::const_new(());
 
+/// The workspace root (this file is included by suites of several packages).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .expect("a workspace root above CARGO_MANIFEST_DIR")
+        .to_path_buf()
+}
+
+/// The running local stack's state directory: $THINGPRESS_LOCAL_DIR, or `.local` in the root.
+pub fn local_dir() -> PathBuf {
+    std::env::var_os("THINGPRESS_LOCAL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".local"))
+}
+
 /// `.local/stack.json` of the running stack.
 pub fn stack_state() -> Value {
-    let dir = std::env::var_os("THINGPRESS_LOCAL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.local")));
-    let path = dir.join("stack.json");
+    let path = local_dir().join("stack.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "no local stack ({}: {e}); start it with script/local up && script/local deploy",
@@ -42,11 +55,7 @@ pub fn stack_state() -> Value {
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/fixtures/upstream/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    std::fs::read(workspace_root().join("tests/fixtures/upstream").join(name)).unwrap()
 }
 
 /// A name unique to this process and call, usable in execution names, keys and IoT names.
