@@ -9,8 +9,12 @@
   {"message": "Rate exceeded"}, which the AWS SDKs classify as a throttling error.
 - Faults can be injected per IoT operation (throttle / 5xx probability, latency) and per
   Lambda function (crash, timeout, Lambda throttle, latency).
+- The stack's S3 trigger (AWS: bucket → EventBridge rule → StartExecution): a successful
+  PutObject / CopyObject / CompleteMultipartUpload under a rule's prefix of a rule's bucket
+  starts the rule's state machine on moto with an EventBridge "Object Created" event as its
+  input and a random execution name, as EventBridge does (configured by `script/local deploy`).
 - Admin API: GET /_edge/health, GET /_edge/config, GET /_edge/stats,
-  POST /_edge/quotas, POST /_edge/faults, POST /_edge/reset.
+  POST /_edge/quotas, POST /_edge/faults, POST /_edge/triggers, POST /_edge/reset.
 
 Stdlib only. Run: python3 edge.py --port P --moto-url URL --lambda-url URL [--quotas JSON]
 [--quota-scale X] [--no-quotas] [--faults JSON] [--seed N].
@@ -172,6 +176,139 @@ def _aws_error(status: int, code: str, message: str) -> tuple[int, dict[str, str
         {"Content-Type": "application/json", "x-amzn-ErrorType": code},
         json.dumps({"message": message, "__type": code}).encode(),
     )
+
+
+# ---------------------------------------------------------------- S3 → EventBridge trigger
+
+# Query parameters that leave a PUT/POST on an object key an object write (the Rust SDK adds
+# x-id=PutObject etc.); any other (tagging, acl, partNumber, uploads, ...) is another operation.
+_OBJECT_WRITE_QUERY = {"x-id"}
+
+
+def s3_object_created(method: str, path: str, headers: Any) -> tuple[str, str, str] | None:
+    """(bucket, key, reason) when a path-style S3 request creates an object, else None.
+
+    Reasons as S3 reports them to EventBridge: PutObject, CopyObject, CompleteMultipartUpload.
+    """
+    parts = urllib.parse.urlsplit(path)
+    bucket, _, raw_key = parts.path.lstrip("/").partition("/")
+    if not bucket or not raw_key:
+        return None
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    key = urllib.parse.unquote(raw_key)
+    if method == "PUT" and set(query) <= _OBJECT_WRITE_QUERY:
+        copy = headers.get("x-amz-copy-source") if headers is not None else None
+        return bucket, key, "CopyObject" if copy else "PutObject"
+    if method == "POST" and "uploadId" in query and set(query) <= _OBJECT_WRITE_QUERY | {"uploadId"}:
+        return bucket, key, "CompleteMultipartUpload"
+    return None
+
+
+@dataclass(frozen=True)
+class TriggerRule:
+    """One EventBridge rule of the stack: objects created in `bucket` under `prefix` start
+    `state_machine_arn` (infra/template.yaml ImportTriggerRule)."""
+
+    bucket: str
+    prefix: str
+    state_machine_arn: str
+
+    def matches(self, bucket: str, key: str) -> bool:
+        """Whether an object created at bucket/key fires this rule."""
+        return bucket == self.bucket and key.startswith(self.prefix)
+
+    def to_json(self) -> dict[str, str]:
+        """JSON form, as accepted by POST /_edge/triggers."""
+        return {"bucket": self.bucket, "prefix": self.prefix, "stateMachineArn": self.state_machine_arn}
+
+
+def parse_triggers(body: Any) -> list[TriggerRule]:
+    """Rules from {"rules": [{"bucket", "prefix", "stateMachineArn"}]} ({"rules": []} clears)."""
+    if not isinstance(body, dict) or set(body) - {"rules"} or not isinstance(body.get("rules"), list):
+        raise ValueError('triggers must be {"rules": [{"bucket", "prefix", "stateMachineArn"}]}')
+    rules = []
+    for i, rule in enumerate(body["rules"]):
+        where = f"rules[{i}]"
+        if not isinstance(rule, dict):
+            raise ValueError(f"{where} must be an object")
+        unknown = set(rule) - {"bucket", "prefix", "stateMachineArn"}
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+        bucket, prefix, arn = rule.get("bucket"), rule.get("prefix", ""), rule.get("stateMachineArn")
+        if not isinstance(bucket, str) or not bucket:
+            raise ValueError(f"{where}.bucket must be a bucket name")
+        if not isinstance(prefix, str):
+            raise ValueError(f"{where}.prefix must be a string")
+        if not isinstance(arn, str) or ":stateMachine:" not in arn:
+            raise ValueError(f"{where}.stateMachineArn must be a state machine ARN, got {arn!r}")
+        rules.append(TriggerRule(bucket, prefix, arn))
+    return rules
+
+
+def object_created_event(
+    bucket: str,
+    key: str,
+    reason: str,
+    meta: dict[str, Any],
+    region: str,
+    account: str,
+    now: float,
+) -> dict[str, Any]:
+    """The EventBridge "Object Created" event S3 sends for one new object (shape of AWS's
+    documented example; `meta` = size, etag, version-id from the object's HEAD)."""
+    obj: dict[str, Any] = {"key": key, "size": int(meta.get("size") or 0), "etag": meta.get("etag") or ""}
+    if meta.get("version-id"):
+        obj["version-id"] = meta["version-id"]
+    obj["sequencer"] = f"{int(now * 1e6):018X}"
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": account,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "region": region,
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": obj,
+            "request-id": uuid.uuid4().hex[:16].upper(),
+            "requester": account,
+            "source-ip-address": "127.0.0.1",
+            "reason": reason,
+        },
+    }
+
+
+def arn_region_account(arn: str) -> tuple[str, str]:
+    """(region, account) of an ARN such as arn:aws:states:us-east-1:123456789012:stateMachine:x."""
+    parts = arn.split(":")
+    if len(parts) < 6:
+        raise ValueError(f"not an ARN: {arn!r}")
+    return parts[3], parts[4]
+
+
+def start_execution_request(rule: TriggerRule, event: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
+    """The Step Functions StartExecution call EventBridge makes for a rule (path, headers, body):
+    the whole event as input, a random execution name (EventBridge cannot name executions)."""
+    region, _ = arn_region_account(rule.state_machine_arn)
+    body = json.dumps(
+        {"stateMachineArn": rule.state_machine_arn, "name": str(uuid.uuid4()), "input": json.dumps(event)}
+    ).encode()
+    headers = {
+        "Content-Type": "application/x-amz-json-1.0",
+        "X-Amz-Target": "AWSStepFunctions.StartExecution",
+        # moto takes the region from the credential scope; it does not check the signature.
+        "Authorization": (
+            f"AWS4-HMAC-SHA256 Credential=test/{time.strftime('%Y%m%d', time.gmtime())}/{region}/states/aws4_request, "
+            "SignedHeaders=host, Signature=0"
+        ),
+    }
+    return "/", headers, body
+
+
+TRIGGER_STATS_KEY = "EventBridge:ImportTrigger"
 
 
 class TokenBucket:
@@ -342,6 +479,8 @@ class EdgeState:
         self.buckets: dict[str, TokenBucket] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self.started = wall()
+        # Deployment configuration, not a test fault: reset leaves it alone.
+        self.triggers: list[TriggerRule] = []
 
     # ----- configuration -----
     def set_quotas(self, update: dict[str, Any]) -> dict[str, Any]:
@@ -371,10 +510,26 @@ class EdgeState:
                 self.quotas = copy.deepcopy(self.initial_quotas)
             self.buckets = {}
 
-    def config(self) -> dict[str, Any]:
-        """Current quotas and faults."""
+    def set_triggers(self, body: Any) -> list[dict[str, str]]:
+        """Replace the S3 trigger rules ({"rules": []} removes them)."""
+        rules = parse_triggers(body)
         with self.lock:
-            return {"quotas": self.quotas.to_json(), "faults": copy.deepcopy(self.faults)}
+            self.triggers = rules
+        return [r.to_json() for r in rules]
+
+    def triggers_for(self, bucket: str, key: str) -> list[TriggerRule]:
+        """The rules an object created at bucket/key fires."""
+        with self.lock:
+            return [r for r in self.triggers if r.matches(bucket, key)]
+
+    def config(self) -> dict[str, Any]:
+        """Current quotas, faults and trigger rules."""
+        with self.lock:
+            return {
+                "quotas": self.quotas.to_json(),
+                "faults": copy.deepcopy(self.faults),
+                "triggers": [r.to_json() for r in self.triggers],
+            }
 
     def snapshot(self) -> dict[str, Any]:
         """Counters per operation, with achieved rates of passed calls."""
@@ -591,7 +746,52 @@ class EdgeServer(ThreadingHTTPServer):
         self.moto = Upstream(moto_url, timeout=600)
         # Lambda answers may take as long as a function's timeout (15 min max on AWS).
         self.lambda_ = Upstream(lambda_url, timeout=960)
+        self.moto_url = moto_url
         super().__init__(addr, EdgeHandler)
+
+    def deliver(self, rule: TriggerRule, bucket: str, key: str, reason: str, attempts: int = 5) -> None:
+        """EventBridge's part: build the event from the object's HEAD and start the rule's state
+        machine on moto, retrying failures with backoff (EventBridge retries for up to a day)."""
+        state = self.state
+        state.record_call(TRIGGER_STATS_KEY)
+        upstream = Upstream(self.moto_url, timeout=60)
+        try:
+            for attempt in range(attempts):
+                status, detail = self._deliver_once(upstream, rule, bucket, key, reason)
+                if status == 200:
+                    state.record_status(TRIGGER_STATS_KEY, 200, passed=True)
+                    return
+                if 400 <= status < 500 and status != 429:
+                    break  # a refusal retrying cannot fix (EventBridge would dead-letter it)
+                time.sleep(min(0.2 * 2**attempt, 2.0))
+            state.record(TRIGGER_STATS_KEY, "upstreamErrors")
+            state.record_status(TRIGGER_STATS_KEY, status, passed=False)
+            print(f"edge: trigger for s3://{bucket}/{key} failed: HTTP {status} {detail}", file=sys.stderr, flush=True)
+        finally:
+            upstream.close()
+
+    def _deliver_once(
+        self, upstream: Upstream, rule: TriggerRule, bucket: str, key: str, reason: str
+    ) -> tuple[int, str]:
+        region, account = arn_region_account(rule.state_machine_arn)
+        try:
+            head = upstream.request("HEAD", f"/{bucket}/{urllib.parse.quote(key)}", {}, b"")
+            head.read()
+            if head.status != 200:
+                return head.status, f"HEAD s3://{bucket}/{key}"
+            meta = {
+                "size": head.getheader("Content-Length"),
+                "etag": (head.getheader("ETag") or "").strip('"'),
+                "version-id": head.getheader("x-amz-version-id"),
+            }
+            event = object_created_event(bucket, key, reason, meta, region, account, time.time())
+            path, headers, body = start_execution_request(rule, event)
+            resp = upstream.request("POST", path, headers, body)
+            out = resp.read()
+            return resp.status, out[:300].decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException) as e:
+            upstream.close()
+            return 502, str(e)
 
 
 class EdgeHandler(BaseHTTPRequestHandler):
@@ -706,20 +906,24 @@ class EdgeHandler(BaseHTTPRequestHandler):
             key = f"{service or 'unknown'}:{self._aws_action(path)}"
             state.record_call(key)
             decision = Decision("forward")
+        created = s3_object_created(self.command, path, self.headers) if service == "s3" else None
         state.enter(key)
         try:
-            self._serve(key, path, body, decision)
+            status = self._serve(key, path, body, decision)
         finally:
             state.leave(key)
+        if created is not None and status == 200:
+            self._object_created(*created)
 
-    def _serve(self, key: str, path: str, body: bytes, decision: Decision) -> None:
+    def _serve(self, key: str, path: str, body: bytes, decision: Decision) -> int:
+        """Answer one request (injected answer or moto's); returns the status sent."""
         state = self.server.state
         if decision.latency_s > 0:
             time.sleep(decision.latency_s)
         if decision.action == "respond":
             state.record_status(key, decision.status, passed=False)
             self._send(decision.status, decision.headers, decision.body)
-            return
+            return decision.status
         try:
             resp = self.server.moto.request(self.command, path, self._forward_headers(), body)
         except (OSError, http.client.HTTPException) as e:
@@ -727,9 +931,16 @@ class EdgeHandler(BaseHTTPRequestHandler):
             state.record(key, "upstreamErrors")
             state.record_status(key, 502, passed=False)
             self._send(*_aws_error(502, "BadGateway", f"edge: moto unreachable: {e}"))
-            return
+            return 502
         status = self._relay(resp)
         state.record_status(key, status, passed=True)
+        return status
+
+    def _object_created(self, bucket: str, key: str, reason: str) -> None:
+        """Fire the trigger rules an object creation matches, after the client has its answer
+        (EventBridge delivers asynchronously, too)."""
+        for rule in self.server.state.triggers_for(bucket, key):
+            threading.Thread(target=self.server.deliver, args=(rule, bucket, key, reason), daemon=True).start()
 
     def _aws_action(self, path: str) -> str:
         target = self.headers.get("X-Amz-Target")
@@ -806,6 +1017,8 @@ class EdgeHandler(BaseHTTPRequestHandler):
                 self._send_json(200, state.set_quotas(payload))
             elif self.command == "POST" and route == "/_edge/faults":
                 self._send_json(200, state.set_faults(payload))
+            elif self.command == "POST" and route == "/_edge/triggers":
+                self._send_json(200, {"rules": state.set_triggers(payload)})
             elif self.command == "POST" and route == "/_edge/reset":
                 state.reset(
                     stats=payload.get("stats", True),

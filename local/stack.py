@@ -3,7 +3,8 @@
 Subcommands (run from anywhere; paths are relative to the repository root):
   up       start the three processes, wait until they answer, write .local/stack.json
   deploy   create the bucket, profiles, IoT thing types/groups/policies, the IAM role and the
-           state machine from statemachine/import.asl.json (local substitutions)
+           state machine from statemachine/import.asl.json (local substitutions), and point the
+           edge's S3 trigger (uploads under incoming/ start the state machine) at them
   status   print the state file and whether each process is alive
   env      print `export` lines for AWS_ENDPOINT_URL, credentials, region, ARN, bucket
   down     stop everything (idempotent; also cleans up after a stale state file)
@@ -43,6 +44,8 @@ FUNCTIONS = ("split", "decorate", "register", "summarize")
 DEFAULT_BUCKET = "thingpress-local"
 DEFAULT_STATE_MACHINE = "thingpress-import"
 SFN_ROLE = "thingpress-local-states"
+# Uploads under this prefix of the bucket start imports (DESIGN.md §7, the stack's EventBridge rule).
+TRIGGER_PREFIX = "incoming/"
 
 # Lambda environment variable per IoT API (the contract in notes/contract-lambdas.md).
 QUOTA_ENV = {
@@ -109,6 +112,18 @@ def port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def http_post_json(url: str, body: Any, timeout: float = 10.0) -> tuple[int, bytes]:
+    """POST a JSON body returning (status, body); HTTP errors are answers, not exceptions."""
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -721,6 +736,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if not created:
         c["stepfunctions"].update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role_arn)
 
+    # The stack's EventBridge rule (infra/template.yaml ImportTriggerRule), emulated by the edge.
+    rules = [] if args.no_trigger else [{"bucket": bucket, "prefix": TRIGGER_PREFIX, "stateMachineArn": arn}]
+    try:
+        status, answer = http_post_json(f"{state['endpoint']}/_edge/triggers", {"rules": rules})
+    except OSError as e:
+        raise StackError(f"cannot configure the edge's S3 trigger at {state['endpoint']}: {e}") from None
+    if status != 200:
+        raise StackError(f"the edge refused the S3 trigger: HTTP {status} {answer[:300].decode(errors='replace')}")
+
     state = read_state() or state
     state["deployed"] = {
         "stateMachineArn": arn,
@@ -731,6 +755,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         "thingGroups": res.get("thingGroups") or [],
         "policies": sorted(res.get("policies") or {}),
         "profiles": sorted(res.get("profiles") or {}),
+        "triggers": rules,
         "at": time.time(),
     }
     write_state(state)
@@ -779,6 +804,9 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("--thing-group", action="append", help="extra thing group (repeatable)")
     dp.add_argument("--policy", action="append", help="extra IoT policy with the default document (repeatable)")
     dp.add_argument("--profile", action="append", help="profile JSON file to store as profiles/<name>.json (repeatable)")
+    dp.add_argument(
+        "--no-trigger", action="store_true", help="uploads under incoming/ start nothing (the edge's trigger rule is removed)"
+    )
     dp.set_defaults(func=cmd_deploy)
 
     for name, fn, text in (

@@ -277,10 +277,20 @@ class _Recorder(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def do_HEAD(self):  # noqa: N802
+        self.seen.append((self.command, self.path, b""))
+        self.send_response(200)
+        self.send_header("ETag", '"0123456789abcdef0123456789abcdef"')
+        self.send_header("x-amz-version-id", "v1")
+        self.send_header("Content-Length", "1234")
+        self.end_headers()
+
     def do_POST(self):  # noqa: N802
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.seen.append((self.command, self.path, body))
-        if self.path.startswith("/2015-03-31/functions/failing/"):
+        if "denied" in self.path:
+            out, status = b"<Error><Code>AccessDenied</Code></Error>", 403
+        elif self.path.startswith("/2015-03-31/functions/failing/"):
             out, status = json.dumps({"errorType": "Thingpress.InvalidInput", "errorMessage": "bad"}).encode(), 500
         elif self.path.startswith("/2015-03-31/functions/"):
             out, status = json.dumps({"echo": json.loads(body)}).encode(), 200
@@ -366,3 +376,128 @@ def test_http_iot_throttle_is_what_boto3_calls_throttling(stack):
     cfg = json.load(urllib.request.urlopen(f"{url}/_edge/config"))
     assert cfg["faults"] == {} and cfg["quotas"]["rates"]["CreateThing"] == 100
     assert json.load(urllib.request.urlopen(f"{url}/_edge/stats"))["operations"] == {}
+
+
+# ------------------------------------------------------------------ S3 → EventBridge trigger
+
+ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:thingpress-import"
+
+
+@pytest.mark.parametrize(
+    "method,path,headers,expected",
+    [
+        ("PUT", "/b/incoming/p/reel%201.pem?x-id=PutObject", {}, ("b", "incoming/p/reel 1.pem", "PutObject")),
+        ("PUT", "/b/incoming/p/x.pem", {}, ("b", "incoming/p/x.pem", "PutObject")),
+        ("PUT", "/b/incoming/p/x.pem", {"x-amz-copy-source": "/b/y"}, ("b", "incoming/p/x.pem", "CopyObject")),
+        ("POST", "/b/k?uploadId=abc", {}, ("b", "k", "CompleteMultipartUpload")),
+        ("POST", "/b/k?uploadId=abc&x-id=CompleteMultipartUpload", {}, ("b", "k", "CompleteMultipartUpload")),
+        ("POST", "/b/k?uploads", {}, None),  # CreateMultipartUpload
+        ("PUT", "/b/k?partNumber=1&uploadId=abc", {}, None),  # UploadPart
+        ("PUT", "/b/k?tagging", {}, None),
+        ("PUT", "/b", {}, None),  # CreateBucket
+        ("GET", "/b/k", {}, None),
+        ("DELETE", "/b/k", {}, None),
+    ],
+)
+def test_s3_object_created(method, path, headers, expected):
+    assert edge.s3_object_created(method, path, headers) == expected
+
+
+def test_trigger_rules_match_bucket_and_prefix_and_reject_nonsense():
+    state = edge.EdgeState()
+    assert state.set_triggers({"rules": [{"bucket": "b", "prefix": "incoming/", "stateMachineArn": ARN}]})
+    assert [r.state_machine_arn for r in state.triggers_for("b", "incoming/p/x")] == [ARN]
+    assert state.triggers_for("b", "other/p/x") == [] and state.triggers_for("c", "incoming/p/x") == []
+    state.reset()  # test faults and quotas only; the trigger is deployment config
+    assert state.config()["triggers"] == [{"bucket": "b", "prefix": "incoming/", "stateMachineArn": ARN}]
+    for bad in ({}, {"rules": {}}, {"rules": [{"bucket": "b"}]}, {"rules": [{"bucket": "", "stateMachineArn": ARN}]},
+                {"rules": [{"bucket": "b", "stateMachineArn": ARN, "x": 1}]}, {"rules": [], "x": 1}):
+        with pytest.raises(ValueError):
+            state.set_triggers(bad)
+    state.set_triggers({"rules": []})
+    assert state.triggers_for("b", "incoming/p/x") == []
+
+
+def test_object_created_event_has_the_shape_s3_sends_to_eventbridge():
+    meta = {"size": "42", "etag": "abc", "version-id": "v7"}
+    event = edge.object_created_event("b", "incoming/p/x.pem", "PutObject", meta, "eu-west-1", "111122223333", 0.0)
+    assert {k: event[k] for k in ("version", "detail-type", "source", "account", "region", "resources", "time")} == {
+        "version": "0",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": "111122223333",
+        "region": "eu-west-1",
+        "resources": ["arn:aws:s3:::b"],
+        "time": "1970-01-01T00:00:00Z",
+    }
+    detail = event["detail"]
+    assert detail["bucket"] == {"name": "b"} and detail["reason"] == "PutObject"
+    assert {k: detail["object"][k] for k in ("key", "size", "etag", "version-id")} == {
+        "key": "incoming/p/x.pem",
+        "size": 42,
+        "etag": "abc",
+        "version-id": "v7",
+    }
+    unversioned = edge.object_created_event("b", "k", "PutObject", {"size": 1, "etag": "e"}, "r", "a", 0.0)
+    assert "version-id" not in unversioned["detail"]["object"]
+    path, headers, body = edge.start_execution_request(edge.TriggerRule("b", "incoming/", ARN), event)
+    call = json.loads(body)
+    assert path == "/" and headers["X-Amz-Target"] == "AWSStepFunctions.StartExecution"
+    assert "/us-east-1/states/aws4_request" in headers["Authorization"]
+    assert call["stateMachineArn"] == ARN and json.loads(call["input"]) == event
+    assert len(call["name"]) == 36 and all(c.isalnum() or c == "-" for c in call["name"])
+
+
+def _wait_for(predicate, timeout=5.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _s3_put(url, path):
+    auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"
+    req = urllib.request.Request(f"{url}{path}", data=b"hello", method="PUT", headers={"Authorization": auth})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_http_upload_under_incoming_starts_the_state_machine(stack):
+    url, state = stack
+    assert _post(f"{url}/_edge/triggers", {"rules": [{"bucket": "b", "prefix": "incoming/", "stateMachineArn": ARN}]})[0] == 200
+
+    def starts():
+        return [json.loads(body) for method, path, body in _Recorder.seen if method == "POST" and path == "/"]
+
+    assert _s3_put(url, "/b/incoming/p/reel.pem?x-id=PutObject") == 200
+    assert _wait_for(lambda: len(starts()) == 1), _Recorder.seen
+    call = starts()[0]
+    event = json.loads(call["input"])
+    assert call["stateMachineArn"] == ARN
+    assert event["detail"]["object"] == {
+        "key": "incoming/p/reel.pem",
+        "size": 1234,
+        "etag": "0123456789abcdef0123456789abcdef",
+        "version-id": "v1",
+        "sequencer": event["detail"]["object"]["sequencer"],
+    }
+    assert ("HEAD", "/b/incoming/p/reel.pem", b"") in _Recorder.seen
+    # Other prefixes and buckets, other operations and refused uploads start nothing.
+    assert _s3_put(url, "/b/other/reel.pem") == 200
+    assert _s3_put(url, "/c/incoming/p/reel.pem") == 200
+    assert _s3_put(url, "/b/incoming/p/reel.pem?tagging") == 200
+    assert _s3_put(url, "/b/incoming/p/denied.pem") == 403
+    assert not _wait_for(lambda: len(starts()) > 1, timeout=0.5)
+    stats = json.load(urllib.request.urlopen(f"{url}/_edge/stats"))["operations"][edge.TRIGGER_STATS_KEY]
+    assert stats["calls"] == 1 and stats["passed"] == 1
+    cfg = json.load(urllib.request.urlopen(f"{url}/_edge/config"))
+    assert cfg["triggers"] == [{"bucket": "b", "prefix": "incoming/", "stateMachineArn": ARN}]
+    status, _, body = _post(f"{url}/_edge/triggers", {"rules": [{"bucket": "b"}]})
+    assert status == 400 and b"stateMachineArn" in body
