@@ -130,7 +130,7 @@ enum Parsed {
     Failed(ManifestError),
 }
 
-impl<S: Store + 'static> Task<S> {
+impl<S: Store + Clone + 'static> Task<S> {
     /// Builds the task once per container.
     pub fn new(store: S, config: &SdkConfig, settings: Settings) -> Self {
         Task::with_iot(store, aws_sdk_iot::Client::new(config), settings)
@@ -452,45 +452,46 @@ impl ChunkBuffer {
     }
 }
 
-/// One object write in flight.
-type Upload<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TaskError>> + Send + 'a>>;
-
-/// Object writes kept in flight while parsing goes on, bounded by [`UPLOADS_IN_FLIGHT`].
-struct Uploads<'a, S> {
-    store: &'a S,
-    bucket: &'a str,
-    in_flight: futures::stream::FuturesUnordered<Upload<'a>>,
+/// Object writes kept in flight while parsing goes on, bounded by [`UPLOADS_IN_FLIGHT`]. Each
+/// write is a task of its own, so it progresses while the parser is awaited.
+struct Uploads<S> {
+    store: S,
+    bucket: String,
+    in_flight: tokio::task::JoinSet<Result<(), TaskError>>,
 }
 
-impl<'a, S: Store> Uploads<'a, S> {
-    fn new(store: &'a S, bucket: &'a str) -> Self {
+impl<S: Store + Clone + 'static> Uploads<S> {
+    fn new(store: &S, bucket: &str) -> Self {
         Uploads {
-            store,
-            bucket,
-            in_flight: futures::stream::FuturesUnordered::new(),
+            store: store.clone(),
+            bucket: bucket.to_owned(),
+            in_flight: tokio::task::JoinSet::new(),
         }
     }
 
     async fn put(&mut self, key: String, body: Vec<u8>) -> Result<(), TaskError> {
-        use futures::StreamExt;
         while self.in_flight.len() >= UPLOADS_IN_FLIGHT {
-            if let Some(result) = self.in_flight.next().await {
-                result?;
+            if let Some(result) = self.in_flight.join_next().await {
+                joined(result)?;
             }
         }
-        let store = self.store;
-        let bucket = self.bucket;
+        let store = self.store.clone();
+        let bucket = self.bucket.clone();
         self.in_flight
-            .push(Box::pin(async move { store.put(bucket, &key, body).await }));
+            .spawn(async move { store.put(&bucket, &key, body).await });
         Ok(())
     }
 
     async fn finish(mut self) -> Result<(), TaskError> {
-        use futures::StreamExt;
-        while let Some(result) = self.in_flight.next().await {
-            result?;
+        while let Some(result) = self.in_flight.join_next().await {
+            joined(result)?;
         }
         Ok(())
     }
+}
+
+/// An upload task's result; a panicked or cancelled upload is a transient failure.
+fn joined(result: Result<Result<(), TaskError>, tokio::task::JoinError>) -> Result<(), TaskError> {
+    result
+        .map_err(|e| TaskError::new(ErrorName::Transient, format!("chunk upload stopped: {e}")))?
 }
