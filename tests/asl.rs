@@ -27,10 +27,16 @@ const LAMBDA_SERVICE_ERRORS: [&str; 4] = [
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
 ];
+/// A function that crashed, ran out of memory or timed out (AWS reports `Lambda.Unknown`; the
+/// runtime's own names also reach the state machine). Retried because every task is idempotent.
+const FUNCTION_CRASH_ERRORS: [&str; 3] =
+    ["Lambda.Unknown", "Runtime.ExitError", "Sandbox.Timedout"];
 /// A retrier's IntervalSeconds, MaxAttempts, BackoffRate and MaxDelaySeconds.
 type RetryTiming = (f64, f64, f64, f64);
 /// The contract's timing of the Lambda service retrier.
 const LAMBDA_RETRY: RetryTiming = (1.0, 6.0, 2.0, 20.0);
+/// The contract's timing of the function crash retrier: few attempts, a crash that repeats is a bug.
+const CRASH_RETRY: RetryTiming = (2.0, 3.0, 2.0, 30.0);
 /// The contract's timing of the Thingpress retrier.
 const THINGPRESS_RETRY: RetryTiming = (2.0, 8.0, 2.0, 60.0);
 /// The only Lambda integration the ASL uses.
@@ -365,7 +371,7 @@ fn check_retriers(asl: &Json) -> Vec<String> {
             problems.push(format!("{path}: OutputPath is not $.Payload"));
         }
         let retriers: Vec<&Json> = task["Retry"].as_array().into_iter().flatten().collect();
-        let expected: [(&str, BTreeSet<String>, RetryTiming); 2] = [
+        let expected: [(&str, BTreeSet<String>, RetryTiming); 3] = [
             (
                 "Lambda service",
                 LAMBDA_SERVICE_ERRORS
@@ -373,6 +379,14 @@ fn check_retriers(asl: &Json) -> Vec<String> {
                     .map(|s| (*s).to_owned())
                     .collect(),
                 LAMBDA_RETRY,
+            ),
+            (
+                "function crash",
+                FUNCTION_CRASH_ERRORS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+                CRASH_RETRY,
             ),
             ("Thingpress", retryable.clone(), THINGPRESS_RETRY),
         ];
@@ -782,7 +796,7 @@ fn substitution_check_catches_a_missing_key_and_an_unused_one() {
 }
 
 #[test]
-fn every_lambda_task_has_both_standard_retriers() {
+fn every_lambda_task_has_the_three_standard_retriers() {
     let asl = asl();
     assert_eq!(
         lambda_tasks(&asl).len(),
@@ -812,6 +826,17 @@ fn retrier_check_catches_a_removed_or_weakened_retrier() {
         .expect("Retry")
         .remove(0);
     assert_caught(check_retriers(&broken), "Split: no Lambda service retrier");
+
+    // Decorate's crash retrier removed: a crashed or timed-out function would fail the chunk.
+    let mut broken = asl();
+    broken["States"]["ImportChunks"]["ItemProcessor"]["States"]["Decorate"]["Retry"]
+        .as_array_mut()
+        .expect("Retry")
+        .remove(2);
+    assert_caught(
+        check_retriers(&broken),
+        "ImportChunks/Decorate: no function crash retrier",
+    );
 
     // Jitter, delay cap and a retryable name dropped.
     let mut broken = asl();
