@@ -1,11 +1,292 @@
-//! `thingpress profile` (being built: see issue 5).
+//! `thingpress profile put|get|list|validate`: product profiles stored as
+//! `profiles/<name>.json` in the stack's bucket.
 
-use crate::target::TargetArgs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use thingpress_importer::{ImportError, check_profile_resources};
+use thingpress_pipeline::layout::profile_key;
+use thingpress_pipeline::{S3Store, Store};
+use thingpress_product::{Profile, ProfileError};
+
+use crate::target::{Target, TargetArgs, sdk_message};
 
 /// Options of `thingpress profile`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
 
-pub async fn run(_target: &TargetArgs, _args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("thingpress profile is not built yet")
+/// The profile subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check a profile file and store it as profiles/<name>.json in the stack's bucket
+    /// (replacing a stored profile of that name).
+    Put {
+        /// The profile JSON file.
+        file: PathBuf,
+        /// The name to store it under; the file's `name` field must be absent or equal.
+        /// Default: the file's `name` field.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Print a stored profile's JSON as stored.
+    Get {
+        /// The profile's name.
+        name: String,
+    },
+    /// List the names of the stored profiles, one per line.
+    List,
+    /// Check a profile: its fields, that its verifier certificates load, and that the thing
+    /// type, thing groups and policies it names exist in the IoT registry. Prints one line per
+    /// problem and exits 1 if there is any.
+    Validate {
+        /// A stored profile's name.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        name: Option<String>,
+        /// A profile JSON file instead of a stored profile.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+/// Runs the command.
+pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
+    let target = Target::resolve(target).await?;
+    let store = S3Store::new(target.s3());
+    match &args.command {
+        Command::Put { file, name } => put(&store, &target.bucket, file, name.as_deref()).await,
+        Command::Get { name } => {
+            let body = get(&store, &target.bucket, name).await?;
+            let text = String::from_utf8_lossy(&body);
+            println!("{}", text.trim_end());
+            Ok(())
+        }
+        Command::List => {
+            for name in list(&target.s3(), &target.bucket).await? {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        Command::Validate { name, file } => {
+            let (label, loaded) = match (name, file) {
+                (_, Some(file)) => (file.display().to_string(), parse_file(file)),
+                (Some(name), None) => {
+                    let body = get(&store, &target.bucket, name).await?;
+                    (
+                        format!("profile {name}"),
+                        Profile::from_stored_json(&body, name),
+                    )
+                }
+                (None, None) => bail!("name a stored profile or give --file FILE"),
+            };
+            let problems = validate(&target.iot(), loaded).await?;
+            report_validation(&label, &problems)
+        }
+    }
+}
+
+/// Reads a profile file (its `name` field required).
+fn read_file(file: &Path) -> Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+fn parse_file(file: &Path) -> Result<Profile, ProfileError> {
+    match std::fs::read(file) {
+        Ok(bytes) => Profile::from_json(&bytes),
+        Err(e) => Err(ProfileError::invalid(
+            "",
+            vec![format!("cannot read {}: {e}", file.display())],
+        )),
+    }
+}
+
+/// Checks the file and stores it (as given) under its name.
+async fn put(store: &S3Store, bucket: &str, file: &Path, name: Option<&str>) -> Result<()> {
+    let bytes = read_file(file)?;
+    let profile = match name {
+        Some(name) => Profile::from_stored_json(&bytes, name),
+        None => Profile::from_json(&bytes),
+    }
+    .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), problem_text(&e)))?;
+    let key = profile_key(&profile.name).map_err(|e| anyhow::anyhow!(e.message))?;
+    store
+        .put(bucket, &key, bytes)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    println!("stored profile {} at s3://{bucket}/{key}", profile.name);
+    Ok(())
+}
+
+/// A stored profile's bytes, or a clear error when there is none.
+async fn get(store: &S3Store, bucket: &str, name: &str) -> Result<Vec<u8>> {
+    let key = profile_key(name).map_err(|e| anyhow::anyhow!(e.message))?;
+    match store
+        .get(bucket, &key)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?
+    {
+        Some(body) => Ok(body.to_vec()),
+        None => bail!(
+            "no profile {name:?} in the stack (s3://{bucket}/{key} does not exist; store one with \
+             thingpress profile put)"
+        ),
+    }
+}
+
+/// The names of the stored profiles, sorted.
+pub async fn list(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let out = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix("profiles/")
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("listing s3://{bucket}/profiles/: {}", sdk_message(&e)))?;
+        names.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .filter_map(profile_name_of_key)
+                .map(str::to_owned),
+        );
+        match out.next_continuation_token() {
+            Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// `profiles/<name>.json` → `<name>` (other keys under profiles/ are not profiles).
+fn profile_name_of_key(key: &str) -> Option<&str> {
+    let name = key.strip_prefix("profiles/")?.strip_suffix(".json")?;
+    profile_key(name).ok().map(|_| name)
+}
+
+/// Every problem of a profile: its fields, its verifiers, and the IoT resources it names. An
+/// error only when the registry cannot be asked (throttled, access denied, network).
+pub async fn validate(
+    iot: &aws_sdk_iot::Client,
+    loaded: Result<Profile, ProfileError>,
+) -> Result<Vec<String>> {
+    let profile = match loaded {
+        Ok(profile) => profile,
+        Err(e) => return Ok(problems_of(&e)),
+    };
+    let mut problems = Vec::new();
+    if let Err(e) = profile.manifest_options() {
+        problems.extend(problems_of(&e));
+    }
+    match check_profile_resources(iot, &profile).await {
+        Ok(()) => {}
+        Err(ImportError::ProfileProblems {
+            problems: found, ..
+        }) => problems.extend(found),
+        Err(other) => return Err(other).context("cannot check the profile against IoT"),
+    }
+    Ok(problems)
+}
+
+/// Each problem of a profile error on its own.
+fn problems_of(e: &ProfileError) -> Vec<String> {
+    match e {
+        ProfileError::Invalid { problems, .. } => problems.clone(),
+        ProfileError::Json(json) => vec![format!("not a valid profile: {json}")],
+    }
+}
+
+fn problem_text(e: &ProfileError) -> String {
+    problems_of(e).join("; ")
+}
+
+/// Prints the outcome; an error (exit 1) when there are problems.
+fn report_validation(label: &str, problems: &[String]) -> Result<()> {
+    if problems.is_empty() {
+        println!("{label}: valid (fields, verifiers, and thing type, groups and policies in IoT)");
+        return Ok(());
+    }
+    for problem in problems {
+        println!("{label}: {problem}");
+    }
+    bail!(
+        "{label} is not valid: {} problem{}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use aws_sdk_iot::operation::describe_thing_type::DescribeThingTypeOutput;
+    use aws_sdk_iot::operation::get_policy::{GetPolicyError, GetPolicyOutput};
+    use aws_sdk_iot::types::error::ResourceNotFoundException;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    #[test]
+    fn profile_keys_give_names_and_other_keys_none() {
+        assert_eq!(profile_name_of_key("profiles/widget.json"), Some("widget"));
+        assert_eq!(
+            profile_name_of_key("profiles/a.b-c_d.json"),
+            Some("a.b-c_d")
+        );
+        for other in [
+            "profiles/",
+            "profiles/x.txt",
+            "profiles/sub/x.json",
+            "other/x.json",
+        ] {
+            assert_eq!(profile_name_of_key(other), None, "{other}");
+        }
+    }
+
+    #[tokio::test]
+    async fn validate_names_each_missing_resource_and_bad_field() {
+        let thing_type = mock!(aws_sdk_iot::Client::describe_thing_type)
+            .then_output(|| DescribeThingTypeOutput::builder().build());
+        let policy_ok = mock!(aws_sdk_iot::Client::get_policy)
+            .match_requests(|r| r.policy_name() == Some("present"))
+            .then_output(|| GetPolicyOutput::builder().build());
+        let policy_missing = mock!(aws_sdk_iot::Client::get_policy)
+            .match_requests(|r| r.policy_name() == Some("absent"))
+            .then_error(|| {
+                GetPolicyError::ResourceNotFoundException(
+                    ResourceNotFoundException::builder().build(),
+                )
+            });
+        let iot = mock_client!(
+            aws_sdk_iot,
+            RuleMode::MatchAny,
+            [&thing_type, &policy_ok, &policy_missing]
+        );
+        let profile = Profile::from_json(
+            br#"{"name": "w", "thingType": "t", "policies": ["present", "absent"]}"#,
+        );
+        let problems = validate(&iot, profile).await.unwrap();
+        assert_eq!(problems, vec!["policies: \"absent\" does not exist"]);
+
+        let bad = Profile::from_json(br#"{"name": "w", "thingName": "fixed", "chunkSize": 0}"#);
+        let problems = validate(&iot, bad).await.unwrap();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("thingName"), "{problems:?}");
+        assert!(problems[1].starts_with("chunkSize"), "{problems:?}");
+
+        let not_json = Profile::from_json(b"{");
+        let problems = validate(&iot, not_json).await.unwrap();
+        assert!(
+            problems[0].starts_with("not a valid profile"),
+            "{problems:?}"
+        );
+        assert!(report_validation("p", &problems).is_err());
+        assert!(report_validation("p", &[]).is_ok());
+    }
 }

@@ -1,11 +1,553 @@
-//! `thingpress watch` (being built: see issue 5).
+//! `thingpress watch`: follow a run until it ends — chunks done/failed/running, certificates
+//! done, rate and ETA — then print its report summary; exit non-zero if it failed.
 
-use crate::target::TargetArgs;
+use std::collections::{BTreeSet, VecDeque};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_sfn::types::ExecutionStatus;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+use thingpress_pipeline::RunLayout;
+use thingpress_pipeline::records::ChunkDescriptor;
+use thingpress_pipeline::report::Report;
+use thingpress_pipeline::{S3Store, Store};
+
+use crate::target::{Target, TargetArgs, sdk_message};
+
+/// How often the run is polled.
+const POLL: Duration = Duration::from_secs(1);
+/// The span of recent progress the rate (and so the ETA) is measured over.
+const RATE_WINDOW_SECONDS: f64 = 60.0;
 
 /// Options of `thingpress watch`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The run: its execution name (the run id) or execution ARN.
+    #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+    pub execution: Option<String>,
+    /// Follow the newest execution of the stack's state machine.
+    #[arg(long)]
+    pub latest: bool,
+    /// Seconds between progress lines when stderr is not a terminal.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval: u64,
+}
 
-pub async fn run(_target: &TargetArgs, _args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("thingpress watch is not built yet")
+/// Runs the command.
+pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
+    let target = Target::resolve(target).await?;
+    let arn = match &args.execution {
+        Some(execution) => execution_arn(&target, execution),
+        None => latest_execution(&target.sfn(), &target.state_machine_arn).await?,
+    };
+    follow(&target, &arn, Duration::from_secs(args.interval)).await
+}
+
+/// The ARN of a run given by execution name or ARN.
+pub fn execution_arn(target: &Target, execution: &str) -> String {
+    if execution.starts_with("arn:") {
+        execution.to_owned()
+    } else {
+        target.execution_arn(execution)
+    }
+}
+
+/// The newest execution of the state machine.
+pub async fn latest_execution(sfn: &aws_sdk_sfn::Client, state_machine: &str) -> Result<String> {
+    let out = sfn
+        .list_executions()
+        .state_machine_arn(state_machine)
+        .max_results(1)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("listing executions of {state_machine}: {}", sdk_message(&e))
+        })?;
+    out.executions()
+        .first()
+        .map(|e| e.execution_arn().to_owned())
+        .with_context(|| format!("{state_machine} has no executions yet"))
+}
+
+/// What one poll found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// Chunks in the index (`None` until Split has written it).
+    pub chunks_total: Option<u64>,
+    /// Accepted entries in the index, i.e. certificates to register.
+    pub certificates_total: Option<u64>,
+    /// Chunks with results.
+    pub chunks_done: u64,
+    /// Certificates in chunks with results.
+    pub certificates_done: u64,
+    /// Chunk executions running now (map run).
+    pub chunks_running: u64,
+    /// Chunk executions that failed, timed out or were aborted (map run).
+    pub chunks_failed: u64,
+}
+
+/// Counts certificates done from the result objects present: `results/NNNNN.jsonl` is written
+/// once per chunk, when every entry of the chunk has an outcome.
+pub fn count_done(index: &[ChunkDescriptor], result_keys: &[String]) -> (u64, u64) {
+    let done: BTreeSet<u32> = result_keys
+        .iter()
+        .filter_map(|key| chunk_number_of_result_key(key))
+        .collect();
+    let certificates = index
+        .iter()
+        .filter(|c| done.contains(&c.chunk))
+        .map(|c| c.entries)
+        .sum();
+    let chunks = index.iter().filter(|c| done.contains(&c.chunk)).count() as u64;
+    (chunks, certificates)
+}
+
+/// `runs/<id>/results/00007.jsonl` → 7.
+fn chunk_number_of_result_key(key: &str) -> Option<u32> {
+    let (_, file) = key.rsplit_once("/results/")?;
+    file.strip_suffix(".jsonl")?.parse().ok()
+}
+
+/// Certificates per second over the recent window of observations.
+#[derive(Debug, Default)]
+pub struct RateWindow {
+    samples: VecDeque<(f64, u64)>,
+}
+
+impl RateWindow {
+    /// Records `done` certificates at `t` seconds; drops samples older than the window.
+    pub fn push(&mut self, t: f64, done: u64) {
+        self.samples.push_back((t, done));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t0, _)| t - t0 > RATE_WINDOW_SECONDS)
+            && self.samples.len() > 2
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The rate, once there are two samples at least a second apart.
+    pub fn rate(&self) -> Option<f64> {
+        let (t0, d0) = *self.samples.front()?;
+        let (t1, d1) = *self.samples.back()?;
+        (t1 - t0 >= 1.0).then(|| d1.saturating_sub(d0) as f64 / (t1 - t0))
+    }
+}
+
+/// Seconds left at `rate`, `None` when no progress is being made.
+pub fn eta_seconds(remaining: u64, rate: Option<f64>) -> Option<f64> {
+    match rate {
+        _ if remaining == 0 => Some(0.0),
+        Some(rate) if rate > 0.0 => Some(remaining as f64 / rate),
+        _ => None,
+    }
+}
+
+/// `1h02m`, `3m05s`, `12s`.
+pub fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
+}
+
+/// One status line (without the certificate counts the bar shows itself).
+pub fn describe(progress: &Progress, rate: Option<f64>) -> String {
+    let Some(chunks_total) = progress.chunks_total else {
+        return "splitting the manifest".to_owned();
+    };
+    let mut line = format!(
+        "chunks {}/{chunks_total} done, {} running, {} failed",
+        progress.chunks_done, progress.chunks_running, progress.chunks_failed
+    );
+    if let Some(rate) = rate {
+        line.push_str(&format!(", {rate:.1}/s"));
+    }
+    let remaining = progress
+        .certificates_total
+        .unwrap_or_default()
+        .saturating_sub(progress.certificates_done);
+    if let Some(eta) = eta_seconds(remaining, rate)
+        && remaining > 0
+    {
+        line.push_str(&format!(", ETA {}", human_duration(eta)));
+    }
+    line
+}
+
+/// The error and cause of a failed execution on one line; a JSON cause is reduced to its
+/// `errorMessage` (a Lambda error) and whitespace is collapsed.
+pub fn one_line(error: Option<&str>, cause: Option<&str>) -> String {
+    let cause = cause.map(|cause| {
+        let message = serde_json::from_str::<Value>(cause)
+            .ok()
+            .and_then(|v| {
+                v.get("errorMessage")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| cause.to_owned());
+        let collapsed = message.split_whitespace().collect::<Vec<_>>().join(" ");
+        if collapsed.chars().count() > 400 {
+            format!("{}…", collapsed.chars().take(400).collect::<String>())
+        } else {
+            collapsed
+        }
+    });
+    match (error, cause) {
+        (Some(error), Some(cause)) if !cause.is_empty() => format!("{error}: {cause}"),
+        (Some(error), _) => error.to_owned(),
+        (None, Some(cause)) => cause,
+        (None, None) => "no error or cause given".to_owned(),
+    }
+}
+
+/// Polls the run's progress: the chunk index (cached once found), result objects, map run.
+struct Poller {
+    sfn: aws_sdk_sfn::Client,
+    s3: aws_sdk_s3::Client,
+    store: S3Store,
+    bucket: String,
+    run: RunLayout,
+    index: Option<Vec<ChunkDescriptor>>,
+}
+
+impl Poller {
+    async fn progress(&mut self, execution_arn: &str) -> Result<Progress> {
+        if self.index.is_none() {
+            let key = self.run.chunk_index();
+            if let Some(body) = self
+                .store
+                .get(&self.bucket, &key)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?
+            {
+                let index: Vec<ChunkDescriptor> = serde_json::from_slice(&body)
+                    .with_context(|| format!("s3://{}/{key} is not a chunk index", self.bucket))?;
+                self.index = Some(index);
+            }
+        }
+        let mut progress = Progress::default();
+        if let Some(index) = &self.index {
+            progress.chunks_total = Some(index.len() as u64);
+            progress.certificates_total = Some(index.iter().map(|c| c.entries).sum());
+            let keys = self.result_keys().await?;
+            (progress.chunks_done, progress.certificates_done) = count_done(index, &keys);
+        }
+        if let Some((running, failed)) = self.map_run_counts(execution_arn).await? {
+            progress.chunks_running = running;
+            progress.chunks_failed = failed;
+        }
+        Ok(progress)
+    }
+
+    async fn result_keys(&self) -> Result<Vec<String>> {
+        let prefix = format!("{}results/", self.run.prefix());
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("listing s3://{}/{prefix}: {}", self.bucket, sdk_message(&e))
+                })?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            match out.next_continuation_token() {
+                Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    /// (running, failed) chunk executions of the run's Distributed Map, once it has started.
+    async fn map_run_counts(&self, execution_arn: &str) -> Result<Option<(u64, u64)>> {
+        let runs = self
+            .sfn
+            .list_map_runs()
+            .execution_arn(execution_arn)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("listing map runs of {execution_arn}: {}", sdk_message(&e))
+            })?;
+        let Some(map_run) = runs.map_runs().first() else {
+            return Ok(None);
+        };
+        let out = self
+            .sfn
+            .describe_map_run()
+            .map_run_arn(map_run.map_run_arn())
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "describing map run {}: {}",
+                    map_run.map_run_arn(),
+                    sdk_message(&e)
+                )
+            })?;
+        Ok(out.item_counts().map(|c| {
+            let failed = c.failed() + c.timed_out() + c.aborted();
+            (c.running().max(0) as u64, failed.max(0) as u64)
+        }))
+    }
+}
+
+/// Shows progress until the execution ends; then the report summary, or an error naming the
+/// execution's error and cause.
+pub async fn follow(target: &Target, execution_arn: &str, interval: Duration) -> Result<()> {
+    let sfn = target.sfn();
+    let run_id = execution_arn.rsplit(':').next().unwrap_or_default();
+    let run = RunLayout::new(run_id).map_err(|e| anyhow::anyhow!(e.message))?;
+    let mut poller = Poller {
+        sfn: sfn.clone(),
+        s3: target.s3(),
+        store: S3Store::new(target.s3()),
+        bucket: target.bucket.clone(),
+        run,
+        index: None,
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let bar = terminal.then(|| {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {pos}/{len} certificates, {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(run_id.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let started = Instant::now();
+    let mut rate = RateWindow::default();
+    let mut last_line: Option<Instant> = None;
+    let described = loop {
+        let out = sfn
+            .describe_execution()
+            .execution_arn(execution_arn)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("describing execution {execution_arn}: {}", sdk_message(&e))
+            })?;
+        let progress = poller.progress(execution_arn).await?;
+        rate.push(started.elapsed().as_secs_f64(), progress.certificates_done);
+        let line = describe(&progress, rate.rate());
+        match &bar {
+            Some(bar) => {
+                if let Some(total) = progress.certificates_total {
+                    bar.set_length(total);
+                }
+                bar.set_position(progress.certificates_done);
+                bar.set_message(line);
+            }
+            None => {
+                if last_line.is_none_or(|at| at.elapsed() >= interval) {
+                    let certificates = match progress.certificates_total {
+                        Some(total) => {
+                            format!("certificates {}/{total}, ", progress.certificates_done)
+                        }
+                        None => String::new(),
+                    };
+                    eprintln!("{run_id}: {}: {certificates}{line}", out.status().as_str());
+                    last_line = Some(Instant::now());
+                }
+            }
+        }
+        if !matches!(
+            out.status(),
+            ExecutionStatus::Running | ExecutionStatus::PendingRedrive
+        ) {
+            break out;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let status = described.status().clone();
+    if status != ExecutionStatus::Succeeded {
+        bail!(
+            "run {run_id} {}: {}",
+            status.as_str(),
+            one_line(described.error(), described.cause())
+        );
+    }
+    let output: Value = described
+        .output()
+        .and_then(|o| serde_json::from_str(o).ok())
+        .unwrap_or(Value::Null);
+    if output.get("status").and_then(Value::as_str) == Some("Skipped") {
+        let owner = output
+            .get("ownerRunId")
+            .and_then(Value::as_str)
+            .unwrap_or("another run");
+        println!(
+            "run {run_id} SUCCEEDED: skipped, the manifest is already imported by run {owner}"
+        );
+        return Ok(());
+    }
+    let key = poller.run.report();
+    let body = poller
+        .store
+        .get(&target.bucket, &key)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?
+        .with_context(|| {
+            format!(
+                "run {run_id} succeeded but s3://{}/{key} does not exist",
+                target.bucket
+            )
+        })?;
+    let report: Report = serde_json::from_slice(&body)
+        .with_context(|| format!("s3://{}/{key} is not a run report", target.bucket))?;
+    print!("{}", summary(&report));
+    Ok(())
+}
+
+/// The report in a few lines.
+pub fn summary(report: &Report) -> String {
+    let o = &report.outcomes;
+    let mut out = format!(
+        "run {} SUCCEEDED: {} entries of {} ({} manifest, profile {})\n",
+        report.run_id,
+        report.entries,
+        report.source.url(),
+        report.supplier,
+        report.profile
+    );
+    out.push_str(&format!("  registered          {:>10}\n", o.registered));
+    out.push_str(&format!(
+        "  already registered  {:>10}\n",
+        o.already_registered
+    ));
+    out.push_str(&format!("  rejected            {:>10}\n", o.rejected));
+    for (error, n) in &o.rejected_by_error {
+        out.push_str(&format!("    {:<30}  {n:>8}\n", error.as_str()));
+    }
+    out.push_str(&format!(
+        "  {} chunks, {} throttled calls, {} chunk retries, {} at {:.1} certificates/s\n",
+        report.chunks,
+        report.throttled,
+        report.chunk_retries,
+        human_duration(report.duration_seconds),
+        report.certificates_per_second
+    ));
+    for problem in &report.problems {
+        out.push_str(&format!("  problem: {problem}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn chunk(n: u32, entries: u64) -> ChunkDescriptor {
+        ChunkDescriptor {
+            chunk: n,
+            key: format!("runs/r/chunks/{n:05}.jsonl"),
+            entries,
+            first_index: 0,
+        }
+    }
+
+    #[test]
+    fn done_counts_only_chunks_of_the_index_with_results() {
+        let index = [chunk(0, 10), chunk(1, 10), chunk(2, 5)];
+        let keys = [
+            "runs/r/results/00000.jsonl".to_owned(),
+            "runs/r/results/00002.jsonl".to_owned(),
+            "runs/r/results/00009.jsonl".to_owned(),
+            "runs/r/results/junk".to_owned(),
+        ];
+        assert_eq!(count_done(&index, &keys), (2, 15));
+        assert_eq!(count_done(&index, &[]), (0, 0));
+    }
+
+    #[test]
+    fn rate_needs_a_second_and_follows_the_window() {
+        let mut w = RateWindow::default();
+        assert_eq!(w.rate(), None);
+        w.push(0.0, 0);
+        w.push(0.5, 10);
+        assert_eq!(w.rate(), None);
+        w.push(2.0, 40);
+        assert_eq!(w.rate(), Some(20.0));
+        // Old samples leave the window: the rate is that of the last minute.
+        for t in 3..=100 {
+            w.push(t as f64, 40 + (t as u64 - 2) * 5);
+        }
+        let rate = w.rate().unwrap();
+        assert!((rate - 5.0).abs() < 1e-9, "{rate}");
+    }
+
+    #[test]
+    fn eta_and_durations() {
+        assert_eq!(eta_seconds(100, Some(20.0)), Some(5.0));
+        assert_eq!(eta_seconds(100, Some(0.0)), None);
+        assert_eq!(eta_seconds(100, None), None);
+        assert_eq!(eta_seconds(0, None), Some(0.0));
+        assert_eq!(human_duration(12.4), "12s");
+        assert_eq!(human_duration(185.0), "3m05s");
+        assert_eq!(human_duration(3720.0), "1h02m");
+    }
+
+    #[test]
+    fn status_line_names_chunks_rate_and_eta() {
+        let progress = Progress {
+            chunks_total: Some(10),
+            certificates_total: Some(500),
+            chunks_done: 3,
+            certificates_done: 150,
+            chunks_running: 2,
+            chunks_failed: 1,
+        };
+        assert_eq!(
+            describe(&progress, Some(10.0)),
+            "chunks 3/10 done, 2 running, 1 failed, 10.0/s, ETA 35s"
+        );
+        assert_eq!(
+            describe(&progress, None),
+            "chunks 3/10 done, 2 running, 1 failed"
+        );
+        assert_eq!(
+            describe(&Progress::default(), None),
+            "splitting the manifest"
+        );
+    }
+
+    #[test]
+    fn causes_become_one_line() {
+        let lambda = r#"{"errorType":"Thingpress.InvalidProfile","errorMessage":"profile \"x\":\n policies: \"p\" does not exist"}"#;
+        assert_eq!(
+            one_line(Some("Thingpress.InvalidProfile"), Some(lambda)),
+            "Thingpress.InvalidProfile: profile \"x\": policies: \"p\" does not exist"
+        );
+        assert_eq!(one_line(Some("States.Timeout"), None), "States.Timeout");
+        assert_eq!(one_line(None, Some("a\n  b")), "a b");
+        let long = "x".repeat(1000);
+        assert_eq!(one_line(None, Some(&long)).chars().count(), 401);
+    }
 }
