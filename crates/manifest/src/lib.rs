@@ -14,7 +14,8 @@ pub mod microchip;
 pub mod names;
 pub mod pem;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::BufRead;
 
 use serde::{Deserialize, Serialize};
@@ -253,11 +254,14 @@ impl<'a> Entries<'a> {
         inner: impl Iterator<Item = Result<Entry, ManifestError>> + Send + 'a,
     ) -> Self {
         let mut failed = false;
-        let inner = inner.take_while(move |item| {
-            let keep = !failed;
-            failed |= item.is_err();
-            keep
-        });
+        let mut seen = Seen::default();
+        let inner = inner
+            .take_while(move |item| {
+                let keep = !failed;
+                failed |= item.is_err();
+                keep
+            })
+            .map(move |item| item.map(|entry| seen.check(entry)));
         Entries {
             supplier,
             inner: Box::new(inner),
@@ -270,6 +274,71 @@ impl<'a> Entries<'a> {
     }
 }
 
+/// The certificates accepted so far in one manifest, by a 64-bit fingerprint of their id.
+///
+/// The one thing that grows with the manifest: a `HashSet<u64>` costs 8 bytes per entry plus the
+/// table's slack, about 16 MiB per million accepted entries. The id is a SHA-256, so its first
+/// 64 bits are already uniform: they need no further hashing, and two different certificates
+/// share them with odds of about n²/2⁶⁵ (3·10⁻⁸ for a million entries). Such a collision would
+/// show as a visible `DuplicateCertificate` rejection, never as a silent loss.
+#[derive(Default)]
+struct Seen(HashSet<u64, BuildHasherDefault<PrehashedU64>>);
+
+impl Seen {
+    /// Passes the first occurrence of a certificate through; rejects the later ones.
+    fn check(&mut self, entry: Entry) -> Entry {
+        let Entry::Accepted(accepted) = entry else {
+            return entry;
+        };
+        if self.0.insert(fingerprint(&accepted.certificate_id)) {
+            return Entry::Accepted(accepted);
+        }
+        Entry::Rejected(Rejected {
+            index: accepted.index,
+            error: ErrorName::DuplicateCertificate,
+            message: format!(
+                "certificate {} already appears earlier in this manifest; only its first \
+                 occurrence is imported",
+                accepted.certificate_id
+            ),
+            device_id: Some(accepted.device_id),
+        })
+    }
+}
+
+/// The first 64 bits of a hex certificate id (any other text is hashed whole).
+fn fingerprint(certificate_id: &str) -> u64 {
+    certificate_id
+        .get(..16)
+        .and_then(|prefix| u64::from_str_radix(prefix, 16).ok())
+        .unwrap_or_else(|| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            certificate_id.hash(&mut hasher);
+            hasher.finish()
+        })
+}
+
+/// A hasher for keys that are already uniformly distributed 64-bit values.
+#[derive(Default)]
+struct PrehashedU64(u64);
+
+impl Hasher for PrehashedU64 {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `HashSet<u64>`; fold anything else in, just in case.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
 impl Iterator for Entries<'_> {
     type Item = Result<Entry, ManifestError>;
     fn next(&mut self) -> Option<Self::Item> {
@@ -278,7 +347,8 @@ impl Iterator for Entries<'_> {
 }
 
 /// Opens a manifest: recognises the format when `options.supplier` is `Auto`, then streams its
-/// entries. Fails at once when the bytes cannot be a manifest of that format.
+/// entries. Fails at once when the bytes cannot be a manifest of that format. A certificate
+/// accepted once is rejected as [`ErrorName::DuplicateCertificate`] wherever it appears again.
 pub fn read_entries<'a, R: BufRead + Send + 'a>(
     mut reader: R,
     options: &Options,

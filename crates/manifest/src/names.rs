@@ -66,6 +66,8 @@ error_names! {
     MissingCertificate => Entry,
     /// The device certificate is not a parseable X.509 certificate.
     InvalidCertificate => Entry,
+    /// The certificate already appeared earlier in the same manifest (only the first is imported).
+    DuplicateCertificate => Entry,
     /// The profile's thing-name template gives an invalid name for this entry.
     InvalidThingName => Entry,
     /// An attribute template gives an invalid attribute name or value for this entry.

@@ -156,7 +156,11 @@ fn reordered_and_extra_columns_with_crlf() {
     let anon = accepted(&entries, 2);
     assert_eq!(anon.device_id, sha256_hex(&anon_der));
     assert_eq!(anon.cn, None);
-    assert_eq!(accepted(&entries, 3).certificate_id, anon.certificate_id);
+    // The same certificate again: only its first occurrence is imported.
+    let (error, message, device) = rejected(&entries, 3);
+    assert_eq!(error, ErrorName::DuplicateCertificate);
+    assert!(message.contains(&anon.certificate_id), "{message}");
+    assert_eq!(device, Some(anon.device_id));
 }
 
 #[test]
@@ -200,7 +204,7 @@ fn bad_rows_are_rejected_alone_and_the_rest_imports() {
          M2,\"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\",bad pem\n\
          M3,\"{good_pem}\"\n\
          M4,\"{good_pem}\",too,many\n\
-         M5,\"{good_pem}\",last\n"
+         M5,\"{other_pem}\",last\n"
     );
     let entries = read_all(csv.as_bytes()).unwrap();
     assert_eq!(entries.len(), 6);
@@ -254,9 +258,9 @@ fn a_record_over_max_entry_bytes_ends_the_read_naming_it() {
 
 #[test]
 fn many_rows_keep_their_order_across_batches() {
-    let (_, pem) = certificate(Some("same"), false);
     let mut csv = String::from("MAC,cert\n");
     for i in 0..2500 {
+        let (_, pem) = certificate(Some(&format!("device-{i}")), false);
         csv.push_str(&format!("{i:012X},\"{pem}\"\n"));
     }
     let entries = read_all(csv.as_bytes()).unwrap();

@@ -395,8 +395,8 @@ fn signer_is_found_by_kid_or_by_thumbprint_and_builtins_can_be_added() {
     let by_x5t = jws_with(
         &signer,
         json!({"alg": "ES256", "x5t#S256": signer.x5t}),
-        "01",
-        &p,
+        "02",
+        &payload("02", &device(false, Some("dev2"))),
     );
     let neither = jws_with(&signer, json!({"alg": "ES256"}), "01", &p);
     let bytes = manifest(&[by_kid, by_x5t, neither]);
@@ -501,7 +501,12 @@ fn every_rejection_rule_names_its_error() {
     ];
     let mut all: Vec<Value> = vec![jws(&signer, "01", &good)];
     all.extend(cases.iter().map(|(entry, _, _)| entry.clone()));
-    all.push(jws(&signer, "01", &good));
+    // A different certificate: the first one's again would be a DuplicateCertificate.
+    all.push(jws(
+        &signer,
+        "03",
+        &payload("03", &device(false, Some("last"))),
+    ));
     let entries = read(&manifest(&all), &options(signer.verifiers()));
     assert_eq!(entries.len(), cases.len() + 2);
     accepted(&entries[0]);
@@ -542,7 +547,17 @@ fn whitespace_crlf_and_many_batches_keep_order() {
     assert_eq!(entries.len(), n);
     for (i, entry) in entries.iter().enumerate() {
         assert_eq!(entry.index(), i as u64);
-        assert_eq!(matches!(entry, Entry::Rejected(_)), i % 7 == 3, "entry {i}");
+        // Every good entry after the first repeats its certificate.
+        let expected = match i {
+            _ if i % 7 == 3 => Some(ErrorName::DeviceIdMismatch),
+            0 => None,
+            _ => Some(ErrorName::DuplicateCertificate),
+        };
+        let error = match entry {
+            Entry::Rejected(r) => Some(r.error),
+            Entry::Accepted(_) => None,
+        };
+        assert_eq!(error, expected, "entry {i}");
     }
 }
 

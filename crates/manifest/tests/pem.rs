@@ -220,7 +220,10 @@ fn base64_der_and_pem_lines_with_bad_lines_in_between() {
         "{}",
         key_only.message
     );
-    assert_eq!(accepted(&entries[6]).certificate_id, sha256_hex(&ec.der));
+    // Unpadded base64 of the first line's certificate: decoded, then refused as its repeat.
+    let repeat = rejected(&entries[6]);
+    assert_eq!(repeat.error, ErrorName::DuplicateCertificate);
+    assert!(repeat.message.contains(&sha256_hex(&ec.der)));
     for (i, entry) in entries.iter().enumerate() {
         assert_eq!(entry.index(), i as u64);
     }
@@ -277,7 +280,8 @@ fn oversized_lines_are_rejected_alone() {
     assert_eq!(entries.len(), 3);
     accepted(&entries[0]);
     assert!(rejected(&entries[1]).message.contains("entry limit"));
-    accepted(&entries[2]);
+    // Read and decoded after the long line (then refused as a repeat of entry 0).
+    assert_eq!(rejected(&entries[2]).error, ErrorName::DuplicateCertificate);
 }
 
 fn drain(bytes: &[u8], options: &Options) {
