@@ -727,14 +727,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     definition = render_definition(text, substitutions(bucket, args.child_execution_type))
     sm_name = args.state_machine_name
     arn = f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{sm_name}"
-    created = _ignore_exists(
+    _ignore_exists(
         lambda: c["stepfunctions"].create_state_machine(
             name=sm_name, definition=definition, roleArn=role_arn, type="STANDARD"
         ),
         "StateMachineAlreadyExists",
     )
-    if not created:
-        c["stepfunctions"].update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role_arn)
+    # moto's CreateStateMachine returns an existing machine unchanged, whatever the definition:
+    # update always, so a re-deploy loads the current ASL.
+    c["stepfunctions"].update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role_arn)
 
     # The stack's EventBridge rule (infra/template.yaml ImportTriggerRule), emulated by the edge.
     rules = [] if args.no_trigger else [{"bucket": bucket, "prefix": TRIGGER_PREFIX, "stateMachineArn": arn}]
@@ -759,7 +760,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         "at": time.time(),
     }
     write_state(state)
-    log(f"deployed {arn} ({'created or unchanged' if created else 'updated'}) with bucket {bucket}")
+    log(f"deployed {arn} with bucket {bucket}")
     print(json.dumps(state["deployed"], indent=2))
     return 0
 

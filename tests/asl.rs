@@ -1071,3 +1071,129 @@ fn iam_check_catches_wildcards() {
         "SummarizeFunction: a policy that is not an inline document",
     );
 }
+
+// ------------------------------------------------------------------------------------ retry
+
+/// `$.name` paths under `value` (string values of `*.$` keys and `*Path` fields), as names.
+fn input_fields(value: &Json, out: &mut BTreeSet<String>) {
+    match value {
+        Json::Object(map) => {
+            for (key, v) in map {
+                if let (true, Some(path)) =
+                    (key.ends_with(".$") || key.ends_with("Path"), v.as_str())
+                    && let Some(field) = path.strip_prefix("$.")
+                {
+                    out.insert(field.split(['.', '[']).next().unwrap_or(field).to_owned());
+                }
+                input_fields(v, out);
+            }
+        }
+        Json::Array(items) => items.iter().for_each(|v| input_fields(v, out)),
+        _ => {}
+    }
+}
+
+/// `thingpress retry-failed` starts the machine with `{"retry": {…}}`: the first state sends it
+/// to a Pass state that builds every field the Map reads from its input (as Split's output
+/// does), straight into the Map, so Split neither runs nor claims the object again.
+fn check_retry_path(asl: &Json, split_source: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let states = &asl["States"];
+    let start = asl["StartAt"].as_str().unwrap_or_default();
+    let choice = &states[start];
+    let retry_rule = choice["Choices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["Variable"] == "$.retry" && c["IsPresent"] == true);
+    if choice["Type"] != "Choice" || choice["Default"] != "Split" {
+        problems.push(format!(
+            "StartAt {start}: not a Choice whose Default is Split"
+        ));
+    }
+    let Some(rule) = retry_rule else {
+        problems.push(format!("StartAt {start}: no rule on $.retry IsPresent"));
+        return problems;
+    };
+    let prepare_name = rule["Next"].as_str().unwrap_or_default();
+    let prepare = &states[prepare_name];
+    if prepare["Type"] != "Pass" {
+        problems.push(format!(
+            "{prepare_name}: the retry rule's target is not a Pass state"
+        ));
+    }
+    let Some(map_name) = prepare["Next"].as_str() else {
+        problems.push(format!("{prepare_name}: no Next"));
+        return problems;
+    };
+    if states[map_name]["Type"] != "Map" {
+        problems.push(format!("{prepare_name}: goes to {map_name}, not the Map"));
+    }
+    let mut read = BTreeSet::new();
+    let map = &states[map_name];
+    for part in ["ItemReader", "ItemSelector"] {
+        input_fields(&map[part], &mut read);
+    }
+    if let Some(path) = map["MaxConcurrencyPath"].as_str() {
+        input_fields(&json!({ "MaxConcurrencyPath": path }), &mut read);
+    }
+    let built: BTreeSet<String> = prepare["Parameters"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.trim_end_matches(".$").to_owned())
+        .collect();
+    for field in &read {
+        if !built.contains(field) {
+            problems.push(format!(
+                "{prepare_name}: does not build {field}, which {map_name} reads"
+            ));
+        }
+        if !split_source.contains(&format!("\"{field}\":")) {
+            problems.push(format!(
+                "Split's output has no {field}, which {map_name} reads"
+            ));
+        }
+    }
+    if prepare["Parameters"]["runId.$"] != "$.retry.runId" {
+        problems.push(format!(
+            "{prepare_name}: runId is not the original run's ($.retry.runId)"
+        ));
+    }
+    problems
+}
+
+#[test]
+fn a_retry_skips_split_and_feeds_the_map_what_split_would() {
+    assert_clean(check_retry_path(
+        &asl(),
+        &read("functions/split/src/lib.rs"),
+    ));
+}
+
+#[test]
+fn retry_check_catches_a_missing_field_and_a_lost_route() {
+    let split = read("functions/split/src/lib.rs");
+    let mut broken = asl();
+    broken["States"]["PrepareRetry"]["Parameters"]
+        .as_object_mut()
+        .expect("Parameters")
+        .remove("chunksKey.$");
+    assert_caught(
+        check_retry_path(&broken, &split),
+        "PrepareRetry: does not build chunksKey",
+    );
+    assert_caught(
+        check_retry_path(&asl(), "{}"),
+        "Split's output has no maxConcurrency",
+    );
+    let mut broken = asl();
+    broken["StartAt"] = json!("Split");
+    assert_caught(
+        check_retry_path(&broken, &split),
+        "StartAt Split: not a Choice",
+    );
+    let mut broken = asl();
+    broken["States"]["IsRetry"]["Choices"] = json!([]);
+    assert_caught(check_retry_path(&broken, &split), "no rule on $.retry");
+}
