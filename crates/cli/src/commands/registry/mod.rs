@@ -1,0 +1,192 @@
+//! `thingpress registry`: what the IoT registry holds — a summary of counts, or a check of a
+//! manifest's entries against a profile.
+
+mod check;
+mod pace;
+mod progress;
+mod summary;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use thingpress_manifest::Supplier;
+use thingpress_pipeline::Store;
+use thingpress_pipeline::layout::profile_key;
+use thingpress_product::{Decorator, Profile};
+
+use crate::target::{Target, TargetArgs};
+use pace::ReadPacer;
+use progress::Progress;
+
+/// Options of `thingpress registry`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The registry subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Count things (in all, per thing type, per thing group) and certificates (per status).
+    ///
+    /// Lists page by page, paced below the list APIs' quotas (ListThings, ListThingTypes,
+    /// ListThingGroups and ListCertificates 10/s, ListThingsInThingGroup 25/s, each × 0.8), so
+    /// an import running at the same time keeps its share. Group counts are direct members.
+    Summary(SummaryArgs),
+    /// Check that IoT holds, for each entry of a manifest, what the profile says.
+    ///
+    /// Reads FILE locally as an import would (the profile's supplier, verifiers and slot),
+    /// renders each accepted entry's thing name, type, attributes, policies and groups with the
+    /// profile, then checks in IoT: the certificate exists and has the profile's status, the
+    /// thing exists with the type and attributes, the certificate is attached to the thing,
+    /// the policies to the certificate, and the thing is in the groups. Prints only the entries
+    /// with problems, then counts; exits 1 if any entry has a problem. Entries the manifest or
+    /// the profile rejects are counted, not checked. About five paced calls per entry
+    /// (DescribeCertificate, ListThingPrincipals and ListAttachedPolicies 10/s × 0.8 each, so
+    /// about 8 entries a second at the default quotas).
+    Check(CheckArgs),
+}
+
+/// Options of `thingpress registry summary`.
+#[derive(Debug, clap::Args)]
+pub struct SummaryArgs {
+    /// `table`: aligned text; `json`: one JSON object (things, thingsWithoutType,
+    /// thingsPerType, thingsPerGroup, certificates, certificatesByStatus).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
+    /// Count only the things of this thing type (other types are not listed).
+    #[arg(long, value_name = "TYPE")]
+    pub thing_type: Option<String>,
+    /// Count only the members of this thing group (other groups are not listed).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Multiply every API's default quota by this (quotas raised in Service Quotas, or the
+    /// local stack); the pacing stays at 0.8 of the result.
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
+    pub quota_scale: f64,
+}
+
+/// Options of `thingpress registry check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The manifest file (read locally; nothing is uploaded).
+    pub file: PathBuf,
+    /// The stored profile (profiles/NAME.json in the stack's bucket) the entries were imported
+    /// with.
+    #[arg(long, value_name = "NAME")]
+    pub profile: String,
+    /// Read the manifest as this supplier's format instead of the profile's.
+    #[arg(long, value_parser = parse_supplier)]
+    pub supplier: Option<Supplier>,
+    /// `table`: one line per entry with problems, then counts; `jsonl`: one JSON object per
+    /// entry with problems ("type":"entry", index, deviceId, certificateId, thingName,
+    /// problems[{kind, …}]), then one summary object ("type":"summary").
+    #[arg(long, default_value = "table", value_parser = ["table", "jsonl"])]
+    pub output: String,
+    /// Entries looked up at once (each waits for its paced calls).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Multiply every API's default quota by this (quotas raised in Service Quotas, or the
+    /// local stack); the pacing stays at 0.8 of the result.
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
+    pub quota_scale: f64,
+}
+
+fn parse_supplier(s: &str) -> Result<Supplier, String> {
+    s.parse()
+}
+
+/// Runs the command.
+pub async fn run(target: &TargetArgs, args: &Args) -> anyhow::Result<()> {
+    match &args.command {
+        Command::Summary(args) => run_summary(target, args).await,
+        Command::Check(args) => run_check(target, args).await,
+    }
+}
+
+async fn run_summary(target: &TargetArgs, args: &SummaryArgs) -> anyhow::Result<()> {
+    let pacer = ReadPacer::new(args.quota_scale)?;
+    let target = Target::resolve(target).await?;
+    let filter = summary::Filter {
+        thing_type: args.thing_type.clone(),
+        group: args.group.clone(),
+    };
+    let progress = Progress::new();
+    let result = summary::summarize(&target.iot(), &pacer, &filter, &progress).await;
+    progress.finish();
+    let summary = result?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.output == "json" {
+        let json =
+            serde_json::to_string_pretty(&summary).context("cannot serialise the summary")?;
+        writeln!(out, "{json}").context("cannot write to stdout")?;
+    } else {
+        summary::write_table(&mut out, &summary, &filter)?;
+    }
+    out.flush().context("cannot write to stdout")
+}
+
+async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> {
+    let pacer = ReadPacer::new(args.quota_scale)?;
+    let format = match args.output.as_str() {
+        "jsonl" => check::Format::Jsonl,
+        _ => check::Format::Table,
+    };
+    let target = Target::resolve(target).await?;
+    let profile = load_profile(&target, &args.profile).await?;
+    let mut options = profile
+        .manifest_options()
+        .with_context(|| format!("profile {}", args.profile))?;
+    if let Some(supplier) = args.supplier {
+        options.supplier = supplier;
+    }
+    let decorator = Decorator::new(&profile).map_err(|(error, message)| {
+        anyhow::anyhow!("profile {}: {error}: {message}", args.profile)
+    })?;
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let progress = Progress::new();
+    let result = check::check(
+        &target.iot(),
+        &pacer,
+        &decorator,
+        &args.file,
+        options,
+        usize::from(args.concurrency),
+        format,
+        &mut out,
+        &progress,
+    )
+    .await;
+    progress.finish();
+    let tally = result?;
+    check::write_summary(&mut out, format, &args.file, &args.profile, &tally)?;
+    out.flush().context("cannot write to stdout")?;
+    if tally.with_problems > 0 {
+        bail!(
+            "{} of {} checked entries of {} do not match profile {} in the registry",
+            tally.with_problems,
+            tally.checked,
+            args.file.display(),
+            args.profile
+        );
+    }
+    Ok(())
+}
+
+/// The stored profile `profiles/<name>.json`, read as Split reads it.
+async fn load_profile(target: &Target, name: &str) -> anyhow::Result<Profile> {
+    let key = profile_key(name)?;
+    let store = thingpress_pipeline::S3Store::new(target.s3());
+    let body = store.get(&target.bucket, &key).await?.with_context(|| {
+        format!(
+            "profile {name:?} not found at s3://{}/{key} (store it with thingpress profile put)",
+            target.bucket
+        )
+    })?;
+    Profile::from_stored_json(&body, name).with_context(|| format!("s3://{}/{key}", target.bucket))
+}

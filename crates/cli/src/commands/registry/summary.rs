@@ -1,0 +1,244 @@
+//! `thingpress registry summary`: what the IoT registry holds, counted page by page.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::pace::{ReadApi, ReadPacer};
+use super::progress::Progress;
+use crate::target::sdk_message;
+
+/// Largest page every list API accepts.
+const PAGE: i32 = 250;
+
+/// What to count: everything, or one thing type's / one thing group's things.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Count only things of this type (ListThings filtered by type); other types are not listed.
+    pub thing_type: Option<String>,
+    /// Count only this group's things; other groups are not listed.
+    pub group: Option<String>,
+}
+
+/// Counts of things and certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Things counted (all, or those of `--thing-type`).
+    pub things: u64,
+    /// Things without a thing type (0 with `--thing-type`).
+    pub things_without_type: u64,
+    /// Things per thing type; every listed type appears, with 0 when it has none.
+    pub things_per_type: BTreeMap<String, u64>,
+    /// Direct members per thing group; every listed group appears.
+    pub things_per_group: BTreeMap<String, u64>,
+    /// Certificates in the account and Region.
+    pub certificates: u64,
+    /// Certificates per status (ACTIVE, INACTIVE, REVOKED, PENDING_TRANSFER, …).
+    pub certificates_by_status: BTreeMap<String, u64>,
+}
+
+/// Counts things per type and group, and certificates per status, one paced page at a time
+/// (memory holds counts and names of types and groups, never the things themselves).
+pub async fn summarize(
+    iot: &aws_sdk_iot::Client,
+    pacer: &ReadPacer,
+    filter: &Filter,
+    progress: &Progress,
+) -> anyhow::Result<Summary> {
+    let mut summary = Summary::default();
+
+    // Thing types first, so types without things show as 0.
+    match &filter.thing_type {
+        Some(thing_type) => {
+            summary.things_per_type.insert(thing_type.clone(), 0);
+        }
+        None => {
+            let mut token = None;
+            loop {
+                let out = pacer
+                    .call(ReadApi::ListThingTypes, || {
+                        iot.list_thing_types()
+                            .max_results(PAGE)
+                            .set_next_token(token.clone())
+                            .send()
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("ListThingTypes: {}", sdk_message(&e)))?;
+                for thing_type in out.thing_types() {
+                    if let Some(name) = thing_type.thing_type_name() {
+                        summary.things_per_type.entry(name.to_owned()).or_insert(0);
+                    }
+                }
+                token = next(out.next_token());
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+
+    let mut token = None;
+    loop {
+        let out = pacer
+            .call(ReadApi::ListThings, || {
+                iot.list_things()
+                    .max_results(PAGE)
+                    .set_thing_type_name(filter.thing_type.clone())
+                    .set_next_token(token.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("ListThings: {}", sdk_message(&e)))?;
+        for thing in out.things() {
+            summary.things += 1;
+            match thing.thing_type_name() {
+                Some(name) => *summary.things_per_type.entry(name.to_owned()).or_insert(0) += 1,
+                None => summary.things_without_type += 1,
+            }
+        }
+        progress.message(format!("{} things", summary.things));
+        token = next(out.next_token());
+        if token.is_none() {
+            break;
+        }
+    }
+
+    let groups = match &filter.group {
+        Some(group) => vec![group.clone()],
+        None => {
+            let mut groups = Vec::new();
+            let mut token = None;
+            loop {
+                let out = pacer
+                    .call(ReadApi::ListThingGroups, || {
+                        iot.list_thing_groups()
+                            .max_results(PAGE)
+                            .set_next_token(token.clone())
+                            .send()
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("ListThingGroups: {}", sdk_message(&e)))?;
+                groups.extend(
+                    out.thing_groups()
+                        .iter()
+                        .filter_map(|g| g.group_name().map(str::to_owned)),
+                );
+                token = next(out.next_token());
+                if token.is_none() {
+                    break;
+                }
+            }
+            groups
+        }
+    };
+    for (n, group) in groups.iter().enumerate() {
+        let mut members = 0;
+        let mut token = None;
+        loop {
+            let out = pacer
+                .call(ReadApi::ListThingsInThingGroup, || {
+                    iot.list_things_in_thing_group()
+                        .thing_group_name(group)
+                        .max_results(PAGE)
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("ListThingsInThingGroup {group}: {}", sdk_message(&e))
+                })?;
+            members += out.things().len() as u64;
+            token = next(out.next_token());
+            if token.is_none() {
+                break;
+            }
+        }
+        summary.things_per_group.insert(group.clone(), members);
+        progress.message(format!("thing groups: {} of {}", n + 1, groups.len()));
+    }
+
+    let mut marker = None;
+    loop {
+        let out = pacer
+            .call(ReadApi::ListCertificates, || {
+                iot.list_certificates()
+                    .page_size(PAGE)
+                    .set_marker(marker.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("ListCertificates: {}", sdk_message(&e)))?;
+        for certificate in out.certificates() {
+            summary.certificates += 1;
+            let status = certificate
+                .status()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_else(|| "unknown".to_owned());
+            *summary.certificates_by_status.entry(status).or_insert(0) += 1;
+        }
+        progress.message(format!("{} certificates", summary.certificates));
+        marker = next(out.next_marker());
+        if marker.is_none() {
+            break;
+        }
+    }
+    Ok(summary)
+}
+
+/// The next page's token: absent or empty means the last page.
+fn next(token: Option<&str>) -> Option<String> {
+    token.filter(|t| !t.is_empty()).map(str::to_owned)
+}
+
+/// Writes the summary as aligned text.
+pub fn write_table(out: &mut impl Write, summary: &Summary, filter: &Filter) -> anyhow::Result<()> {
+    let mut lines: Vec<(String, Option<u64>)> = Vec::new();
+    let things = match &filter.thing_type {
+        Some(t) => format!("things of type {t}"),
+        None => "things".to_owned(),
+    };
+    lines.push((things, Some(summary.things)));
+    if filter.thing_type.is_none() {
+        lines.push((
+            "  without a thing type".to_owned(),
+            Some(summary.things_without_type),
+        ));
+    }
+    lines.push(("certificates".to_owned(), Some(summary.certificates)));
+    for (status, n) in &summary.certificates_by_status {
+        lines.push((format!("  {status}"), Some(*n)));
+    }
+    lines.push((
+        format!("things per thing type ({})", summary.things_per_type.len()),
+        None,
+    ));
+    for (name, n) in &summary.things_per_type {
+        lines.push((format!("  {name}"), Some(*n)));
+    }
+    lines.push((
+        format!(
+            "things per thing group ({})",
+            summary.things_per_group.len()
+        ),
+        None,
+    ));
+    for (name, n) in &summary.things_per_group {
+        lines.push((format!("  {name}"), Some(*n)));
+    }
+    let width = lines
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (label, n) in lines {
+        let line = match n {
+            Some(n) => format!("{label:<width$}  {n:>10}"),
+            None => label,
+        };
+        writeln!(out, "{line}").context("cannot write to stdout")?;
+    }
+    Ok(())
+}
