@@ -671,3 +671,315 @@ fn table_summary(file: &Path, profile: &str, tally: &Tally) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_iot::Client;
+    use aws_sdk_iot::operation::describe_certificate::{
+        DescribeCertificateError, DescribeCertificateOutput,
+    };
+    use aws_sdk_iot::operation::describe_thing::DescribeThingOutput;
+    use aws_sdk_iot::operation::list_attached_policies::ListAttachedPoliciesOutput;
+    use aws_sdk_iot::operation::list_thing_groups_for_thing::ListThingGroupsForThingOutput;
+    use aws_sdk_iot::operation::list_thing_principals::ListThingPrincipalsOutput;
+    use aws_sdk_iot::types::error::ResourceNotFoundException;
+    use aws_sdk_iot::types::{CertificateDescription, CertificateStatus, GroupNameAndArn, Policy};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use thingpress_product::{CertificateStatus as ProfileStatus, OnThingConflict};
+
+    const ID: &str = "ab12";
+    const ARN: &str = "arn:aws:iot:us-east-1:123456789012:cert/ab12";
+
+    fn expected() -> Decorated {
+        Decorated {
+            index: 7,
+            certificate_id: ID.into(),
+            certificate_pem: String::new(),
+            device_id: "dev-7".into(),
+            thing_name: "w-dev-7".into(),
+            thing_type: Some("Sensor".into()),
+            attributes: BTreeMap::from([("batch".to_owned(), "b1".to_owned())]),
+            policies: vec!["p0".into(), "p1".into()],
+            thing_groups: vec!["g0".into(), "g1".into()],
+            certificate_status: ProfileStatus::Active,
+            on_thing_conflict: OnThingConflict::Reject,
+        }
+    }
+
+    fn matching() -> Found {
+        Found {
+            certificate: Some(FoundCertificate {
+                arn: ARN.into(),
+                status: "ACTIVE".into(),
+            }),
+            thing: Some(FoundThing {
+                thing_type: Some("Sensor".into()),
+                attributes: BTreeMap::from([
+                    ("batch".to_owned(), "b1".to_owned()),
+                    ("extra".to_owned(), "kept".to_owned()),
+                ]),
+            }),
+            principals: vec![ARN.into()],
+            policies: ["p0", "p1", "other"].map(String::from).into(),
+            groups: ["g0", "g1", "more"].map(String::from).into(),
+        }
+    }
+
+    #[test]
+    fn matching_registry_has_no_problems() {
+        // Extra attributes, policies and groups are not problems: only the profile's are checked.
+        assert_eq!(diff(&expected(), &matching()), []);
+    }
+
+    #[test]
+    fn each_difference_is_named() {
+        let mut found = matching();
+        found.certificate = Some(FoundCertificate {
+            arn: ARN.into(),
+            status: "REVOKED".into(),
+        });
+        found.thing = Some(FoundThing {
+            thing_type: None,
+            attributes: BTreeMap::from([("batch".to_owned(), "b2".to_owned())]),
+        });
+        found.principals = vec!["arn:aws:iot:us-east-1:123456789012:cert/other".into()];
+        found.policies = ["p1".to_owned()].into();
+        found.groups = ["g0".to_owned()].into();
+        let problems = diff(&expected(), &found);
+        assert_eq!(
+            problems,
+            [
+                Problem::CertificateStatus {
+                    expected: "ACTIVE".into(),
+                    found: "REVOKED".into()
+                },
+                Problem::ThingType {
+                    expected: Some("Sensor".into()),
+                    found: None
+                },
+                Problem::Attribute {
+                    name: "batch".into(),
+                    expected: "b1".into(),
+                    found: Some("b2".into())
+                },
+                Problem::PrincipalNotAttached,
+                Problem::PolicyNotAttached {
+                    policy: "p0".into()
+                },
+                Problem::NotInGroup { group: "g1".into() },
+            ]
+        );
+        let kinds: Vec<_> = problems.iter().map(Problem::kind).collect();
+        for kind in &kinds {
+            assert!(Problem::KINDS.contains(kind), "{kind}");
+        }
+        let json = serde_json::to_value(&problems).unwrap();
+        assert_eq!(json[0]["kind"], "certificateStatus");
+        assert_eq!(
+            json[4],
+            json!({"kind": "policyNotAttached", "policy": "p0"})
+        );
+        assert_eq!(
+            problems[2].to_string(),
+            "attribute batch is \"b2\", expected \"b1\""
+        );
+    }
+
+    #[test]
+    fn missing_certificate_or_thing_skips_what_depends_on_it() {
+        let mut found = matching();
+        found.certificate = None;
+        found.policies.clear();
+        assert_eq!(diff(&expected(), &found), [Problem::CertificateMissing]);
+
+        let mut found = matching();
+        found.thing = None;
+        found.principals.clear();
+        found.groups.clear();
+        assert_eq!(diff(&expected(), &found), [Problem::ThingMissing]);
+
+        assert_eq!(
+            diff(&expected(), &Found::default()),
+            [Problem::CertificateMissing, Problem::ThingMissing]
+        );
+    }
+
+    #[test]
+    fn inactive_profile_expects_inactive_certificates() {
+        let mut entry = expected();
+        entry.certificate_status = ProfileStatus::Inactive;
+        assert_eq!(
+            diff(&entry, &matching()),
+            [Problem::CertificateStatus {
+                expected: "INACTIVE".into(),
+                found: "ACTIVE".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn tally_and_summaries() {
+        let mut tally = Tally::default();
+        tally.entries = 4;
+        tally.count_checked(&[]);
+        tally.count_checked(&[
+            Problem::PrincipalNotAttached,
+            Problem::NotInGroup { group: "g".into() },
+        ]);
+        tally
+            .rejected_by_manifest
+            .insert("Thingpress.InvalidCertificate".into(), 1);
+        tally
+            .rejected_by_profile
+            .insert("Thingpress.InvalidThingName".into(), 1);
+        assert_eq!((tally.checked, tally.ok, tally.with_problems), (2, 1, 1));
+        assert_eq!(tally.problems["notInGroup"], 1);
+
+        let mut out = Vec::new();
+        write_summary(&mut out, Format::Jsonl, Path::new("m.pem"), "w", &tally).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["type"], "summary");
+        assert_eq!(json["withProblems"], 1);
+        assert_eq!(json["problems"]["principalNotAttached"], 1);
+        assert_eq!(
+            json["rejectedByManifest"]["Thingpress.InvalidCertificate"],
+            1
+        );
+
+        let mut out = Vec::new();
+        write_summary(&mut out, Format::Table, Path::new("m.pem"), "w", &tally).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("m.pem against profile w\n"), "{text}");
+        assert!(text.contains("principalNotAttached"), "{text}");
+        assert!(text.contains("Thingpress.InvalidThingName"), "{text}");
+
+        let mut out = Vec::new();
+        write_problems(
+            &mut out,
+            Format::Table,
+            &expected(),
+            &[Problem::ThingMissing, Problem::CertificateMissing],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "entry 7 deviceId dev-7 thing w-dev-7: thing does not exist; certificate not registered\n"
+        );
+    }
+
+    fn pacer() -> ReadPacer {
+        ReadPacer::new(1000.0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn look_up_reads_every_attachment() {
+        let certificate = mock!(Client::describe_certificate)
+            .match_requests(|r| r.certificate_id() == Some(ID))
+            .then_output(|| {
+                DescribeCertificateOutput::builder()
+                    .certificate_description(
+                        CertificateDescription::builder()
+                            .certificate_arn(ARN)
+                            .status(CertificateStatus::Inactive)
+                            .build(),
+                    )
+                    .build()
+            });
+        let thing = mock!(Client::describe_thing)
+            .match_requests(|r| r.thing_name() == Some("w-dev-7"))
+            .then_output(|| {
+                DescribeThingOutput::builder()
+                    .thing_type_name("Sensor")
+                    .attributes("batch", "b1")
+                    .build()
+            });
+        // Two pages of principals: the certificate is on the second.
+        let principals = mock!(Client::list_thing_principals)
+            .match_requests(|r| r.next_token().is_none())
+            .then_output(|| {
+                ListThingPrincipalsOutput::builder()
+                    .principals("arn:aws:iot:us-east-1:123456789012:cert/zz")
+                    .next_token("page2")
+                    .build()
+            });
+        let principals2 = mock!(Client::list_thing_principals)
+            .match_requests(|r| r.next_token() == Some("page2"))
+            .then_output(|| ListThingPrincipalsOutput::builder().principals(ARN).build());
+        let policies = mock!(Client::list_attached_policies)
+            .match_requests(|r| r.target() == Some(ARN))
+            .then_output(|| {
+                ListAttachedPoliciesOutput::builder()
+                    .policies(Policy::builder().policy_name("p0").build())
+                    .build()
+            });
+        let groups = mock!(Client::list_thing_groups_for_thing).then_output(|| {
+            ListThingGroupsForThingOutput::builder()
+                .thing_groups(GroupNameAndArn::builder().group_name("g0").build())
+                .thing_groups(GroupNameAndArn::builder().group_name("g1").build())
+                .build()
+        });
+        let client = mock_client!(
+            aws_sdk_iot,
+            RuleMode::MatchAny,
+            [
+                &certificate,
+                &thing,
+                &principals,
+                &principals2,
+                &policies,
+                &groups
+            ]
+        );
+        let found = look_up(&client, &pacer(), &expected()).await.unwrap();
+        assert_eq!(found.principals.len(), 2);
+        assert_eq!(principals2.num_calls(), 1);
+        assert_eq!(
+            diff(&expected(), &found),
+            [
+                Problem::CertificateStatus {
+                    expected: "ACTIVE".into(),
+                    found: "INACTIVE".into()
+                },
+                Problem::PolicyNotAttached {
+                    policy: "p1".into()
+                }
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn look_up_of_a_missing_certificate_makes_no_policy_call() {
+        let certificate = mock!(Client::describe_certificate).then_error(|| {
+            DescribeCertificateError::ResourceNotFoundException(
+                ResourceNotFoundException::builder()
+                    .message("no such certificate")
+                    .build(),
+            )
+        });
+        let thing = mock!(Client::describe_thing).then_output(|| {
+            DescribeThingOutput::builder()
+                .thing_type_name("Sensor")
+                .attributes("batch", "b1")
+                .build()
+        });
+        let principals = mock!(Client::list_thing_principals)
+            .then_output(|| ListThingPrincipalsOutput::builder().build());
+        let policies = mock!(Client::list_attached_policies)
+            .then_output(|| ListAttachedPoliciesOutput::builder().build());
+        let groups = mock!(Client::list_thing_groups_for_thing).then_output(|| {
+            ListThingGroupsForThingOutput::builder()
+                .thing_groups(GroupNameAndArn::builder().group_name("g0").build())
+                .thing_groups(GroupNameAndArn::builder().group_name("g1").build())
+                .build()
+        });
+        let client = mock_client!(
+            aws_sdk_iot,
+            RuleMode::MatchAny,
+            [&certificate, &thing, &principals, &policies, &groups]
+        );
+        let found = look_up(&client, &pacer(), &expected()).await.unwrap();
+        assert_eq!(policies.num_calls(), 0);
+        assert_eq!(diff(&expected(), &found), [Problem::CertificateMissing]);
+    }
+}

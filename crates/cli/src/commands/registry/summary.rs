@@ -242,3 +242,162 @@ pub fn write_table(out: &mut impl Write, summary: &Summary, filter: &Filter) -> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_iot::Client;
+    use aws_sdk_iot::operation::list_certificates::ListCertificatesOutput;
+    use aws_sdk_iot::operation::list_thing_groups::ListThingGroupsOutput;
+    use aws_sdk_iot::operation::list_thing_types::ListThingTypesOutput;
+    use aws_sdk_iot::operation::list_things::ListThingsOutput;
+    use aws_sdk_iot::operation::list_things_in_thing_group::ListThingsInThingGroupOutput;
+    use aws_sdk_iot::types::{
+        Certificate, CertificateStatus, GroupNameAndArn, ThingAttribute, ThingTypeDefinition,
+    };
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    fn thing(name: &str, thing_type: Option<&str>) -> ThingAttribute {
+        ThingAttribute::builder()
+            .thing_name(name)
+            .set_thing_type_name(thing_type.map(str::to_owned))
+            .build()
+    }
+
+    #[tokio::test]
+    async fn counts_every_page() {
+        let types = mock!(Client::list_thing_types).then_output(|| {
+            ListThingTypesOutput::builder()
+                .thing_types(ThingTypeDefinition::builder().thing_type_name("A").build())
+                .thing_types(
+                    ThingTypeDefinition::builder()
+                        .thing_type_name("Idle")
+                        .build(),
+                )
+                .build()
+        });
+        let things1 = mock!(Client::list_things)
+            .match_requests(|r| r.next_token().is_none())
+            .then_output(|| {
+                ListThingsOutput::builder()
+                    .things(thing("t1", Some("A")))
+                    .things(thing("t2", None))
+                    .next_token("p2")
+                    .build()
+            });
+        let things2 = mock!(Client::list_things)
+            .match_requests(|r| r.next_token() == Some("p2"))
+            .then_output(|| {
+                ListThingsOutput::builder()
+                    .things(thing("t3", Some("A")))
+                    .things(thing("t4", Some("B")))
+                    .next_token("")
+                    .build()
+            });
+        let groups = mock!(Client::list_thing_groups).then_output(|| {
+            ListThingGroupsOutput::builder()
+                .thing_groups(GroupNameAndArn::builder().group_name("g").build())
+                .build()
+        });
+        let members = mock!(Client::list_things_in_thing_group)
+            .match_requests(|r| r.thing_group_name() == Some("g"))
+            .then_output(|| {
+                ListThingsInThingGroupOutput::builder()
+                    .things("t1")
+                    .things("t3")
+                    .build()
+            });
+        let certs = mock!(Client::list_certificates).then_output(|| {
+            ListCertificatesOutput::builder()
+                .certificates(
+                    Certificate::builder()
+                        .status(CertificateStatus::Active)
+                        .build(),
+                )
+                .certificates(
+                    Certificate::builder()
+                        .status(CertificateStatus::Revoked)
+                        .build(),
+                )
+                .certificates(
+                    Certificate::builder()
+                        .status(CertificateStatus::Active)
+                        .build(),
+                )
+                .build()
+        });
+        let client = mock_client!(
+            aws_sdk_iot,
+            RuleMode::MatchAny,
+            [&types, &things1, &things2, &groups, &members, &certs]
+        );
+        let pacer = ReadPacer::new(1000.0).unwrap();
+        let summary = summarize(&client, &pacer, &Filter::default(), &Progress::new())
+            .await
+            .unwrap();
+        assert_eq!(things2.num_calls(), 1);
+        assert_eq!(
+            summary,
+            Summary {
+                things: 4,
+                things_without_type: 1,
+                things_per_type: BTreeMap::from([
+                    ("A".to_owned(), 2),
+                    ("B".to_owned(), 1),
+                    ("Idle".to_owned(), 0)
+                ]),
+                things_per_group: BTreeMap::from([("g".to_owned(), 2)]),
+                certificates: 3,
+                certificates_by_status: BTreeMap::from([
+                    ("ACTIVE".to_owned(), 2),
+                    ("REVOKED".to_owned(), 1)
+                ]),
+            }
+        );
+        let mut out = Vec::new();
+        write_table(&mut out, &summary, &Filter::default()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("things per thing type (3)\n"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("  REVOKED") && l.ends_with(" 1")),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn filters_list_only_what_they_name() {
+        let things = mock!(Client::list_things)
+            .match_requests(|r| r.thing_type_name() == Some("A"))
+            .then_output(|| {
+                ListThingsOutput::builder()
+                    .things(thing("t1", Some("A")))
+                    .build()
+            });
+        let members = mock!(Client::list_things_in_thing_group)
+            .match_requests(|r| r.thing_group_name() == Some("g"))
+            .then_output(|| ListThingsInThingGroupOutput::builder().things("t1").build());
+        let certs = mock!(Client::list_certificates)
+            .then_output(|| ListCertificatesOutput::builder().build());
+        // No ListThingTypes or ListThingGroups rule: calling them would fail the test.
+        let client = mock_client!(aws_sdk_iot, RuleMode::MatchAny, [&things, &members, &certs]);
+        let filter = Filter {
+            thing_type: Some("A".into()),
+            group: Some("g".into()),
+        };
+        let pacer = ReadPacer::new(1000.0).unwrap();
+        let summary = summarize(&client, &pacer, &filter, &Progress::new())
+            .await
+            .unwrap();
+        assert_eq!(summary.things, 1);
+        assert_eq!(
+            summary.things_per_type,
+            BTreeMap::from([("A".to_owned(), 1)])
+        );
+        assert_eq!(
+            summary.things_per_group,
+            BTreeMap::from([("g".to_owned(), 1)])
+        );
+        assert_eq!(summary.certificates, 0);
+    }
+}
