@@ -299,13 +299,16 @@ def start_execution_request(rule: TriggerRule, event: dict[str, Any]) -> tuple[s
     headers = {
         "Content-Type": "application/x-amz-json-1.0",
         "X-Amz-Target": "AWSStepFunctions.StartExecution",
-        # moto takes the region from the credential scope; it does not check the signature.
-        "Authorization": (
-            f"AWS4-HMAC-SHA256 Credential=test/{time.strftime('%Y%m%d', time.gmtime())}/{region}/states/aws4_request, "
-            "SignedHeaders=host, Signature=0"
-        ),
+        "Authorization": _moto_auth(region, "states"),
     }
     return "/", headers, body
+
+
+def _moto_auth(region: str, service: str) -> str:
+    """An Authorization header for moto: it takes account and region from the credential scope
+    and does not check the signature."""
+    day = time.strftime("%Y%m%d", time.gmtime())
+    return f"AWS4-HMAC-SHA256 Credential=test/{day}/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
 
 
 TRIGGER_STATS_KEY = "EventBridge:ImportTrigger"
@@ -775,7 +778,10 @@ class EdgeServer(ThreadingHTTPServer):
     ) -> tuple[int, str]:
         region, account = arn_region_account(rule.state_machine_arn)
         try:
-            head = upstream.request("HEAD", f"/{bucket}/{urllib.parse.quote(key)}", {}, b"")
+            # moto answers anonymous requests like S3 does for a private bucket (403).
+            head = upstream.request(
+                "HEAD", f"/{bucket}/{urllib.parse.quote(key)}", {"Authorization": _moto_auth(region, "s3")}, b""
+            )
             head.read()
             if head.status != 200:
                 return head.status, f"HEAD s3://{bucket}/{key}"

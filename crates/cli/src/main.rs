@@ -1,11 +1,11 @@
 //! `thingpress`: check supplier manifests offline, and run and operate imports into AWS IoT Core.
 
 mod commands;
-#[allow(dead_code)] // TEMPORARY until the issue-5 commands use all of it (helper A removes this)
 mod target;
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 use target::TargetArgs;
@@ -46,7 +46,30 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version, and a command group without its subcommand: clap's own output.
+        Err(err)
+            if !err.use_stderr()
+                || err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            err.exit()
+        }
+        Err(err) => {
+            // One line, like every other error: clap's paragraph before the usage, joined.
+            let text = err.to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!(
+                "thingpress: error: {} (see thingpress --help)",
+                message.join(" ").trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
     let target = &cli.target;
     let result = match &cli.command {
         Command::Inspect(args) => commands::inspect::run(args),

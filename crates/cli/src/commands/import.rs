@@ -98,6 +98,10 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     } else {
         let key = format!("{INCOMING_PREFIX}{}/{file_name}", args.profile);
         let since = SystemTime::now();
+        let earlier = recent_executions(&target.sfn(), &target.state_machine_arn, since)
+            .await?
+            .into_iter()
+            .collect();
         let uploaded = upload(&target.s3(), &target.bucket, &key, &args.file).await?;
         println!(
             "uploaded {} to {}",
@@ -109,6 +113,7 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
             &target.state_machine_arn,
             &uploaded,
             since,
+            earlier,
             Duration::from_secs(args.timeout),
         )
         .await?
@@ -237,56 +242,70 @@ pub fn started_by(input: &Value, uploaded: &Uploaded) -> bool {
         && same_version
 }
 
-/// The execution the upload's event started: newest executions first, each described once,
-/// until one's input is this upload's event or the timeout passes.
+/// The executions started since shortly before `since` (newest first, across pages).
+pub async fn recent_executions(
+    sfn: &aws_sdk_sfn::Client,
+    state_machine: &str,
+    since: SystemTime,
+) -> Result<Vec<String>> {
+    let oldest = DateTime::from(since).secs() - CLOCK_SLACK_SECONDS;
+    let mut found = Vec::new();
+    let mut token = None;
+    loop {
+        let page = sfn
+            .list_executions()
+            .state_machine_arn(state_machine)
+            .max_results(100)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("listing executions of {state_machine}: {}", sdk_message(&e))
+            })?;
+        for execution in page.executions() {
+            if execution.start_date().secs() < oldest {
+                return Ok(found);
+            }
+            found.push(execution.execution_arn().to_owned());
+        }
+        match page.next_token() {
+            Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+            _ => return Ok(found),
+        }
+    }
+}
+
+/// The execution the upload's event started: of the executions started since `since` and not
+/// in `earlier` (those listed before the upload: an earlier upload of the same bytes carries the
+/// same event), each is described once, until one's input is this upload's event or the
+/// timeout passes.
 pub async fn find_started(
     sfn: &aws_sdk_sfn::Client,
     state_machine: &str,
     uploaded: &Uploaded,
     since: SystemTime,
+    earlier: HashSet<String>,
     timeout: Duration,
 ) -> Result<String> {
-    let oldest = DateTime::from(since).secs() - CLOCK_SLACK_SECONDS;
     let started = Instant::now();
-    let mut seen = HashSet::new();
+    let mut seen = earlier;
     loop {
-        let mut token = None;
-        'pages: loop {
-            let page = sfn
-                .list_executions()
-                .state_machine_arn(state_machine)
-                .max_results(100)
-                .set_next_token(token)
+        for arn in recent_executions(sfn, state_machine, since).await? {
+            if !seen.insert(arn.clone()) {
+                continue;
+            }
+            let described = sfn
+                .describe_execution()
+                .execution_arn(&arn)
                 .send()
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!("listing executions of {state_machine}: {}", sdk_message(&e))
-                })?;
-            for execution in page.executions() {
-                if execution.start_date().secs() < oldest {
-                    break 'pages;
-                }
-                let arn = execution.execution_arn();
-                if !seen.insert(arn.to_owned()) {
-                    continue;
-                }
-                let described = sfn
-                    .describe_execution()
-                    .execution_arn(arn)
-                    .send()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("describing {arn}: {}", sdk_message(&e)))?;
-                let input: Value = described
-                    .input()
-                    .and_then(|i| serde_json::from_str(i).ok())
-                    .unwrap_or(Value::Null);
-                if started_by(&input, uploaded) {
-                    return Ok(arn.to_owned());
-                }
-            }
-            match page.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
-                _ => break,
+                .map_err(|e| anyhow::anyhow!("describing {arn}: {}", sdk_message(&e)))?;
+            let input: Value = described
+                .input()
+                .and_then(|i| serde_json::from_str(i).ok())
+                .unwrap_or(Value::Null);
+            if started_by(&input, uploaded) {
+                return Ok(arn);
             }
         }
         if started.elapsed() >= timeout {
@@ -411,22 +430,53 @@ mod tests {
             .then_output(|| described("ours", event("incoming/p/reel.pem", "abc")));
         let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, [&list, &console, &ours]);
         let since = SystemTime::UNIX_EPOCH + Duration::from_secs(now as u64);
-        let arn = find_started(&sfn, MACHINE, &uploaded(), since, Duration::from_secs(1))
-            .await
-            .unwrap();
+        let arn = find_started(
+            &sfn,
+            MACHINE,
+            &uploaded(),
+            since,
+            HashSet::new(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
         assert!(arn.ends_with(":ours"), "{arn}");
         // The ancient execution is never described (its start is before the upload).
         assert_eq!(console.num_calls() + ours.num_calls(), 2);
 
         let mut other = uploaded();
         other.etag = "different".into();
-        let err = find_started(&sfn, MACHINE, &other, since, Duration::from_secs(1))
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = find_started(
+            &sfn,
+            MACHINE,
+            &other,
+            since,
+            HashSet::new(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("no execution") && err.contains("--start"),
             "{err}"
         );
+
+        // An execution listed before the upload (an earlier upload of the same bytes) is not ours.
+        let described_before = ours.num_calls();
+        let ours_arn = format!("{MACHINE}:ours").replace(":stateMachine:", ":execution:");
+        let err = find_started(
+            &sfn,
+            MACHINE,
+            &uploaded(),
+            since,
+            [ours_arn].into(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no execution"), "{err}");
+        assert_eq!(ours.num_calls(), described_before);
     }
 }
