@@ -1,11 +1,652 @@
-//! `thingpress report` (being built: see issue 5).
+//! `thingpress report`: a run's report (counts per outcome and error name) and its rejected
+//! entries, streamed from Split's rejects and the chunks' results one object at a time, so a run
+//! of millions of entries never sits in memory.
 
-use crate::target::TargetArgs;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::pin::Pin;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+use thingpress_importer::{EntryResult, Outcome};
+use thingpress_manifest::{ErrorName, Rejected};
+use thingpress_pipeline::records::{ChunkDescriptor, RunInfo};
+use thingpress_pipeline::report::{Report, RunStatus};
+use thingpress_pipeline::store::parse_jsonl;
+use thingpress_pipeline::{RunLayout, S3Store, Store};
+
+use crate::target::{Target, TargetArgs, sdk_message};
+
+/// Objects read at once while streaming rejected entries.
+const READS_IN_FLIGHT: usize = 8;
+
+/// How the report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// For people: the counts, then one line per rejected entry.
+    Table,
+    /// `{"report": {…}, "rejected": [{…}, …]}`; with --rejected-only, one JSON object per line.
+    Json,
+    /// One row per rejected entry, with a header: index,deviceId,certificateId,error,message.
+    Csv,
+}
 
 /// Options of `thingpress report`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The run: its execution name (the run id) or execution ARN. A retry started by
+    /// `thingpress retry-failed` names the run it retried.
+    pub execution: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Only the rejected entries (index, deviceId, certificateId, error name, message).
+    #[arg(long)]
+    pub rejected_only: bool,
+}
 
-pub async fn run(_target: &TargetArgs, _args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("thingpress report is not built yet")
+/// One rejected manifest entry: rejected by Split (format, signature, certificate), by Decorate
+/// (thing name) or by Register (IoT).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedEntry {
+    /// Position in the manifest, from 0.
+    pub index: u64,
+    /// The supplier's device id, when the entry got that far.
+    pub device_id: Option<String>,
+    /// The certificate id, when the entry got that far.
+    pub certificate_id: Option<String>,
+    /// Why.
+    pub error: ErrorName,
+    /// Details for people.
+    pub message: String,
+}
+
+impl From<Rejected> for RejectedEntry {
+    fn from(r: Rejected) -> Self {
+        RejectedEntry {
+            index: r.index,
+            device_id: r.device_id.filter(|d| !d.is_empty()),
+            certificate_id: None,
+            error: r.error,
+            message: r.message,
+        }
+    }
+}
+
+impl RejectedEntry {
+    /// The rejection in a result line, if the line is one.
+    pub fn from_result(r: EntryResult) -> Option<Self> {
+        (r.outcome == Outcome::Rejected).then(|| RejectedEntry {
+            index: r.index,
+            device_id: Some(r.device_id).filter(|d| !d.is_empty()),
+            certificate_id: Some(r.certificate_id).filter(|c| !c.is_empty()),
+            // The report counts a rejection without a name as IoT's (build_report does too).
+            error: r.error.unwrap_or(ErrorName::RejectedByIot),
+            message: r.message.unwrap_or_default(),
+        })
+    }
+}
+
+/// Runs the command.
+pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
+    let target = Target::resolve(target).await?;
+    let store = S3Store::new(target.s3());
+    let run = resolve_run(&target, &store, &args.execution).await?;
+    let bucket = &target.bucket;
+    let Some(report) = get_object::<Report>(&store, bucket, &run.report()).await? else {
+        return no_report(&target, &store, &run, args.output).await;
+    };
+    let info: RunInfo = get_object(&store, bucket, &run.run_info())
+        .await?
+        .with_context(|| format!("run {} has a report but no run.json", run.run_id()))?;
+    let index: Vec<ChunkDescriptor> = get_object(&store, bucket, &run.chunk_index())
+        .await?
+        .with_context(|| format!("run {} has a report but no chunks.json", run.run_id()))?;
+    // Chunk results hold rejections only when the report counts more than Split's.
+    let in_results = report.outcomes.rejected > info.rejected;
+    let mut rejected = rejected_entries(
+        &store,
+        bucket,
+        &run,
+        info.rejected_parts,
+        &index,
+        in_results,
+    );
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match (args.output, args.rejected_only) {
+        (Output::Table, rejected_only) => {
+            if !rejected_only {
+                write!(out, "{}", table(&report))?;
+            }
+            let mut first = true;
+            while let Some(entry) = rejected.next().await? {
+                if first {
+                    if !rejected_only {
+                        writeln!(out)?;
+                    }
+                    writeln!(
+                        out,
+                        "{:>9}  {:<32}  {:<24}  MESSAGE",
+                        "INDEX", "ERROR", "DEVICE ID"
+                    )?;
+                    first = false;
+                }
+                writeln!(
+                    out,
+                    "{:>9}  {:<32}  {:<24}  {}",
+                    entry.index,
+                    entry.error.as_str(),
+                    entry.device_id.as_deref().unwrap_or("-"),
+                    one_line(&entry.message)
+                )?;
+            }
+            if first && rejected_only {
+                eprintln!("run {}: no rejected entries", run.run_id());
+            }
+        }
+        (Output::Json, false) => {
+            write!(out, "{{\"report\":")?;
+            serde_json::to_writer(&mut out, &report)?;
+            write!(out, ",\"rejected\":[")?;
+            let mut first = true;
+            while let Some(entry) = rejected.next().await? {
+                if !first {
+                    write!(out, ",")?;
+                }
+                serde_json::to_writer(&mut out, &entry)?;
+                first = false;
+            }
+            writeln!(out, "]}}")?;
+        }
+        (Output::Json, true) => {
+            while let Some(entry) = rejected.next().await? {
+                serde_json::to_writer(&mut out, &entry)?;
+                writeln!(out)?;
+            }
+        }
+        (Output::Csv, _) => {
+            let mut csv = csv::Writer::from_writer(&mut out);
+            csv.write_record(["index", "deviceId", "certificateId", "error", "message"])?;
+            while let Some(entry) = rejected.next().await? {
+                csv.write_record([
+                    entry.index.to_string().as_str(),
+                    entry.device_id.as_deref().unwrap_or_default(),
+                    entry.certificate_id.as_deref().unwrap_or_default(),
+                    entry.error.as_str(),
+                    entry.message.as_str(),
+                ])?;
+            }
+            csv.flush()?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The run of an execution name or ARN. A retry execution (`thingpress retry-failed`) keeps no
+/// objects of its own: it stands for the run it retried (its input's `retry.runId`).
+pub async fn resolve_run(target: &Target, store: &S3Store, execution: &str) -> Result<RunLayout> {
+    let run = run_of(execution)?;
+    if store
+        .head(&target.bucket, &run.run_info())
+        .await
+        .map_err(|e| anyhow!(e.message))?
+        .is_some()
+    {
+        return Ok(run);
+    }
+    let arn = if execution.starts_with("arn:") {
+        execution.to_owned()
+    } else {
+        target.execution_arn(execution)
+    };
+    let input = match target
+        .sfn()
+        .describe_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+    {
+        Ok(out) => out
+            .input()
+            .and_then(|i| serde_json::from_str::<Value>(i).ok()),
+        // No such execution (or none we may see): the caller says what is missing.
+        Err(_) => None,
+    };
+    match input
+        .as_ref()
+        .and_then(|i| i.pointer("/retry/runId"))
+        .and_then(Value::as_str)
+    {
+        Some(original) => {
+            eprintln!(
+                "{} is a retry of run {original}: showing run {original}",
+                run.run_id()
+            );
+            run_of(original)
+        }
+        None => Ok(run),
+    }
+}
+
+/// The run id of an execution name or ARN (the ARN's last field).
+pub fn run_of(execution: &str) -> Result<RunLayout> {
+    let name = if execution.starts_with("arn:") {
+        execution.rsplit(':').next().unwrap_or_default()
+    } else {
+        execution
+    };
+    RunLayout::new(name).map_err(|e| anyhow!(e.message))
+}
+
+/// A JSON object of the bucket, `None` when it does not exist.
+pub async fn get_object<T: serde::de::DeserializeOwned>(
+    store: &S3Store,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<T>> {
+    let Some(body) = store
+        .get(bucket, key)
+        .await
+        .map_err(|e| anyhow!(e.message))?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&body)
+        .map(Some)
+        .with_context(|| format!("s3://{bucket}/{key} is not what Thingpress writes there"))
+}
+
+/// The chunk numbers that have `results/NNNNN.jsonl` (each written once, when the chunk is done).
+pub async fn chunks_with_results(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    run: &RunLayout,
+) -> Result<BTreeSet<u32>> {
+    let prefix = format!("{}results/", run.prefix());
+    let mut chunks = BTreeSet::new();
+    let mut token = None;
+    loop {
+        let out = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(&prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| anyhow!("listing s3://{bucket}/{prefix}: {}", sdk_message(&e)))?;
+        chunks.extend(out.contents().iter().filter_map(|o| {
+            o.key()?
+                .strip_prefix(&prefix)?
+                .strip_suffix(".jsonl")?
+                .parse::<u32>()
+                .ok()
+        }));
+        match out.next_continuation_token() {
+            Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
+            _ => return Ok(chunks),
+        }
+    }
+}
+
+/// What exists of a run that has no report (still running, or stopped before Summarize).
+async fn no_report(
+    target: &Target,
+    store: &S3Store,
+    run: &RunLayout,
+    output: Output,
+) -> Result<()> {
+    let run_id = run.run_id();
+    let execution = match target
+        .sfn()
+        .describe_execution()
+        .execution_arn(target.execution_arn(run_id))
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let mut status = out.status().as_str().to_owned();
+            if let Some(error) = out.error() {
+                status.push_str(&format!(" ({error})"));
+            }
+            status
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_execution_does_not_exist()) =>
+        {
+            "no such execution".to_owned()
+        }
+        Err(e) => format!("unknown: {}", sdk_message(&e)),
+    };
+    let index: Option<Vec<ChunkDescriptor>> =
+        get_object(store, &target.bucket, &run.chunk_index()).await?;
+    let Some(index) = index else {
+        bail!(
+            "run {run_id} has no report and no chunk index (execution: {execution}): Split has not \
+             finished, or the run does not exist"
+        );
+    };
+    let done = chunks_with_results(&target.s3(), &target.bucket, run).await?;
+    let missing: Vec<u32> = index
+        .iter()
+        .map(|c| c.chunk)
+        .filter(|c| !done.contains(c))
+        .collect();
+    let with_results = index.len() - missing.len();
+    match output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "runId": run_id,
+                "report": null,
+                "execution": execution,
+                "chunks": index.len(),
+                "chunksWithResults": with_results,
+                "chunksWithoutResults": missing,
+            })
+        ),
+        Output::Table => {
+            println!("run {run_id}: no report yet (execution: {execution})");
+            println!("  chunks                {:>10}", index.len());
+            println!("  with results          {with_results:>10}");
+            println!(
+                "  without results       {:>10}{}",
+                missing.len(),
+                list_some(&missing)
+            );
+        }
+        Output::Csv => {}
+    }
+    bail!(
+        "run {run_id} has no report (execution: {execution}): it is still running or stopped \
+         before Summarize; {} of {} chunks have results",
+        with_results,
+        index.len()
+    )
+}
+
+/// ` (0, 3, 7, …)`: the first few numbers of a list.
+fn list_some(numbers: &[u32]) -> String {
+    const SHOWN: usize = 20;
+    if numbers.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = numbers.iter().take(SHOWN).map(u32::to_string).collect();
+    let more = if numbers.len() > SHOWN { ", …" } else { "" };
+    format!("  (chunks {}{more})", shown.join(", "))
+}
+
+/// The report for people.
+pub fn table(report: &Report) -> String {
+    let o = &report.outcomes;
+    let status = match report.status {
+        RunStatus::Complete => "complete",
+        RunStatus::Incomplete => "INCOMPLETE",
+    };
+    let mut out = format!("run {}: {status}\n", report.run_id);
+    out.push_str(&format!(
+        "  manifest              {} ({}, profile {})\n",
+        report.source.url(),
+        report.supplier,
+        report.profile
+    ));
+    out.push_str(&format!("  entries               {:>10}\n", report.entries));
+    out.push_str(&format!("  registered            {:>10}\n", o.registered));
+    out.push_str(&format!(
+        "  already registered    {:>10}\n",
+        o.already_registered
+    ));
+    out.push_str(&format!("  rejected              {:>10}\n", o.rejected));
+    for (name, n) in &o.rejected_by_error {
+        out.push_str(&format!("    {:<32}{n:>8}\n", name.as_str()));
+    }
+    let unaccounted = report.entries.saturating_sub(o.total());
+    if unaccounted > 0 {
+        out.push_str(&format!("  no outcome yet        {unaccounted:>10}\n"));
+    }
+    out.push_str(&format!("  chunks                {:>10}\n", report.chunks));
+    out.push_str(&format!(
+        "  chunk retries         {:>10}\n",
+        report.chunk_retries
+    ));
+    out.push_str(&format!(
+        "  throttled calls       {:>10}\n",
+        report.throttled
+    ));
+    if !report.api_calls.is_empty() {
+        let calls: Vec<String> = report
+            .api_calls
+            .iter()
+            .map(|(api, n)| format!("{api} {n}"))
+            .collect();
+        out.push_str(&format!("  IoT calls             {}\n", calls.join(", ")));
+    }
+    out.push_str(&format!(
+        "  duration              {:.1} s, {:.1} certificates/s\n",
+        report.duration_seconds, report.certificates_per_second
+    ));
+    for problem in &report.problems {
+        out.push_str(&format!("  problem: {problem}\n"));
+    }
+    out
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A stream of batches of rejected entries, one batch per object read.
+type Batches<'a> = Pin<Box<dyn Stream<Item = Result<Vec<RejectedEntry>>> + Send + 'a>>;
+
+/// Split's rejects (`rejected/NNNNN.jsonl`, every part must exist) and, when `in_results`, the
+/// rejections in the chunks' results (a chunk without results is skipped: the report's problems
+/// name it), merged in manifest order.
+pub fn rejected_entries<'a>(
+    store: &'a S3Store,
+    bucket: &'a str,
+    run: &'a RunLayout,
+    parts: u32,
+    index: &'a [ChunkDescriptor],
+    in_results: bool,
+) -> Merged<'a> {
+    let split: Batches<'a> = futures::stream::iter(0..parts)
+        .map(move |part| async move {
+            let key = run.rejected(part);
+            let body = store
+                .get(bucket, &key)
+                .await
+                .map_err(|e| anyhow!(e.message))?
+                .with_context(|| format!("s3://{bucket}/{key} is missing"))?;
+            let rejects: Vec<Rejected> =
+                parse_jsonl(&body).map_err(|e| anyhow!("s3://{bucket}/{key}: {e}"))?;
+            Ok(rejects.into_iter().map(RejectedEntry::from).collect())
+        })
+        .buffered(READS_IN_FLIGHT)
+        .boxed();
+    let chunks = if in_results { index } else { &[] };
+    let results: Batches<'a> = futures::stream::iter(chunks)
+        .map(move |chunk| async move {
+            let key = run.results(chunk.chunk);
+            let Some(body) = store
+                .get(bucket, &key)
+                .await
+                .map_err(|e| anyhow!(e.message))?
+            else {
+                return Ok(Vec::new());
+            };
+            let lines: Vec<EntryResult> =
+                parse_jsonl(&body).map_err(|e| anyhow!("s3://{bucket}/{key}: {e}"))?;
+            Ok(lines
+                .into_iter()
+                .filter_map(RejectedEntry::from_result)
+                .collect())
+        })
+        .buffered(READS_IN_FLIGHT)
+        .boxed();
+    Merged {
+        a: Cursor::new(split),
+        b: Cursor::new(results),
+    }
+}
+
+/// Two index-ordered sources of rejected entries merged into one, in manifest order.
+pub struct Merged<'a> {
+    a: Cursor<'a>,
+    b: Cursor<'a>,
+}
+
+impl Merged<'_> {
+    /// The next rejected entry in manifest order.
+    pub async fn next(&mut self) -> Result<Option<RejectedEntry>> {
+        let a = self.a.peek().await?.map(|e| e.index);
+        let b = self.b.peek().await?.map(|e| e.index);
+        Ok(match (a, b) {
+            (Some(a), Some(b)) if b < a => self.b.take(),
+            (Some(_), _) => self.a.take(),
+            (None, _) => self.b.take(),
+        })
+    }
+}
+
+struct Cursor<'a> {
+    batches: Batches<'a>,
+    pending: std::vec::IntoIter<RejectedEntry>,
+    head: Option<RejectedEntry>,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(batches: Batches<'a>) -> Self {
+        Cursor {
+            batches,
+            pending: Vec::new().into_iter(),
+            head: None,
+        }
+    }
+
+    async fn peek(&mut self) -> Result<Option<&RejectedEntry>> {
+        while self.head.is_none() {
+            if let Some(entry) = self.pending.next() {
+                self.head = Some(entry);
+                break;
+            }
+            match self.batches.next().await {
+                Some(batch) => self.pending = batch?.into_iter(),
+                None => break,
+            }
+        }
+        Ok(self.head.as_ref())
+    }
+
+    fn take(&mut self) -> Option<RejectedEntry> {
+        self.head.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn entry(index: u64) -> RejectedEntry {
+        RejectedEntry {
+            index,
+            device_id: None,
+            certificate_id: None,
+            error: ErrorName::InvalidCertificate,
+            message: format!("entry {index}"),
+        }
+    }
+
+    fn batches(objects: Vec<Vec<u64>>) -> Batches<'static> {
+        futures::stream::iter(
+            objects
+                .into_iter()
+                .map(|o| Ok(o.into_iter().map(entry).collect())),
+        )
+        .boxed()
+    }
+
+    #[tokio::test]
+    async fn two_sources_merge_in_manifest_order() {
+        let mut merged = Merged {
+            a: Cursor::new(batches(vec![vec![1, 4], vec![], vec![9]])),
+            b: Cursor::new(batches(vec![vec![0], vec![2, 3], vec![10, 11]])),
+        };
+        let mut seen = Vec::new();
+        while let Some(e) = merged.next().await.unwrap() {
+            seen.push(e.index);
+        }
+        assert_eq!(seen, [0, 1, 2, 3, 4, 9, 10, 11]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_ends_the_merge_with_its_error() {
+        let failing: Batches<'static> = futures::stream::iter(vec![
+            Ok(vec![entry(0)]),
+            Err(anyhow!("s3://b/runs/r/rejected/00001.jsonl is missing")),
+        ])
+        .boxed();
+        let mut merged = Merged {
+            a: Cursor::new(failing),
+            b: Cursor::new(batches(vec![vec![5]])),
+        };
+        assert_eq!(merged.next().await.unwrap().unwrap().index, 0);
+        let err = merged.next().await.unwrap_err().to_string();
+        assert!(err.contains("00001.jsonl is missing"), "{err}");
+    }
+
+    #[test]
+    fn result_lines_other_than_rejections_are_not_rejected_entries() {
+        let line = |outcome, error| EntryResult {
+            index: 7,
+            certificate_id: "ab".into(),
+            thing_name: "t".into(),
+            device_id: String::new(),
+            outcome,
+            certificate_arn: None,
+            error,
+            message: None,
+        };
+        assert_eq!(
+            RejectedEntry::from_result(line(Outcome::Registered, None)),
+            None
+        );
+        let r = RejectedEntry::from_result(line(Outcome::Rejected, None)).unwrap();
+        assert_eq!(r.error, ErrorName::RejectedByIot);
+        assert_eq!(r.device_id, None);
+        assert_eq!(r.certificate_id.as_deref(), Some("ab"));
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"index": 7, "deviceId": null, "certificateId": "ab",
+                   "error": "Thingpress.RejectedByIot", "message": ""})
+        );
+    }
+
+    #[test]
+    fn run_ids_come_from_names_and_arns() {
+        assert_eq!(run_of("run-1").unwrap().run_id(), "run-1");
+        assert_eq!(
+            run_of("arn:aws:states:us-east-1:123456789012:execution:thingpress-import:run-1")
+                .unwrap()
+                .run_id(),
+            "run-1"
+        );
+        assert!(run_of("../etc").is_err());
+        assert!(run_of("arn:aws:states:x:execution:m:").is_err());
+    }
+
+    #[test]
+    fn a_long_list_of_chunks_is_shortened() {
+        assert_eq!(list_some(&[]), "");
+        assert_eq!(list_some(&[0, 3]), "  (chunks 0, 3)");
+        let many: Vec<u32> = (0..25).collect();
+        assert!(list_some(&many).ends_with("19, …)"));
+    }
 }
