@@ -382,6 +382,11 @@ impl<R: BufRead> PemReader<R> {
                 break;
             }
         }
+        // A UTF-8 byte-order mark would hide a first `-----BEGIN` line (or make a first base64
+        // line look like text) and lose that certificate.
+        if self.line_no == 0 && self.line.starts_with(b"\xEF\xBB\xBF") {
+            self.line.drain(..3);
+        }
         self.line_no += 1;
         Ok(Some(overflow))
     }
