@@ -1,0 +1,363 @@
+//! End to end: the `thingpress` binary's profile, import and watch commands against the running
+//! local stack (`script/local up && script/local deploy`), whose edge emulates the stack's S3 →
+//! EventBridge trigger. Every test makes its own profile, resources and certificates, so the
+//! tests run in parallel with each other and after the other suites on one stack.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::{Value, json};
+use thingpress_pipeline::report::{Report, RunStatus};
+
+use support::*;
+
+/// What one run of the binary printed, and how it ended.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn ok(self) -> Ran {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// The one error line (the last line of stderr; progress lines come before it).
+    fn error_line(&self) -> &str {
+        self.stderr.lines().last().unwrap_or_default()
+    }
+
+    /// The run id from the `run <id>` line import prints.
+    fn run_id(&self) -> String {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("run ").filter(|r| !r.contains(' ')))
+            .unwrap_or_else(|| panic!("no run line in:\n{}", self.stdout))
+            .to_owned()
+    }
+}
+
+/// Runs `thingpress --local ARGS` on the suite's stack (off the async runtime's threads).
+async fn thingpress(args: &[&str]) -> Ran {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let output: Output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_thingpress"))
+            .arg("--local")
+            .args(&args)
+            .env("THINGPRESS_LOCAL_DIR", local_dir())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let ran = Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    eprintln!(
+        "$ thingpress ... -> {:?}\n{}{}",
+        ran.code, ran.stdout, ran.stderr
+    );
+    ran
+}
+
+/// A scratch file of this test.
+fn scratch(name: &str, body: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("operate"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Resources and a stored profile (chunks of 10) for one test, via `profile put`.
+async fn stored_profile(stack: &Stack, tag: &str) -> Value {
+    let mut profile = stack.resources(tag, 1, 1).await;
+    profile["chunkSize"] = json!(10);
+    let file = scratch("profile.json", profile.to_string().as_bytes());
+    thingpress(&["profile", "put", arg(&file)]).await.ok();
+    profile
+}
+
+/// A fresh PEM manifest as a local file named after the tag: (file, expected ids).
+fn manifest_file(tag: &str, n: usize) -> (PathBuf, Vec<(String, String)>) {
+    let bundle = fresh_certificates(tag, n).concat().into_bytes();
+    let ids = manifest_ids(&bundle, &pem_options());
+    (scratch(&format!("{tag}.pem"), &bundle), ids)
+}
+
+/// The number on the summary line `  <label>   <n>`.
+fn count_of(summary: &str, label: &str) -> Option<u64> {
+    summary.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix(label)
+            .filter(|rest| rest.starts_with(' '))
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+async fn report_of(stack: &Stack, run_id: &str) -> Report {
+    let body = stack
+        .get(&format!("runs/{run_id}/report.json"))
+        .await
+        .unwrap_or_else(|| panic!("{run_id} has no report"));
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_are_stored_listed_and_validated_against_the_registry() {
+    let _shared = EDGE.read().await;
+    let stack = Stack::new().await;
+    let tag = unique("profiles");
+    let profile = stored_profile(&stack, &tag).await;
+
+    let got = thingpress(&["profile", "get", &tag]).await.ok();
+    assert_eq!(serde_json::from_str::<Value>(&got.stdout).unwrap(), profile);
+    let listed = thingpress(&["profile", "list"]).await.ok();
+    assert!(listed.stdout.lines().any(|l| l == tag), "{}", listed.stdout);
+    let valid = thingpress(&["profile", "validate", &tag]).await.ok();
+    assert!(valid.stdout.contains("valid"), "{}", valid.stdout);
+
+    // A policy that IoT does not have: validation names it and exits 1, stored or as a file.
+    let broken = format!("{tag}-broken");
+    let missing = format!("{tag}-no-such-policy");
+    let mut bad = profile.clone();
+    bad["name"] = json!(broken);
+    bad["policies"] = json!([profile["policies"][0], missing]);
+    let file = scratch("broken.json", bad.to_string().as_bytes());
+    thingpress(&["profile", "put", arg(&file)]).await.ok();
+    for args in [
+        vec!["profile", "validate", broken.as_str()],
+        vec!["profile", "validate", "--file", arg(&file)],
+    ] {
+        let ran = thingpress(&args).await;
+        assert_eq!(ran.code, Some(1), "{args:?}");
+        let problems: Vec<&str> = ran.stdout.lines().collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains(&format!("policies: \"{missing}\" does not exist")),
+            "{problems:?}"
+        );
+        assert!(ran.error_line().starts_with("thingpress: error: "));
+    }
+
+    // A file that is not a valid profile is refused before anything is stored.
+    let invalid = scratch("invalid.json", br#"{"name": "x y", "thingName": "fixed"}"#);
+    let ran = thingpress(&["profile", "put", arg(&invalid)]).await;
+    assert_eq!(ran.code, Some(1));
+    assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+    assert!(ran.stderr.contains("thingName"), "{}", ran.stderr);
+    let ran = thingpress(&["profile", "get", &format!("{tag}-absent")]).await;
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("no profile"), "{}", ran.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_under_incoming_is_imported_by_the_trigger_and_waited_for() {
+    let _shared = EDGE.read().await;
+    let stack = Stack::new().await;
+    let tag = unique("upload");
+    let profile = stored_profile(&stack, &tag).await;
+    let (file, ids) = manifest_file(&tag, 25);
+    let before = stack.certificate_ids().await;
+
+    let ran = thingpress(&["import", arg(&file), "--profile", &tag, "--wait"])
+        .await
+        .ok();
+    assert!(
+        ran.stdout.contains(&format!("incoming/{tag}/{tag}.pem")),
+        "{}",
+        ran.stdout
+    );
+    let run_id = ran.run_id();
+    assert!(ran.stdout.contains("SUCCEEDED"), "{}", ran.stdout);
+    let report = report_of(&stack, &run_id).await;
+    assert_eq!(report.status, RunStatus::Complete, "{:?}", report.problems);
+    assert_eq!(report.source.key, format!("incoming/{tag}/{tag}.pem"));
+    assert_eq!((report.entries, report.chunks), (25, 3));
+    assert_eq!(report.outcomes.registered, 25);
+    stack.verify_registry(&profile, &ids, &before).await;
+
+    // The same bytes again: a new execution (not the first one) that the claim skips.
+    let again = thingpress(&["import", arg(&file), "--profile", &tag, "--wait"])
+        .await
+        .ok();
+    assert_ne!(again.run_id(), run_id);
+    assert!(
+        again
+            .stdout
+            .contains(&format!("already imported by run {run_id}")),
+        "{}",
+        again.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_start_runs_the_named_execution_and_watch_follows_it() {
+    let _shared = EDGE.read().await;
+    let stack = Stack::new().await;
+    let tag = unique("start");
+    let profile = stored_profile(&stack, &tag).await;
+    let (file, ids) = manifest_file(&tag, 12);
+    let before = stack.certificate_ids().await;
+    let run_id = format!("{tag}-run");
+
+    let ran = thingpress(&[
+        "import",
+        arg(&file),
+        "--profile",
+        &tag,
+        "--start",
+        "--name",
+        &run_id,
+        "--wait",
+    ])
+    .await
+    .ok();
+    assert_eq!(ran.run_id(), run_id);
+    assert!(
+        ran.stdout
+            .contains(&format!("runs/{run_id}/manifest/{tag}.pem")),
+        "{}",
+        ran.stdout
+    );
+    let report = report_of(&stack, &run_id).await;
+    assert_eq!(report.outcomes.registered, 12, "{:?}", report.outcomes);
+    stack.verify_registry(&profile, &ids, &before).await;
+
+    // watch on a finished run: the summary at once, by name or ARN.
+    let arn = format!(
+        "{}:{run_id}",
+        stack.machine.replace(":stateMachine:", ":execution:")
+    );
+    for execution in [run_id.as_str(), arn.as_str()] {
+        let watched = thingpress(&["watch", execution]).await.ok();
+        assert_eq!(count_of(&watched.stdout, "registered"), Some(12));
+        assert_eq!(count_of(&watched.stdout, "already registered"), Some(0));
+    }
+
+    // The same name again is refused with one line.
+    let ran = thingpress(&[
+        "import",
+        arg(&file),
+        "--profile",
+        &tag,
+        "--start",
+        "--name",
+        &run_id,
+    ])
+    .await;
+    assert_eq!(ran.code, Some(1));
+    assert!(
+        ran.error_line().contains("already exists"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_run_makes_import_wait_and_watch_exit_non_zero() {
+    let _shared = EDGE.read().await;
+    let stack = Stack::new().await;
+    let tag = unique("failing");
+    let mut profile = stack.resources(&tag, 0, 1).await;
+    let missing = format!("{tag}-deleted-policy");
+    profile["policies"] = json!([missing]);
+    let file = scratch("profile.json", profile.to_string().as_bytes());
+    thingpress(&["profile", "put", arg(&file)]).await.ok();
+    let (manifest, _) = manifest_file(&tag, 3);
+
+    // Split finds the missing policy before registering anything: the execution fails.
+    let ran = thingpress(&[
+        "import",
+        arg(&manifest),
+        "--profile",
+        &tag,
+        "--start",
+        "--wait",
+    ])
+    .await;
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let line = ran.error_line();
+    assert!(
+        line.starts_with("thingpress: error: run ") && line.contains(" FAILED: "),
+        "{line}"
+    );
+    assert!(line.contains("Thingpress.InvalidProfile"), "{line}");
+    assert!(line.contains(&missing), "{line}");
+    let watched = thingpress(&["watch", &ran.run_id()]).await;
+    assert_eq!(watched.code, Some(1));
+    assert_eq!(watched.error_line(), line);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_and_unknown_runs_are_one_line_errors() {
+    let _shared = EDGE.read().await;
+    let manifest = scratch(
+        "m.pem",
+        fresh_certificates("bad-args", 1).concat().as_bytes(),
+    );
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["import", arg(&manifest)], 2, "--profile"),
+        (
+            vec!["import", arg(&manifest), "--profile", "default", "--force"],
+            2,
+            "--start",
+        ),
+        (vec!["watch"], 2, "<EXECUTION>"),
+        (vec!["watch", "x", "--latest"], 2, "--latest"),
+        (vec!["profile", "validate"], 2, "<NAME>"),
+        (
+            vec!["import", "/no/such/manifest.pem", "--profile", "default"],
+            1,
+            "/no/such/manifest.pem",
+        ),
+        (
+            vec!["import", arg(&manifest), "--profile", "no-such-profile-x"],
+            1,
+            "no profile \"no-such-profile-x\"",
+        ),
+        (
+            vec![
+                "import",
+                arg(&manifest),
+                "--profile",
+                "default",
+                "--start",
+                "--name",
+                "not a name",
+            ],
+            1,
+            "--name",
+        ),
+        (vec!["watch", "no-such-run-x"], 1, "ExecutionDoesNotExist"),
+    ];
+    for (args, code, needle) in cases {
+        let ran = thingpress(&args).await;
+        assert_eq!(ran.code, Some(code), "{args:?}: {}", ran.stderr);
+        assert_eq!(ran.stderr.lines().count(), 1, "{args:?}: {}", ran.stderr);
+        assert!(
+            ran.stderr.starts_with("thingpress: error: ") && ran.stderr.contains(needle),
+            "{args:?}: {}",
+            ran.stderr
+        );
+    }
+}
