@@ -614,11 +614,16 @@ pub fn write_summary(
 ) -> anyhow::Result<()> {
     let text = match format {
         Format::Jsonl => {
-            let mut summary = serde_json::to_value(tally).context("cannot serialise the counts")?;
-            if let Some(object) = summary.as_object_mut() {
-                object.insert("type".into(), json!("summary"));
-                object.insert("file".into(), json!(file.display().to_string()));
-                object.insert("profile".into(), json!(profile));
+            let mut summary = json!({
+                "type": "summary",
+                "file": file.display().to_string(),
+                "profile": profile,
+            });
+            if let (Some(object), serde_json::Value::Object(counts)) = (
+                summary.as_object_mut(),
+                serde_json::to_value(tally).context("cannot serialise the counts")?,
+            ) {
+                object.extend(counts);
             }
             summary.to_string()
         }
@@ -628,11 +633,8 @@ pub fn write_summary(
 }
 
 fn table_summary(file: &Path, profile: &str, tally: &Tally) -> String {
-    let mut lines = vec![(
-        format!("{} against profile {profile}", file.display()),
-        None,
-    )];
-    let mut row = |label: String, n: u64| lines.push((label, Some(n)));
+    let mut lines = Vec::new();
+    let mut row = |label: String, n: u64| lines.push((label, n));
     row("entries".into(), tally.entries);
     row("  checked".into(), tally.checked);
     row("    ok".into(), tally.ok);
@@ -662,12 +664,13 @@ fn table_summary(file: &Path, profile: &str, tally: &Tally) -> String {
         .map(|(l, _)| l.chars().count())
         .max()
         .unwrap_or(0);
-    lines
-        .into_iter()
-        .map(|(label, n)| match n {
-            Some(n) => format!("{label:<width$}  {n:>10}"),
-            None => label,
-        })
+    let title = format!("{} against profile {profile}", file.display());
+    std::iter::once(title)
+        .chain(
+            lines
+                .into_iter()
+                .map(|(label, n)| format!("{label:<width$}  {n:>10}")),
+        )
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -820,8 +823,10 @@ mod tests {
 
     #[test]
     fn tally_and_summaries() {
-        let mut tally = Tally::default();
-        tally.entries = 4;
+        let mut tally = Tally {
+            entries: 4,
+            ..Tally::default()
+        };
         tally.count_checked(&[]);
         tally.count_checked(&[
             Problem::PrincipalNotAttached,

@@ -1,0 +1,239 @@
+//! `thingpress registry check` and `registry summary` against the local stack: a small fresh
+//! import checks clean; removed attachments are named entry by entry; the summary counts what
+//! the test created (the stack is shared, so only the test's own type and groups are compared).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+use support::{EDGE, Stack, fresh_certificates, manifest_ids, pem_options, unique};
+
+/// Runs the real binary against the local stack the suite uses.
+fn thingpress(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_thingpress"))
+        .arg("--local")
+        .args(args)
+        .env("THINGPRESS_LOCAL_DIR", support::local_dir())
+        .output()
+        .expect("run thingpress")
+}
+
+fn stdout_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+fn check(file: &Path, profile: &str, output: &str) -> Output {
+    let out = thingpress(&[
+        "registry",
+        "check",
+        file.to_str().unwrap(),
+        "--profile",
+        profile,
+        "--output",
+        output,
+    ]);
+    eprintln!(
+        "registry check ({output}): {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The summary line and the entry lines (index → problems) of a JSONL check.
+fn parse_check(out: &Output) -> (Value, BTreeMap<u64, Value>) {
+    let lines = stdout_lines(out);
+    let (summary, entries): (Vec<_>, Vec<_>) =
+        lines.into_iter().partition(|l| l["type"] == "summary");
+    assert_eq!(summary.len(), 1, "one summary line");
+    let entries = entries
+        .into_iter()
+        .map(|l| {
+            assert_eq!(l["type"], "entry", "{l}");
+            (l["index"].as_u64().unwrap(), l["problems"].clone())
+        })
+        .collect();
+    (summary.into_iter().next().unwrap(), entries)
+}
+
+fn summary_json(args: &[&str]) -> Value {
+    let mut all = vec!["registry", "summary", "--output", "json"];
+    all.extend_from_slice(args);
+    let out = thingpress(&all);
+    assert!(
+        out.status.success(),
+        "registry summary {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn certificate_arn(stack: &Stack, id: &str) -> String {
+    stack
+        .iot
+        .describe_certificate()
+        .certificate_id(id)
+        .send()
+        .await
+        .unwrap()
+        .certificate_description()
+        .and_then(|d| d.certificate_arn())
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn registry_check_names_removed_attachments_and_summary_counts_them() {
+    let _edge = EDGE.read().await;
+    let stack = Stack::new().await;
+    let tag = unique("registry");
+    let profile = stack.resources(&tag, 2, 2).await;
+    stack
+        .put(
+            &format!("profiles/{tag}.json"),
+            profile.to_string().into_bytes(),
+        )
+        .await;
+
+    // Six fresh certificates and one block the manifest reader rejects.
+    let mut bundle = fresh_certificates(&tag, 6).concat();
+    bundle.push_str("-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n");
+    let ids = manifest_ids(bundle.as_bytes(), &pem_options());
+    assert_eq!(ids.len(), 6);
+    let key = format!("e2e/{tag}/certs.pem");
+    stack.put(&key, bundle.clone().into_bytes()).await;
+    let file = std::env::temp_dir().join(format!("{tag}.pem"));
+    std::fs::write(&file, &bundle).unwrap();
+    let run = stack.import(&tag, &key, profile.clone(), false).await;
+    let report = stack.report(&run).await;
+    assert_eq!(report.entries, 7);
+
+    // Everything as the profile says: only the summary, exit 0.
+    let out = check(&file, &tag, "jsonl");
+    assert!(out.status.success());
+    let (summary, entries) = parse_check(&out);
+    assert!(entries.is_empty(), "{entries:?}");
+    assert_eq!(summary["entries"], 7);
+    assert_eq!(summary["checked"], 6);
+    assert_eq!(summary["ok"], 6);
+    assert_eq!(summary["withProblems"], 0);
+    assert_eq!(
+        summary["rejectedByManifest"],
+        json!({"Thingpress.InvalidCertificate": 1})
+    );
+    assert_eq!(summary["profile"], tag.as_str());
+
+    let type_name = profile["thingType"].as_str().unwrap();
+    let group = |i: usize| profile["thingGroups"][i].as_str().unwrap().to_owned();
+    let policy0 = profile["policies"][0].as_str().unwrap();
+    let thing = |i: usize| format!("{tag}-{}", ids[i].1);
+    let before = summary_json(&[]);
+    assert_eq!(before["thingsPerType"][type_name], 6, "{before}");
+    assert_eq!(before["thingsPerGroup"][group(0)], 6);
+    assert_eq!(before["thingsPerGroup"][group(1)], 6);
+    assert!(before["things"].as_u64().unwrap() >= 6);
+    assert!(before["certificates"].as_u64().unwrap() >= 6);
+    assert!(before["certificatesByStatus"]["ACTIVE"].as_u64().unwrap() >= 6);
+
+    // Entry 0 loses a policy, entry 1 a group, entry 2 its certificate.
+    let arn0 = certificate_arn(&stack, &ids[0].0).await;
+    stack
+        .iot
+        .detach_policy()
+        .policy_name(policy0)
+        .target(&arn0)
+        .send()
+        .await
+        .unwrap();
+    stack
+        .iot
+        .remove_thing_from_thing_group()
+        .thing_group_name(group(1))
+        .thing_name(thing(1))
+        .send()
+        .await
+        .unwrap();
+    let arn2 = certificate_arn(&stack, &ids[2].0).await;
+    stack
+        .iot
+        .detach_thing_principal()
+        .thing_name(thing(2))
+        .principal(&arn2)
+        .send()
+        .await
+        .unwrap();
+
+    let out = check(&file, &tag, "jsonl");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("thingpress: error: 3 of 6 checked entries"),
+        "{stderr}"
+    );
+    let (summary, entries) = parse_check(&out);
+    assert_eq!(
+        entries,
+        BTreeMap::from([
+            (0, json!([{"kind": "policyNotAttached", "policy": policy0}])),
+            (1, json!([{"kind": "notInGroup", "group": group(1)}])),
+            (2, json!([{"kind": "principalNotAttached"}])),
+        ])
+    );
+    assert_eq!(
+        (summary["ok"].clone(), summary["withProblems"].clone()),
+        (json!(3), json!(3))
+    );
+    assert_eq!(
+        summary["problems"],
+        json!({"policyNotAttached": 1, "notInGroup": 1, "principalNotAttached": 1})
+    );
+
+    // The table names the same entries, one line each, then the counts.
+    let out = check(&file, &tag, "table");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let entry_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("entry ")).collect();
+    assert_eq!(
+        entry_lines,
+        [
+            format!(
+                "entry 0 deviceId {} thing {}: policy {policy0} not attached to the certificate",
+                ids[0].1,
+                thing(0)
+            ),
+            format!(
+                "entry 1 deviceId {} thing {}: thing not in group {}",
+                ids[1].1,
+                thing(1),
+                group(1)
+            ),
+            format!(
+                "entry 2 deviceId {} thing {}: certificate not attached to the thing",
+                ids[2].1,
+                thing(2)
+            ),
+        ]
+    );
+
+    // The summary sees the removed member; filtered, it lists only the test's type and group.
+    let after = summary_json(&[]);
+    assert_eq!(after["thingsPerType"][type_name], 6);
+    assert_eq!(after["thingsPerGroup"][group(0)], 6);
+    assert_eq!(after["thingsPerGroup"][group(1)], 5);
+    let filtered = summary_json(&["--thing-type", type_name, "--group", &group(1)]);
+    assert_eq!(filtered["things"], 6, "{filtered}");
+    assert_eq!(filtered["thingsWithoutType"], 0);
+    assert_eq!(filtered["thingsPerType"], json!({type_name: 6}));
+    assert_eq!(filtered["thingsPerGroup"], json!({group(1): 5}));
+    std::fs::remove_file(&file).ok();
+}
