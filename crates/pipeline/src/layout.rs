@@ -85,6 +85,29 @@ impl RunLayout {
     pub fn report(&self) -> String {
         format!("runs/{}/report.json", self.run_id)
     }
+
+    /// The prefix of the retries `thingpress retry-failed` started for this run, `retries/NNNNN/`.
+    pub fn retries(&self) -> String {
+        format!("runs/{}/retries/", self.run_id)
+    }
+
+    /// The chunk index retry `n` imports (a subset of `chunks.json`).
+    pub fn retry_index(&self, n: u32) -> String {
+        format!("runs/{}/retries/{n:05}/chunks.json", self.run_id)
+    }
+
+    /// What retry `n` did: its execution and chunks.
+    pub fn retry_record(&self, n: u32) -> String {
+        format!("runs/{}/retries/{n:05}/retry.json", self.run_id)
+    }
+
+    /// The results of chunk `chunk` as they were before retry `n` reopened the chunk.
+    pub fn superseded(&self, n: u32, chunk: u32) -> String {
+        format!(
+            "runs/{}/retries/{n:05}/superseded/{chunk:05}.jsonl",
+            self.run_id
+        )
+    }
 }
 
 /// Where a stored profile lives.
@@ -136,6 +159,9 @@ mod tests {
             run.chunk_index(),
             run.results(1),
             run.report(),
+            run.retry_index(2),
+            run.retry_record(2),
+            run.superseded(2, 1),
         ] {
             assert!(key.starts_with(&run.prefix()));
         }

@@ -215,13 +215,15 @@ struct Poller {
     store: S3Store,
     bucket: String,
     run: RunLayout,
+    /// The chunk index: the run's, or a retry's subset of it.
+    index_key: String,
     index: Option<Vec<ChunkDescriptor>>,
 }
 
 impl Poller {
     async fn progress(&mut self, execution_arn: &str) -> Result<Progress> {
         if self.index.is_none() {
-            let key = self.run.chunk_index();
+            let key = self.index_key.clone();
             if let Some(body) = self
                 .store
                 .get(&self.bucket, &key)
@@ -313,14 +315,18 @@ impl Poller {
 /// execution's error and cause.
 pub async fn follow(target: &Target, execution_arn: &str, interval: Duration) -> Result<()> {
     let sfn = target.sfn();
-    let run_id = execution_arn.rsplit(':').next().unwrap_or_default();
-    let run = RunLayout::new(run_id).map_err(|e| anyhow::anyhow!(e.message))?;
+    // A retry (thingpress retry-failed) works on the run it retries, over its own chunk index.
+    let (run, index_key) =
+        crate::commands::retry_failed::run_of_execution(&sfn, execution_arn).await?;
+    let run_id = run.run_id().to_owned();
+    let run_id = run_id.as_str();
     let mut poller = Poller {
         sfn: sfn.clone(),
         s3: target.s3(),
         store: S3Store::new(target.s3()),
         bucket: target.bucket.clone(),
         run,
+        index_key,
         index: None,
     };
     let terminal = std::io::stderr().is_terminal();
@@ -424,6 +430,15 @@ pub async fn follow(target: &Target, execution_arn: &str, interval: Duration) ->
     Ok(())
 }
 
+/// `1 chunk`, `2 chunks`, `0 chunk retries`.
+fn counted(n: u64, what: &str) -> String {
+    match (n, what.strip_suffix('y')) {
+        (1, _) => format!("1 {what}"),
+        (n, Some(stem)) => format!("{n} {stem}ies"),
+        (n, None) => format!("{n} {what}s"),
+    }
+}
+
 /// The report in a few lines.
 pub fn summary(report: &Report) -> String {
     let o = &report.outcomes;
@@ -445,10 +460,10 @@ pub fn summary(report: &Report) -> String {
         out.push_str(&format!("    {:<30}  {n:>8}\n", error.as_str()));
     }
     out.push_str(&format!(
-        "  {} chunks, {} throttled calls, {} chunk retries, {} at {:.1} certificates/s\n",
-        report.chunks,
-        report.throttled,
-        report.chunk_retries,
+        "  {}, {}, {}, {} at {:.1} certificates/s\n",
+        counted(u64::from(report.chunks), "chunk"),
+        counted(report.throttled, "throttled call"),
+        counted(report.chunk_retries, "chunk retry"),
         human_duration(report.duration_seconds),
         report.certificates_per_second
     ));
@@ -536,6 +551,35 @@ mod tests {
             describe(&Progress::default(), None),
             "splitting the manifest"
         );
+    }
+
+    #[test]
+    fn the_summary_counts_every_outcome() {
+        let report: Report = serde_json::from_value(serde_json::json!({
+            "runId": "r1", "status": "complete",
+            "source": {"bucket": "b", "key": "incoming/p/m.pem", "etag": "e"},
+            "supplier": "pem", "profile": "p", "entries": 5,
+            "outcomes": {"registered": 2, "alreadyRegistered": 1, "rejected": 2,
+                         "rejectedByError": {"Thingpress.InvalidCertificate": 2}},
+            "chunks": 1, "apiCalls": {}, "throttled": 3, "chunkRetries": 1,
+            "startedAtMs": 0, "finishedAtMs": 65000, "durationSeconds": 65.0,
+            "certificatesPerSecond": 0.05
+        }))
+        .unwrap();
+        let text = summary(&report);
+        assert!(
+            text.starts_with("run r1 SUCCEEDED: 5 entries of s3://b/incoming/p/m.pem"),
+            "{text}"
+        );
+        for line in [
+            "  registered                   2",
+            "  already registered           1",
+            "  rejected                     2",
+            "    Thingpress.InvalidCertificate          2",
+            "  1 chunk, 3 throttled calls, 1 chunk retry, 1m05s at 0.1 certificates/s",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+        }
     }
 
     #[test]
