@@ -189,6 +189,20 @@ async fn an_upload_under_incoming_is_imported_by_the_trigger_and_waited_for() {
     );
     let run_id = ran.run_id();
     assert!(ran.stdout.contains("SUCCEEDED"), "{}", ran.stdout);
+    // Not a terminal: plain progress lines on stderr, the last one with every chunk done.
+    let progress: Vec<&str> = ran
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with(&format!("{run_id}: ")))
+        .collect();
+    assert!(
+        progress
+            .last()
+            .is_some_and(|l| l.contains("SUCCEEDED: certificates 25/25, chunks 3/3 done")),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(count_of(&ran.stdout, "registered"), Some(25));
     let report = report_of(&stack, &run_id).await;
     assert_eq!(report.status, RunStatus::Complete, "{:?}", report.problems);
     assert_eq!(report.source.key, format!("incoming/{tag}/{tag}.pem"));

@@ -358,6 +358,10 @@ pub async fn follow(target: &Target, execution_arn: &str, interval: Duration) ->
         let progress = poller.progress(execution_arn).await?;
         rate.push(started.elapsed().as_secs_f64(), progress.certificates_done);
         let line = describe(&progress, rate.rate());
+        let finished = !matches!(
+            out.status(),
+            ExecutionStatus::Running | ExecutionStatus::PendingRedrive
+        );
         match &bar {
             Some(bar) => {
                 if let Some(total) = progress.certificates_total {
@@ -367,7 +371,8 @@ pub async fn follow(target: &Target, execution_arn: &str, interval: Duration) ->
                 bar.set_message(line);
             }
             None => {
-                if last_line.is_none_or(|at| at.elapsed() >= interval) {
+                // The final state always gets its line, so logs end with it.
+                if finished || last_line.is_none_or(|at| at.elapsed() >= interval) {
                     let certificates = match progress.certificates_total {
                         Some(total) => {
                             format!("certificates {}/{total}, ", progress.certificates_done)
@@ -379,10 +384,7 @@ pub async fn follow(target: &Target, execution_arn: &str, interval: Duration) ->
                 }
             }
         }
-        if !matches!(
-            out.status(),
-            ExecutionStatus::Running | ExecutionStatus::PendingRedrive
-        ) {
+        if finished {
             break out;
         }
         tokio::time::sleep(POLL).await;
