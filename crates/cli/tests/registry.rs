@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
-use support::{EDGE, Stack, fresh_certificates, manifest_ids, pem_options, unique};
+use support::{EDGE, Stack, edge, fresh_certificates, manifest_ids, pem_options, unique};
 
 /// Runs the real binary against the local stack the suite uses.
 fn thingpress(args: &[&str]) -> Output {
@@ -92,9 +92,26 @@ async fn certificate_arn(stack: &Stack, id: &str) -> String {
         .to_owned()
 }
 
+/// Injected edge faults, cleared when dropped (also when an assertion fails).
+struct Faults<'a>(&'a Stack);
+
+impl<'a> Faults<'a> {
+    fn inject(stack: &'a Stack, faults: Value) -> Faults<'a> {
+        edge(&stack.state, "POST", "/_edge/faults", Some(faults));
+        Faults(stack)
+    }
+}
+
+impl Drop for Faults<'_> {
+    fn drop(&mut self) {
+        edge(&self.0.state, "POST", "/_edge/faults", Some(json!({})));
+    }
+}
+
 #[tokio::test]
 async fn registry_check_names_removed_attachments_and_summary_counts_them() {
-    let _edge = EDGE.read().await;
+    // Exclusive: part of the test injects throttles.
+    let _edge = EDGE.write().await;
     let stack = Stack::new().await;
     let tag = unique("registry");
     let profile = stack.resources(&tag, 2, 2).await;
@@ -132,6 +149,35 @@ async fn registry_check_names_removed_attachments_and_summary_counts_them() {
         json!({"Thingpress.InvalidCertificate": 1})
     );
     assert_eq!(summary["profile"], tag.as_str());
+
+    // Throttles that outlast the SDK's retry are waited out, not reported as problems.
+    let faults = Faults::inject(
+        &stack,
+        json!({"iot": {"DescribeCertificate": {"throttle": 0.5},
+                       "ListAttachedPolicies": {"throttle": 0.5}}}),
+    );
+    let stats_before = edge(&stack.state, "GET", "/_edge/stats", None);
+    let out = check(&file, &tag, "jsonl");
+    let stats = edge(&stack.state, "GET", "/_edge/stats", None);
+    drop(faults);
+    let injected = |stats: &Value| {
+        ["DescribeCertificate", "ListAttachedPolicies"]
+            .iter()
+            .map(|op| {
+                stats["operations"][op]["throttledInjected"]
+                    .as_u64()
+                    .unwrap_or(0)
+            })
+            .sum::<u64>()
+    };
+    assert!(
+        injected(&stats) > injected(&stats_before),
+        "no throttle injected: {stats}"
+    );
+    assert!(out.status.success());
+    let (summary, entries) = parse_check(&out);
+    assert!(entries.is_empty(), "{entries:?}");
+    assert_eq!(summary["ok"], 6);
 
     let type_name = profile["thingType"].as_str().unwrap();
     let group = |i: usize| profile["thingGroups"][i].as_str().unwrap().to_owned();

@@ -177,3 +177,67 @@ mod tests {
         assert!(other.elapsed() < Duration::from_millis(5));
     }
 }
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use aws_sdk_iot::Client;
+    use aws_sdk_iot::error::ErrorMetadata;
+    use aws_sdk_iot::operation::describe_thing::{DescribeThingError, DescribeThingOutput};
+    use aws_sdk_iot::types::error::ThrottlingException;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    fn throttled() -> DescribeThingError {
+        DescribeThingError::ThrottlingException(
+            ThrottlingException::builder()
+                .message("Rate exceeded")
+                .meta(ErrorMetadata::builder().code("ThrottlingException").build())
+                .build(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_lasting_throttle_is_retried_after_a_pause() {
+        let rule = mock!(Client::describe_thing)
+            .sequence()
+            .error(throttled)
+            .output(|| DescribeThingOutput::builder().thing_name("t").build())
+            .build();
+        // Without the SDK's own retry, so the second call can only be this retry's.
+        let client = mock_client!(aws_sdk_iot, RuleMode::Sequential, [&rule], |c| c
+            .retry_config(aws_sdk_iot::config::retry::RetryConfig::disabled()));
+        let pacer = ReadPacer::new(1000.0).unwrap();
+        let start = Instant::now();
+        let out = pacer
+            .call(ReadApi::DescribeThing, || {
+                client.describe_thing().thing_name("t").send()
+            })
+            .await
+            .unwrap();
+        assert_eq!(out.thing_name(), Some("t"));
+        assert_eq!(rule.num_calls(), 2);
+        assert!(start.elapsed() >= Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_returned_at_once() {
+        let rule = mock!(Client::describe_thing).then_error(|| {
+            DescribeThingError::ResourceNotFoundException(
+                aws_sdk_iot::types::error::ResourceNotFoundException::builder().build(),
+            )
+        });
+        let client = mock_client!(aws_sdk_iot, RuleMode::Sequential, [&rule]);
+        let pacer = ReadPacer::new(1000.0).unwrap();
+        let err = pacer
+            .call(ReadApi::DescribeThing, || {
+                client.describe_thing().thing_name("t").send()
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            err.as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception())
+        );
+        assert_eq!(rule.num_calls(), 1);
+    }
+}
