@@ -1,0 +1,844 @@
+//! Security review of infra/template.yaml, as tests: least-privilege IAM (no `*` action; no `*`
+//! resource where the service has resource-level permissions; every ARN scoped to this stack's
+//! bucket, functions, state machine, or this account and Region), an encrypted bucket that only
+//! speaks TLS and can never be public, encrypted queues, trust policies pinned to the account,
+//! and log groups that all have a retention (no function logs to a never-expiring default).
+//!
+//! CloudFormation's short tags (`!Ref`, `!Sub`, `!GetAtt`, `!If`) load as serde_norway tagged
+//! values. Each check returns the problems it finds; the tests also run every check on a broken
+//! copy of the template and see it complain, so none of them can pass vacuously.
+
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test binary: loading helpers fail the test loudly; the checks themselves never panic"
+)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_norway::Value as Yaml;
+
+/// Actions that have no resource type in the Service Authorization Reference, so IAM only
+/// accepts `"Resource": "*"` for them; each is allowed a `*` resource and nothing else is.
+const NO_RESOURCE_TYPE: &[(&str, &str)] = &[
+    // The certificate does not exist before the call: AWS IoT lists no resource type for it.
+    (
+        "iot:RegisterCertificateWithoutCA",
+        "certificate registration",
+    ),
+    // CloudWatch Logs vended-log delivery for the state machine's log destination.
+    ("logs:CreateLogDelivery", "log delivery"),
+    ("logs:GetLogDelivery", "log delivery"),
+    ("logs:UpdateLogDelivery", "log delivery"),
+    ("logs:DeleteLogDelivery", "log delivery"),
+    ("logs:ListLogDeliveries", "log delivery"),
+    ("logs:PutResourcePolicy", "log delivery"),
+    ("logs:DescribeResourcePolicies", "log delivery"),
+    ("logs:DescribeLogGroups", "log delivery"),
+    // X-Ray tracing of the state machine.
+    ("xray:PutTraceSegments", "tracing"),
+    ("xray:PutTelemetryRecords", "tracing"),
+    ("xray:GetSamplingRules", "tracing"),
+    ("xray:GetSamplingTargets", "tracing"),
+];
+
+/// The AWS IoT resource types Thingpress touches; an IoT ARN must name one of them.
+const IOT_RESOURCE_TYPES: &[&str] = &["thing", "thingtype", "thinggroup", "policy", "cert"];
+
+/// Where an IoT ARN of this account and Region starts.
+const IOT_ARN: &str = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:";
+
+fn template() -> Yaml {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
+    let text = std::fs::read_to_string(&path).expect("infra/template.yaml is readable");
+    serde_norway::from_str(&text).expect("infra/template.yaml is YAML with CloudFormation tags")
+}
+
+// ------------------------------------------------------------------------- YAML helpers
+
+fn get<'a>(value: &'a Yaml, key: &str) -> Option<&'a Yaml> {
+    value.as_mapping().and_then(|m| m.get(key))
+}
+
+fn path<'a>(value: &'a Yaml, keys: &[&str]) -> Option<&'a Yaml> {
+    keys.iter().try_fold(value, |v, key| get(v, key))
+}
+
+/// The argument of an intrinsic, short (`!Sub x`) or long (`{"Fn::Sub": x}`, `{"Ref": x}`).
+fn intrinsic<'a>(value: &'a Yaml, name: &str) -> Option<&'a Yaml> {
+    match value {
+        Yaml::Tagged(tagged) if tagged.tag == format!("!{name}").as_str() => Some(&tagged.value),
+        Yaml::Mapping(map) if map.len() == 1 => map
+            .get(name)
+            .or_else(|| map.get(format!("Fn::{name}").as_str())),
+        _ => None,
+    }
+}
+
+/// A string-valued property as text: literals as they are, `!Ref X` as `${X}`, `!GetAtt X.Y`
+/// as `${X.Y}`, `!Sub s` as `s`. Anything else (`!If`, `!Join`, …) is `None`: not provably narrow.
+fn render(value: &Yaml) -> Option<String> {
+    if let Yaml::String(s) = value {
+        return Some(s.clone());
+    }
+    if let Some(name) = intrinsic(value, "Ref").and_then(Yaml::as_str) {
+        return Some(format!("${{{name}}}"));
+    }
+    if let Some(target) = intrinsic(value, "GetAtt") {
+        let dotted = match target {
+            Yaml::Sequence(parts) => parts
+                .iter()
+                .map(|p| p.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .map(|parts| parts.join(".")),
+            other => other.as_str().map(str::to_owned),
+        };
+        return dotted.map(|d| format!("${{{d}}}"));
+    }
+    match intrinsic(value, "Sub") {
+        Some(Yaml::Sequence(parts)) => parts.first().and_then(Yaml::as_str).map(str::to_owned),
+        Some(other) => other.as_str().map(str::to_owned),
+        None => None,
+    }
+}
+
+/// A value that may be one item or a list, as a list of rendered strings (`<unrenderable>`
+/// for an intrinsic that cannot be read).
+fn rendered_list(value: Option<&Yaml>) -> Vec<String> {
+    let items: Vec<&Yaml> = match value {
+        None => Vec::new(),
+        Some(Yaml::Sequence(items)) => items.iter().collect(),
+        Some(one) => vec![one],
+    };
+    items
+        .into_iter()
+        .map(|item| render(item).unwrap_or_else(|| "<unrenderable>".to_owned()))
+        .collect()
+}
+
+fn resources(template: &Yaml) -> Vec<(String, &Yaml)> {
+    get(template, "Resources")
+        .and_then(Yaml::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| k.as_str().map(|k| (k.to_owned(), v)))
+        .collect()
+}
+
+fn of_type<'a>(template: &'a Yaml, kind: &str) -> Vec<(String, &'a Yaml)> {
+    resources(template)
+        .into_iter()
+        .filter(|(_, r)| get(r, "Type").and_then(Yaml::as_str) == Some(kind))
+        .collect()
+}
+
+fn properties(resource: &Yaml) -> Option<&Yaml> {
+    get(resource, "Properties")
+}
+
+/// Every policy statement in the template: (where, statement).
+fn statements(template: &Yaml) -> Vec<(String, &Yaml)> {
+    fn push<'a>(out: &mut Vec<(String, &'a Yaml)>, at: String, document: Option<&'a Yaml>) {
+        match document.and_then(|d| get(d, "Statement")) {
+            Some(Yaml::Sequence(items)) => out.extend(items.iter().map(|s| (at.clone(), s))),
+            Some(one) => out.push((at, one)),
+            None => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (id, resource) in resources(template) {
+        let props = properties(resource);
+        let kind = get(resource, "Type")
+            .and_then(Yaml::as_str)
+            .unwrap_or_default();
+        match kind {
+            "AWS::IAM::Role" => {
+                push(
+                    &mut out,
+                    format!("{id} trust"),
+                    props.and_then(|p| get(p, "AssumeRolePolicyDocument")),
+                );
+                for policy in props
+                    .and_then(|p| get(p, "Policies"))
+                    .and_then(Yaml::as_sequence)
+                    .into_iter()
+                    .flatten()
+                {
+                    push(&mut out, id.clone(), get(policy, "PolicyDocument"));
+                }
+            }
+            "AWS::IAM::Policy"
+            | "AWS::IAM::ManagedPolicy"
+            | "AWS::S3::BucketPolicy"
+            | "AWS::SQS::QueuePolicy"
+            | "AWS::SNS::TopicPolicy" => {
+                push(
+                    &mut out,
+                    id.clone(),
+                    props.and_then(|p| get(p, "PolicyDocument")),
+                );
+            }
+            "AWS::Serverless::Function" | "AWS::Serverless::StateMachine" => {
+                for policy in props
+                    .and_then(|p| get(p, "Policies"))
+                    .and_then(Yaml::as_sequence)
+                    .into_iter()
+                    .flatten()
+                {
+                    push(&mut out, id.clone(), Some(policy));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn sid(statement: &Yaml) -> &str {
+    get(statement, "Sid")
+        .and_then(Yaml::as_str)
+        .unwrap_or("<no Sid>")
+}
+
+// ------------------------------------------------------------------------------ checks
+
+/// The service a rendered resource ARN belongs to, and whether it is scoped to this stack.
+fn resource_scope(resource: &str, template: &Yaml) -> Result<&'static str, String> {
+    let function_arns: BTreeSet<String> = of_type(template, "AWS::Serverless::Function")
+        .into_iter()
+        .flat_map(|(id, _)| [format!("${{{id}.Arn}}"), format!("${{{id}.Arn}}:*")])
+        .collect();
+    if let Some(rest) = resource.strip_prefix("${ImportBucket.Arn}") {
+        return if rest.is_empty() || rest.starts_with('/') {
+            Ok("s3")
+        } else {
+            Err(format!(
+                "{resource} is not the import bucket or a key in it"
+            ))
+        };
+    }
+    if function_arns.contains(resource) {
+        return Ok("lambda");
+    }
+    if resource == "${ImportTriggerDeadLetterQueue.Arn}" {
+        return Ok("sqs");
+    }
+    if resource == "${ImportStateMachine}" {
+        return Ok("states");
+    }
+    let states = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:";
+    if let Some(rest) = resource.strip_prefix(states) {
+        let own = [
+            "stateMachine:${AWS::StackName}-import",
+            "execution:${AWS::StackName}-import:",
+            "execution:${AWS::StackName}-import/",
+        ];
+        return if own
+            .iter()
+            .any(|p| rest == p.trim_end_matches([':', '/']) || rest.starts_with(p))
+        {
+            Ok("states")
+        } else {
+            Err(format!(
+                "{resource} is not this stack's state machine or its executions"
+            ))
+        };
+    }
+    if let Some(rest) = resource.strip_prefix(IOT_ARN) {
+        let kind = rest.split('/').next().unwrap_or_default();
+        return if IOT_RESOURCE_TYPES.contains(&kind) && rest.contains('/') {
+            Ok("iot")
+        } else {
+            Err(format!(
+                "{resource}: not one of the IoT resource types {IOT_RESOURCE_TYPES:?}"
+            ))
+        };
+    }
+    Err(format!(
+        "{resource} is not scoped to this stack, account and Region"
+    ))
+}
+
+/// Least privilege for every Allow statement.
+fn check_iam(template: &Yaml) -> Vec<String> {
+    let no_resource_type: BTreeSet<&str> = NO_RESOURCE_TYPE.iter().map(|(a, _)| *a).collect();
+    let mut problems = Vec::new();
+    for (at, statement) in statements(template) {
+        if get(statement, "Effect").and_then(Yaml::as_str) != Some("Allow") {
+            continue;
+        }
+        let at = format!("{at}/{}", sid(statement));
+        if get(statement, "NotAction").is_some() || get(statement, "NotResource").is_some() {
+            problems.push(format!("{at}: NotAction/NotResource in an Allow"));
+        }
+        let actions = rendered_list(get(statement, "Action"));
+        for action in &actions {
+            if action == "*" || action.ends_with(":*") || action.contains('*') {
+                problems.push(format!("{at}: Allow of wildcard action {action}"));
+            }
+        }
+        if at.contains(" trust/") {
+            // Trust policies name principals, not resources (checked in check_trust).
+            continue;
+        }
+        let resources = rendered_list(get(statement, "Resource"));
+        if resources.is_empty() {
+            problems.push(format!("{at}: no Resource"));
+        }
+        let mut services_with_resources = BTreeSet::new();
+        for resource in &resources {
+            if resource == "*" {
+                for action in &actions {
+                    if !no_resource_type.contains(action.as_str()) {
+                        problems.push(format!(
+                            "{at}: Resource \"*\" for {action}, which supports resource-level permissions"
+                        ));
+                    }
+                }
+                continue;
+            }
+            match resource_scope(resource, template) {
+                Ok(service) => {
+                    services_with_resources.insert(service);
+                }
+                Err(why) => problems.push(format!("{at}: {why}")),
+            }
+        }
+        for action in &actions {
+            let service = action.split(':').next().unwrap_or_default();
+            if !no_resource_type.contains(action.as_str())
+                && !resources.iter().any(|r| r == "*")
+                && !services_with_resources.contains(service)
+            {
+                problems.push(format!(
+                    "{at}: {action} has no {service} resource in its statement"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Every role may be assumed only by an AWS service, on behalf of this account.
+fn check_trust(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (id, role) in of_type(template, "AWS::IAM::Role") {
+        let trust = properties(role).and_then(|p| get(p, "AssumeRolePolicyDocument"));
+        let statements = match trust.and_then(|t| get(t, "Statement")) {
+            Some(Yaml::Sequence(items)) => items.iter().collect::<Vec<_>>(),
+            Some(one) => vec![one],
+            None => {
+                problems.push(format!("{id}: no trust policy"));
+                continue;
+            }
+        };
+        for statement in statements {
+            let service = path(statement, &["Principal", "Service"]).and_then(render);
+            if !service
+                .as_deref()
+                .is_some_and(|s| s.ends_with(".amazonaws.com"))
+            {
+                problems.push(format!("{id}: trusted principal is not an AWS service"));
+            }
+            let source_account = path(
+                statement,
+                &["Condition", "StringEquals", "aws:SourceAccount"],
+            )
+            .and_then(render);
+            if source_account.as_deref() != Some("${AWS::AccountId}") {
+                problems.push(format!(
+                    "{id}: trust is not pinned to this account (aws:SourceAccount), a confused-deputy risk"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// A resource policy on `target` that denies every request without TLS.
+fn denies_insecure_transport(
+    template: &Yaml,
+    policy_type: &str,
+    target: &str,
+    resources: &[String],
+) -> bool {
+    of_type(template, policy_type)
+        .into_iter()
+        .any(|(_, policy)| {
+            let props = properties(policy);
+            let attached = props.and_then(|p| get(p, "Bucket").or_else(|| get(p, "Queues")));
+            let attached = rendered_list(attached);
+            if !attached.iter().any(|a| a == target) {
+                return false;
+            }
+            let statements = match props.and_then(|p| path(p, &["PolicyDocument", "Statement"])) {
+                Some(Yaml::Sequence(items)) => items.iter().collect::<Vec<_>>(),
+                Some(one) => vec![one],
+                None => Vec::new(),
+            };
+            statements.into_iter().any(|s| {
+                let denies = get(s, "Effect").and_then(Yaml::as_str) == Some("Deny");
+                let everyone = get(s, "Principal").and_then(render).as_deref() == Some("*");
+                let actions = rendered_list(get(s, "Action"));
+                let all_actions = actions.iter().any(|a| a == "*" || a.ends_with(":*"));
+                let covered = rendered_list(get(s, "Resource"));
+                let all_resources = resources.iter().all(|r| covered.contains(r));
+                let insecure =
+                    path(s, &["Condition", "Bool", "aws:SecureTransport"]).and_then(|v| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .or_else(|| v.as_bool().map(|b| b.to_string()))
+                    });
+                denies
+                    && everyone
+                    && all_actions
+                    && all_resources
+                    && insecure.as_deref() == Some("false")
+            })
+        })
+}
+
+/// Buckets: encrypted at rest, TLS only, never public, ACLs off.
+fn check_buckets(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    let buckets = of_type(template, "AWS::S3::Bucket");
+    if buckets.is_empty() {
+        problems.push("no bucket to check".to_owned());
+    }
+    for (id, bucket) in buckets {
+        let props = properties(bucket);
+        let sse = props
+            .and_then(|p| {
+                path(
+                    p,
+                    &["BucketEncryption", "ServerSideEncryptionConfiguration"],
+                )
+            })
+            .and_then(Yaml::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(|rule| {
+                path(rule, &["ServerSideEncryptionByDefault", "SSEAlgorithm"])
+                    .and_then(Yaml::as_str)
+            })
+            .any(|alg| matches!(alg, "AES256" | "aws:kms" | "aws:kms:dsse"));
+        if !sse {
+            problems.push(format!("{id}: no default server-side encryption"));
+        }
+        for flag in [
+            "BlockPublicAcls",
+            "BlockPublicPolicy",
+            "IgnorePublicAcls",
+            "RestrictPublicBuckets",
+        ] {
+            let on = props
+                .and_then(|p| path(p, &["PublicAccessBlockConfiguration", flag]))
+                .and_then(Yaml::as_bool);
+            if on != Some(true) {
+                problems.push(format!(
+                    "{id}: PublicAccessBlockConfiguration.{flag} is not true"
+                ));
+            }
+        }
+        let ownership = props
+            .and_then(|p| path(p, &["OwnershipControls", "Rules"]))
+            .and_then(Yaml::as_sequence)
+            .into_iter()
+            .flatten()
+            .any(|r| {
+                get(r, "ObjectOwnership").and_then(Yaml::as_str) == Some("BucketOwnerEnforced")
+            });
+        if !ownership {
+            problems.push(format!(
+                "{id}: ACLs are not disabled (ObjectOwnership BucketOwnerEnforced)"
+            ));
+        }
+        let arn = format!("${{{id}.Arn}}");
+        let reference = format!("${{{id}}}");
+        if !denies_insecure_transport(
+            template,
+            "AWS::S3::BucketPolicy",
+            &reference,
+            &[arn.clone(), format!("{arn}/*")],
+        ) {
+            problems.push(format!(
+                "{id}: no bucket policy denies s3:* on the bucket and its objects when aws:SecureTransport is false"
+            ));
+        }
+    }
+    problems
+}
+
+/// Queues: encrypted, TLS only.
+fn check_queues(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (id, queue) in of_type(template, "AWS::SQS::Queue") {
+        let props = properties(queue);
+        let sse = props
+            .and_then(|p| get(p, "SqsManagedSseEnabled"))
+            .and_then(Yaml::as_bool)
+            == Some(true)
+            || props.and_then(|p| get(p, "KmsMasterKeyId")).is_some();
+        if !sse {
+            problems.push(format!("{id}: not encrypted at rest"));
+        }
+        let arn = format!("${{{id}.Arn}}");
+        if !denies_insecure_transport(
+            template,
+            "AWS::SQS::QueuePolicy",
+            &format!("${{{id}}}"),
+            &[arn],
+        ) {
+            problems.push(format!("{id}: no queue policy denies requests without TLS"));
+        }
+    }
+    problems
+}
+
+/// Every log group has a retention, every function and the state machine log to one of them.
+fn check_logs(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    let groups: BTreeSet<String> = of_type(template, "AWS::Logs::LogGroup")
+        .into_iter()
+        .map(|(id, group)| {
+            if properties(group)
+                .and_then(|p| get(p, "RetentionInDays"))
+                .is_none()
+            {
+                problems.push(format!(
+                    "{id}: no RetentionInDays (logs would be kept forever)"
+                ));
+            }
+            id
+        })
+        .collect();
+    for (id, function) in of_type(template, "AWS::Serverless::Function") {
+        let group = properties(function)
+            .and_then(|p| path(p, &["LoggingConfig", "LogGroup"]))
+            .and_then(|g| intrinsic(g, "Ref"))
+            .and_then(Yaml::as_str);
+        if !group.is_some_and(|g| groups.contains(g)) {
+            problems.push(format!(
+                "{id}: does not log to a log group of this template, so Lambda would create one that never expires"
+            ));
+        }
+    }
+    for (id, machine) in of_type(template, "AWS::Serverless::StateMachine") {
+        let logging = properties(machine).and_then(|p| get(p, "Logging"));
+        let destinations = logging
+            .and_then(|l| get(l, "Destinations"))
+            .and_then(Yaml::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| path(d, &["CloudWatchLogsLogGroup", "LogGroupArn"]))
+            .filter_map(|arn| intrinsic(arn, "GetAtt"))
+            .filter_map(|target| {
+                target
+                    .as_str()
+                    .map(|t| t.trim_end_matches(".Arn").to_owned())
+            })
+            .collect::<Vec<_>>();
+        if destinations.is_empty() || !destinations.iter().all(|d| groups.contains(d)) {
+            problems.push(format!(
+                "{id}: does not log to a log group of this template"
+            ));
+        }
+        if logging
+            .and_then(|l| get(l, "IncludeExecutionData"))
+            .and_then(Yaml::as_bool)
+            != Some(false)
+        {
+            problems.push(format!(
+                "{id}: execution data (certificates) would be logged"
+            ));
+        }
+    }
+    problems
+}
+
+// ------------------------------------------------------------------------------- tests
+
+fn assert_clean(problems: Vec<String>) {
+    assert!(
+        problems.is_empty(),
+        "problems:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+fn assert_caught(problems: Vec<String>, needle: &str) {
+    assert!(
+        problems.iter().any(|p| p.contains(needle)),
+        "expected a problem mentioning {needle:?}, got {problems:?}"
+    );
+}
+
+fn at<'a>(value: &'a mut Yaml, keys: &[&str]) -> &'a mut Yaml {
+    keys.iter().fold(value, |v, key| {
+        v.as_mapping_mut()
+            .and_then(|m| m.get_mut(*key))
+            .unwrap_or_else(|| panic!("no {key} in the template"))
+    })
+}
+
+/// A SAM function's policy statement by Sid, mutably.
+fn function_statement<'a>(template: &'a mut Yaml, function: &str, sid: &str) -> &'a mut Yaml {
+    at(template, &["Resources", function, "Properties", "Policies"])
+        .as_sequence_mut()
+        .expect("Policies is a list")
+        .iter_mut()
+        .filter_map(|policy| policy.as_mapping_mut().and_then(|m| m.get_mut("Statement")))
+        .filter_map(Yaml::as_sequence_mut)
+        .flatten()
+        .find(|s| get(s, "Sid").and_then(Yaml::as_str) == Some(sid))
+        .unwrap_or_else(|| panic!("{function} has no statement {sid}"))
+}
+
+fn set(value: &mut Yaml, key: &str, new: Yaml) {
+    value
+        .as_mapping_mut()
+        .expect("a mapping")
+        .insert(Yaml::from(key), new);
+}
+
+fn yaml(text: &str) -> Yaml {
+    serde_norway::from_str(text).expect("test YAML")
+}
+
+#[test]
+fn intrinsic_tags_load_and_render() {
+    let value = yaml(
+        "[!Ref Bucket, !GetAtt Fn.Arn, !Sub 'a-${X}', {\"Fn::GetAtt\": [Q, Arn]}, !If [C, a, b]]",
+    );
+    assert_eq!(
+        rendered_list(Some(&value)),
+        [
+            "${Bucket}",
+            "${Fn.Arn}",
+            "a-${X}",
+            "${Q.Arn}",
+            "<unrenderable>"
+        ]
+    );
+    // The real template has tags everywhere; loading it must not lose them.
+    let template = template();
+    let bucket = path(
+        &template,
+        &["Resources", "ImportBucketPolicy", "Properties", "Bucket"],
+    )
+    .expect("bucket");
+    assert_eq!(render(bucket).as_deref(), Some("${ImportBucket}"));
+}
+
+#[test]
+fn iam_is_least_privilege() {
+    assert_clean(check_iam(&template()));
+    assert_clean(check_trust(&template()));
+}
+
+#[test]
+fn iam_check_catches_wildcards_and_unscoped_resources() {
+    // A `*` resource for an action that has resource-level permissions.
+    let mut t = template();
+    set(
+        function_statement(&mut t, "RegisterFunction", "ReadCertificates"),
+        "Resource",
+        yaml("'*'"),
+    );
+    assert_caught(check_iam(&t), "Resource \"*\" for iot:DescribeCertificate");
+
+    // A service wildcard, and a full wildcard.
+    let mut t = template();
+    set(
+        function_statement(&mut t, "SplitFunction", "ValidateProfilePolicies"),
+        "Action",
+        yaml("iot:*"),
+    );
+    assert_caught(check_iam(&t), "wildcard action iot:*");
+    let mut t = template();
+    set(
+        function_statement(&mut t, "SummarizeFunction", "ReadWriteRun"),
+        "Action",
+        yaml("['*']"),
+    );
+    assert_caught(check_iam(&t), "wildcard action *");
+
+    // An IoT ARN of any account or Region, or of a type Thingpress never touches.
+    let mut t = template();
+    set(
+        function_statement(&mut t, "RegisterFunction", "CreateThings"),
+        "Resource",
+        yaml("!Sub 'arn:${AWS::Partition}:iot:*:*:thing/*'"),
+    );
+    assert_caught(check_iam(&t), "not scoped to this stack");
+    let mut t = template();
+    set(
+        function_statement(&mut t, "RegisterFunction", "AttachPoliciesToCertificates"),
+        "Resource",
+        yaml("!Sub 'arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:*'"),
+    );
+    assert_caught(check_iam(&t), "not one of the IoT resource types");
+
+    // Another bucket, or every bucket.
+    let mut t = template();
+    set(
+        function_statement(&mut t, "DecorateFunction", "ReadProfiles"),
+        "Resource",
+        yaml("arn:aws:s3:::*"),
+    );
+    assert_caught(check_iam(&t), "arn:aws:s3:::* is not scoped");
+    let mut t = template();
+    set(
+        function_statement(&mut t, "DecorateFunction", "ReadProfiles"),
+        "Resource",
+        yaml("!Sub '${ImportBucket.Arn}*'"),
+    );
+    assert_caught(check_iam(&t), "not the import bucket or a key in it");
+
+    // A statement whose resources belong to another service than its action.
+    let mut t = template();
+    set(
+        function_statement(&mut t, "DecorateFunction", "ReadProfiles"),
+        "Resource",
+        yaml("!GetAtt SplitFunction.Arn"),
+    );
+    assert_caught(check_iam(&t), "s3:GetObject has no s3 resource");
+
+    // An intrinsic the check cannot read is not taken on trust.
+    let mut t = template();
+    set(
+        function_statement(&mut t, "DecorateFunction", "ReadProfiles"),
+        "Resource",
+        yaml("!If [C, '*', x]"),
+    );
+    assert_caught(check_iam(&t), "<unrenderable>");
+
+    // Any principal trusted, or trust without the account pinned.
+    let mut t = template();
+    let trust = at(
+        &mut t,
+        &[
+            "Resources",
+            "ImportTriggerRole",
+            "Properties",
+            "AssumeRolePolicyDocument",
+            "Statement",
+        ],
+    );
+    let first = trust
+        .as_sequence_mut()
+        .expect("list")
+        .first_mut()
+        .expect("a statement");
+    set(first, "Principal", yaml("{AWS: '*'}"));
+    first.as_mapping_mut().expect("mapping").remove("Condition");
+    let problems = check_trust(&t);
+    assert_caught(problems.clone(), "not an AWS service");
+    assert_caught(problems, "aws:SourceAccount");
+}
+
+#[test]
+fn bucket_is_encrypted_tls_only_and_never_public() {
+    assert_clean(check_buckets(&template()));
+    assert_clean(check_queues(&template()));
+}
+
+#[test]
+fn bucket_check_catches_each_missing_guard() {
+    let bucket = ["Resources", "ImportBucket", "Properties"];
+    let mut t = template();
+    at(&mut t, &bucket)
+        .as_mapping_mut()
+        .expect("mapping")
+        .remove("BucketEncryption");
+    assert_caught(check_buckets(&t), "no default server-side encryption");
+
+    let mut t = template();
+    set(
+        at(
+            &mut t,
+            &[&bucket[..], &["PublicAccessBlockConfiguration"]].concat(),
+        ),
+        "RestrictPublicBuckets",
+        yaml("false"),
+    );
+    assert_caught(check_buckets(&t), "RestrictPublicBuckets is not true");
+
+    let mut t = template();
+    at(&mut t, &bucket)
+        .as_mapping_mut()
+        .expect("mapping")
+        .remove("OwnershipControls");
+    assert_caught(check_buckets(&t), "ACLs are not disabled");
+
+    let policy = [
+        "Resources",
+        "ImportBucketPolicy",
+        "Properties",
+        "PolicyDocument",
+        "Statement",
+    ];
+    for (key, value) in [
+        ("Condition", "{Bool: {'aws:SecureTransport': 'true'}}"),
+        ("Effect", "Allow"),
+        ("Action", "s3:GetObject"),
+        ("Resource", "!GetAtt ImportBucket.Arn"),
+        ("Principal", "{AWS: !Ref AWS::AccountId}"),
+    ] {
+        let mut t = template();
+        let statements = at(&mut t, &policy).as_sequence_mut().expect("list");
+        let deny = statements.first_mut().expect("a statement");
+        set(deny, key, yaml(value));
+        assert_caught(check_buckets(&t), "aws:SecureTransport is false");
+    }
+
+    let mut t = template();
+    at(
+        &mut t,
+        &["Resources", "ImportTriggerDeadLetterQueue", "Properties"],
+    )
+    .as_mapping_mut()
+    .expect("mapping")
+    .remove("SqsManagedSseEnabled");
+    assert_caught(check_queues(&t), "not encrypted at rest");
+}
+
+#[test]
+fn every_log_group_has_a_retention_and_is_used() {
+    assert_clean(check_logs(&template()));
+}
+
+#[test]
+fn log_check_catches_missing_retention_and_implicit_groups() {
+    let mut t = template();
+    at(
+        &mut t,
+        &["Resources", "RegisterFunctionLogGroup", "Properties"],
+    )
+    .as_mapping_mut()
+    .expect("mapping")
+    .remove("RetentionInDays");
+    assert_caught(
+        check_logs(&t),
+        "RegisterFunctionLogGroup: no RetentionInDays",
+    );
+
+    let mut t = template();
+    at(&mut t, &["Resources", "SplitFunction", "Properties"])
+        .as_mapping_mut()
+        .expect("mapping")
+        .remove("LoggingConfig");
+    assert_caught(check_logs(&t), "SplitFunction: does not log to a log group");
+
+    let mut t = template();
+    set(
+        at(
+            &mut t,
+            &["Resources", "ImportStateMachine", "Properties", "Logging"],
+        ),
+        "IncludeExecutionData",
+        yaml("true"),
+    );
+    assert_caught(check_logs(&t), "execution data");
+}
