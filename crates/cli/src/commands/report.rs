@@ -353,10 +353,10 @@ async fn no_report(
         ),
         Output::Table => {
             println!("run {run_id}: no report yet (execution: {execution})");
-            println!("  chunks                {:>10}", index.len());
-            println!("  with results          {with_results:>10}");
+            println!("  chunks                          {:>10}", index.len());
+            println!("  with results                    {with_results:>10}");
             println!(
-                "  without results       {:>10}{}",
+                "  without results                 {:>10}{}",
                 missing.len(),
                 list_some(&missing)
             );
@@ -364,8 +364,8 @@ async fn no_report(
         Output::Csv => {}
     }
     bail!(
-        "run {run_id} has no report (execution: {execution}): it is still running or stopped \
-         before Summarize; {} of {} chunks have results",
+        "run {run_id} has no report (execution: {execution}): it is still running, stopped \
+         before Summarize, or the report was removed; {} of {} chunks have results",
         with_results,
         index.len()
     )
@@ -391,32 +391,46 @@ pub fn table(report: &Report) -> String {
     };
     let mut out = format!("run {}: {status}\n", report.run_id);
     out.push_str(&format!(
-        "  manifest              {} ({}, profile {})\n",
+        "  manifest                        {} ({}, profile {})\n",
         report.source.url(),
         report.supplier,
         report.profile
     ));
-    out.push_str(&format!("  entries               {:>10}\n", report.entries));
-    out.push_str(&format!("  registered            {:>10}\n", o.registered));
     out.push_str(&format!(
-        "  already registered    {:>10}\n",
+        "  entries                         {:>10}\n",
+        report.entries
+    ));
+    out.push_str(&format!(
+        "  registered                      {:>10}\n",
+        o.registered
+    ));
+    out.push_str(&format!(
+        "  already registered              {:>10}\n",
         o.already_registered
     ));
-    out.push_str(&format!("  rejected              {:>10}\n", o.rejected));
+    out.push_str(&format!(
+        "  rejected                        {:>10}\n",
+        o.rejected
+    ));
     for (name, n) in &o.rejected_by_error {
-        out.push_str(&format!("    {:<32}{n:>8}\n", name.as_str()));
+        out.push_str(&format!("    {:<30}{n:>10}\n", name.as_str()));
     }
     let unaccounted = report.entries.saturating_sub(o.total());
     if unaccounted > 0 {
-        out.push_str(&format!("  no outcome yet        {unaccounted:>10}\n"));
+        out.push_str(&format!(
+            "  no outcome yet                  {unaccounted:>10}\n"
+        ));
     }
-    out.push_str(&format!("  chunks                {:>10}\n", report.chunks));
     out.push_str(&format!(
-        "  chunk retries         {:>10}\n",
+        "  chunks                          {:>10}\n",
+        report.chunks
+    ));
+    out.push_str(&format!(
+        "  chunk retries                   {:>10}\n",
         report.chunk_retries
     ));
     out.push_str(&format!(
-        "  throttled calls       {:>10}\n",
+        "  throttled calls                 {:>10}\n",
         report.throttled
     ));
     if !report.api_calls.is_empty() {
@@ -425,10 +439,13 @@ pub fn table(report: &Report) -> String {
             .iter()
             .map(|(api, n)| format!("{api} {n}"))
             .collect();
-        out.push_str(&format!("  IoT calls             {}\n", calls.join(", ")));
+        out.push_str(&format!(
+            "  IoT calls                       {}\n",
+            calls.join(", ")
+        ));
     }
     out.push_str(&format!(
-        "  duration              {:.1} s, {:.1} certificates/s\n",
+        "  duration                        {:.1} s, {:.1} certificates/s\n",
         report.duration_seconds, report.certificates_per_second
     ));
     for problem in &report.problems {

@@ -1,0 +1,401 @@
+//! End to end: the `thingpress` binary's report, retry-failed and redrive commands against the
+//! running local stack (`script/local up && script/local deploy`). A run made to fail by fault
+//! injection is completed by `retry-failed`; reports of runs with rejected entries are printed
+//! as a table, JSON and CSV; the local stack's missing RedriveExecution is one clear error line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use base64::Engine;
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use serde_json::{Value, json};
+use thingpress_pipeline::report::{Report, RunStatus};
+
+use support::*;
+
+/// What one run of the binary printed, and how it ended.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn ok(self) -> Ran {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Exit 1 with exactly one error line on stderr (progress lines never come before it here).
+    fn one_error_line(&self) -> &str {
+        assert_eq!(self.code, Some(1), "{}{}", self.stdout, self.stderr);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", self.stderr);
+        assert!(lines[0].starts_with("thingpress: error: "), "{}", lines[0]);
+        lines[0]
+    }
+}
+
+/// Runs `thingpress --local ARGS` on the suite's stack (off the async runtime's threads).
+async fn thingpress(args: &[&str]) -> Ran {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_thingpress"))
+            .arg("--local")
+            .args(&args)
+            .env("THINGPRESS_LOCAL_DIR", local_dir())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let ran = Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    eprintln!(
+        "$ thingpress ... -> {:?}\n{}{}",
+        ran.code, ran.stdout, ran.stderr
+    );
+    ran
+}
+
+async fn report_of(stack: &Stack, run_id: &str) -> Report {
+    let body = stack
+        .get(&format!("runs/{run_id}/report.json"))
+        .await
+        .unwrap_or_else(|| panic!("{run_id} has no report"));
+    serde_json::from_slice(&body).unwrap()
+}
+
+fn assert_adds_up(report: &Report) {
+    assert_eq!(report.status, RunStatus::Complete, "{report:?}");
+    assert!(report.problems.is_empty(), "{report:?}");
+    assert_eq!(report.outcomes.total(), report.entries, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_failed_by_crashing_register_is_completed_by_retry_failed() {
+    let stack = Stack::new().await;
+    let tag = unique("retry");
+    let (key, ids) = fresh_manifest(&stack, &tag, 20).await;
+    let mut profile = stack.resources(&tag, 1, 1).await;
+    profile["chunkSize"] = json!(5);
+    let before = stack.certificate_ids().await;
+    assert!(ids.iter().all(|(c, _)| !before.contains(c)));
+
+    // Every Register invocation crashes for the run's whole duration: no chunk gets results.
+    let run = {
+        let _exclusive = EDGE.write().await;
+        edge(
+            &stack.state,
+            "POST",
+            "/_edge/faults",
+            Some(json!({"lambda": {"register": {"crash": 1.0}}})),
+        );
+        let run = stack.import(&tag, &key, profile.clone(), false).await;
+        edge(&stack.state, "POST", "/_edge/faults", Some(json!({})));
+        run
+    };
+    let _shared = EDGE.read().await;
+    assert_eq!(run.status, ExecutionStatus::Failed, "{:?}", run.cause);
+    assert_eq!(run.error.as_deref(), Some("Thingpress.IncompleteImport"));
+    let failed = report_of(&stack, &tag).await;
+    assert_eq!(failed.status, RunStatus::Incomplete);
+    assert_eq!(failed.outcomes.total(), 0);
+
+    let ran = thingpress(&["retry-failed", &tag, "--wait"]).await.ok();
+    assert!(
+        ran.stdout.contains(&format!(
+            "run {tag}: retry 1 imports 4 of 4 chunks without results (20 entries)"
+        )),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.contains(&format!("run {tag} SUCCEEDED")),
+        "{}",
+        ran.stdout
+    );
+    // Split did not run again: the source object's claim still names the first run only, and
+    // the retry has no objects of its own.
+    assert!(
+        stack
+            .get(&format!("runs/{tag}-retry1/run.json"))
+            .await
+            .is_none()
+    );
+    let report = report_of(&stack, &tag).await;
+    assert_adds_up(&report);
+    assert_eq!(report.outcomes.registered, 20, "{:?}", report.outcomes);
+    // Other tests register alongside: count this manifest's certificates (IoT has one per id;
+    // verify_registry checks one certificate per thing).
+    let registered = |all: &BTreeSet<String>| ids.iter().filter(|(c, _)| all.contains(c)).count();
+    assert_eq!(registered(&stack.certificate_ids().await), 20);
+    stack
+        .verify_registry(&profile, &ids, &BTreeSet::new())
+        .await;
+
+    // Nothing left to do.
+    let ran = thingpress(&["retry-failed", &tag]).await.ok();
+    assert!(ran.stdout.contains("nothing to retry"), "{}", ran.stdout);
+
+    // A chunk whose results are lost is the only one imported again; its entries are already
+    // registered, never twice. The retry's own name leads to the run too.
+    let lost = format!("runs/{tag}/results/00002.jsonl");
+    stack
+        .s3
+        .delete_object()
+        .bucket(&stack.bucket)
+        .key(&lost)
+        .send()
+        .await
+        .unwrap();
+    let ran = thingpress(&["retry-failed", &format!("{tag}-retry1"), "--wait"])
+        .await
+        .ok();
+    assert!(
+        ran.stdout
+            .contains("retry 2 imports 1 of 4 chunks without results (5 entries)"),
+        "{}",
+        ran.stdout
+    );
+    let report = report_of(&stack, &tag).await;
+    assert_adds_up(&report);
+    assert_eq!(report.outcomes.registered, 15, "{:?}", report.outcomes);
+    assert_eq!(
+        report.outcomes.already_registered, 5,
+        "{:?}",
+        report.outcomes
+    );
+    assert_eq!(registered(&stack.certificate_ids().await), 20);
+
+    // An entry IoT rejected (recorded as such) is imported again with --include-rejected-by-iot;
+    // the chunk's other entries are not, and its old results are kept.
+    let chunk = format!("runs/{tag}/results/00001.jsonl");
+    let body = String::from_utf8(stack.get(&chunk).await.unwrap()).unwrap();
+    let mut lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    lines[2]["outcome"] = json!("rejected");
+    lines[2]["error"] = json!("Thingpress.RejectedByIot");
+    lines[2]["message"] = json!("CertificateValidationException: injected by the test");
+    let rewritten: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    stack.put(&chunk, rewritten.clone().into_bytes()).await;
+    let ran = thingpress(&["retry-failed", &tag]).await.ok();
+    assert!(ran.stdout.contains("nothing to retry"), "{}", ran.stdout);
+    let ran = thingpress(&["retry-failed", &tag, "--include-rejected-by-iot", "--wait"])
+        .await
+        .ok();
+    assert!(
+        ran.stdout.contains(
+            "retry 3 imports 0 of 4 chunks without results (0 entries) and 1 entries IoT \
+             rejected, in 1 chunks"
+        ),
+        "{}",
+        ran.stdout
+    );
+    let superseded = stack
+        .get(&format!("runs/{tag}/retries/00003/superseded/00001.jsonl"))
+        .await
+        .expect("the reopened chunk's old results");
+    assert_eq!(String::from_utf8(superseded).unwrap(), rewritten);
+    let report = report_of(&stack, &tag).await;
+    assert_adds_up(&report);
+    assert_eq!(report.outcomes.rejected, 0, "{:?}", report.outcomes);
+    assert_eq!(report.outcomes.registered, 14, "{:?}", report.outcomes);
+    assert_eq!(
+        report.outcomes.already_registered, 6,
+        "{:?}",
+        report.outcomes
+    );
+    stack
+        .verify_registry(&profile, &ids, &BTreeSet::new())
+        .await;
+    assert_eq!(registered(&stack.certificate_ids().await), 20);
+}
+
+/// A self-signed certificate whose CN is not a valid thing name.
+fn certificate_named(cn: &str) -> String {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.self_signed(&key).unwrap().pem()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_shows_rejected_entries_as_a_table_json_and_csv() {
+    let _shared = EDGE.read().await;
+    let stack = Stack::new().await;
+    let tag = unique("report");
+    let mut profile = stack.resources(&tag, 1, 1).await;
+    profile["chunkSize"] = json!(2);
+    // base64(PEM) per line: Split rejects line 1; Decorate rejects line 3 (its thing name
+    // would hold a space); the rest register.
+    let good = fresh_certificates(&tag, 3);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let lines = [
+        b64(&good[0]),
+        "!!!not base64!!!".to_owned(),
+        b64(&good[1]),
+        b64(&certificate_named("bad name")),
+        b64(&good[2]),
+    ];
+    let key = format!("e2e/{tag}/mixed.txt");
+    stack
+        .put(&key, (lines.join("\n") + "\n").into_bytes())
+        .await;
+    let run = stack.import(&tag, &key, profile, false).await;
+    let report = stack.report(&run).await;
+    assert_adds_up(&report);
+    assert_eq!(report.entries, 5);
+    assert_eq!(report.outcomes.registered, 3);
+    assert_eq!(report.outcomes.rejected, 2);
+
+    let table = thingpress(&["report", &tag]).await.ok().stdout;
+    assert!(
+        table.starts_with(&format!("run {tag}: complete\n")),
+        "{table}"
+    );
+    let rows: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("INDEX"))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[0].trim_start().starts_with("1 "), "{}", rows[0]);
+    assert!(rows[1].trim_start().starts_with("3 "), "{}", rows[1]);
+    assert!(
+        rows[1].contains("Thingpress.InvalidThingName"),
+        "{}",
+        rows[1]
+    );
+    assert!(rows[1].contains("bad name"), "{}", rows[1]);
+
+    // JSON: the report as stored plus the rejected entries, in manifest order.
+    let arn = format!(
+        "{}:{tag}",
+        stack.machine.replace(":stateMachine:", ":execution:")
+    );
+    let json: Value = serde_json::from_str(
+        &thingpress(&["report", &arn, "--output", "json"])
+            .await
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["report"], serde_json::to_value(&report).unwrap());
+    let rejected = json["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{json}");
+    assert_eq!(rejected[0]["index"], 1);
+    assert!(rejected[0]["certificateId"].is_null());
+    assert_eq!(rejected[1]["index"], 3);
+    assert_eq!(rejected[1]["error"], "Thingpress.InvalidThingName");
+    assert_eq!(rejected[1]["deviceId"], "bad name");
+    // Register keeps no certificate id for an entry Decorate rejected.
+    assert!(rejected[1]["certificateId"].is_null());
+    for r in rejected {
+        assert!(!r["message"].as_str().unwrap().is_empty(), "{r}");
+    }
+
+    // --rejected-only JSON: one entry per line, the same entries.
+    let jsonl = thingpress(&["report", &tag, "--output", "json", "--rejected-only"])
+        .await
+        .ok()
+        .stdout;
+    let entries: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(&entries, rejected);
+
+    // CSV: a header and one row per rejected entry.
+    let csv_text = thingpress(&["report", &tag, "--output", "csv"])
+        .await
+        .ok()
+        .stdout;
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec!["index", "deviceId", "certificateId", "error", "message"]
+    );
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 2, "{csv_text}");
+    assert_eq!(&records[1][0], "3");
+    assert_eq!(&records[1][1], "bad name");
+    assert_eq!(&records[1][3], "Thingpress.InvalidThingName");
+    assert_eq!(&records[0][3], rejected[0]["error"].as_str().unwrap());
+
+    // --rejected-only table: the header and the two rows, no counts.
+    let only = thingpress(&["report", &tag, "--rejected-only"])
+        .await
+        .ok()
+        .stdout;
+    assert_eq!(only.lines().count(), 3, "{only}");
+
+    // Without report.json (as while the run is still going): what exists, and exit 1.
+    stack
+        .s3
+        .delete_object()
+        .bucket(&stack.bucket)
+        .key(format!("runs/{tag}/report.json"))
+        .send()
+        .await
+        .unwrap();
+    let ran = thingpress(&["report", &tag]).await;
+    let error = ran.one_error_line();
+    assert!(error.contains("has no report"), "{error}");
+    assert!(error.contains("2 of 2 chunks have results"), "{error}");
+    assert!(
+        ran.stdout.contains("no report yet (execution: SUCCEEDED)"),
+        "{}",
+        ran.stdout
+    );
+
+    // A run that does not exist.
+    let ran = thingpress(&["report", &format!("{tag}-absent")]).await;
+    assert!(ran.one_error_line().contains("the run does not exist"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_errors_are_one_clear_line() {
+    let _shared = EDGE.read().await;
+    let stack = Stack::new().await;
+    let tag = unique("redrive");
+    let profile = stack.resources(&tag, 1, 1).await;
+    // A manifest that is not there: Split fails the run at once.
+    let run = stack
+        .import(&tag, &format!("e2e/{tag}/absent.pem"), profile, false)
+        .await;
+    assert_eq!(run.status, ExecutionStatus::Failed);
+
+    // moto has no RedriveExecution (HTTP 500): the check passes, the call fails, one line.
+    let ran = thingpress(&["redrive", &tag]).await;
+    let error = ran.one_error_line();
+    assert!(error.contains("cannot redrive"), "{error}");
+    assert!(error.contains(&format!(":{tag}: ")), "{error}");
+    assert!(error.contains("HTTP 500"), "{error}");
+    assert!(error.contains("retry-failed"), "{error}");
+
+    let ran = thingpress(&["redrive", &format!("{tag}-absent")]).await;
+    assert!(ran.one_error_line().ends_with("no such execution"));
+
+    // retry-failed cannot help a run whose Split never finished: it says so.
+    let ran = thingpress(&["retry-failed", &tag]).await;
+    assert!(ran.one_error_line().contains("Split never finished"));
+}
