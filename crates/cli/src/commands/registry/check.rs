@@ -556,7 +556,11 @@ pub async fn check(
             Item::Checked(entry, problems) => {
                 tally.count_checked(&problems);
                 if !problems.is_empty() {
-                    write_problems(out, format, &entry, &problems)?;
+                    // Flushed at once: a long check shows its problems as it finds them.
+                    progress.suspend(|| {
+                        write_problems(out, format, &entry, &problems)?;
+                        out.flush().context("cannot write to stdout")
+                    })?;
                 }
             }
         }

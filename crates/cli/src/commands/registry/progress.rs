@@ -47,6 +47,14 @@ impl Progress {
         }
     }
 
+    /// Runs `write` with the spinner hidden, so output lines do not mix with it.
+    pub fn suspend<T>(&self, write: impl FnOnce() -> T) -> T {
+        match &self.spinner {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+
     /// Removes the spinner before the results are printed.
     pub fn finish(&self) {
         if let Some(bar) = &self.spinner {
