@@ -375,3 +375,50 @@ async fn bad_arguments_and_unknown_runs_are_one_line_errors() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_counts_failed_chunks_of_a_run_whose_register_crashes() {
+    let _exclusive = EDGE.write().await;
+    let stack = Stack::new().await;
+    let tag = unique("crashing");
+    stored_profile(&stack, &tag).await;
+    let (manifest, _) = manifest_file(&tag, 4);
+    edge(
+        &stack.state,
+        "POST",
+        "/_edge/faults",
+        Some(json!({"lambda": {"register": {"crash": 1.0}}})),
+    );
+    let ran = thingpress(&[
+        "import",
+        arg(&manifest),
+        "--profile",
+        &tag,
+        "--start",
+        "--wait",
+    ])
+    .await;
+    // Reset before asserting, so a failed assertion leaves no fault behind.
+    edge(&stack.state, "POST", "/_edge/faults", Some(json!({})));
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let run_id = ran.run_id();
+    let last_progress = ran
+        .stderr
+        .lines()
+        .rfind(|l| l.starts_with(&format!("{run_id}: ")))
+        .unwrap_or_default();
+    // moto swallows the failed child (DESIGN.md §8); the map run counts it, Summarize fails.
+    assert!(
+        last_progress.contains("FAILED")
+            && last_progress.contains("chunks 0/1 done, 0 running, 1 failed"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.error_line().starts_with(&format!(
+            "thingpress: error: run {run_id} FAILED: Thingpress.IncompleteImport"
+        )),
+        "{}",
+        ran.stderr
+    );
+}

@@ -18,6 +18,8 @@ use crate::target::{Target, TargetArgs, sdk_message};
 
 /// How often the run is polled.
 const POLL: Duration = Duration::from_secs(1);
+/// Consecutive failed map-run queries after which watching gives up.
+const MAP_RUN_FAILURES_TOLERATED: u32 = 10;
 /// The span of recent progress the rate (and so the ETA) is measured over.
 const RATE_WINDOW_SECONDS: f64 = 60.0;
 
@@ -218,6 +220,8 @@ struct Poller {
     /// The chunk index: the run's, or a retry's subset of it.
     index_key: String,
     index: Option<Vec<ChunkDescriptor>>,
+    map_counts: Option<(u64, u64)>,
+    map_failures: u32,
 }
 
 impl Poller {
@@ -242,7 +246,21 @@ impl Poller {
             let keys = self.result_keys().await?;
             (progress.chunks_done, progress.certificates_done) = count_done(index, &keys);
         }
-        if let Some((running, failed)) = self.map_run_counts(execution_arn).await? {
+        // The map run's counts are extra detail: a failing query keeps the last counts for a
+        // while (moto answers ListMapRuns with HTTP 500 in an execution's first moments).
+        match self.map_run_counts(execution_arn).await {
+            Ok(counts) => {
+                self.map_failures = 0;
+                self.map_counts = counts;
+            }
+            Err(e) => {
+                self.map_failures += 1;
+                if self.map_failures >= MAP_RUN_FAILURES_TOLERATED {
+                    return Err(e);
+                }
+            }
+        }
+        if let Some((running, failed)) = self.map_counts {
             progress.chunks_running = running;
             progress.chunks_failed = failed;
         }
@@ -328,6 +346,8 @@ pub async fn follow(target: &Target, execution_arn: &str, interval: Duration) ->
         run,
         index_key,
         index: None,
+        map_counts: None,
+        map_failures: 0,
     };
     let terminal = std::io::stderr().is_terminal();
     let bar = terminal.then(|| {
