@@ -454,6 +454,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use aws_sdk_sfn::Client;
+    use aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput;
+    use aws_sdk_sfn::primitives::DateTime;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use serde_json::Value;
 
     #[test]
     fn retry_names_are_valid_execution_names_and_distinct() {
@@ -500,6 +505,44 @@ mod tests {
             Some(ErrorName::ThingConflict)
         )));
         assert!(!is_rejected_by_iot(&line(Outcome::Registered, None)));
+    }
+
+    fn described(name: &str, input: Value) -> DescribeExecutionOutput {
+        DescribeExecutionOutput::builder()
+            .execution_arn(format!("{MACHINE_EXECUTIONS}:{name}"))
+            .state_machine_arn("arn:aws:states:us-east-1:123456789012:stateMachine:m")
+            .status(ExecutionStatus::Running)
+            .start_date(DateTime::from_secs(0))
+            .input(input.to_string())
+            .build()
+            .unwrap()
+    }
+
+    const MACHINE_EXECUTIONS: &str = "arn:aws:states:us-east-1:123456789012:execution:m";
+
+    #[tokio::test]
+    async fn a_retry_execution_works_on_the_run_it_retries() {
+        let retry = described(
+            "run-1-retry2",
+            json!({"retry": {"runId": "run-1", "chunksKey": "runs/run-1/retries/00002/chunks.json",
+                             "maxConcurrency": 4}}),
+        );
+        let plain = described("run-2", json!({"manifest": {"bucket": "b", "key": "k"}}));
+        let rules = [
+            mock!(Client::describe_execution).then_output(move || retry.clone()),
+            mock!(Client::describe_execution).then_output(move || plain.clone()),
+        ];
+        let sfn = mock_client!(aws_sdk_sfn, RuleMode::Sequential, &rules);
+        let (run, index) = run_of_execution(&sfn, &format!("{MACHINE_EXECUTIONS}:run-1-retry2"))
+            .await
+            .unwrap();
+        assert_eq!(run.run_id(), "run-1");
+        assert_eq!(index, "runs/run-1/retries/00002/chunks.json");
+        let (run, index) = run_of_execution(&sfn, &format!("{MACHINE_EXECUTIONS}:run-2"))
+            .await
+            .unwrap();
+        assert_eq!(run.run_id(), "run-2");
+        assert_eq!(index, "runs/run-2/chunks.json");
     }
 
     #[test]
