@@ -102,8 +102,9 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
         .await?
         .with_context(|| {
             format!(
-                "run {run_id} has no run.json: Split never finished, so there are no chunks to \
-                 retry; import the manifest again (with force, to take its claim over)"
+                "run {run_id} has no chunks to retry (no run.json): Split never finished (or the \
+                 run was skipped as a duplicate, or does not exist); import the manifest again \
+                 (with force, to take its claim over)"
             )
         })?;
     let index: Vec<ChunkDescriptor> = get_object(&store, bucket, &run.chunk_index())
