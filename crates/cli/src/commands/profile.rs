@@ -81,8 +81,9 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
                 }
                 (None, None) => bail!("name a stored profile or give --file FILE"),
             };
+            let checked = loaded.as_ref().ok().map(what_was_checked);
             let problems = validate(&target.iot(), loaded).await?;
-            report_validation(&label, &problems)
+            report_validation(&label, checked.as_deref(), &problems)
         }
     }
 }
@@ -206,10 +207,32 @@ fn problem_text(e: &ProfileError) -> String {
     problems_of(e).join("; ")
 }
 
+/// What a valid profile was checked to have, for the success line.
+fn what_was_checked(profile: &Profile) -> String {
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "none".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let verifiers = match profile.verifiers.len() {
+        0 => "Microchip's published manifest signers".to_owned(),
+        1 => "1 certificate".to_owned(),
+        n => format!("{n} certificates"),
+    };
+    format!(
+        "thing type {}; thing groups {}; policies {}; verifiers {verifiers}",
+        profile.thing_type.as_deref().unwrap_or("none"),
+        list(&profile.thing_groups),
+        list(&profile.policies)
+    )
+}
+
 /// Prints the outcome; an error (exit 1) when there are problems.
-fn report_validation(label: &str, problems: &[String]) -> Result<()> {
+fn report_validation(label: &str, checked: Option<&str>, problems: &[String]) -> Result<()> {
     if problems.is_empty() {
-        println!("{label}: valid (fields, verifiers, and thing type, groups and policies in IoT)");
+        println!("{label}: valid ({})", checked.unwrap_or("no IoT resources"));
         return Ok(());
     }
     for problem in problems {
@@ -286,7 +309,15 @@ mod tests {
             problems[0].starts_with("not a valid profile"),
             "{problems:?}"
         );
-        assert!(report_validation("p", &problems).is_err());
-        assert!(report_validation("p", &[]).is_ok());
+        assert!(report_validation("p", None, &problems).is_err());
+        assert!(report_validation("p", Some("x"), &[]).is_ok());
+        let profile = Profile::from_json(
+            br#"{"name": "w", "thingType": "t", "thingGroups": ["g1", "g2"], "policies": ["p"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            what_was_checked(&profile),
+            "thing type t; thing groups g1, g2; policies p; verifiers Microchip's published manifest signers"
+        );
     }
 }
