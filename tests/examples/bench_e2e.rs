@@ -1,0 +1,682 @@
+//! End-to-end benchmark on a running, deployed local stack (`script/bench --e2e` starts one):
+//! imports N generated certificates through the state machine and measures, from the edge's
+//! counters, the run report, the chunks' stats and the parent's history, the achieved rate of the
+//! bottleneck API against its quota, API calls per certificate, Lambda invocations and state
+//! transitions per 1,000 certificates, and the wall-clock; then projects the cost and the time
+//! of 1,000,000 certificates (tests/cost.rs).
+//!
+//!   bench_e2e [--certificates 10000] [--out target/bench-e2e.json] [--chunk-size 500]
+//!             [--max-concurrency C] [--data-dir target/bench-data]
+//!
+//! The stack is `$THINGPRESS_LOCAL_DIR` (default `.local`); it should be fresh, because the
+//! certificates are cached between runs (target/bench-data/e2e/<N>.pem) and a stack that holds
+//! them already would report them as already registered.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
+use serde_json::{Value, json};
+use thingpress_pipeline::records::{ChunkDescriptor, ChunkStats};
+use thingpress_pipeline::report::{Report, RunStatus};
+use thingpress_tests::cost::{self, Deployment, Measured, PRICES};
+
+use support::*;
+
+/// IoT operations Register calls, in order.
+const IOT_APIS: [&str; 6] = [
+    "RegisterCertificateWithoutCA",
+    "CreateThing",
+    "AttachThingPrincipal",
+    "AttachPolicy",
+    "AddThingToThingGroup",
+    "DescribeCertificate",
+];
+
+struct Args {
+    certificates: usize,
+    out: PathBuf,
+    chunk_size: u32,
+    max_concurrency: Option<u32>,
+    data_dir: PathBuf,
+}
+
+fn args() -> Result<Args, String> {
+    let root = workspace_root();
+    let mut a = Args {
+        certificates: 10_000,
+        out: root.join("target/bench-e2e.json"),
+        chunk_size: 500,
+        max_concurrency: None,
+        data_dir: root.join("target/bench-data"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let number = |v: String| -> Result<u64, String> {
+            v.replace(['_', ','], "")
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(format!("{flag}: {v:?} is not a positive whole number"))
+        };
+        match flag.as_str() {
+            "--certificates" => a.certificates = number(value()?)? as usize,
+            "--out" => a.out = PathBuf::from(value()?),
+            "--chunk-size" => {
+                a.chunk_size = u32::try_from(number(value()?)?).map_err(|e| e.to_string())?
+            }
+            "--max-concurrency" => {
+                a.max_concurrency =
+                    Some(u32::try_from(number(value()?)?).map_err(|e| e.to_string())?)
+            }
+            "--data-dir" => a.data_dir = PathBuf::from(value()?),
+            _ => return Err(format!("unknown argument {flag}")),
+        }
+    }
+    Ok(a)
+}
+
+/// The manifest: N self-signed certificates, generated once and cached.
+fn manifest(a: &Args) -> Result<Vec<u8>, String> {
+    let dir = a.data_dir.join("e2e");
+    let path = dir.join(format!("{}.pem", a.certificates));
+    if let Ok(bytes) = std::fs::read(&path)
+        && !bytes.is_empty()
+    {
+        return Ok(bytes);
+    }
+    let started = Instant::now();
+    let bundle = fresh_certificates("tp-bench", a.certificates)
+        .concat()
+        .into_bytes();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::write(&path, &bundle).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!(
+        "generated {} certificates in {:.1}s: {}",
+        a.certificates,
+        started.elapsed().as_secs_f64(),
+        path.display()
+    );
+    Ok(bundle)
+}
+
+fn epoch_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn op<'a>(stats: &'a Value, name: &str) -> &'a Value {
+    &stats["operations"][name]
+}
+
+fn count(stats: &Value, name: &str, field: &str) -> u64 {
+    op(stats, name)[field].as_u64().unwrap_or(0)
+}
+
+/// (passed − 1) ÷ (last − first passed): the sustained rate of one operation.
+fn passed_rate(stats: &Value, name: &str) -> f64 {
+    let o = op(stats, name);
+    let passed = o["passed"].as_f64().unwrap_or(0.0);
+    match (o["firstPassed"].as_f64(), o["lastPassed"].as_f64()) {
+        (Some(first), Some(last)) if last > first && passed > 1.0 => {
+            (passed - 1.0) / (last - first)
+        }
+        _ => 0.0,
+    }
+}
+
+/// Polls the execution until it ends, printing progress from the edge.
+async fn wait(stack: &Stack, arn: &str) -> (ExecutionStatus, Option<String>, Option<String>) {
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    loop {
+        let out = stack
+            .sfn
+            .describe_execution()
+            .execution_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        if out.status != ExecutionStatus::Running {
+            return (out.status, out.error, out.cause);
+        }
+        if last_print.elapsed() > Duration::from_secs(30) {
+            let stats = edge(&stack.state, "GET", "/_edge/stats", None);
+            eprintln!(
+                "  {:>5.0}s: {} certificates registered ({:.1}/s), load {}",
+                started.elapsed().as_secs_f64(),
+                count(&stats, "RegisterCertificateWithoutCA", "passed"),
+                passed_rate(&stats, "RegisterCertificateWithoutCA"),
+                load_average()
+            );
+            last_print = Instant::now();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(6 * 3600),
+            "still running after 6 hours"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The parent's history: state transitions (states entered + task retries) and each task's
+/// seconds (TaskStarted → TaskSucceeded/Failed, by state name).
+async fn history(stack: &Stack, arn: &str) -> (u64, BTreeMap<String, f64>, Vec<String>) {
+    let mut events = Vec::new();
+    let mut token = None;
+    loop {
+        let out = stack
+            .sfn
+            .get_execution_history()
+            .execution_arn(arn)
+            .max_results(1000)
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap();
+        events.extend(out.events().iter().cloned());
+        match out.next_token {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => break,
+        }
+    }
+    let mut entered: u64 = 0;
+    let mut scheduled: u64 = 0;
+    let mut task_states: u64 = 0;
+    let mut state = String::new();
+    let mut started_at = 0.0;
+    let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
+    let mut kinds = Vec::new();
+    for e in &events {
+        let t = e.timestamp().as_secs_f64();
+        kinds.push(e.r#type().as_str().to_owned());
+        if let Some(d) = e.state_entered_event_details() {
+            entered += 1;
+            state = d.name().to_owned();
+            if *e.r#type() == HistoryEventType::TaskStateEntered {
+                task_states += 1;
+            }
+        }
+        match e.r#type() {
+            HistoryEventType::TaskScheduled => scheduled += 1,
+            HistoryEventType::TaskStarted => started_at = t,
+            HistoryEventType::TaskSucceeded
+            | HistoryEventType::TaskFailed
+            | HistoryEventType::TaskTimedOut => {
+                *seconds.entry(state.clone()).or_default() += t - started_at;
+            }
+            _ => {}
+        }
+    }
+    // Every state entered is a transition, and so is every retry of a task.
+    let transitions = entered + scheduled.saturating_sub(task_states);
+    (transitions, seconds, kinds)
+}
+
+/// Decorate's warm duration on one chunk, invoked directly through the edge (re-decorating a
+/// chunk rewrites the same object, so it is safe after the run).
+fn decorate_seconds(stack: &Stack, run_id: &str, chunk: &ChunkDescriptor) -> f64 {
+    let payload = json!({"runId": run_id, "bucket": stack.bucket, "chunk": chunk});
+    let mut times: Vec<f64> = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let out = edge(
+                &stack.state,
+                "POST",
+                "/2015-03-31/functions/decorate/invocations",
+                Some(payload.clone()),
+            );
+            assert!(out["decoratedKey"].is_string(), "decorate: {out}");
+            started.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times.get(1).copied().unwrap_or(0.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench_e2e: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(a).await {
+        eprintln!("bench_e2e: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(a: Args) -> Result<(), String> {
+    let stack = Stack::new().await;
+    let bundle = manifest(&a)?;
+    let ids = manifest_ids(&bundle, &pem_options());
+    if ids.len() != a.certificates {
+        return Err(format!(
+            "the cached manifest holds {} certificates, not {}",
+            ids.len(),
+            a.certificates
+        ));
+    }
+    let before = stack.certificate_ids().await;
+    let tag = unique("bench");
+    let mut profile = stack.resources(&tag, 1, 1).await;
+    profile["chunkSize"] = json!(a.chunk_size);
+    if let Some(c) = a.max_concurrency {
+        profile["maxConcurrency"] = json!(c);
+    }
+    let key = format!("bench/{tag}.pem");
+    stack.put(&key, bundle).await;
+
+    let env = &stack.state["functionEnv"];
+    let number = |name: &str| -> f64 {
+        env[name]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let safety = number("QUOTA_SAFETY_FACTOR");
+    let quota = stack.state["quotas"]["RegisterCertificateWithoutCA"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let max_concurrency = a
+        .max_concurrency
+        .map(f64::from)
+        .unwrap_or_else(|| number("DEFAULT_MAX_CONCURRENCY"));
+
+    edge(
+        &stack.state,
+        "POST",
+        "/_edge/reset",
+        Some(json!({"stats": true, "faults": true, "quotas": false})),
+    );
+    let load_before = load_average();
+    eprintln!(
+        "importing {} certificates (RegisterCertificateWithoutCA quota {quota}/s × safety {safety}, {max_concurrency} children, chunks of {}), load {load_before}",
+        a.certificates, a.chunk_size
+    );
+    let started = Instant::now();
+    let started_epoch = epoch_seconds();
+    stack.start(&tag, &key, profile.clone(), false).await;
+    let arn = format!(
+        "{}:{tag}",
+        stack.machine.replace(":stateMachine:", ":execution:")
+    );
+    let (status, error, cause) = wait(&stack, &arn).await;
+    let wall = started.elapsed().as_secs_f64();
+    let stats = edge(&stack.state, "GET", "/_edge/stats", None);
+    let load_after = load_average();
+    if status != ExecutionStatus::Succeeded {
+        return Err(format!("{tag}: {status:?} {error:?} {cause:?}"));
+    }
+    let report: Report = serde_json::from_slice(
+        &stack
+            .get(&format!("runs/{tag}/report.json"))
+            .await
+            .ok_or(format!("{tag} has no report"))?,
+    )
+    .map_err(|e| format!("report: {e}"))?;
+    if report.status != RunStatus::Complete {
+        return Err(format!("{tag}: report {:?}", report.problems));
+    }
+    let index: Vec<ChunkDescriptor> = serde_json::from_slice(
+        &stack
+            .get(&format!("runs/{tag}/chunks.json"))
+            .await
+            .ok_or("no chunks.json")?,
+    )
+    .map_err(|e| format!("chunks.json: {e}"))?;
+    let mut register_seconds = Vec::new();
+    let mut attempts = 0u64;
+    for c in &index {
+        let body = stack
+            .get(&format!("runs/{tag}/stats/{:05}.json", c.chunk))
+            .await
+            .ok_or(format!("chunk {} has no stats", c.chunk))?;
+        let s: ChunkStats = serde_json::from_slice(&body).map_err(|e| format!("stats: {e}"))?;
+        register_seconds.push(s.finished_at_ms.saturating_sub(s.started_at_ms) as f64 / 1000.0);
+        attempts += u64::from(s.attempts);
+    }
+    let (parent_transitions, task_seconds, kinds) = history(&stack, &arn).await;
+
+    // Every entry accounted for, none twice.
+    let certificates = report.outcomes.registered + report.outcomes.already_registered;
+    let after = stack.certificate_ids().await;
+    let things = stack.things_of(&tag).await.len();
+    let new_certificates = after.len() - before.len();
+    // Certificates IoT held before the run (a re-used stack) come back as already registered.
+    let old = ids.iter().filter(|(c, _)| before.contains(c)).count() as u64;
+    let accounted = report.outcomes.total() == report.entries
+        && report.entries == a.certificates as u64
+        && report.outcomes.registered == a.certificates as u64 - old
+        && report.outcomes.already_registered == old
+        && new_certificates as u64 == a.certificates as u64 - old
+        && things == a.certificates
+        && ids.iter().all(|(c, _)| after.contains(c));
+
+    let decorate = index
+        .first()
+        .map(|c| decorate_seconds(&stack, &tag, c))
+        .unwrap_or(0.0);
+
+    let n = a.certificates as f64;
+    let per_1000 = |x: f64| x * 1000.0 / n;
+    let achieved = passed_rate(&stats, "RegisterCertificateWithoutCA");
+    let paced = quota * safety;
+    let iot_passed: u64 = IOT_APIS.iter().map(|o| count(&stats, o, "passed")).sum();
+    let register_span = {
+        let o = op(&stats, "RegisterCertificateWithoutCA");
+        o["lastPassed"].as_f64().unwrap_or(0.0) - o["firstPassed"].as_f64().unwrap_or(0.0)
+    };
+    let iot_per_second = if register_span > 0.0 {
+        iot_passed as f64 / register_span
+    } else {
+        0.0
+    };
+    // moto answers ~115 IoT calls/s on this machine (local/README.md): close to that, and well
+    // below the paced rate, the local stack limited the run.
+    let limited_by = if achieved >= 0.85 * paced {
+        "quota pacing (the edge's quotas × safety factor)"
+    } else if iot_per_second >= 80.0 {
+        "the local stack (moto's IoT throughput)"
+    } else {
+        "neither quota nor moto: chunk scheduling, Lambda start-up or machine load"
+    };
+    let mut api: BTreeMap<String, Value> = BTreeMap::new();
+    for o in IOT_APIS {
+        let calls = count(&stats, o, "calls");
+        if calls == 0 {
+            continue;
+        }
+        api.insert(
+            o.to_owned(),
+            json!({
+                "edgeCalls": calls,
+                "passed": count(&stats, o, "passed"),
+                "throttledQuota": count(&stats, o, "throttledQuota"),
+                "thingpressCalls": report.api_calls.get(o).copied().unwrap_or(0),
+                "callsPerCertificate": calls as f64 / n,
+                "passedPerCertificate": count(&stats, o, "passed") as f64 / n,
+                "passedPerSecond": passed_rate(&stats, o),
+            }),
+        );
+    }
+    let mut invocations: BTreeMap<String, u64> = BTreeMap::new();
+    for f in cost::FUNCTIONS {
+        invocations.insert(
+            f.to_owned(),
+            count(&stats, &format!("Lambda.Invoke:{f}"), "calls"),
+        );
+    }
+    let total_invocations: u64 = invocations.values().sum();
+    let chunks = index.len() as u64;
+    let retries = (invocations["decorate"] + invocations["register"]).saturating_sub(2 * chunks);
+    let child_transitions = 3 * chunks + retries;
+    let (mut s3_get, mut s3_put) = (0, 0);
+    let mut s3: BTreeMap<String, u64> = BTreeMap::new();
+    if let Some(ops) = stats["operations"].as_object() {
+        for (name, o) in ops {
+            if let Some(method) = name.strip_prefix("s3:") {
+                let calls = o["calls"].as_u64().unwrap_or(0);
+                s3.insert(method.to_owned(), calls);
+                if matches!(method, "GET" | "HEAD") {
+                    s3_get += calls;
+                } else {
+                    s3_put += calls;
+                }
+            }
+        }
+    }
+    // The manifest upload before the reset is not counted; the report read after the snapshot
+    // neither: these are the functions' requests.
+    let template: serde_norway::Value = serde_norway::from_str(
+        &std::fs::read_to_string(workspace_root().join("infra/template.yaml"))
+            .map_err(|e| format!("infra/template.yaml: {e}"))?,
+    )
+    .map_err(|e| format!("infra/template.yaml: {e}"))?;
+    let memory = cost::memory_from_template(&template)?;
+    let measured = Measured {
+        entries: report.entries,
+        chunks,
+        chunk_size: u64::from(a.chunk_size),
+        invocations: invocations.clone(),
+        split_seconds: task_seconds.get("Split").copied().unwrap_or(0.0),
+        decorate_seconds_per_chunk: decorate,
+        summarize_seconds: task_seconds.get("Summarize").copied().unwrap_or(0.0),
+        achieved_fraction_of_paced: if paced > 0.0 { achieved / paced } else { 0.0 },
+        parent_transitions,
+        s3_get,
+        s3_put,
+        policies: 1,
+        groups: 1,
+    };
+    let deployment = |label: &str, scale: f64, express: bool| Deployment {
+        label: label.to_owned(),
+        certificates: 1_000_000,
+        quotas: cost::default_quotas()
+            .into_iter()
+            .map(|(k, v)| (k, v * scale))
+            .collect(),
+        safety_factor: 0.8,
+        max_concurrency: 10,
+        chunk_size: 500,
+        express,
+        memory_mb: memory.clone(),
+    };
+    let mut projections = Vec::new();
+    for (label, scale, express) in [
+        ("AWS default quotas, STANDARD children", 1.0, false),
+        ("AWS default quotas, EXPRESS children", 1.0, true),
+        ("quotas raised ×10, STANDARD children", 10.0, false),
+        ("quotas raised ×10, EXPRESS children", 10.0, true),
+    ] {
+        projections.push(cost::project(
+            &measured,
+            &deployment(label, scale, express),
+            &PRICES,
+        )?);
+    }
+
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let result = json!({
+        "date": chrono_date(),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "loadBefore": load_before,
+        "loadAfter": load_after,
+        "runId": tag,
+        "certificates": a.certificates,
+        "chunkSize": a.chunk_size,
+        "chunks": chunks,
+        "maxConcurrency": max_concurrency,
+        "quotaScale": stack.state["quotaScale"],
+        "quotas": stack.state["quotas"],
+        "safetyFactor": safety,
+        "wallClockSeconds": wall,
+        "reportSeconds": report.duration_seconds,
+        "certificatesPerSecond": certificates as f64 / wall,
+        "startedAt": started_epoch,
+        "bottleneck": {
+            "api": "RegisterCertificateWithoutCA",
+            "quotaPerSecond": quota,
+            "pacedPerSecond": paced,
+            "achievedPerSecond": achieved,
+            "fractionOfQuota": if quota > 0.0 { achieved / quota } else { 0.0 },
+            "fractionOfPaced": measured.achieved_fraction_of_paced,
+            "iotCallsPerSecond": iot_per_second,
+            "limitedBy": limited_by,
+        },
+        "outcomes": report.outcomes,
+        "accountedFor": accounted,
+        "newCertificatesInIot": new_certificates,
+        "thingsInIot": things,
+        "throttledAfterSdkRetry": report.throttled,
+        "chunkRetries": report.chunk_retries,
+        "registerAttempts": attempts,
+        "api": api,
+        "lambda": {
+            "invocations": invocations,
+            "invocationsPer1000": per_1000(total_invocations as f64),
+            "splitSeconds": measured.split_seconds,
+            "summarizeSeconds": measured.summarize_seconds,
+            "decorateSecondsPerChunk": decorate,
+            "registerSecondsPerChunk": mean(&register_seconds),
+            "registerSecondsTotal": register_seconds.iter().sum::<f64>(),
+        },
+        "stateTransitions": {
+            "parentCounted": parent_transitions,
+            "parentEvents": kinds.len(),
+            "childrenFormula": child_transitions,
+            "formula": "per STANDARD child: its start (billed to the Map) + Decorate + Register, plus one per retry (Lambda invocations beyond one per chunk and task); moto cannot list a map run's children (ListExecutions with mapRunArn: HTTP 500), so their histories are not read",
+            "per1000": per_1000((parent_transitions + child_transitions) as f64),
+        },
+        "s3": {"byMethod": s3, "getClass": s3_get, "putClass": s3_put,
+                "per1000": per_1000((s3_get + s3_put) as f64)},
+        "prices": PRICES,
+        "measured": measured,
+        "projections": projections,
+    });
+    if let Some(dir) = a.out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(
+        &a.out,
+        serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", a.out.display()))?;
+    print_table(&result, &projections);
+    println!("results: {}", a.out.display());
+    if !accounted {
+        return Err(format!(
+            "entries not accounted for: report {:?}, {new_certificates} new certificates, {things} things",
+            report.outcomes
+        ));
+    }
+    Ok(())
+}
+
+/// Today's date (UTC) without a date crate.
+fn chrono_date() -> String {
+    let days = (epoch_seconds() / 86_400.0).floor() as i64;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn print_table(r: &Value, projections: &[cost::Projection]) {
+    let b = &r["bottleneck"];
+    println!(
+        "e2e: {} certificates, {} chunks of {}, {} children, quota scale {}, load {} → {}",
+        r["certificates"],
+        r["chunks"],
+        r["chunkSize"],
+        r["maxConcurrency"],
+        r["quotaScale"],
+        r["loadBefore"].as_str().unwrap_or(""),
+        r["loadAfter"].as_str().unwrap_or("")
+    );
+    println!(
+        "wall-clock {:.1}s ({:.1} certificates/s); every entry accounted for: {}",
+        r["wallClockSeconds"].as_f64().unwrap_or(0.0),
+        r["certificatesPerSecond"].as_f64().unwrap_or(0.0),
+        r["accountedFor"]
+    );
+    println!(
+        "RegisterCertificateWithoutCA: {:.1}/s achieved of {:.0}/s quota ({:.0} %; paced target {:.0}/s, {:.0} % of it); IoT calls {:.1}/s; limited by {}",
+        b["achievedPerSecond"].as_f64().unwrap_or(0.0),
+        b["quotaPerSecond"].as_f64().unwrap_or(0.0),
+        100.0 * b["fractionOfQuota"].as_f64().unwrap_or(0.0),
+        b["pacedPerSecond"].as_f64().unwrap_or(0.0),
+        100.0 * b["fractionOfPaced"].as_f64().unwrap_or(0.0),
+        b["iotCallsPerSecond"].as_f64().unwrap_or(0.0),
+        b["limitedBy"].as_str().unwrap_or("")
+    );
+    println!(
+        "{:<30} {:>10} {:>10} {:>10} {:>12}",
+        "IoT API", "calls", "throttled", "per cert", "passed/s"
+    );
+    if let Some(api) = r["api"].as_object() {
+        for (name, a) in api {
+            println!(
+                "{:<30} {:>10} {:>10} {:>10.3} {:>12.1}",
+                name,
+                a["edgeCalls"].as_u64().unwrap_or(0),
+                a["throttledQuota"].as_u64().unwrap_or(0),
+                a["callsPerCertificate"].as_f64().unwrap_or(0.0),
+                a["passedPerSecond"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    let l = &r["lambda"];
+    println!(
+        "Lambda invocations {} = {:.2} per 1,000 certificates; Split {:.1}s, Decorate {:.2}s/chunk, Register {:.1}s/chunk, Summarize {:.1}s",
+        l["invocations"],
+        l["invocationsPer1000"].as_f64().unwrap_or(0.0),
+        l["splitSeconds"].as_f64().unwrap_or(0.0),
+        l["decorateSecondsPerChunk"].as_f64().unwrap_or(0.0),
+        l["registerSecondsPerChunk"].as_f64().unwrap_or(0.0),
+        l["summarizeSeconds"].as_f64().unwrap_or(0.0)
+    );
+    let t = &r["stateTransitions"];
+    println!(
+        "state transitions: parent {} (history) + children {} (formula) = {:.2} per 1,000 certificates; S3 requests {:.2} per 1,000",
+        t["parentCounted"],
+        t["childrenFormula"],
+        t["per1000"].as_f64().unwrap_or(0.0),
+        r["s3"]["per1000"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "\n1,000,000 certificates (prices {} {}, MaxConcurrency 10, safety 0.8, measured fraction of the paced rate):",
+        PRICES.region, PRICES.date
+    );
+    println!(
+        "{:<42} {:>7} {:>8} {:>10} {:>10}",
+        "deployment", "chunk", "certs/s", "hours", "USD"
+    );
+    for p in projections {
+        println!(
+            "{:<42} {:>7} {:>8.2} {:>10.1} {:>10.2}",
+            p.deployment.label,
+            p.chunk_size,
+            p.expected_per_second,
+            p.wall_clock_seconds / 3600.0,
+            p.total_usd
+        );
+        for i in &p.items {
+            println!(
+                "    {:<60} {:>14.1} {:<11} {:>8.3}",
+                i.what, i.quantity, i.unit, i.usd
+            );
+        }
+    }
+}

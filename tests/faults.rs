@@ -1,0 +1,463 @@
+//! Fault survival end to end on the running local stack: Lambda crashes and late timeouts,
+//! a chunk delivered twice, a throttling storm, 5xx from IoT, and a certificate repeated across
+//! manifests. Each run must end with every manifest entry accounted for (the report's outcomes
+//! add up to the manifest) and nothing duplicated (IoT holds exactly one certificate and one
+//! thing per entry, each thing with exactly that certificate).
+//!
+//! Faults are switched on for the first attempts only (until the edge has injected one per chunk,
+//! or for a few seconds), so the retries succeed and the tests do not depend on luck. Every test
+//! holds the write half of `EDGE` and clears the edge's faults even when it fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use thingpress_pipeline::report::{Report, RunStatus};
+
+use support::*;
+
+/// Clears the edge's faults when dropped, also while a failed assertion unwinds (so it must
+/// not panic itself).
+struct ClearFaults(u16);
+
+impl ClearFaults {
+    fn new(state: &Value) -> ClearFaults {
+        ClearFaults(state["ports"]["edge"].as_u64().unwrap() as u16)
+    }
+}
+
+impl Drop for ClearFaults {
+    fn drop(&mut self) {
+        let body = "{}";
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.0)) {
+            let _ = write!(
+                stream,
+                "POST /_edge/faults HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = std::io::Read::read_to_end(&mut stream, &mut Vec::new());
+        }
+    }
+}
+
+fn set_faults(stack: &Stack, faults: Value) {
+    edge(&stack.state, "POST", "/_edge/faults", Some(faults));
+}
+
+fn counter(stats: &Value, op: &str, field: &str) -> u64 {
+    stats["operations"][op][field].as_u64().unwrap_or(0)
+}
+
+/// Waits until the edge's `op.field` counter reaches `at_least` (faults injected so far).
+async fn until_counted(stack: &Stack, op: &str, field: &str, at_least: u64) {
+    let started = Instant::now();
+    loop {
+        let stats = edge(&stack.state, "GET", "/_edge/stats", None);
+        if counter(&stats, op, field) >= at_least {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{op}.{field} stayed below {at_least}: {}",
+            stats["operations"][op]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One test's import: fresh certificates, a profile of its own, a clean edge.
+struct Case {
+    stack: Stack,
+    tag: String,
+    key: String,
+    ids: Vec<(String, String)>,
+    profile: Value,
+    before: BTreeSet<String>,
+    _clear: ClearFaults,
+}
+
+async fn case(name: &str, certificates: usize, chunk_size: usize) -> Case {
+    let stack = Stack::new().await;
+    let tag = unique(name);
+    let (key, ids) = fresh_manifest(&stack, &tag, certificates).await;
+    let mut profile = stack.resources(&tag, 1, 1).await;
+    profile["chunkSize"] = json!(chunk_size);
+    let before = stack.certificate_ids().await;
+    edge(
+        &stack.state,
+        "POST",
+        "/_edge/reset",
+        Some(json!({"faults": true, "stats": true, "quotas": false})),
+    );
+    let clear = ClearFaults::new(&stack.state);
+    Case {
+        stack,
+        tag,
+        key,
+        ids,
+        profile,
+        before,
+        _clear: clear,
+    }
+}
+
+impl Case {
+    async fn start(&self) {
+        self.stack
+            .start(&self.tag, &self.key, self.profile.clone(), false)
+            .await;
+    }
+
+    /// Waits for the run, clears the faults, and checks that every entry is accounted for
+    /// exactly once in the report and in IoT. Returns the report and the edge's stats.
+    async fn finish(&self) -> (Report, Value) {
+        let run = self.stack.wait(&self.tag).await;
+        let stats = edge(&self.stack.state, "GET", "/_edge/stats", None);
+        set_faults(&self.stack, json!({}));
+        let report = self.stack.report(&run).await;
+        self.accounted_for(&report).await;
+        (report, stats)
+    }
+
+    async fn accounted_for(&self, report: &Report) {
+        let n = self.ids.len() as u64;
+        assert_eq!(report.status, RunStatus::Complete, "{:?}", report.problems);
+        assert_eq!(report.entries, n);
+        assert_eq!(report.outcomes.total(), n, "{:?}", report.outcomes);
+        assert_eq!(report.outcomes.rejected, 0, "{:?}", report.outcomes);
+        assert_eq!(
+            report.outcomes.registered + report.outcomes.already_registered,
+            n,
+            "{:?}",
+            report.outcomes
+        );
+        let after = self.stack.certificate_ids().await;
+        assert_eq!(
+            after.difference(&self.before).count() as u64,
+            n,
+            "one new certificate per entry"
+        );
+        assert!(self.ids.iter().all(|(c, _)| after.contains(c)));
+        self.stack
+            .verify_registry(&self.profile, &self.ids, &BTreeSet::new())
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_decorate_and_register_invocations_are_retried() {
+    let _exclusive = EDGE.write().await;
+    let c = case("crash", 12, 6).await;
+    // Every first attempt crashes (the function never runs), then the retries find the edge
+    // clear: Decorate's first, then Register's.
+    set_faults(
+        &c.stack,
+        json!({"lambda": {"decorate": {"crash": 1.0}, "register": {"crash": 1.0}}}),
+    );
+    c.start().await;
+    until_counted(&c.stack, "Lambda.Invoke:decorate", "lambdaCrashes", 2).await;
+    set_faults(&c.stack, json!({"lambda": {"register": {"crash": 1.0}}}));
+    until_counted(&c.stack, "Lambda.Invoke:register", "lambdaCrashes", 2).await;
+    set_faults(&c.stack, json!({}));
+    let (report, stats) = c.finish().await;
+    let ops = &stats["operations"];
+    eprintln!(
+        "{}: decorate {}, register {}",
+        c.tag, ops["Lambda.Invoke:decorate"], ops["Lambda.Invoke:register"]
+    );
+    // A crash runs nothing, so nothing was registered twice.
+    assert_eq!(report.outcomes.registered, 12, "{:?}", report.outcomes);
+    assert_eq!(
+        counter(&stats, "RegisterCertificateWithoutCA", "passed"),
+        12,
+        "one registration per certificate"
+    );
+    assert!(counter(&stats, "Lambda.Invoke:register", "calls") >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_after_the_side_effects_landed_count_nothing_twice() {
+    let _exclusive = EDGE.write().await;
+    let c = case("timeout", 12, 6).await;
+    // The function runs to its end (certificates registered, results written), but Step
+    // Functions sees Sandbox.Timedout and retries the chunk: as when AWS kills a function late.
+    set_faults(
+        &c.stack,
+        json!({"lambda": {"register": {"timeout": 1.0, "timeoutMs": 1500, "timeoutRuns": true}}}),
+    );
+    c.start().await;
+    until_counted(&c.stack, "Lambda.Invoke:register", "lambdaTimeouts", 2).await;
+    set_faults(&c.stack, json!({}));
+    let (report, stats) = c.finish().await;
+    eprintln!(
+        "{}: register {}",
+        c.tag, stats["operations"]["Lambda.Invoke:register"]
+    );
+    // The retry found the chunk's results and reported them instead of registering again.
+    assert_eq!(report.outcomes.registered, 12, "{:?}", report.outcomes);
+    assert_eq!(
+        counter(&stats, "RegisterCertificateWithoutCA", "passed"),
+        12,
+        "one registration per certificate"
+    );
+    assert!(counter(&stats, "Lambda.Invoke:register", "calls") >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ninety_percent_throttling_storm_is_ridden_out() {
+    let _exclusive = EDGE.write().await;
+    let c = case("storm", 20, 10).await;
+    c.start().await;
+    // The storm starts with registration and lasts 8 seconds.
+    until_counted(&c.stack, "RegisterCertificateWithoutCA", "calls", 1).await;
+    set_faults(&c.stack, json!({"iot": {"*": {"throttle": 0.9}}}));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    set_faults(&c.stack, json!({}));
+    let (report, stats) = c.finish().await;
+    let injected: u64 = stats["operations"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|o| o["throttledInjected"].as_u64().unwrap_or(0))
+        .sum();
+    eprintln!(
+        "{}: {injected} throttles injected, {} chunk retries, {:?}",
+        c.tag, report.chunk_retries, report.outcomes
+    );
+    assert!(injected > 10, "the storm did not happen: {stats}");
+    // Certificates registered before a chunk stopped come back as already registered on its
+    // retry only if its progress was lost; either way each is counted once.
+    assert!(report.outcomes.already_registered <= 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_from_iot_are_retried() {
+    let _exclusive = EDGE.write().await;
+    let c = case("5xx", 20, 10).await;
+    c.start().await;
+    until_counted(&c.stack, "RegisterCertificateWithoutCA", "calls", 1).await;
+    set_faults(
+        &c.stack,
+        json!({"iot": {
+            "RegisterCertificateWithoutCA": {"error": 0.5, "errorStatus": 503},
+            "CreateThing": {"error": 0.5, "errorStatus": 500},
+            "AttachThingPrincipal": {"error": 0.5, "errorStatus": 502},
+            "AttachPolicy": {"error": 0.5, "errorStatus": 504},
+            "AddThingToThingGroup": {"error": 0.5, "errorStatus": 503},
+        }}),
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    set_faults(&c.stack, json!({}));
+    let (report, stats) = c.finish().await;
+    let injected: u64 = stats["operations"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|o| o["faults5xx"].as_u64().unwrap_or(0))
+        .sum();
+    eprintln!(
+        "{}: {injected} 5xx injected, {} chunk retries, {:?}",
+        c.tag, report.chunk_retries, report.outcomes
+    );
+    assert!(injected > 0, "no 5xx injected: {stats}");
+}
+
+/// The payload the Map gives a child for chunk `n` of a run.
+async fn chunk_payload(stack: &Stack, run_id: &str, n: usize) -> Value {
+    let index: Value = serde_json::from_slice(
+        &stack
+            .get(&format!("runs/{run_id}/chunks.json"))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    json!({"runId": run_id, "bucket": stack.bucket, "chunk": index[n]})
+}
+
+fn invoke(stack: &Stack, function: &str, payload: &Value) -> Value {
+    edge(
+        &stack.state,
+        "POST",
+        &format!("/2015-03-31/functions/{function}/invocations"),
+        Some(payload.clone()),
+    )
+}
+
+/// Invokes Register twice at once with the same chunk, as an at-least-once delivery would.
+async fn deliver_twice(stack: &Stack, decorated: &Value) -> [Value; 2] {
+    let deliver = || {
+        let state = stack.state.clone();
+        let decorated = decorated.clone();
+        tokio::task::spawn_blocking(move || {
+            edge(
+                &state,
+                "POST",
+                "/2015-03-31/functions/register/invocations",
+                Some(decorated),
+            )
+        })
+    };
+    let (a, b) = tokio::join!(deliver(), deliver());
+    [a.unwrap(), b.unwrap()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_delivered_twice_is_registered_and_counted_once() {
+    let _exclusive = EDGE.write().await;
+    let c = case("twice", 12, 6).await;
+    // Register never runs in the execution itself: every chunk is left decorated and
+    // unregistered, and the run ends IncompleteImport.
+    set_faults(&c.stack, json!({"lambda": {"register": {"crash": 1.0}}}));
+    c.start().await;
+    let run = c.stack.wait(&c.tag).await;
+    set_faults(&c.stack, json!({}));
+    assert_eq!(
+        run.error.as_deref(),
+        Some("Thingpress.IncompleteImport"),
+        "{:?}",
+        run.cause
+    );
+    assert!(
+        c.stack
+            .certificate_ids()
+            .await
+            .difference(&c.before)
+            .next()
+            .is_none()
+    );
+
+    // Both chunks delivered twice at once (Express children are at-least-once): both copies
+    // call IoT, and each entry must still end as one certificate, one thing, one result.
+    edge(
+        &c.stack.state,
+        "POST",
+        "/_edge/reset",
+        Some(json!({"faults": true, "stats": true, "quotas": false})),
+    );
+    for chunk in 0..2 {
+        let payload = chunk_payload(&c.stack, &c.tag, chunk).await;
+        let decorated = invoke(&c.stack, "decorate", &payload);
+        assert!(decorated["decoratedKey"].is_string(), "{decorated}");
+        for out in deliver_twice(&c.stack, &decorated).await {
+            let done = out["registered"].as_u64().unwrap_or(0)
+                + out["alreadyRegistered"].as_u64().unwrap_or(0);
+            assert_eq!(done, 6, "{out}");
+        }
+    }
+    let stats = edge(&c.stack.state, "GET", "/_edge/stats", None);
+    eprintln!(
+        "{}: RegisterCertificateWithoutCA {}",
+        c.tag, stats["operations"]["RegisterCertificateWithoutCA"]
+    );
+    let summary = invoke(&c.stack, "summarize", &split_output(&c.stack, &c.tag).await);
+    assert_eq!(summary["status"], json!("complete"), "{summary}");
+    let report: Report = serde_json::from_slice(
+        &c.stack
+            .get(&format!("runs/{}/report.json", c.tag))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    c.accounted_for(&report).await;
+
+    // A late duplicate of a finished chunk changes nothing and calls IoT no more.
+    edge(
+        &c.stack.state,
+        "POST",
+        "/_edge/reset",
+        Some(json!({"faults": true, "stats": true, "quotas": false})),
+    );
+    let payload = chunk_payload(&c.stack, &c.tag, 0).await;
+    let decorated = invoke(&c.stack, "decorate", &payload);
+    let again = invoke(&c.stack, "register", &decorated);
+    let done = again["registered"].as_u64().unwrap_or(0)
+        + again["alreadyRegistered"].as_u64().unwrap_or(0);
+    assert_eq!(done, 6, "{again}");
+    let stats = edge(&c.stack.state, "GET", "/_edge/stats", None);
+    let iot_calls: u64 = [
+        "RegisterCertificateWithoutCA",
+        "CreateThing",
+        "AttachThingPrincipal",
+        "AttachPolicy",
+        "AddThingToThingGroup",
+        "DescribeCertificate",
+    ]
+    .iter()
+    .map(|op| counter(&stats, op, "calls"))
+    .sum();
+    assert_eq!(iot_calls, 0, "a finished chunk called IoT again: {stats}");
+    c.accounted_for(&report).await;
+}
+
+/// Split's output in the parent's history: what the Map and Summarize received.
+async fn split_output(stack: &Stack, run_id: &str) -> Value {
+    let arn = format!(
+        "{}:{run_id}",
+        stack.machine.replace(":stateMachine:", ":execution:")
+    );
+    let history = stack
+        .sfn
+        .get_execution_history()
+        .execution_arn(&arn)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    let exited = history
+        .events()
+        .iter()
+        .filter_map(|e| e.state_exited_event_details())
+        .find(|d| d.name() == "Split")
+        .expect("Split exited");
+    serde_json::from_str(exited.output().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_repeated_in_a_second_manifest_is_already_registered() {
+    let _guard = EDGE.read().await;
+    let stack = Stack::new().await;
+    let tag = unique("repeat");
+    let certs = fresh_certificates(&tag, 5);
+    let first: Vec<u8> = certs[..3].concat().into_bytes();
+    let second: Vec<u8> = certs[1..].concat().into_bytes();
+    let all = manifest_ids(certs.concat().as_bytes(), &pem_options());
+    let profile = stack.resources(&tag, 1, 1).await;
+    let before = stack.certificate_ids().await;
+    stack.put(&format!("e2e/{tag}/a.pem"), first).await;
+    stack.put(&format!("e2e/{tag}/b.pem"), second).await;
+
+    let run = stack
+        .import(
+            &format!("{tag}-a"),
+            &format!("e2e/{tag}/a.pem"),
+            profile.clone(),
+            false,
+        )
+        .await;
+    let a = stack.report(&run).await;
+    assert_eq!(a.outcomes.registered, 3, "{:?}", a.outcomes);
+    let run = stack
+        .import(
+            &format!("{tag}-b"),
+            &format!("e2e/{tag}/b.pem"),
+            profile.clone(),
+            false,
+        )
+        .await;
+    let b = stack.report(&run).await;
+    // Two of the second manifest's three certificates were in the first, for the same devices.
+    assert_eq!(b.outcomes.registered, 2, "{:?}", b.outcomes);
+    assert_eq!(b.outcomes.already_registered, 2, "{:?}", b.outcomes);
+    assert_eq!(b.outcomes.total(), 4);
+    let after = stack.certificate_ids().await;
+    assert_eq!(after.difference(&before).count(), 5);
+    stack
+        .verify_registry(&profile, &all, &BTreeSet::new())
+        .await;
+}
