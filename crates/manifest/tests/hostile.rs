@@ -27,10 +27,6 @@ use thingpress_manifest::{
     Entry, ErrorKind, ErrorName, Limits, ManifestError, Options, Supplier, Verifiers, read_entries,
 };
 
-const UPSTREAM: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/upstream/"
-);
 const MICROCHIP: &[u8] = include_bytes!("../../../tests/fixtures/upstream/ECC608C-TNGTLSU-B.json");
 const BUNDLE: &[u8] = include_bytes!("../../../tests/fixtures/upstream/manifest-infineon.7z");
 const ESPRESSIF: &[u8] = include_bytes!("../../../tests/fixtures/upstream/manifest-espressif.csv");
@@ -1254,5 +1250,4 @@ fn a_certificate_repeated_in_one_manifest_is_imported_once() {
         let outcome = read(SINGLE_PEM, Supplier::Pem, "single");
         assert_eq!(outcome.accepted().len(), 1);
     }
-    assert!(std::path::Path::new(UPSTREAM).join("single.pem").exists());
 }
