@@ -604,6 +604,44 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn latest_is_the_first_execution_listed() {
+        use aws_sdk_sfn::operation::list_executions::ListExecutionsOutput;
+        use aws_sdk_sfn::types::ExecutionListItem;
+        use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+        const MACHINE: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:tp";
+        let one = mock!(aws_sdk_sfn::Client::list_executions)
+            .match_requests(|r| {
+                r.max_results() == Some(1) && r.state_machine_arn() == Some(MACHINE)
+            })
+            .then_output(|| {
+                let item = ExecutionListItem::builder()
+                    .execution_arn("arn:aws:states:us-east-1:123456789012:execution:tp:newest")
+                    .state_machine_arn(MACHINE)
+                    .name("newest")
+                    .status(ExecutionStatus::Running)
+                    .start_date(aws_sdk_sfn::primitives::DateTime::from_secs(0))
+                    .build()
+                    .unwrap();
+                ListExecutionsOutput::builder()
+                    .executions(item)
+                    .build()
+                    .unwrap()
+            });
+        let none = mock!(aws_sdk_sfn::Client::list_executions).then_output(|| {
+            ListExecutionsOutput::builder()
+                .set_executions(Some(vec![]))
+                .build()
+                .unwrap()
+        });
+        let sfn = mock_client!(aws_sdk_sfn, RuleMode::Sequential, [&one, &none]);
+        let arn = latest_execution(&sfn, MACHINE).await.unwrap();
+        assert!(arn.ends_with(":newest"), "{arn}");
+        let err = latest_execution(&sfn, MACHINE).await.unwrap_err();
+        assert!(err.to_string().contains("has no executions yet"), "{err}");
+    }
+
     #[test]
     fn causes_become_one_line() {
         let lambda = r#"{"errorType":"Thingpress.InvalidProfile","errorMessage":"profile \"x\":\n policies: \"p\" does not exist"}"#;
