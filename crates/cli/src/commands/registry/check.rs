@@ -15,7 +15,6 @@ use std::time::Instant;
 use anyhow::{Context, anyhow};
 use futures::StreamExt;
 use serde::Serialize;
-use serde_json::json;
 use thingpress_manifest::{Entry, Options, read_entries};
 use thingpress_product::{Decorated, Decorator};
 
@@ -577,6 +576,30 @@ pub async fn check(
     Ok(tally)
 }
 
+/// One JSONL line per entry with problems (a struct, so the fields keep this order).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u64,
+    device_id: &'a str,
+    certificate_id: &'a str,
+    thing_name: &'a str,
+    problems: &'a [Problem],
+}
+
+/// The last JSONL line: what was checked and the counts.
+#[derive(Serialize)]
+struct SummaryLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    file: String,
+    profile: &'a str,
+    #[serde(flatten)]
+    tally: &'a Tally,
+}
+
 fn write_problems(
     out: &mut impl Write,
     format: Format,
@@ -584,15 +607,15 @@ fn write_problems(
     problems: &[Problem],
 ) -> anyhow::Result<()> {
     let line = match format {
-        Format::Jsonl => json!({
-            "type": "entry",
-            "index": entry.index,
-            "deviceId": entry.device_id,
-            "certificateId": entry.certificate_id,
-            "thingName": entry.thing_name,
-            "problems": problems,
+        Format::Jsonl => serde_json::to_string(&EntryLine {
+            kind: "entry",
+            index: entry.index,
+            device_id: &entry.device_id,
+            certificate_id: &entry.certificate_id,
+            thing_name: &entry.thing_name,
+            problems,
         })
-        .to_string(),
+        .context("cannot serialise an entry's problems")?,
         Format::Table => format!(
             "entry {} deviceId {} thing {}: {}",
             entry.index,
@@ -617,20 +640,13 @@ pub fn write_summary(
     tally: &Tally,
 ) -> anyhow::Result<()> {
     let text = match format {
-        Format::Jsonl => {
-            let mut summary = json!({
-                "type": "summary",
-                "file": file.display().to_string(),
-                "profile": profile,
-            });
-            if let (Some(object), serde_json::Value::Object(counts)) = (
-                summary.as_object_mut(),
-                serde_json::to_value(tally).context("cannot serialise the counts")?,
-            ) {
-                object.extend(counts);
-            }
-            summary.to_string()
-        }
+        Format::Jsonl => serde_json::to_string(&SummaryLine {
+            kind: "summary",
+            file: file.display().to_string(),
+            profile,
+            tally,
+        })
+        .context("cannot serialise the counts")?,
         Format::Table => table_summary(file, profile, tally),
     };
     writeln!(out, "{text}").context("cannot write to stdout")
@@ -693,6 +709,7 @@ mod tests {
     use aws_sdk_iot::types::error::ResourceNotFoundException;
     use aws_sdk_iot::types::{CertificateDescription, CertificateStatus, GroupNameAndArn, Policy};
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use serde_json::json;
     use thingpress_product::{CertificateStatus as ProfileStatus, OnThingConflict};
 
     const ID: &str = "ab12";
@@ -847,6 +864,7 @@ mod tests {
 
         let mut out = Vec::new();
         write_summary(&mut out, Format::Jsonl, Path::new("m.pem"), "w", &tally).unwrap();
+        assert!(out.starts_with(br#"{"type":"summary","file":"m.pem","profile":"w","entries":4,"#));
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(json["type"], "summary");
         assert_eq!(json["withProblems"], 1);
@@ -862,6 +880,20 @@ mod tests {
         assert!(text.starts_with("m.pem against profile w\n"), "{text}");
         assert!(text.contains("principalNotAttached"), "{text}");
         assert!(text.contains("Thingpress.InvalidThingName"), "{text}");
+
+        let mut out = Vec::new();
+        write_problems(
+            &mut out,
+            Format::Jsonl,
+            &expected(),
+            &[Problem::ThingMissing],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"type\":\"entry\",\"index\":7,\"deviceId\":\"dev-7\",\"certificateId\":\"ab12\",\
+             \"thingName\":\"w-dev-7\",\"problems\":[{\"kind\":\"thingMissing\"}]}\n"
+        );
 
         let mut out = Vec::new();
         write_problems(
