@@ -507,9 +507,9 @@ pub async fn check(
         }
     });
 
-    let name_ref = name.as_str();
+    // A `&str` is copied into each `async move` block below; the String stays here.
+    let name = name.as_str();
     let items = futures::stream::poll_fn(|cx| rx.poll_recv(cx)).map(|item| async move {
-        let name = name_ref;
         match item? {
             Entry::Rejected(rejected) => {
                 Ok(Item::RejectedByManifest(rejected.error.as_str().to_owned()))
