@@ -2,12 +2,14 @@
 //! local stack (`--local`), or, with neither, `THINGPRESS_BUCKET` and
 //! `THINGPRESS_STATE_MACHINE_ARN` from the environment (what `script/local env` exports).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_iot::config::{Credentials, Region};
 use serde_json::Value;
+use thingpress_importer::{Api, Quotas, SAFETY_FACTOR_ENV_VAR, safety_factor_from_env};
 
 /// Options every stack command takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -33,6 +35,10 @@ pub struct Target {
     pub config: SdkConfig,
     pub bucket: String,
     pub state_machine_arn: String,
+    /// The Register function's pacing settings as its environment names them (`QUOTA_*`): the
+    /// local stack's function environment, a deployed stack's Quota* parameters, or this
+    /// process's environment. Missing ones take the importer's defaults.
+    pub pacing_env: BTreeMap<String, String>,
 }
 
 impl Target {
@@ -53,6 +59,9 @@ impl Target {
                 config,
                 bucket,
                 state_machine_arn,
+                pacing_env: std::env::vars()
+                    .filter(|(name, _)| name.starts_with("QUOTA_"))
+                    .collect(),
             }),
             _ => bail!(
                 "no stack named: pass --stack NAME or --local (or set THINGPRESS_BUCKET and \
@@ -94,10 +103,21 @@ impl Target {
             .retry_config(thingpress_pipeline::aws::short_retry())
             .load()
             .await;
+        let pacing_env = state
+            .get("functionEnv")
+            .and_then(Value::as_object)
+            .map(|env| {
+                env.iter()
+                    .filter(|(name, _)| name.starts_with("QUOTA_"))
+                    .filter_map(|(name, value)| Some((name.clone(), value.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Target {
             config,
             bucket,
             state_machine_arn,
+            pacing_env,
         })
     }
 
@@ -115,6 +135,15 @@ impl Target {
             .first()
             .map(|s| s.outputs())
             .unwrap_or_default();
+        let parameters: BTreeMap<&str, &str> = out
+            .stacks()
+            .first()
+            .map(|s| s.parameters())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| Some((p.parameter_key()?, p.parameter_value()?)))
+            .collect();
+        let pacing_env = pacing_env_of_parameters(&parameters);
         let output = |name: &str| {
             outputs
                 .iter()
@@ -129,6 +158,7 @@ impl Target {
             bucket: output("ImportBucketName")?,
             state_machine_arn: output("ImportStateMachineArn")?,
             config,
+            pacing_env,
         })
     }
 
@@ -145,6 +175,14 @@ impl Target {
         aws_sdk_iot::Client::new(&self.config)
     }
 
+    /// The quotas and safety factor Register paces by (see `pacing_env`).
+    pub fn pacing(&self) -> anyhow::Result<(Quotas, f64)> {
+        let lookup = |name: &str| self.pacing_env.get(name).cloned();
+        let quotas = Quotas::from_env(lookup).context("the stack's quota settings")?;
+        let safety = safety_factor_from_env(lookup).context("the stack's quota settings")?;
+        Ok((quotas, safety))
+    }
+
     /// The ARN of execution `name` of the import state machine.
     pub fn execution_arn(&self, name: &str) -> String {
         format!(
@@ -153,6 +191,21 @@ impl Target {
                 .replacen(":stateMachine:", ":execution:", 1)
         )
     }
+}
+
+/// A deployed stack's `Quota<Api>` and `QuotaSafetyFactor` parameters (infra/template.yaml) under
+/// the names of the Lambda environment variables they fill.
+fn pacing_env_of_parameters(parameters: &BTreeMap<&str, &str>) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for api in Api::ALL {
+        if let Some(value) = parameters.get(format!("Quota{}", api.as_str()).as_str()) {
+            env.insert(api.quota_env_var().to_owned(), (*value).to_owned());
+        }
+    }
+    if let Some(value) = parameters.get("QuotaSafetyFactor") {
+        env.insert(SAFETY_FACTOR_ENV_VAR.to_owned(), (*value).to_owned());
+    }
+    env
 }
 
 /// The local stack's state directory: $THINGPRESS_LOCAL_DIR, or ./.local.
@@ -175,5 +228,34 @@ where
             _ => service.to_string(),
         },
         None => aws_sdk_sfn::error::DisplayErrorContext(err).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn stack_parameters_become_the_functions_quota_variables() {
+        let parameters: BTreeMap<&str, &str> = [
+            ("QuotaRegisterCertificateWithoutCA", "20"),
+            ("QuotaAttachPolicy", "30"),
+            ("QuotaSafetyFactor", "0.5"),
+            ("RunRetentionDays", "30"),
+        ]
+        .into();
+        let env = pacing_env_of_parameters(&parameters);
+        assert_eq!(env.len(), 3, "{env:?}");
+        let lookup = |name: &str| env.get(name).cloned();
+        let quotas = Quotas::from_env(lookup).unwrap();
+        assert_eq!(quotas.get(Api::RegisterCertificateWithoutCA), 20.0);
+        assert_eq!(quotas.get(Api::AttachPolicy), 30.0);
+        assert_eq!(
+            quotas.get(Api::CreateThing),
+            Quotas::default().get(Api::CreateThing)
+        );
+        assert_eq!(safety_factor_from_env(lookup).unwrap(), 0.5);
     }
 }

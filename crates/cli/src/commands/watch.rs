@@ -9,10 +9,12 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_sfn::types::ExecutionStatus;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
+use thingpress_importer::{Api, Pacer, Quotas};
 use thingpress_pipeline::RunLayout;
-use thingpress_pipeline::records::ChunkDescriptor;
+use thingpress_pipeline::records::{ChunkDescriptor, RunInfo};
 use thingpress_pipeline::report::Report;
 use thingpress_pipeline::{S3Store, Store};
+use thingpress_product::Profile;
 
 use crate::target::{Target, TargetArgs, sdk_message};
 
@@ -88,6 +90,8 @@ pub struct Progress {
     pub chunks_running: u64,
     /// Chunk executions that failed, timed out or were aborted (map run).
     pub chunks_failed: u64,
+    /// Certificates per second the stack's pacing allows this run (once Split has run).
+    pub paced_rate: Option<f64>,
 }
 
 /// Counts certificates done from the result objects present: `results/NNNNN.jsonl` is written
@@ -159,8 +163,10 @@ pub fn human_duration(seconds: f64) -> String {
     }
 }
 
-/// One status line (without the certificate counts the bar shows itself).
-pub fn describe(progress: &Progress, rate: Option<f64>) -> String {
+/// One status line (without the certificate counts the bar shows itself). The ETA uses the
+/// observed rate once certificates are being done, and the paced rate until then; certificates
+/// count as done per chunk, so the time since the count last changed is taken off.
+pub fn describe(progress: &Progress, observed: Option<f64>, since_change: f64) -> String {
     let Some(chunks_total) = progress.chunks_total else {
         return "splitting the manifest".to_owned();
     };
@@ -168,19 +174,50 @@ pub fn describe(progress: &Progress, rate: Option<f64>) -> String {
         "chunks {}/{chunks_total} done, {} running, {} failed",
         progress.chunks_done, progress.chunks_running, progress.chunks_failed
     );
-    if let Some(rate) = rate {
+    if let Some(rate) = observed {
         line.push_str(&format!(", {rate:.1}/s"));
+    }
+    if let Some(paced) = progress.paced_rate {
+        line.push_str(&format!(" (paced {paced:.1}/s)"));
     }
     let remaining = progress
         .certificates_total
         .unwrap_or_default()
         .saturating_sub(progress.certificates_done);
+    let rate = observed.filter(|r| *r > 0.0).or(progress.paced_rate);
     if let Some(eta) = eta_seconds(remaining, rate)
         && remaining > 0
     {
+        let eta = (eta - since_change).max(1.0);
         line.push_str(&format!(", ETA {}", human_duration(eta)));
     }
     line
+}
+
+/// Certificates per second the pacing allows a run (new certificates): each API's paced rate
+/// per chunk execution times the chunk executions that can run at once (MaxConcurrency, or
+/// fewer chunks left), over that API's calls per certificate; the slowest API bounds it.
+pub fn paced_rate(
+    quotas: &Quotas,
+    safety_factor: f64,
+    profile: &Profile,
+    max_concurrency: u32,
+    chunks_left: u64,
+) -> Option<f64> {
+    let pacer = Pacer::new(quotas, safety_factor, max_concurrency).ok()?;
+    let children = chunks_left.clamp(1, u64::from(max_concurrency)) as f64;
+    let calls_per_certificate = [
+        (Api::RegisterCertificateWithoutCA, 1),
+        (Api::CreateThing, 1),
+        (Api::AttachThingPrincipal, 1),
+        (Api::AttachPolicy, profile.policies.len()),
+        (Api::AddThingToThingGroup, profile.thing_groups.len()),
+    ];
+    calls_per_certificate
+        .iter()
+        .filter(|(_, calls)| *calls > 0)
+        .map(|(api, calls)| pacer.rate(*api) * children / *calls as f64)
+        .min_by(f64::total_cmp)
 }
 
 /// The error and cause of a failed execution on one line; a JSON cause is reduced to its
@@ -220,6 +257,8 @@ struct Poller {
     /// The chunk index: the run's, or a retry's subset of it.
     index_key: String,
     index: Option<Vec<ChunkDescriptor>>,
+    info: Option<RunInfo>,
+    pacing: Option<(Quotas, f64)>,
     map_counts: Option<(u64, u64)>,
     map_failures: u32,
 }
@@ -239,12 +278,35 @@ impl Poller {
                 self.index = Some(index);
             }
         }
+        if self.index.is_some() && self.info.is_none() {
+            let key = self.run.run_info();
+            if let Some(body) = self
+                .store
+                .get(&self.bucket, &key)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?
+            {
+                let info: RunInfo = serde_json::from_slice(&body)
+                    .with_context(|| format!("s3://{}/{key} is not a run's info", self.bucket))?;
+                self.info = Some(info);
+            }
+        }
         let mut progress = Progress::default();
         if let Some(index) = &self.index {
             progress.chunks_total = Some(index.len() as u64);
             progress.certificates_total = Some(index.iter().map(|c| c.entries).sum());
             let keys = self.result_keys().await?;
             (progress.chunks_done, progress.certificates_done) = count_done(index, &keys);
+            if let (Some(info), Some((quotas, safety))) = (&self.info, &self.pacing) {
+                let chunks_left = (index.len() as u64).saturating_sub(progress.chunks_done);
+                progress.paced_rate = paced_rate(
+                    quotas,
+                    *safety,
+                    &info.profile,
+                    info.max_concurrency,
+                    chunks_left,
+                );
+            }
         }
         // The map run's counts are extra detail: a failing query keeps the last counts for a
         // while (moto answers ListMapRuns with HTTP 500 in an execution's first moments).
@@ -346,6 +408,9 @@ pub async fn follow(target: &Target, execution_arn: &str, interval: Duration) ->
         run,
         index_key,
         index: None,
+        info: None,
+        // Without usable quota settings there is no paced rate, only the observed one.
+        pacing: target.pacing().ok(),
         map_counts: None,
         map_failures: 0,
     };
@@ -366,6 +431,7 @@ pub async fn follow(target: &Target, execution_arn: &str, interval: Duration) ->
     let started = Instant::now();
     let mut rate = RateWindow::default();
     let mut last_line: Option<Instant> = None;
+    let mut last_change = (0, Instant::now());
     let described = loop {
         let out = sfn
             .describe_execution()
@@ -377,7 +443,14 @@ pub async fn follow(target: &Target, execution_arn: &str, interval: Duration) ->
             })?;
         let progress = poller.progress(execution_arn).await?;
         rate.push(started.elapsed().as_secs_f64(), progress.certificates_done);
-        let line = describe(&progress, rate.rate());
+        if progress.certificates_done != last_change.0 {
+            last_change = (progress.certificates_done, Instant::now());
+        }
+        let line = describe(
+            &progress,
+            rate.rate(),
+            last_change.1.elapsed().as_secs_f64(),
+        );
         let finished = !matches!(
             out.status(),
             ExecutionStatus::Running | ExecutionStatus::PendingRedrive
@@ -553,26 +626,57 @@ mod tests {
 
     #[test]
     fn status_line_names_chunks_rate_and_eta() {
-        let progress = Progress {
+        let mut progress = Progress {
             chunks_total: Some(10),
             certificates_total: Some(500),
             chunks_done: 3,
             certificates_done: 150,
             chunks_running: 2,
             chunks_failed: 1,
+            paced_rate: None,
         };
         assert_eq!(
-            describe(&progress, Some(10.0)),
+            describe(&progress, Some(10.0), 0.0),
             "chunks 3/10 done, 2 running, 1 failed, 10.0/s, ETA 35s"
         );
         assert_eq!(
-            describe(&progress, None),
+            describe(&progress, None, 0.0),
             "chunks 3/10 done, 2 running, 1 failed"
         );
         assert_eq!(
-            describe(&Progress::default(), None),
+            describe(&Progress::default(), None, 0.0),
             "splitting the manifest"
         );
+        // Until certificates are done, the ETA comes from the pacing.
+        progress.paced_rate = Some(7.0);
+        assert_eq!(
+            describe(&progress, Some(0.0), 0.0),
+            "chunks 3/10 done, 2 running, 1 failed, 0.0/s (paced 7.0/s), ETA 50s"
+        );
+        assert_eq!(
+            describe(&progress, Some(10.0), 0.0),
+            "chunks 3/10 done, 2 running, 1 failed, 10.0/s (paced 7.0/s), ETA 35s"
+        );
+        // 30 s since the count last moved: 20 s to go; never below a second while running.
+        assert!(describe(&progress, Some(0.0), 30.0).ends_with("ETA 20s"));
+        assert!(describe(&progress, Some(0.0), 300.0).ends_with("ETA 1s"));
+    }
+
+    #[test]
+    fn the_paced_rate_is_that_of_the_slowest_api_per_certificate() {
+        let mut profile = Profile::named("p");
+        let quotas = Quotas::default();
+        // RegisterCertificateWithoutCA 10/s × 0.5 is the bound with no policies or groups.
+        let rate = paced_rate(&quotas, 0.5, &profile, 4, 100).unwrap();
+        assert!((rate - 5.0).abs() < 1e-9, "{rate}");
+        // Three policies: AttachPolicy 15/s × 0.5 ÷ 3 = 2.5 certificates/s.
+        profile.policies = vec!["a".into(), "b".into(), "c".into()];
+        let rate = paced_rate(&quotas, 0.5, &profile, 4, 100).unwrap();
+        assert!((rate - 2.5).abs() < 1e-9, "{rate}");
+        // One chunk left of MaxConcurrency 4: one child, a quarter of the rate.
+        let rate = paced_rate(&quotas, 0.5, &profile, 4, 1).unwrap();
+        assert!((rate - 0.625).abs() < 1e-9, "{rate}");
+        assert_eq!(paced_rate(&quotas, 0.0, &profile, 4, 1), None);
     }
 
     #[test]
