@@ -189,6 +189,7 @@ async fn registry_check_names_removed_attachments_and_summary_counts_them() {
     assert_eq!(before["thingsPerGroup"][group(1)], 6);
     assert!(before["things"].as_u64().unwrap() >= 6);
     assert!(before["certificates"].as_u64().unwrap() >= 6);
+    assert!(before["policies"].as_u64().unwrap() >= 2);
     assert!(before["certificatesByStatus"]["ACTIVE"].as_u64().unwrap() >= 6);
 
     // Entry 0 loses a policy, entry 1 a group, entry 2 its certificate.

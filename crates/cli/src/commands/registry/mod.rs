@@ -29,11 +29,13 @@ pub struct Args {
 /// The registry subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Count things (in all, per thing type, per thing group) and certificates (per status).
+    /// Count things (in all, per thing type, per thing group), certificates (per status) and
+    /// policies.
     ///
     /// Lists page by page, paced below the list APIs' quotas (ListThings, ListThingTypes,
-    /// ListThingGroups and ListCertificates 10/s, ListThingsInThingGroup 25/s, each × 0.8), so
-    /// an import running at the same time keeps its share. Group counts are direct members.
+    /// ListThingGroups, ListCertificates and ListPolicies 10/s, ListThingsInThingGroup 25/s,
+    /// each × 0.8), so an import running at the same time keeps its share. Group counts are
+    /// direct members.
     Summary(SummaryArgs),
     /// Check that IoT holds, for each entry of a manifest, what the profile says.
     ///
@@ -53,7 +55,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct SummaryArgs {
     /// `table`: aligned text; `json`: one JSON object (things, thingsWithoutType,
-    /// thingsPerType, thingsPerGroup, certificates, certificatesByStatus).
+    /// thingsPerType, thingsPerGroup, certificates, certificatesByStatus, policies).
     #[arg(long, default_value = "table", value_parser = ["table", "json"])]
     pub output: String,
     /// Count only the things of this thing type (other types are not listed).

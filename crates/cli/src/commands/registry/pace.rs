@@ -22,11 +22,12 @@ pub enum ReadApi {
     ListThingTypes,
     ListThingGroups,
     ListThingsInThingGroup,
+    ListPolicies,
 }
 
 impl ReadApi {
     /// Every paced read API.
-    pub const ALL: [ReadApi; 10] = [
+    pub const ALL: [ReadApi; 11] = [
         ReadApi::DescribeCertificate,
         ReadApi::DescribeThing,
         ReadApi::ListThingPrincipals,
@@ -37,11 +38,12 @@ impl ReadApi {
         ReadApi::ListThingTypes,
         ReadApi::ListThingGroups,
         ReadApi::ListThingsInThingGroup,
+        ReadApi::ListPolicies,
     ];
 
     /// AWS's default requests per second per account and Region (Service Quotas "<Op> API TPS").
-    /// ListCertificates and ListAttachedPolicies have no published per-API figure: 10, the
-    /// lowest of the registry's list quotas, is assumed for them.
+    /// ListCertificates, ListAttachedPolicies and ListPolicies have no published per-API figure:
+    /// 10, the lowest of the registry's list quotas, is assumed for them.
     pub fn default_quota(self) -> f64 {
         match self {
             ReadApi::DescribeCertificate => Quotas::default().get(Api::DescribeCertificate),
@@ -53,7 +55,8 @@ impl ReadApi {
             | ReadApi::ListCertificates
             | ReadApi::ListThings
             | ReadApi::ListThingTypes
-            | ReadApi::ListThingGroups => 10.0,
+            | ReadApi::ListThingGroups
+            | ReadApi::ListPolicies => 10.0,
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Summary {
     pub certificates: u64,
     /// Certificates per status (ACTIVE, INACTIVE, REVOKED, PENDING_TRANSFER, …).
     pub certificates_by_status: BTreeMap<String, u64>,
+    /// IoT policies in the account and Region.
+    pub policies: u64,
 }
 
 /// Counts things per type and group, and certificates per status, one paced page at a time
@@ -185,6 +187,23 @@ pub async fn summarize(
             break;
         }
     }
+    let mut marker = None;
+    loop {
+        let out = pacer
+            .call(ReadApi::ListPolicies, || {
+                iot.list_policies()
+                    .page_size(PAGE)
+                    .set_marker(marker.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("ListPolicies: {}", sdk_message(&e)))?;
+        summary.policies += out.policies().len() as u64;
+        marker = next(out.next_marker());
+        if marker.is_none() {
+            break;
+        }
+    }
     Ok(summary)
 }
 
@@ -211,6 +230,7 @@ pub fn write_table(out: &mut impl Write, summary: &Summary, filter: &Filter) -> 
     for (status, n) in &summary.certificates_by_status {
         lines.push((format!("  {status}"), Some(*n)));
     }
+    lines.push(("policies".to_owned(), Some(summary.policies)));
     lines.push((
         format!("things per thing type ({})", summary.things_per_type.len()),
         None,
@@ -248,12 +268,14 @@ mod tests {
     use super::*;
     use aws_sdk_iot::Client;
     use aws_sdk_iot::operation::list_certificates::ListCertificatesOutput;
+    use aws_sdk_iot::operation::list_policies::ListPoliciesOutput;
     use aws_sdk_iot::operation::list_thing_groups::ListThingGroupsOutput;
     use aws_sdk_iot::operation::list_thing_types::ListThingTypesOutput;
     use aws_sdk_iot::operation::list_things::ListThingsOutput;
     use aws_sdk_iot::operation::list_things_in_thing_group::ListThingsInThingGroupOutput;
     use aws_sdk_iot::types::{
-        Certificate, CertificateStatus, GroupNameAndArn, ThingAttribute, ThingTypeDefinition,
+        Certificate, CertificateStatus, GroupNameAndArn, Policy, ThingAttribute,
+        ThingTypeDefinition,
     };
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
@@ -326,10 +348,27 @@ mod tests {
                 )
                 .build()
         });
+        let policies1 = mock!(Client::list_policies)
+            .match_requests(|r| r.marker().is_none())
+            .then_output(|| {
+                ListPoliciesOutput::builder()
+                    .policies(Policy::builder().policy_name("p1").build())
+                    .next_marker("m2")
+                    .build()
+            });
+        let policies2 = mock!(Client::list_policies)
+            .match_requests(|r| r.marker() == Some("m2"))
+            .then_output(|| {
+                ListPoliciesOutput::builder()
+                    .policies(Policy::builder().policy_name("p2").build())
+                    .build()
+            });
         let client = mock_client!(
             aws_sdk_iot,
             RuleMode::MatchAny,
-            [&types, &things1, &things2, &groups, &members, &certs]
+            [
+                &types, &things1, &things2, &groups, &members, &certs, &policies1, &policies2
+            ]
         );
         let pacer = ReadPacer::new(1000.0).unwrap();
         let summary = summarize(&client, &pacer, &Filter::default(), &Progress::new())
@@ -352,6 +391,7 @@ mod tests {
                     ("ACTIVE".to_owned(), 2),
                     ("REVOKED".to_owned(), 1)
                 ]),
+                policies: 2,
             }
         );
         let mut out = Vec::new();
@@ -379,8 +419,14 @@ mod tests {
             .then_output(|| ListThingsInThingGroupOutput::builder().things("t1").build());
         let certs = mock!(Client::list_certificates)
             .then_output(|| ListCertificatesOutput::builder().build());
+        let policies =
+            mock!(Client::list_policies).then_output(|| ListPoliciesOutput::builder().build());
         // No ListThingTypes or ListThingGroups rule: calling them would fail the test.
-        let client = mock_client!(aws_sdk_iot, RuleMode::MatchAny, [&things, &members, &certs]);
+        let client = mock_client!(
+            aws_sdk_iot,
+            RuleMode::MatchAny,
+            [&things, &members, &certs, &policies]
+        );
         let filter = Filter {
             thing_type: Some("A".into()),
             group: Some("g".into()),
