@@ -503,7 +503,8 @@ pub async fn follow(target: &Target, execution_arn: &str, interval: Duration) ->
             .and_then(Value::as_str)
             .unwrap_or("another run");
         println!(
-            "run {run_id} SUCCEEDED: skipped, the manifest is already imported by run {owner}"
+            "run {run_id} SUCCEEDED: skipped, the manifest is already imported by run {owner} \
+             (`thingpress import --start` imports a file again)"
         );
         return Ok(());
     }
