@@ -8,72 +8,15 @@
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
+mod cli;
+
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use serde_json::{Value, json};
-use thingpress_pipeline::report::{Report, RunStatus};
+use thingpress_pipeline::report::RunStatus;
 
+use cli::*;
 use support::*;
-
-/// What one run of the binary printed, and how it ended.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn ok(self) -> Ran {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    /// The one error line (the last line of stderr; progress lines come before it).
-    fn error_line(&self) -> &str {
-        self.stderr.lines().last().unwrap_or_default()
-    }
-
-    /// The run id from the `run <id>` line import prints.
-    fn run_id(&self) -> String {
-        self.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("run ").filter(|r| !r.contains(' ')))
-            .unwrap_or_else(|| panic!("no run line in:\n{}", self.stdout))
-            .to_owned()
-    }
-}
-
-/// Runs `thingpress --local ARGS` on the suite's stack (off the async runtime's threads).
-async fn thingpress(args: &[&str]) -> Ran {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let output: Output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_thingpress"))
-            .arg("--local")
-            .args(&args)
-            .env("THINGPRESS_LOCAL_DIR", local_dir())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let ran = Ran {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    eprintln!(
-        "$ thingpress ... -> {:?}\n{}{}",
-        ran.code, ran.stdout, ran.stderr
-    );
-    ran
-}
 
 /// A scratch file of this test.
 fn scratch(name: &str, body: &[u8]) -> PathBuf {
@@ -112,14 +55,6 @@ fn count_of(summary: &str, label: &str) -> Option<u64> {
             .filter(|rest| rest.starts_with(' '))
             .and_then(|rest| rest.trim().parse().ok())
     })
-}
-
-async fn report_of(stack: &Stack, run_id: &str) -> Report {
-    let body = stack
-        .get(&format!("runs/{run_id}/report.json"))
-        .await
-        .unwrap_or_else(|| panic!("{run_id} has no report"));
-    serde_json::from_slice(&body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,8 @@
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
+mod cli;
+
 use std::collections::BTreeSet;
 
 use aws_sdk_sfn::types::ExecutionStatus;
@@ -16,69 +18,8 @@ use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use serde_json::{Value, json};
 use thingpress_pipeline::report::{Report, RunStatus};
 
+use cli::*;
 use support::*;
-
-/// What one run of the binary printed, and how it ended.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn ok(self) -> Ran {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    /// Exit 1 with exactly one error line on stderr (progress lines never come before it here).
-    fn one_error_line(&self) -> &str {
-        assert_eq!(self.code, Some(1), "{}{}", self.stdout, self.stderr);
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "{}", self.stderr);
-        assert!(lines[0].starts_with("thingpress: error: "), "{}", lines[0]);
-        lines[0]
-    }
-}
-
-/// Runs `thingpress --local ARGS` on the suite's stack (off the async runtime's threads).
-async fn thingpress(args: &[&str]) -> Ran {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_thingpress"))
-            .arg("--local")
-            .args(&args)
-            .env("THINGPRESS_LOCAL_DIR", local_dir())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let ran = Ran {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    eprintln!(
-        "$ thingpress ... -> {:?}\n{}{}",
-        ran.code, ran.stdout, ran.stderr
-    );
-    ran
-}
-
-async fn report_of(stack: &Stack, run_id: &str) -> Report {
-    let body = stack
-        .get(&format!("runs/{run_id}/report.json"))
-        .await
-        .unwrap_or_else(|| panic!("{run_id} has no report"));
-    serde_json::from_slice(&body).unwrap()
-}
 
 fn assert_adds_up(report: &Report) {
     assert_eq!(report.status, RunStatus::Complete, "{report:?}");
