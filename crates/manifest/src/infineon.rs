@@ -34,6 +34,7 @@ use quick_xml::Reader;
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use sevenz_rust2::{Archive, ArchiveReader, EntryDecision, Password};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::batch::validate_in_order;
 use crate::cert::{Certificate, der_to_pem, pem_blocks};
@@ -948,7 +949,13 @@ fn validate_pem(index: u64, file: RawPem, slot: Slot) -> Entry {
     // Further blocks in the same file are the issuers the supplier ships with it.
     let mut chain = Vec::new();
     for der in ders {
-        match der {
+        // Parsed like every other chain certificate, so nothing unparseable is passed on.
+        let parsed = der.and_then(|der| match X509Certificate::from_der(&der) {
+            Ok(([], _)) => Ok(der),
+            Ok(_) => Err("trailing bytes after the certificate".to_owned()),
+            Err(e) => Err(format!("not an X.509 certificate: {e}")),
+        });
+        match parsed {
             Ok(der) => chain.push(der_to_pem(&der)),
             Err(reason) => {
                 let message = format!("{label}: a further certificate block: {reason}");

@@ -979,6 +979,15 @@ fn seven_z_bombs_and_nesting_are_bounded_and_named() {
         ("B_E0E0.pem", nested),
         ("C_E0E0.pem", b"\xFF\xFE not UTF-8 \x80".to_vec()),
         ("D_E0E0.pem", Vec::new()),
+        // A device certificate followed by a "chain" block that is base64 but no certificate.
+        (
+            "E_E0E0.pem",
+            format!(
+                "{}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                certificate("7z-chained").1
+            )
+            .into_bytes(),
+        ),
     ];
     let outcome = read_with(bundle(&files).as_slice(), &tight(100, 16 * MB), "nested");
     outcome.clean();
@@ -988,8 +997,17 @@ fn seven_z_bombs_and_nesting_are_bounded_and_named() {
         vec![
             ErrorName::InvalidCertificate,
             ErrorName::InvalidCertificate,
-            ErrorName::MissingCertificate
+            ErrorName::MissingCertificate,
+            ErrorName::InvalidCertificate
         ]
+    );
+    let Entry::Rejected(chained) = &outcome.entries()[4] else {
+        unreachable!()
+    };
+    assert!(
+        chained.message.contains("further certificate block") && chained.message.contains("X.509"),
+        "{}",
+        chained.message
     );
 
     // An inner certificate archive that is not a 7z at all.
