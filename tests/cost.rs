@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thingpress_pipeline::Settings;
 
 /// AWS unit prices, us-east-1, first tier (USD).
@@ -33,6 +33,10 @@ pub struct Prices {
     pub s3_put: f64,
     /// S3 Standard GET and all other requests, per request.
     pub s3_get: f64,
+    /// AWS IoT Core registry operation (CreateThing, AttachThingPrincipal and
+    /// AddThingToThingGroup are metered as such), per operation. From the IoT Core pricing page
+    /// as remembered, not re-read on that date: check it before quoting.
+    pub iot_registry_operation: f64,
 }
 
 /// The prices every projection uses.
@@ -46,6 +50,7 @@ pub const PRICES: Prices = Prices {
     express_gb_second: 0.000_016_67,
     s3_put: 0.005 / 1_000.0,
     s3_get: 0.0004 / 1_000.0,
+    iot_registry_operation: 1.25 / 1_000_000.0,
 };
 
 /// Express workflows are billed in 64 MB steps; a child that only calls two Lambdas needs the
@@ -56,7 +61,7 @@ pub const EXPRESS_MEMORY_MB: f64 = 64.0;
 pub const FUNCTIONS: [&str; 4] = ["split", "decorate", "register", "summarize"];
 
 /// One measured run, as `bench_e2e` reads it from the edge, the report and the history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Measured {
     /// Manifest entries.
@@ -334,6 +339,14 @@ pub fn project(m: &Measured, d: &Deployment, prices: &Prices) -> Result<Projecti
         quantity: s3_get,
         unit: "requests",
         usd: s3_get * prices.s3_get,
+    });
+    // CreateThing + AttachThingPrincipal + AddThingToThingGroup per group, per certificate.
+    let registry = n * (2.0 + m.groups as f64);
+    items.push(Item {
+        what: "IoT Core registry operations".into(),
+        quantity: registry,
+        unit: "operations",
+        usd: registry * prices.iot_registry_operation,
     });
     let total_usd = items.iter().map(|i| i.usd).sum();
     Ok(Projection {

@@ -45,6 +45,7 @@ struct Args {
     chunk_size: u32,
     max_concurrency: Option<u32>,
     data_dir: PathBuf,
+    reproject: Option<PathBuf>,
 }
 
 fn args() -> Result<Args, String> {
@@ -55,6 +56,7 @@ fn args() -> Result<Args, String> {
         chunk_size: 500,
         max_concurrency: None,
         data_dir: root.join("target/bench-data"),
+        reproject: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -77,6 +79,7 @@ fn args() -> Result<Args, String> {
                     Some(u32::try_from(number(value()?)?).map_err(|e| e.to_string())?)
             }
             "--data-dir" => a.data_dir = PathBuf::from(value()?),
+            "--reproject" => a.reproject = Some(PathBuf::from(value()?)),
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -268,7 +271,11 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = run(a).await {
+    let result = match a.reproject.clone() {
+        Some(path) => reproject(&path),
+        None => run(a).await,
+    };
+    if let Err(e) = result {
         eprintln!("bench_e2e: {e}");
         std::process::exit(1);
     }
@@ -486,12 +493,6 @@ async fn run(a: Args) -> Result<(), String> {
     }
     // The manifest upload before the reset is not counted; the report read after the snapshot
     // neither: these are the functions' requests.
-    let template: serde_norway::Value = serde_norway::from_str(
-        &std::fs::read_to_string(workspace_root().join("infra/template.yaml"))
-            .map_err(|e| format!("infra/template.yaml: {e}"))?,
-    )
-    .map_err(|e| format!("infra/template.yaml: {e}"))?;
-    let memory = cost::memory_from_template(&template)?;
     let measured = Measured {
         entries: report.entries,
         chunks,
@@ -507,32 +508,7 @@ async fn run(a: Args) -> Result<(), String> {
         policies: 1,
         groups: 1,
     };
-    let deployment = |label: &str, scale: f64, express: bool| Deployment {
-        label: label.to_owned(),
-        certificates: 1_000_000,
-        quotas: cost::default_quotas()
-            .into_iter()
-            .map(|(k, v)| (k, v * scale))
-            .collect(),
-        safety_factor: 0.8,
-        max_concurrency: 10,
-        chunk_size: 500,
-        express,
-        memory_mb: memory.clone(),
-    };
-    let mut projections = Vec::new();
-    for (label, scale, express) in [
-        ("AWS default quotas, STANDARD children", 1.0, false),
-        ("AWS default quotas, EXPRESS children", 1.0, true),
-        ("quotas raised ×10, STANDARD children", 10.0, false),
-        ("quotas raised ×10, EXPRESS children", 10.0, true),
-    ] {
-        projections.push(cost::project(
-            &measured,
-            &deployment(label, scale, express),
-            &PRICES,
-        )?);
-    }
+    let projections = projections(&measured)?;
 
     let mean = |v: &[f64]| {
         if v.is_empty() {
@@ -618,6 +594,57 @@ fn write_json(path: &std::path::Path, value: &Value) -> Result<(), String> {
     }
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The 1,000,000-certificate projections of a measured run onto the template's defaults, at AWS's
+/// default quotas and at ×10, with STANDARD and EXPRESS children.
+fn projections(measured: &Measured) -> Result<Vec<cost::Projection>, String> {
+    let template: serde_norway::Value = serde_norway::from_str(
+        &std::fs::read_to_string(workspace_root().join("infra/template.yaml"))
+            .map_err(|e| format!("infra/template.yaml: {e}"))?,
+    )
+    .map_err(|e| format!("infra/template.yaml: {e}"))?;
+    let memory = cost::memory_from_template(&template)?;
+    let deployment = |label: &str, scale: f64, express: bool| Deployment {
+        label: label.to_owned(),
+        certificates: 1_000_000,
+        quotas: cost::default_quotas()
+            .into_iter()
+            .map(|(k, v)| (k, v * scale))
+            .collect(),
+        safety_factor: 0.8,
+        max_concurrency: 10,
+        chunk_size: 500,
+        express,
+        memory_mb: memory.clone(),
+    };
+    [
+        ("AWS default quotas, STANDARD children", 1.0, false),
+        ("AWS default quotas, EXPRESS children", 1.0, true),
+        ("quotas raised ×10, STANDARD children", 10.0, false),
+        ("quotas raised ×10, EXPRESS children", 10.0, true),
+    ]
+    .into_iter()
+    .map(|(label, scale, express)| {
+        cost::project(measured, &deployment(label, scale, express), &PRICES)
+    })
+    .collect()
+}
+
+/// Recomputes the projections of a saved run (after a change of the cost model or the prices)
+/// and writes them back into its JSON.
+fn reproject(path: &std::path::Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut saved: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let measured: Measured = serde_json::from_value(saved["measured"].clone())
+        .map_err(|e| format!("{}: measured: {e}", path.display()))?;
+    let projections = projections(&measured)?;
+    saved["projections"] = json!(projections);
+    saved["prices"] = json!(PRICES);
+    write_json(path, &saved)?;
+    print_table(&saved, &projections);
+    Ok(())
 }
 
 /// Today's date (UTC) without a date crate.
