@@ -15,7 +15,8 @@ use thingpress_pipeline::Settings;
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Prices {
-    /// When the prices were taken from aws.amazon.com/{lambda,step-functions,s3}/pricing.
+    /// When the prices were recorded (aws.amazon.com/{lambda,step-functions,s3}/pricing; not
+    /// re-read from the build machine, which has no route to it).
     pub date: &'static str,
     /// The Region they apply to.
     pub region: &'static str,
