@@ -52,6 +52,12 @@ const WILDCARD_RESOURCE_ALLOW_LIST: &[(&str, &str, &[&str])] = &[
         "RegisterCertificates",
         &["iot:RegisterCertificateWithoutCA"],
     ),
+    // Read-only; the principal may be a certificate or a Cognito identity, so no resource type.
+    (
+        "RegisterFunction",
+        "ReadCertificateThings",
+        &["iot:ListPrincipalThings"],
+    ),
     // CloudWatch Logs delivery for the state machine's log destination.
     (
         "ImportStateMachineRole",

@@ -461,3 +461,37 @@ async fn a_certificate_repeated_in_a_second_manifest_is_already_registered() {
         .verify_registry(&profile, &all, &BTreeSet::new())
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_already_on_another_thing_is_a_thing_conflict() {
+    // Exclusive: the repeated-certificate test above counts every new certificate in IoT.
+    let _guard = EDGE.write().await;
+    let stack = Stack::new().await;
+    let tag = unique("rething");
+    let (key, ids) = fresh_manifest(&stack, &tag, 3).await;
+    let profile = stack.resources(&tag, 1, 1).await;
+    let run = stack
+        .import(&format!("{tag}-a"), &key, profile.clone(), false)
+        .await;
+    assert_eq!(stack.report(&run).await.outcomes.registered, 3);
+
+    // The same certificates again, named as other things (as when a second manifest lists
+    // them under other device ids).
+    let mut other = profile.clone();
+    other["thingName"] = json!(format!("{tag}-other-{{deviceId}}"));
+    let run = stack.import(&format!("{tag}-b"), &key, other, true).await;
+    let b = stack.report(&run).await;
+    assert_eq!(b.outcomes.rejected, 3, "{:?}", b.outcomes);
+    assert_eq!(
+        b.outcomes
+            .rejected_by_error
+            .get(&thingpress_manifest::ErrorName::ThingConflict),
+        Some(&3),
+        "{:?}",
+        b.outcomes
+    );
+    // IoT unchanged: each certificate on its first thing only, no other things.
+    stack
+        .verify_registry(&profile, &ids, &BTreeSet::new())
+        .await;
+}

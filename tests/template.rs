@@ -27,6 +27,8 @@ const NO_RESOURCE_TYPE: &[(&str, &str)] = &[
         "iot:RegisterCertificateWithoutCA",
         "certificate registration",
     ),
+    // Read-only; the principal may be a certificate or a Cognito identity, so no resource type.
+    ("iot:ListPrincipalThings", "certificate's things"),
     // CloudWatch Logs vended-log delivery for the state machine's log destination.
     ("logs:CreateLogDelivery", "log delivery"),
     ("logs:GetLogDelivery", "log delivery"),

@@ -13,6 +13,8 @@ pub enum Api {
     RegisterCertificateWithoutCA,
     /// Reads an already registered certificate's ARN and status.
     DescribeCertificate,
+    /// Lists the things an already registered certificate is attached to.
+    ListPrincipalThings,
     /// Creates the device's thing.
     CreateThing,
     /// Makes an existing thing match the profile (`onThingConflict: update`).
@@ -27,9 +29,10 @@ pub enum Api {
 
 impl Api {
     /// Every paced API, in call order.
-    pub const ALL: [Api; 7] = [
+    pub const ALL: [Api; 8] = [
         Api::RegisterCertificateWithoutCA,
         Api::DescribeCertificate,
+        Api::ListPrincipalThings,
         Api::CreateThing,
         Api::UpdateThing,
         Api::AttachThingPrincipal,
@@ -42,6 +45,7 @@ impl Api {
         match self {
             Api::RegisterCertificateWithoutCA => "RegisterCertificateWithoutCA",
             Api::DescribeCertificate => "DescribeCertificate",
+            Api::ListPrincipalThings => "ListPrincipalThings",
             Api::CreateThing => "CreateThing",
             Api::UpdateThing => "UpdateThing",
             Api::AttachThingPrincipal => "AttachThingPrincipal",
@@ -55,6 +59,7 @@ impl Api {
         match self {
             Api::RegisterCertificateWithoutCA => "QUOTA_REGISTER_CERTIFICATE_WITHOUT_CA",
             Api::DescribeCertificate => "QUOTA_DESCRIBE_CERTIFICATE",
+            Api::ListPrincipalThings => "QUOTA_LIST_PRINCIPAL_THINGS",
             Api::CreateThing => "QUOTA_CREATE_THING",
             Api::UpdateThing => "QUOTA_UPDATE_THING",
             Api::AttachThingPrincipal => "QUOTA_ATTACH_THING_PRINCIPAL",
@@ -85,7 +90,9 @@ pub const DEFAULT_SAFETY_FACTOR: f64 = 0.8;
 /// (General Reference, iot-core.html#throttling-limits) and the Service Quotas codes:
 /// RegisterCertificateWithoutCA 10 (L-4671C7C8), DescribeCertificate 10 (L-FC864907),
 /// CreateThing 100 (L-64CBACAC), UpdateThing 100 (L-211F680E), AttachThingPrincipal 100
-/// (L-F64D1AA6), AttachPolicy 15, AddThingToThingGroup 100 (L-2904683A).
+/// (L-F64D1AA6), AttachPolicy 15, AddThingToThingGroup 100 (L-2904683A). ListPrincipalThings:
+/// 10, as DescribeCertificate (not checked against Service Quotas here; it is only called for
+/// certificates that were already registered).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct Quotas {
@@ -94,6 +101,8 @@ pub struct Quotas {
     pub register_certificate_without_ca: f64,
     /// DescribeCertificate, per second.
     pub describe_certificate: f64,
+    /// ListPrincipalThings, per second.
+    pub list_principal_things: f64,
     /// CreateThing, per second.
     pub create_thing: f64,
     /// UpdateThing, per second.
@@ -111,6 +120,7 @@ impl Default for Quotas {
         Quotas {
             register_certificate_without_ca: 10.0,
             describe_certificate: 10.0,
+            list_principal_things: 10.0,
             create_thing: 100.0,
             update_thing: 100.0,
             attach_thing_principal: 100.0,
@@ -126,6 +136,7 @@ impl Quotas {
         match api {
             Api::RegisterCertificateWithoutCA => self.register_certificate_without_ca,
             Api::DescribeCertificate => self.describe_certificate,
+            Api::ListPrincipalThings => self.list_principal_things,
             Api::CreateThing => self.create_thing,
             Api::UpdateThing => self.update_thing,
             Api::AttachThingPrincipal => self.attach_thing_principal,
@@ -139,6 +150,7 @@ impl Quotas {
         let field = match api {
             Api::RegisterCertificateWithoutCA => &mut self.register_certificate_without_ca,
             Api::DescribeCertificate => &mut self.describe_certificate,
+            Api::ListPrincipalThings => &mut self.list_principal_things,
             Api::CreateThing => &mut self.create_thing,
             Api::UpdateThing => &mut self.update_thing,
             Api::AttachThingPrincipal => &mut self.attach_thing_principal,

@@ -188,6 +188,11 @@ impl Importer {
                 ));
             }
         };
+        if outcome == Outcome::AlreadyRegistered
+            && let Some(rejection) = self.attached_elsewhere(entry, &arn).await?
+        {
+            return Ok(rejection);
+        }
         if let Err(rejection) = self.thing(entry, &arn).await? {
             return Ok(rejection);
         }
@@ -408,6 +413,60 @@ impl Importer {
                 status: status_name,
             }),
         }
+    }
+
+    /// For a certificate that was already registered: a rejection if it is attached to a thing
+    /// other than this entry's (the same certificate under another device id, e.g. in another
+    /// manifest). Thingpress gives a certificate one thing; attaching it to a second would make
+    /// two things one device.
+    async fn attached_elsewhere(
+        &self,
+        entry: &Decorated,
+        arn: &str,
+    ) -> Result<Option<EntryResult>, ImportError> {
+        let mut others = Vec::new();
+        let mut token = None;
+        loop {
+            self.begin(Api::ListPrincipalThings).await;
+            let out = self
+                .client
+                .list_principal_things()
+                .principal(arn)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|err| {
+                    classify(
+                        "ListPrincipalThings",
+                        &format!("certificate {}", entry.certificate_id),
+                        &err,
+                    )
+                })?;
+            others.extend(
+                out.things()
+                    .iter()
+                    .filter(|thing| **thing != entry.thing_name)
+                    .cloned(),
+            );
+            token = out.next_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        if others.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(EntryResult::rejected(
+            entry,
+            ErrorName::ThingConflict,
+            format!(
+                "certificate {} is already attached to thing {}, not {}: a certificate belongs to one thing",
+                entry.certificate_id,
+                others.join(", "),
+                entry.thing_name
+            ),
+            Some(arn.to_owned()),
+        )))
     }
 
     /// Step 2: CreateThing (idempotent for identical configuration), and on a conflict either

@@ -12,6 +12,7 @@ use aws_sdk_iot::operation::describe_certificate::DescribeCertificateOutput;
 use aws_sdk_iot::operation::describe_thing_group::DescribeThingGroupOutput;
 use aws_sdk_iot::operation::describe_thing_type::DescribeThingTypeOutput;
 use aws_sdk_iot::operation::get_policy::GetPolicyOutput;
+use aws_sdk_iot::operation::list_principal_things::ListPrincipalThingsOutput;
 use aws_sdk_iot::operation::register_certificate_without_ca::RegisterCertificateWithoutCaOutput;
 use aws_sdk_iot::operation::update_thing::UpdateThingOutput;
 use aws_sdk_iot::types::{
@@ -106,6 +107,17 @@ fn describe(status: IotStatus) -> Rule {
                         .status(status.clone())
                         .build(),
                 )
+                .build()
+        })
+}
+
+/// ListPrincipalThings of the certificate: the things it is attached to.
+fn principal_things(things: &'static [&'static str]) -> Rule {
+    mock!(Client::list_principal_things)
+        .match_requests(|r| r.principal() == Some(CERT_ARN))
+        .then_output(move || {
+            ListPrincipalThingsOutput::builder()
+                .set_things(Some(things.iter().map(|t| (*t).to_owned()).collect()))
                 .build()
         })
 }
@@ -239,6 +251,8 @@ async fn already_registered_certificate_is_described_and_completed() {
     let rules = [
         register_exists(),
         describe(IotStatus::Inactive),
+        // Attached to this entry's own thing already (a re-run): carry on.
+        principal_things(&["ATECC608C_0123a1b2c3d4e5f6ee"]),
         create_thing_ok(),
         attach_principal_ok(),
         attach_policy_ok("DevicePolicy"),
@@ -252,9 +266,33 @@ async fn already_registered_certificate_is_described_and_completed() {
     assert_eq!(result.certificate_arn.as_deref(), Some(CERT_ARN));
     assert!(result.message.as_deref().unwrap_or("").contains("INACTIVE"));
     all_used(&refs);
-    assert_eq!(importer.api_calls().total(), 7);
+    assert_eq!(importer.api_calls().total(), 8);
     // One register attempt: ResourceAlreadyExists is not retried by the SDK.
     assert_eq!(rules[0].num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_certificate_attached_to_another_thing_is_a_thing_conflict() {
+    // The same certificate under another device id (e.g. in an earlier manifest).
+    let rules = [
+        register_exists(),
+        describe(IotStatus::Active),
+        principal_things(&["ATECC608C_0123a1b2c3d4e5f6ee", "other-device"]),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let importer = importer(client(&refs));
+    let result = importer.register(&entry()).await.unwrap();
+    assert_eq!(result.outcome, Outcome::Rejected);
+    assert_eq!(result.error, Some(ErrorName::ThingConflict));
+    let message = result.message.as_deref().unwrap_or("");
+    assert!(message.contains("other-device"), "{message}");
+    assert!(
+        !message.contains("ATECC608C_0123a1b2c3d4e5f6ee,"),
+        "{message}"
+    );
+    all_used(&refs);
+    // No thing created, nothing attached.
+    assert_eq!(importer.api_calls().total(), 3);
 }
 
 #[tokio::test]
