@@ -1,7 +1,8 @@
 //! The state machine (statemachine/import.asl.json), the SAM template (infra/template.yaml) and
 //! the code agree: every `${…}` has a substitution, every Lambda task retries with backoff and
 //! full jitter, the `Thingpress.*` names the ASL matches are the code's names used as their kind
-//! says, the template deploys exactly the packages under functions/, and IAM stays narrow.
+//! says, and the template deploys exactly the packages under functions/ (IAM and the other
+//! security rules of the template: tests/template.rs).
 //!
 //! Each check returns the problems it finds, so the tests below also run it on broken copies
 //! and see it complain.
@@ -41,50 +42,6 @@ const CRASH_RETRY: RetryTiming = (2.0, 3.0, 2.0, 30.0);
 const THINGPRESS_RETRY: RetryTiming = (2.0, 8.0, 2.0, 60.0);
 /// The only Lambda integration the ASL uses.
 const LAMBDA_INVOKE: &str = "arn:aws:states:::lambda:invoke";
-
-/// IAM statements allowed to name `Resource: "*"`: (resource logical id, statement Sid, the
-/// exact actions), each because the service has no resource-level permission for them.
-const WILDCARD_RESOURCE_ALLOW_LIST: &[(&str, &str, &[&str])] = &[
-    // IoT's service authorization reference lists no resource type for it: the certificate
-    // only exists after the call.
-    (
-        "RegisterFunction",
-        "RegisterCertificates",
-        &["iot:RegisterCertificateWithoutCA"],
-    ),
-    // Read-only; the principal may be a certificate or a Cognito identity, so no resource type.
-    (
-        "RegisterFunction",
-        "ReadCertificateThings",
-        &["iot:ListPrincipalThings"],
-    ),
-    // CloudWatch Logs delivery for the state machine's log destination.
-    (
-        "ImportStateMachineRole",
-        "DeliverLogs",
-        &[
-            "logs:CreateLogDelivery",
-            "logs:GetLogDelivery",
-            "logs:UpdateLogDelivery",
-            "logs:DeleteLogDelivery",
-            "logs:ListLogDeliveries",
-            "logs:PutResourcePolicy",
-            "logs:DescribeResourcePolicies",
-            "logs:DescribeLogGroups",
-        ],
-    ),
-    // X-Ray tracing of the state machine.
-    (
-        "ImportStateMachineRole",
-        "WriteTraces",
-        &[
-            "xray:PutTraceSegments",
-            "xray:PutTelemetryRecords",
-            "xray:GetSamplingRules",
-            "xray:GetSamplingTargets",
-        ],
-    ),
-];
 
 // ------------------------------------------------------------------------------------ loading
 
@@ -260,22 +217,6 @@ fn get_att_arn_of(value: &Yaml) -> Option<String> {
             parts.first()?.as_str().map(str::to_owned)
         }
         _ => None,
-    }
-}
-
-/// A YAML scalar or list of scalars as strings; intrinsic functions count as non-wildcards.
-fn strings(value: Option<&Yaml>) -> Vec<String> {
-    match value {
-        Some(Yaml::String(s)) => vec![s.clone()],
-        Some(Yaml::Sequence(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .map_or_else(|| "<intrinsic>".to_owned(), str::to_owned)
-            })
-            .collect(),
-        Some(_) => vec!["<intrinsic>".to_owned()],
-        None => Vec::new(),
     }
 }
 
@@ -598,115 +539,6 @@ fn check_functions(
     problems
 }
 
-/// IAM statements of the template: (resource logical id, statement).
-fn iam_statements(template: &Yaml) -> Vec<(String, &Yaml)> {
-    fn push_document<'a>(out: &mut Vec<(String, &'a Yaml)>, id: &str, document: Option<&'a Yaml>) {
-        match document.and_then(|d| get(d, "Statement")) {
-            Some(Yaml::Sequence(items)) => out.extend(items.iter().map(|s| (id.to_owned(), s))),
-            Some(single) => out.push((id.to_owned(), single)),
-            None => {}
-        }
-    }
-    let mut out = Vec::new();
-    for (id, resource) in resources(template) {
-        let props = get(resource, "Properties");
-        match resource_type(resource) {
-            "AWS::IAM::Role" | "AWS::IAM::User" | "AWS::IAM::Group" => {
-                for policy in props
-                    .and_then(|p| get(p, "Policies"))
-                    .and_then(Yaml::as_sequence)
-                    .into_iter()
-                    .flatten()
-                {
-                    push_document(&mut out, &id, get(policy, "PolicyDocument"));
-                }
-            }
-            "AWS::IAM::Policy"
-            | "AWS::IAM::ManagedPolicy"
-            | "AWS::S3::BucketPolicy"
-            | "AWS::SQS::QueuePolicy"
-            | "AWS::SNS::TopicPolicy" => {
-                push_document(&mut out, &id, props.and_then(|p| get(p, "PolicyDocument")));
-            }
-            "AWS::Serverless::Function" | "AWS::Serverless::StateMachine" => {
-                for policy in props
-                    .and_then(|p| get(p, "Policies"))
-                    .and_then(Yaml::as_sequence)
-                    .into_iter()
-                    .flatten()
-                {
-                    push_document(&mut out, &id, Some(policy));
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// No Allow statement grants `*` (or `service:*`) actions, a `*` principal, or `*` resources,
-/// except the documented allow-list; functions use inline documents only (no managed policies
-/// or SAM policy templates that could widen them unseen).
-fn check_iam(template: &Yaml) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (id, resource) in resources(template) {
-        if resource_type(resource) != "AWS::Serverless::Function" {
-            continue;
-        }
-        let policies = get(resource, "Properties").and_then(|p| get(p, "Policies"));
-        for policy in policies.and_then(Yaml::as_sequence).into_iter().flatten() {
-            if get(policy, "Statement").is_none() {
-                problems.push(format!(
-                    "{id}: a policy that is not an inline document: {policy:?}"
-                ));
-            }
-        }
-    }
-    for (id, statement) in iam_statements(template) {
-        if get(statement, "Effect").and_then(Yaml::as_str) != Some("Allow") {
-            continue;
-        }
-        let sid = get(statement, "Sid")
-            .and_then(Yaml::as_str)
-            .unwrap_or("<no Sid>");
-        let actions = strings(get(statement, "Action"));
-        for action in &actions {
-            if action == "*" || action.ends_with(":*") {
-                problems.push(format!("{id}/{sid}: Allow of action {action}"));
-            }
-        }
-        if get(statement, "NotAction").is_some() || get(statement, "NotResource").is_some() {
-            problems.push(format!("{id}/{sid}: NotAction/NotResource in an Allow"));
-        }
-        let principal = get(statement, "Principal");
-        if principal.and_then(Yaml::as_str) == Some("*")
-            || principal.and_then(|p| get(p, "AWS")).and_then(Yaml::as_str) == Some("*")
-        {
-            problems.push(format!("{id}/{sid}: Allow to principal *"));
-        }
-        if strings(get(statement, "Resource")).iter().any(|r| r == "*") {
-            let allowed = WILDCARD_RESOURCE_ALLOW_LIST
-                .iter()
-                .find(|(rid, rsid, _)| *rid == id && *rsid == sid);
-            match allowed {
-                None => problems.push(format!(
-                    "{id}/{sid}: Resource \"*\" is not on the allow-list"
-                )),
-                Some((_, _, allowed_actions)) => {
-                    let allowed: BTreeSet<&str> = allowed_actions.iter().copied().collect();
-                    let actual: BTreeSet<&str> = actions.iter().map(String::as_str).collect();
-                    if actual != allowed {
-                        problems.push(format!(
-                            "{id}/{sid}: Resource \"*\" for {actual:?}; the allow-list permits {allowed:?}"
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    problems
-}
-
 // ------------------------------------------------------------------------------------ tests
 
 fn assert_clean(problems: Vec<String>) {
@@ -731,29 +563,6 @@ fn yaml_at<'a>(value: &'a mut Yaml, path: &[&str]) -> &'a mut Yaml {
             .and_then(|m| m.get_mut(*key))
             .unwrap_or_else(|| panic!("no {key} in the template"))
     })
-}
-
-fn statement_mut<'a>(template: &'a mut Yaml, resource: &str, sid: &str) -> &'a mut Yaml {
-    let statements = yaml_at(template, &["Resources", resource, "Properties", "Policies"])
-        .as_sequence_mut()
-        .expect("Policies is a list")
-        .iter_mut()
-        .flat_map(|p| {
-            let document = match p.as_mapping().and_then(|m| m.get("PolicyDocument")) {
-                Some(_) => p.get_mut("PolicyDocument").expect("checked"),
-                None => p,
-            };
-            document
-                .get_mut("Statement")
-                .and_then(Yaml::as_sequence_mut)
-                .map(|s| s.iter_mut())
-                .into_iter()
-                .flatten()
-        });
-    statements
-        .into_iter()
-        .find(|s| s.get("Sid").and_then(Yaml::as_str) == Some(sid))
-        .unwrap_or_else(|| panic!("{resource} has no statement {sid}"))
 }
 
 #[test]
@@ -1018,64 +827,6 @@ fn function_check_catches_a_missing_or_extra_function() {
     let problems = check_functions(&wrong, &packages);
     assert_caught(problems.clone(), "no package functions/splitter");
     assert_caught(problems, "functions/split is not deployed");
-}
-
-#[test]
-fn iam_has_no_wildcards_beyond_the_allow_list() {
-    let template = template();
-    let statements = iam_statements(&template);
-    assert!(
-        statements.len() > 10,
-        "the IAM walk found only {} statements",
-        statements.len()
-    );
-    assert_clean(check_iam(&template));
-}
-
-#[test]
-fn iam_check_catches_wildcards() {
-    let mut broken = template();
-    *yaml_at(
-        statement_mut(&mut broken, "RegisterFunction", "ReadCertificates"),
-        &["Resource"],
-    ) = "*".into();
-    assert_caught(
-        check_iam(&broken),
-        "RegisterFunction/ReadCertificates: Resource \"*\"",
-    );
-
-    let mut broken = template();
-    *yaml_at(
-        statement_mut(&mut broken, "ImportStateMachineRole", "InvokeFunctions"),
-        &["Action"],
-    ) = "lambda:*".into();
-    assert_caught(
-        check_iam(&broken),
-        "ImportStateMachineRole/InvokeFunctions: Allow of action lambda:*",
-    );
-
-    // An allow-listed "*" statement that grows another action.
-    let mut broken = template();
-    *yaml_at(
-        statement_mut(&mut broken, "RegisterFunction", "RegisterCertificates"),
-        &["Action"],
-    ) = serde_norway::from_str("[iot:RegisterCertificateWithoutCA, iot:DeleteCertificate]")
-        .expect("yaml");
-    assert_caught(check_iam(&broken), "the allow-list permits");
-
-    // A managed policy by name.
-    let mut broken = template();
-    yaml_at(
-        &mut broken,
-        &["Resources", "SummarizeFunction", "Properties", "Policies"],
-    )
-    .as_sequence_mut()
-    .expect("Policies")
-    .push("AmazonS3FullAccess".into());
-    assert_caught(
-        check_iam(&broken),
-        "SummarizeFunction: a policy that is not an inline document",
-    );
 }
 
 // ------------------------------------------------------------------------------------ retry

@@ -262,10 +262,23 @@ fn resource_scope(resource: &str, template: &Yaml) -> Result<&'static str, Strin
     ))
 }
 
-/// Least privilege for every Allow statement.
+/// Least privilege for every Allow statement; functions and the state machine carry inline
+/// documents only (a managed policy or SAM policy template could widen them unseen).
 fn check_iam(template: &Yaml) -> Vec<String> {
     let no_resource_type: BTreeSet<&str> = NO_RESOURCE_TYPE.iter().map(|(a, _)| *a).collect();
     let mut problems = Vec::new();
+    for kind in ["AWS::Serverless::Function", "AWS::Serverless::StateMachine"] {
+        for (id, resource) in of_type(template, kind) {
+            let policies = properties(resource).and_then(|p| get(p, "Policies"));
+            for policy in policies.and_then(Yaml::as_sequence).into_iter().flatten() {
+                if get(policy, "Statement").is_none() {
+                    problems.push(format!(
+                        "{id}: a policy that is not an inline document: {policy:?}"
+                    ));
+                }
+            }
+        }
+    }
     for (at, statement) in statements(template) {
         if get(statement, "Effect").and_then(Yaml::as_str) != Some("Allow") {
             continue;
@@ -706,6 +719,20 @@ fn iam_check_catches_wildcards_and_unscoped_resources() {
         yaml("!GetAtt SplitFunction.Arn"),
     );
     assert_caught(check_iam(&t), "s3:GetObject has no s3 resource");
+
+    // A managed policy by name next to the inline documents.
+    let mut t = template();
+    at(
+        &mut t,
+        &["Resources", "SummarizeFunction", "Properties", "Policies"],
+    )
+    .as_sequence_mut()
+    .expect("Policies is a list")
+    .push(yaml("AmazonS3FullAccess"));
+    assert_caught(
+        check_iam(&t),
+        "SummarizeFunction: a policy that is not an inline document",
+    );
 
     // An intrinsic the check cannot read is not taken on trust.
     let mut t = template();
