@@ -20,6 +20,7 @@ use std::process::Command;
 use serde_json::{Value as Json, json};
 use serde_norway::Value as Yaml;
 use thingpress_manifest::{ErrorKind, ErrorName};
+use thingpress_tests::checks::{assert_caught, assert_clean, get, template, yaml_at};
 
 /// Errors that AWS Lambda's own service raises, retried on every Lambda task.
 const LAMBDA_SERVICE_ERRORS: [&str; 4] = [
@@ -60,10 +61,6 @@ fn asl_text() -> String {
 
 fn asl() -> Json {
     serde_json::from_str(&asl_text()).expect("statemachine/import.asl.json is not valid JSON")
-}
-
-fn template() -> Yaml {
-    serde_norway::from_str(&read("infra/template.yaml")).expect("infra/template.yaml is not YAML")
 }
 
 /// `(package name, binary names)` of every package under functions/, from `cargo metadata`.
@@ -190,11 +187,6 @@ fn retryable_names() -> BTreeSet<String> {
         .filter(|n| n.kind() == ErrorKind::Retryable)
         .map(|n| n.as_str().to_owned())
         .collect()
-}
-
-/// A YAML mapping's value by key.
-fn get<'a>(value: &'a Yaml, key: &str) -> Option<&'a Yaml> {
-    value.as_mapping().and_then(|m| m.get(key))
 }
 
 /// The argument of a CloudFormation intrinsic (`!Ref X` or `{Ref: X}`) named `Ref`/`GetAtt`/….
@@ -540,30 +532,6 @@ fn check_functions(
 }
 
 // ------------------------------------------------------------------------------------ tests
-
-fn assert_clean(problems: Vec<String>) {
-    assert!(
-        problems.is_empty(),
-        "problems:\n  {}",
-        problems.join("\n  ")
-    );
-}
-
-fn assert_caught(problems: Vec<String>, needle: &str) {
-    assert!(
-        problems.iter().any(|p| p.contains(needle)),
-        "expected a problem mentioning {needle:?}, got {problems:?}"
-    );
-}
-
-/// A YAML mapping, mutably, by a path of keys.
-fn yaml_at<'a>(value: &'a mut Yaml, path: &[&str]) -> &'a mut Yaml {
-    path.iter().fold(value, |v, key| {
-        v.as_mapping_mut()
-            .and_then(|m| m.get_mut(*key))
-            .unwrap_or_else(|| panic!("no {key} in the template"))
-    })
-}
 
 #[test]
 fn asl_placeholders_match_definition_substitutions() {

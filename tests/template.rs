@@ -15,9 +15,9 @@
 )]
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use serde_norway::Value as Yaml;
+use thingpress_tests::checks::{assert_caught, assert_clean, get, template, yaml_at};
 
 /// Actions that have no resource type in the Service Authorization Reference, so IAM only
 /// accepts `"Resource": "*"` for them; each is allowed a `*` resource and nothing else is.
@@ -51,17 +51,7 @@ const IOT_RESOURCE_TYPES: &[&str] = &["thing", "thingtype", "thinggroup", "polic
 /// Where an IoT ARN of this account and Region starts.
 const IOT_ARN: &str = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:";
 
-fn template() -> Yaml {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
-    let text = std::fs::read_to_string(&path).expect("infra/template.yaml is readable");
-    serde_norway::from_str(&text).expect("infra/template.yaml is YAML with CloudFormation tags")
-}
-
 // ------------------------------------------------------------------------- YAML helpers
-
-fn get<'a>(value: &'a Yaml, key: &str) -> Option<&'a Yaml> {
-    value.as_mapping().and_then(|m| m.get(key))
-}
 
 fn path<'a>(value: &'a Yaml, keys: &[&str]) -> Option<&'a Yaml> {
     keys.iter().try_fold(value, |v, key| get(v, key))
@@ -574,32 +564,9 @@ fn check_logs(template: &Yaml) -> Vec<String> {
 
 // ------------------------------------------------------------------------------- tests
 
-fn assert_clean(problems: Vec<String>) {
-    assert!(
-        problems.is_empty(),
-        "problems:\n  {}",
-        problems.join("\n  ")
-    );
-}
-
-fn assert_caught(problems: Vec<String>, needle: &str) {
-    assert!(
-        problems.iter().any(|p| p.contains(needle)),
-        "expected a problem mentioning {needle:?}, got {problems:?}"
-    );
-}
-
-fn at<'a>(value: &'a mut Yaml, keys: &[&str]) -> &'a mut Yaml {
-    keys.iter().fold(value, |v, key| {
-        v.as_mapping_mut()
-            .and_then(|m| m.get_mut(*key))
-            .unwrap_or_else(|| panic!("no {key} in the template"))
-    })
-}
-
 /// A SAM function's policy statement by Sid, mutably.
 fn function_statement<'a>(template: &'a mut Yaml, function: &str, sid: &str) -> &'a mut Yaml {
-    at(template, &["Resources", function, "Properties", "Policies"])
+    yaml_at(template, &["Resources", function, "Properties", "Policies"])
         .as_sequence_mut()
         .expect("Policies is a list")
         .iter_mut()
@@ -722,7 +689,7 @@ fn iam_check_catches_wildcards_and_unscoped_resources() {
 
     // A managed policy by name next to the inline documents.
     let mut t = template();
-    at(
+    yaml_at(
         &mut t,
         &["Resources", "SummarizeFunction", "Properties", "Policies"],
     )
@@ -745,7 +712,7 @@ fn iam_check_catches_wildcards_and_unscoped_resources() {
 
     // Any principal trusted, or trust without the account pinned.
     let mut t = template();
-    let trust = at(
+    let trust = yaml_at(
         &mut t,
         &[
             "Resources",
@@ -777,7 +744,7 @@ fn bucket_is_encrypted_tls_only_and_never_public() {
 fn bucket_check_catches_each_missing_guard() {
     let bucket = ["Resources", "ImportBucket", "Properties"];
     let mut t = template();
-    at(&mut t, &bucket)
+    yaml_at(&mut t, &bucket)
         .as_mapping_mut()
         .expect("mapping")
         .remove("BucketEncryption");
@@ -785,7 +752,7 @@ fn bucket_check_catches_each_missing_guard() {
 
     let mut t = template();
     set(
-        at(
+        yaml_at(
             &mut t,
             &[&bucket[..], &["PublicAccessBlockConfiguration"]].concat(),
         ),
@@ -795,7 +762,7 @@ fn bucket_check_catches_each_missing_guard() {
     assert_caught(check_buckets(&t), "RestrictPublicBuckets is not true");
 
     let mut t = template();
-    at(&mut t, &bucket)
+    yaml_at(&mut t, &bucket)
         .as_mapping_mut()
         .expect("mapping")
         .remove("OwnershipControls");
@@ -816,14 +783,14 @@ fn bucket_check_catches_each_missing_guard() {
         ("Principal", "{AWS: !Ref AWS::AccountId}"),
     ] {
         let mut t = template();
-        let statements = at(&mut t, &policy).as_sequence_mut().expect("list");
+        let statements = yaml_at(&mut t, &policy).as_sequence_mut().expect("list");
         let deny = statements.first_mut().expect("a statement");
         set(deny, key, yaml(value));
         assert_caught(check_buckets(&t), "aws:SecureTransport is false");
     }
 
     let mut t = template();
-    at(
+    yaml_at(
         &mut t,
         &["Resources", "ImportTriggerDeadLetterQueue", "Properties"],
     )
@@ -841,7 +808,7 @@ fn every_log_group_has_a_retention_and_is_used() {
 #[test]
 fn log_check_catches_missing_retention_and_implicit_groups() {
     let mut t = template();
-    at(
+    yaml_at(
         &mut t,
         &["Resources", "RegisterFunctionLogGroup", "Properties"],
     )
@@ -854,7 +821,7 @@ fn log_check_catches_missing_retention_and_implicit_groups() {
     );
 
     let mut t = template();
-    at(&mut t, &["Resources", "SplitFunction", "Properties"])
+    yaml_at(&mut t, &["Resources", "SplitFunction", "Properties"])
         .as_mapping_mut()
         .expect("mapping")
         .remove("LoggingConfig");
@@ -862,7 +829,7 @@ fn log_check_catches_missing_retention_and_implicit_groups() {
 
     let mut t = template();
     set(
-        at(
+        yaml_at(
             &mut t,
             &["Resources", "ImportStateMachine", "Properties", "Logging"],
         ),
