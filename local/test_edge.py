@@ -5,6 +5,7 @@ Run: .venv/bin/python -m pytest local/test_edge.py -q   (no moto or cargo needed
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import sys
@@ -501,3 +502,141 @@ def test_http_upload_under_incoming_starts_the_state_machine(stack):
     assert cfg["triggers"] == [{"bucket": "b", "prefix": "incoming/", "stateMachineArn": ARN}]
     status, _, body = _post(f"{url}/_edge/triggers", {"rules": [{"bucket": "b"}]})
     assert status == 400 and b"stateMachineArn" in body
+
+
+# ------------------------------------------------------------------ IAM (local/iam.py)
+
+ACCOUNT = "123456789012"
+IOT_ARN = f"arn:aws:iot:us-east-1:{ACCOUNT}"
+SPLIT_ARN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:tp-split"
+PRINCIPALS = {
+    "principals": {
+        "RegisterFunction": {
+            "name": "RegisterFunction",
+            "statements": [
+                {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": "arn:aws:s3:::b/runs/*"},
+                {"Effect": "Allow", "Action": "iot:AttachPolicy", "Resource": f"{IOT_ARN}:policy/*"},
+                {"Effect": "Allow", "Action": "iot:CreateThing", "Resource": f"{IOT_ARN}:thing/*"},
+            ],
+        },
+        "ImportStateMachine": {
+            "name": "ImportStateMachine",
+            "statements": [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": SPLIT_ARN}],
+        },
+        "ImportTriggerRule": {"name": "ImportTriggerRule", "statements": [{"Effect": "Allow", "Action": "states:StartExecution", "Resource": "arn:aws:states:us-east-1:123456789012:stateMachine:other"}]},
+    }
+}
+
+
+def _client(url, service, key):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key="x",
+        config=Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"}),
+    )
+
+
+def test_http_iam_admin_route(stack):
+    url, state = stack
+    status, _, body = _post(f"{url}/_edge/iam", PRINCIPALS)
+    assert status == 200
+    got = json.loads(body)["principals"]
+    assert got["RegisterFunction"] == {
+        "name": "RegisterFunction",
+        "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/RegisterFunction/RegisterFunction",
+        "statements": 3,
+    }
+    assert json.load(urllib.request.urlopen(f"{url}/_edge/iam"))["principals"].keys() == got.keys()
+    status, _, body = _post(f"{url}/_edge/iam", {"principals": {"X": {"statements": [{"Effect": "Allow"}]}}})
+    assert status == 400 and b"Action" in body
+    assert json.load(urllib.request.urlopen(f"{url}/_edge/iam"))["principals"].keys() == got.keys()  # unchanged
+    # reset clears counters, not the deployment's principals
+    _post(f"{url}/_edge/reset")
+    assert json.load(urllib.request.urlopen(f"{url}/_edge/iam"))["principals"].keys() == got.keys()
+
+
+def test_http_function_key_is_refused_what_its_role_does_not_allow(stack):
+    from botocore.exceptions import ClientError
+
+    url, state = stack
+    _post(f"{url}/_edge/iam", PRINCIPALS)
+    s3 = _client(url, "s3", "RegisterFunction")
+    auth = "AWS4-HMAC-SHA256 Credential=RegisterFunction/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"
+    req = urllib.request.Request(f"{url}/b/runs/r/x?x-id=PutObject", data=b"1", method="PUT", headers={"Authorization": auth})
+    assert urllib.request.urlopen(req, timeout=5).status == 200  # allowed: reaches the backend
+    assert _Recorder.seen[-1][:2] == ("PUT", "/b/runs/r/x?x-id=PutObject")
+    seen = len(_Recorder.seen)
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="b", Key="runs/r/manifest/x.pem", VersionId="v1")
+    err = e.value.response
+    assert err["Error"]["Code"] == "AccessDenied" and err["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert err["Error"]["Message"] == (
+        f"User: arn:aws:sts::{ACCOUNT}:assumed-role/RegisterFunction/RegisterFunction is not authorized to perform: "
+        's3:GetObjectVersion on resource: "arn:aws:s3:::b/runs/r/manifest/x.pem" because no identity-based policy '
+        "allows the s3:GetObjectVersion action"
+    )
+    iot = _client(url, "iot", "RegisterFunction")
+    # AttachPolicy on policy/* scopes nothing: the action's resource is the target certificate.
+    with pytest.raises(ClientError) as e:
+        iot.attach_policy(policyName="p", target=f"{IOT_ARN}:cert/abc")
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert f"iot:AttachPolicy on resource: {IOT_ARN}:cert/abc" in e.value.response["Error"]["Message"]
+    assert len(_Recorder.seen) == seen  # refused calls never reach moto
+    iot.create_thing(thingName="dev-1")
+    sfn = _client(url, "stepfunctions", "RegisterFunction")
+    with pytest.raises(ClientError) as e:
+        sfn.start_execution(stateMachineArn="arn:aws:states:us-east-1:123456789012:stateMachine:tp-import", input="{}")
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    # unknown keys stay unrestricted
+    _client(url, "s3", "test").get_object(Bucket="b", Key="runs/r/manifest/x.pem", VersionId="v1")
+    stats = json.load(urllib.request.urlopen(f"{url}/_edge/stats"))["iam"]
+    assert stats["denied"] == 3 and stats["byPrincipal"] == {"RegisterFunction": 3}
+    assert [d["action"] for d in stats["recent"]] == ["s3:GetObjectVersion", "iot:AttachPolicy", "states:StartExecution"]
+    _post(f"{url}/_edge/reset")
+    assert json.load(urllib.request.urlopen(f"{url}/_edge/stats"))["iam"]["denied"] == 0
+
+
+def test_http_moto_state_machine_key_is_the_state_machine_role(stack):
+    from botocore.exceptions import ClientError
+
+    url, state = stack
+    _post(f"{url}/_edge/iam", PRINCIPALS)
+    lam = _client(url, "lambda", edge.MOTO_SFN_ACCESS_KEY)
+    assert json.load(lam.invoke(FunctionName=SPLIT_ARN, Payload=b'{"a": 1}')["Payload"]) == {"echo": {"a": 1}}
+    with pytest.raises(ClientError) as e:
+        lam.invoke(FunctionName=SPLIT_ARN.replace("split", "register"), Payload=b"{}")
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "assumed-role/ImportStateMachine/ImportStateMachine" in e.value.response["Error"]["Message"]
+
+
+def test_http_unmappable_call_of_a_restricted_principal_is_refused(stack):
+    url, state = stack
+    _post(f"{url}/_edge/iam", PRINCIPALS)
+    auth = "AWS4-HMAC-SHA256 Credential=RegisterFunction/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"
+    status, headers, body = _post(f"{url}/", {}, {"Authorization": auth})
+    assert status == 403 and headers["x-amzn-ErrorType"] == "AccessDeniedException"
+    assert b"cannot authorize" in body and b"sqs" in body
+
+
+def test_http_trigger_runs_as_the_rule_role(stack):
+    url, state = stack
+    _post(f"{url}/_edge/iam", PRINCIPALS)  # the rule's role may start another state machine only
+    _post(f"{url}/_edge/triggers", {"rules": [{"bucket": "b", "prefix": "incoming/", "stateMachineArn": ARN}]})
+    assert _s3_put(url, "/b/incoming/p/reel.pem") == 200
+    assert _wait_for(lambda: json.load(urllib.request.urlopen(f"{url}/_edge/stats"))["iam"]["denied"] == 1)
+    assert not [p for m, p, _ in _Recorder.seen if m == "POST" and p == "/"]
+    stats = json.load(urllib.request.urlopen(f"{url}/_edge/stats"))
+    assert stats["iam"]["recent"][0]["action"] == "states:StartExecution"
+    assert stats["operations"][edge.TRIGGER_STATS_KEY]["upstreamErrors"] == 1
+    allowed = copy.deepcopy(PRINCIPALS)
+    allowed["principals"]["ImportTriggerRule"]["statements"][0]["Resource"] = ARN
+    _post(f"{url}/_edge/iam", allowed)
+    assert _s3_put(url, "/b/incoming/p/reel2.pem") == 200
+    assert _wait_for(lambda: [p for m, p, _ in _Recorder.seen if m == "POST" and p == "/"])
