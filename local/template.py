@@ -629,8 +629,9 @@ class Resolver:
         binary = ((self.resources[logical_id].get("Metadata") or {}).get("BuildProperties") or {}).get("Binary")
         if not isinstance(binary, str) or not binary:
             raise TemplateError(f"{logical_id}.Metadata.BuildProperties.Binary: the local stack runs functions by their cargo binary")
-        timeout = _int(self.resolve(props.get("Timeout", 3), f"{where}.Timeout"), f"{where}.Timeout")
-        memory = _int(self.resolve(props.get("MemorySize", 128), f"{where}.MemorySize"), f"{where}.MemorySize")
+        # Lambda's defaults when the property is absent (or AWS::NoValue).
+        timeout = _int(self._prop(props, "Timeout", 3, where), f"{where}.Timeout")
+        memory = _int(self._prop(props, "MemorySize", 128, where), f"{where}.MemorySize")
         return Function(
             logical_id=logical_id,
             name=self.name_of(logical_id, where),
@@ -641,6 +642,10 @@ class Resolver:
             memory=memory,
             role=self._role_of(props.get("Role"), f"{where}.Role"),
         )
+
+    def _prop(self, props: dict[str, Any], key: str, default: Any, where: str) -> Any:
+        value = self.resolve(props.get(key, default), f"{where}.{key}")
+        return default if value is NO_VALUE else value
 
     def state_machine(self, definition_paths: dict[str, Path]) -> StateMachine:
         """The one state machine, its definition substituted."""
