@@ -829,6 +829,49 @@ def _xml(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
+# ------------------------------------------------------------------ the operator
+
+
+OPERATOR_KEY = "Operator"  # the access key id `thingpress` signs with on the local stack
+
+
+def fill_placeholders(value: Any, values: dict[str, str], where: str = "policy") -> Any:
+    """A copy of a JSON value with every ${Name} replaced from `values`; a ValueError names
+    any placeholder left without a value."""
+    if isinstance(value, str):
+        missing = [m.group(0) for m in _PLACEHOLDER.finditer(value) if m.group(0)[2:-1] not in values]
+        if missing:
+            raise ValueError(f"{where}: no value for {', '.join(missing)}")
+        return _PLACEHOLDER.sub(lambda m: values[m.group(0)[2:-1]], value)
+    if isinstance(value, list):
+        return [fill_placeholders(v, values, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: fill_placeholders(v, values, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def operator_principal(
+    policy: dict[str, Any], bucket: str, state_machine_arn: str, region: str, account: str, stack_name: str
+) -> dict[str, Any]:
+    """POST /_edge/iam's entry for the operator: infra/operator-policy.json filled in the way its
+    README paragraph tells a user to fill it."""
+    values = {
+        "ImportBucketName": bucket,
+        "ImportStateMachineArn": state_machine_arn,
+        "ImportStateMachineName": state_machine_arn.rsplit(":", 1)[-1],
+        "AWS::Region": region,
+        "AWS::AccountId": account,
+        "AWS::StackName": stack_name,
+    }
+    filled = fill_placeholders(policy, values, "operator policy")
+    parse_statements(filled, "operator policy")  # refused here, not at the edge
+    return {
+        "name": OPERATOR_KEY,
+        "arn": f"arn:{PARTITION}:iam::{account}:user/{OPERATOR_KEY}",
+        "statements": filled["Statement"],
+    }
+
+
 # ------------------------------------------------------------------ lint
 
 

@@ -579,3 +579,80 @@ def test_lint_cli(tmp_path):
     assert out.returncode == 0 and out.stdout == ""
     out = subprocess.run([*run, str(tmp_path / "missing.json")], capture_output=True, text=True)
     assert out.returncode == 2 and "cannot read" in out.stderr
+
+
+# ------------------------------------------------------------------ the operator policy
+
+OPERATOR_POLICY = HERE.parent / "infra" / "operator-policy.json"
+
+
+def operator():
+    doc = json.loads(OPERATOR_POLICY.read_text())
+    entry = iam.operator_principal(doc, "bkt", SM, REGION, ACCOUNT, "tp")
+    return iam.parse_principals({"principals": {"Operator": entry}})["Operator"]
+
+
+def test_operator_policy_is_filled_and_lints_clean():
+    doc = json.loads(OPERATOR_POLICY.read_text())
+    assert iam.lint(doc) == []
+    entry = iam.operator_principal(doc, "bkt", SM, REGION, ACCOUNT, "tp")
+    assert entry["name"] == "Operator" and "${" not in json.dumps(entry)
+    with pytest.raises(ValueError, match=r"Statement\[0\]\.Resource: no value for \$\{AWS::AccountId\}, \$\{AWS::StackName\}"):
+        iam.fill_placeholders(doc, {"AWS::Region": REGION})
+
+
+EXECUTION = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:tp-import:lot-1"
+MAP_RUN = f"arn:aws:states:{REGION}:{ACCOUNT}:mapRun:tp-import/ImportChunks:1"
+
+
+@pytest.mark.parametrize(
+    "method,path,service,body,headers",
+    [
+        ("PUT", "/bkt/profiles/widget.json", "s3", b"", {}),
+        ("GET", "/bkt/profiles/widget.json", "s3", b"", {}),
+        ("GET", "/bkt?list-type=2&prefix=profiles%2F", "s3", b"", {}),
+        ("PUT", "/bkt/incoming/widget/reel.pem", "s3", b"", {}),
+        ("PUT", "/bkt/runs/lot-1/manifest/reel.pem", "s3", b"", {}),
+        ("GET", "/bkt/runs/lot-1/report.json", "s3", b"", {}),
+        ("HEAD", "/bkt/runs/lot-1/chunks.json", "s3", b"", {}),
+        ("GET", "/bkt?list-type=2&prefix=runs%2Flot-1%2Fresults%2F", "s3", b"", {}),
+        ("DELETE", "/bkt/runs/lot-1/results/00001.jsonl", "s3", b"", {}),
+        ("POST", "/", "states", json.dumps({"stateMachineArn": SM, "name": "lot-1", "input": "{}"}).encode(), {"X-Amz-Target": "AWSStepFunctions.StartExecution"}),
+        ("POST", "/", "states", json.dumps({"stateMachineArn": SM}).encode(), {"X-Amz-Target": "AWSStepFunctions.ListExecutions"}),
+        ("POST", "/", "states", json.dumps({"executionArn": EXECUTION}).encode(), {"X-Amz-Target": "AWSStepFunctions.DescribeExecution"}),
+        ("POST", "/", "states", json.dumps({"executionArn": EXECUTION}).encode(), {"X-Amz-Target": "AWSStepFunctions.RedriveExecution"}),
+        ("POST", "/", "states", json.dumps({"executionArn": EXECUTION}).encode(), {"X-Amz-Target": "AWSStepFunctions.ListMapRuns"}),
+        ("POST", "/", "states", json.dumps({"mapRunArn": MAP_RUN}).encode(), {"X-Amz-Target": "AWSStepFunctions.DescribeMapRun"}),
+        ("GET", "/thing-types/Widget", "iot", b"", {}),
+        ("GET", "/thing-groups/fleet", "iot", b"", {}),
+        ("GET", "/policies/WidgetPolicy", "iot", b"", {}),
+        ("GET", "/certificates/" + "ab" * 32, "iot", b"", {}),
+        ("GET", "/things/dev-1", "iot", b"", {}),
+        ("GET", "/things/dev-1/principals", "iot", b"", {}),
+        ("GET", "/things/dev-1/thing-groups", "iot", b"", {}),
+        ("POST", "/attached-policies/x", "iot", b"", {}),
+        ("GET", "/things", "iot", b"", {}),
+        ("GET", "/thing-groups/fleet/things", "iot", b"", {}),
+        ("POST", "/", "cloudformation", b"Action=DescribeStacks&StackName=tp", {}),
+    ],
+)
+def test_operator_may_do_what_the_cli_does(method, path, service, body, headers):
+    assert iam.authorize(operator(), request(method, path, service, body, **headers)) is None
+
+
+@pytest.mark.parametrize(
+    "method,path,service,body,headers",
+    [
+        ("PUT", "/bkt/claims/x", "s3", b"", {}),  # claims are Split's
+        ("DELETE", "/bkt/runs/lot-1/report.json", "s3", b"", {}),
+        ("GET", "/bkt?list-type=2", "s3", b"", {}),  # listing the whole bucket
+        ("GET", "/other/profiles/widget.json", "s3", b"", {}),
+        ("POST", "/", "states", json.dumps({"stateMachineArn": SM + "-other"}).encode(), {"X-Amz-Target": "AWSStepFunctions.StartExecution"}),
+        ("POST", "/", "states", json.dumps({"executionArn": EXECUTION}).encode(), {"X-Amz-Target": "AWSStepFunctions.StopExecution"}),
+        ("POST", "/certificate/register-no-ca", "iot", b"{}", {}),
+        ("PUT", "/target-policies/P", "iot", json.dumps({"target": CERT}).encode(), {}),
+        ("POST", "/", "cloudformation", b"Action=DescribeStacks&StackName=other", {}),
+    ],
+)
+def test_operator_may_not_do_more(method, path, service, body, headers):
+    assert iam.authorize(operator(), request(method, path, service, body, **headers)) is not None
