@@ -1,10 +1,15 @@
-"""Thingpress local stack: moto + edge + `cargo lambda watch`, all on 127.0.0.1.
+"""Thingpress local stack: moto + edge + one `cargo lambda watch` per function, on 127.0.0.1,
+deployed from infra/template.yaml (local/template.py translates and resolves it).
 
 Subcommands (run from anywhere; paths are relative to the repository root):
-  up       start the three processes, wait until they answer, write .local/stack.json
-  deploy   create the bucket, profiles, IoT thing types/groups/policies, the IAM role and the
-           state machine from statemachine/import.asl.json (local substitutions), and point the
-           edge's S3 trigger (uploads under incoming/ start the state machine) at them
+  up       start moto, the edge and each function's watcher (environment, timeout and memory
+           from the template), wait until they answer, write .local/stack.json
+  deploy   create what the template declares that moto can hold: the bucket with its
+           versioning, encryption and lifecycle, the IAM roles with their inline policies, the
+           state machine from its DefinitionUri with its DefinitionSubstitutions; point the
+           edge's S3 trigger at it from the template's EventPattern and give the edge each
+           role's statements to authorize calls with; plus profiles and IoT thing types,
+           groups and policies for the runs
   status   print the state file and whether each process is alive
   env      print `export` lines for AWS_ENDPOINT_URL, credentials, region, ARN, bucket
   down     stop everything (idempotent; also cleans up after a stale state file)
@@ -30,32 +35,29 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import iam  # noqa: E402 - local module next to this file
+import template  # noqa: E402 - local module next to this file
+
 ROOT = Path(__file__).resolve().parent.parent
 # THINGPRESS_LOCAL_DIR lets tests run a stack with its own state and logs.
 LOCAL = Path(os.environ.get("THINGPRESS_LOCAL_DIR") or ROOT / ".local").resolve()
 STATE_FILE = LOCAL / "stack.json"
 LOG_DIR = LOCAL / "logs"
-HERE = Path(__file__).resolve().parent
+DEFAULT_TEMPLATE = ROOT / "infra" / "template.yaml"
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-FUNCTIONS = ("split", "decorate", "register", "summarize")
+# What `sam deploy --stack-name` would be; the template derives function and state machine names from it.
+DEFAULT_STACK_NAME = "thingpress"
+# CloudFormation would generate the bucket's name; locally it is this (or --bucket).
 DEFAULT_BUCKET = "thingpress-local"
-DEFAULT_STATE_MACHINE = "thingpress-import"
-SFN_ROLE = "thingpress-local-states"
-# Uploads under this prefix of the bucket start imports (DESIGN.md §7, the stack's EventBridge rule).
-TRIGGER_PREFIX = "incoming/"
-
-# Lambda environment variable per IoT API (the contract in notes/contract-lambdas.md).
-QUOTA_ENV = {
-    "RegisterCertificateWithoutCA": "QUOTA_REGISTER_CERTIFICATE_WITHOUT_CA",
-    "CreateThing": "QUOTA_CREATE_THING",
-    "AttachThingPrincipal": "QUOTA_ATTACH_THING_PRINCIPAL",
-    "AttachPolicy": "QUOTA_ATTACH_POLICY",
-    "AddThingToThingGroup": "QUOTA_ADD_THING_TO_THING_GROUP",
-    "DescribeCertificate": "QUOTA_DESCRIBE_CERTIFICATE",
-}
+# Deploy tooling and `env` use these; the edge restricts only the principals deploy gives it.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+PRINCIPAL_SECRET = "test"
+# Template parameters a --quota-scale leaves alone: Quota* parameters that are not rates.
+NOT_RATES = {"QuotaSafetyFactor"}
 
 DEFAULT_POLICY = {
     "Version": "2012-10-17",
@@ -284,10 +286,10 @@ def stop(name: str, info: dict[str, Any], grace: float = 8.0) -> None:
             pass
 
 
-def orphaned_functions(functions_dir: Path) -> list[int]:
+def orphaned_functions(functions_dir: Path, binaries: list[str]) -> list[int]:
     """Function instances of this workspace whose cargo lambda watch is gone (it was SIGKILLed):
-    their binary is <functions_dir>/target/*/<function> and no cargo-lambda is their parent."""
-    targets = {str((functions_dir / "target" / profile / f).resolve()) for profile in ("debug", "release") for f in FUNCTIONS}
+    their binary is <functions_dir>/target/*/<binary> and no cargo-lambda is their parent."""
+    targets = {str((functions_dir / "target" / profile / b).resolve()) for profile in ("debug", "release") for b in binaries}
     found = []
     table = _proc_table()
     for pid, (ppid, _, _) in table.items():
@@ -334,7 +336,7 @@ def wait_healthy(name: str, info: dict[str, Any], check, timeout: float) -> None
     raise StackError(f"{name} not healthy after {timeout:.0f}s; log {info['log']}:\n{tail(Path(info['log']))}")
 
 
-# ---------------------------------------------------------------- up / down
+# ---------------------------------------------------------------- template
 
 
 def venv_bin(name: str) -> str:
@@ -343,29 +345,90 @@ def venv_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def function_env(args: argparse.Namespace, edge_port: int, quotas: dict[str, float]) -> dict[str, str]:
-    """The environment every local Lambda function gets (the Lambda contract, local flavour)."""
-    env = {
+def parameter_overrides(args: argparse.Namespace, template_path: Path) -> dict[str, str]:
+    """Template parameter values from the options: --parameter K=V, the shorthands, and the
+    quota scale applied to the template's Quota* rate defaults."""
+    out: dict[str, str] = {}
+    try:
+        defaults = template.parameter_defaults(template_path)
+    except template.TemplateError as e:
+        raise StackError(str(e)) from None
+    if args.quota_scale != 1.0:
+        for name, default in defaults.items():
+            if name.startswith("Quota") and name not in NOT_RATES:
+                try:
+                    out[name] = f"{float(default) * args.quota_scale:g}"
+                except (TypeError, ValueError):
+                    raise StackError(f"--quota-scale: template parameter {name} default {default!r} is not a number") from None
+    for flag, name in (
+        ("chunk_size", "ChunkSize"),
+        ("max_concurrency", "MaxConcurrency"),
+        ("safety_factor", "QuotaSafetyFactor"),
+        ("rust_log", "LogLevel"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out[name] = f"{value:g}" if isinstance(value, float) else str(value)
+    for item in args.parameter or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise StackError(f"--parameter {item!r}: expected NAME=VALUE")
+        out[name] = value
+    return out
+
+
+def load_stack(template_path: Path, overrides: dict[str, str], stack_name: str, bucket: str) -> template.Stack:
+    """The template resolved for the local account, region, stack name and bucket name."""
+    try:
+        return template.load(
+            template_path,
+            overrides,
+            region=REGION,
+            account_id=ACCOUNT_ID,
+            stack_name=stack_name,
+            physical_names={_bucket_logical_id(template_path): bucket},
+        )
+    except template.TemplateError as e:
+        raise StackError(f"{template_path}: {e}") from None
+
+
+def _bucket_logical_id(template_path: Path) -> str:
+    """The logical id of the template's bucket (it gets the local bucket name)."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    try:
+        raw = yaml_parse(template_path.read_text())
+    except (OSError, ValueError) as e:
+        raise StackError(f"{template_path}: {e}") from None
+    ids = [k for k, v in (raw.get("Resources") or {}).items() if isinstance(v, dict) and v.get("Type") == "AWS::S3::Bucket"]
+    return ids[0] if len(ids) == 1 else ""
+
+
+def function_env(function: template.Function, edge_port: int) -> dict[str, str]:
+    """A function's environment: the template's (Globals + its own, resolved), plus only what
+    running outside Lambda needs: the edge as endpoint, region, and credentials whose access
+    key id names the function, so the edge authorizes its calls against the function's role."""
+    return {
+        **function.environment,
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{edge_port}",
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
-        **CREDENTIALS,
+        "AWS_ACCESS_KEY_ID": function.logical_id,
+        "AWS_SECRET_ACCESS_KEY": PRINCIPAL_SECRET,
         "AWS_EC2_METADATA_DISABLED": "true",
-        "IMPORT_BUCKET": args.bucket,
-        "DEFAULT_MAX_CONCURRENCY": str(args.max_concurrency),
-        "DEFAULT_CHUNK_SIZE": str(args.chunk_size),
-        "QUOTA_SAFETY_FACTOR": str(args.safety_factor),
-        "RUST_LOG": args.rust_log,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory),
     }
-    for op, var in QUOTA_ENV.items():
-        if op in quotas:
-            env[var] = f"{quotas[op]:g}"
-    return env
+
+
+def common_env(envs: list[dict[str, str]]) -> dict[str, str]:
+    """The variables every function has with the same value (stack.json's functionEnv)."""
+    if not envs:
+        return {}
+    return {k: v for k, v in envs[0].items() if all(e.get(k) == v for e in envs[1:])}
 
 
 def effective_quotas(args: argparse.Namespace) -> dict[str, float]:
-    """Per-API rates the edge enforces (and the functions pace for)."""
-    sys.path.insert(0, str(HERE))
+    """Per-API rates the edge enforces: AWS's account quotas (scaled), not the template's."""
     import edge  # noqa: PLC0415 - local module, imported late on purpose
 
     cfg = edge.QuotaConfig()
@@ -375,8 +438,11 @@ def effective_quotas(args: argparse.Namespace) -> dict[str, float]:
     return {op: r * cfg.scale for op, r in cfg.rates.items()}
 
 
+# ---------------------------------------------------------------- up / down
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    """Start moto, the edge and cargo lambda watch; write the state file."""
+    """Start moto, the edge and one cargo lambda watch per function; write the state file."""
     old = read_state()
     if old is not None:
         alive = [n for n, p in old.get("processes", {}).items() if is_ours(p)]
@@ -385,12 +451,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         log("removing stale state file")
         STATE_FILE.unlink(missing_ok=True)
 
-    ports = {
-        "edge": args.edge_port or free_port(),
-        "moto": args.moto_port or free_port(),
-        "lambda": args.lambda_port or free_port(),
-    }
-    if len(set(ports.values())) != 3:
+    template_path = Path(args.template).resolve()
+    overrides = parameter_overrides(args, template_path)
+    stack = load_stack(template_path, overrides, args.stack_name, args.bucket)
+    functions = sorted(stack.functions.values(), key=lambda f: f.logical_id)
+
+    ports = {"edge": args.edge_port or free_port(), "moto": args.moto_port or free_port()}
+    for f in functions:
+        port = free_port()
+        while port in ports.values():
+            port = free_port()
+        ports[f.logical_id] = port
+    if len(set(ports.values())) != len(ports):
         raise StackError(f"ports must differ: {ports}")
     for name, port in ports.items():
         if port_open(port):
@@ -399,22 +471,33 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not (Path(args.functions_dir) / "Cargo.toml").is_file():
         raise StackError(f"--functions-dir {args.functions_dir} has no Cargo.toml")
     quotas = effective_quotas(args)
-    fenv = function_env(args, ports["edge"], quotas)
     LOCAL.mkdir(parents=True, exist_ok=True)
-    env_file = LOCAL / "functions.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in fenv.items()))
+    env_dir = LOCAL / "functions"
+    env_dir.mkdir(exist_ok=True)
+    envs: dict[str, dict[str, str]] = {}
+    for f in functions:
+        envs[f.logical_id] = function_env(f, ports["edge"])
+        (env_dir / f"{f.logical_id}.env").write_text("".join(f"{k}={v}\n" for k, v in envs[f.logical_id].items()))
+    routes = {
+        "functions": {
+            f.name: {"url": f"http://127.0.0.1:{ports[f.logical_id]}", "binary": f.binary, "timeout": f.timeout}
+            for f in functions
+        }
+    }
+    routes_file = LOCAL / "edge-functions.json"
+    routes_file.write_text(json.dumps(routes, indent=2) + "\n")
 
     if not args.no_build:
         # cargo lambda watch starts each function with `cargo run --bin <name>` on its first
         # invoke; building each the same way now (same per-package feature set, so the same
         # artifacts) keeps that first Step Functions task from waiting for a cold compile.
-        for function in FUNCTIONS:
-            cmd = ["cargo", "build", "--bin", function]
+        for f in functions:
+            cmd = ["cargo", "build", "--bin", f.binary]
             log(f"building: {' '.join(cmd)}")
             if subprocess.run(cmd, cwd=args.functions_dir).returncode != 0:
                 raise StackError(f"`{' '.join(cmd)}` failed in {args.functions_dir}")
 
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "RUST_LOG"}
     children: dict[str, dict[str, Any]] = {}
 
     def cleanup() -> None:
@@ -433,10 +516,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     py = sys.executable
     try:
+        # moto's Step Functions interpreter calls Lambda and S3 through the edge with boto
+        # clients: credentials from its environment name the state machine's role.
+        moto_env = {**base_env, "AWS_ACCESS_KEY_ID": stack.state_machine.logical_id, "AWS_SECRET_ACCESS_KEY": PRINCIPAL_SECRET}
         children["moto"] = spawn(
             "moto",
             [py, str(HERE / "moto_server.py"), "--port", str(ports["moto"]), "--edge-port", str(ports["edge"])],
-            base_env,
+            moto_env,
             args.foreground,
         )
         edge_cmd = [
@@ -446,8 +532,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             str(ports["edge"]),
             "--moto-url",
             f"http://127.0.0.1:{ports['moto']}",
-            "--lambda-url",
-            f"http://127.0.0.1:{ports['lambda']}",
+            "--functions",
+            str(routes_file),
             "--quota-scale",
             f"{args.quota_scale:g}",
         ]
@@ -460,54 +546,77 @@ def cmd_up(args: argparse.Namespace) -> int:
         if args.seed is not None:
             edge_cmd += ["--seed", str(args.seed)]
         children["edge"] = spawn("edge", edge_cmd, base_env, args.foreground)
-        watch_cmd = [
-            venv_bin("cargo-lambda"),
-            "lambda",
-            "watch",
-            "--invoke-address",
-            "127.0.0.1",
-            "--invoke-port",
-            str(ports["lambda"]),
-            "--concurrency",
-            str(args.lambda_concurrency),
-            # AWS Lambda's own maximum; the edge waits as long (Upstream timeout 960 s).
-            "--timeout",
-            "900",
-            "--env-file",
-            str(env_file),
-        ]
-        if not args.reload:
-            watch_cmd.append("--ignore-changes")
-        children["lambda"] = spawn("lambda", watch_cmd, {**base_env, **fenv}, args.foreground, cwd=args.functions_dir)
+        for f in functions:
+            # One watcher per function, so each runs with its own environment and timeout.
+            watch_cmd = [
+                venv_bin("cargo-lambda"),
+                "lambda",
+                "watch",
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+                str(ports[f.logical_id]),
+                "--concurrency",
+                str(args.lambda_concurrency),
+                "--timeout",
+                str(f.timeout),
+                "--env-file",
+                str(env_dir / f"{f.logical_id}.env"),
+                "--bin",
+                f.binary,
+            ]
+            if not args.reload:
+                watch_cmd.append("--ignore-changes")
+            children[f"lambda-{f.binary}"] = spawn(
+                f"lambda-{f.binary}", watch_cmd, {**base_env, **envs[f.logical_id]}, args.foreground, cwd=args.functions_dir
+            )
 
         wait_healthy("moto", children["moto"], lambda: http_get(f"http://127.0.0.1:{ports['moto']}/moto-api/")[0] < 500, 60)
         wait_healthy(
             "edge", children["edge"], lambda: http_get(f"http://127.0.0.1:{ports['edge']}/_edge/health")[0] == 200, 30
         )
-        wait_healthy("lambda", children["lambda"], lambda: port_open(ports["lambda"]), 120)
+        for f in functions:
+            port = ports[f.logical_id]
+            wait_healthy(f"lambda-{f.binary}", children[f"lambda-{f.binary}"], lambda p=port: port_open(p), 120)
     except BaseException:
         cleanup()
         raise
 
     state = {
-        "version": 1,
+        "version": 2,
         "root": str(ROOT),
         "endpoint": f"http://127.0.0.1:{ports['edge']}",
         "region": REGION,
         "accountId": ACCOUNT_ID,
-        "bucket": args.bucket,
+        "stackName": stack.stack_name,
+        "template": str(template_path),
+        "parameterOverrides": overrides,
+        "parameters": stack.parameters,
+        "bucket": stack.bucket.name,
         "ports": ports,
         "quotas": quotas,
         "quotaScale": args.quota_scale,
         "quotasEnabled": not args.no_quotas,
-        "functions": {f: function_arn(f) for f in FUNCTIONS},
+        "functions": {
+            f.logical_id: {
+                "name": f.name,
+                "arn": f.arn,
+                "binary": f.binary,
+                "timeout": f.timeout,
+                "memory": f.memory,
+                "port": ports[f.logical_id],
+            }
+            for f in functions
+        },
         "functionsDir": str(Path(args.functions_dir).resolve()),
-        "functionEnv": fenv,
+        # What every function shares (the CLI and benches read QUOTA_* and DEFAULT_* here).
+        "functionEnv": common_env(list(envs.values())),
+        "functionEnvs": envs,
         "processes": {n: {k: v for k, v in c.items() if k != "proc"} for n, c in children.items()},
         "startedAt": time.time(),
     }
     write_state(state)
-    log(f"up: endpoint {state['endpoint']} (moto :{ports['moto']}, cargo lambda watch :{ports['lambda']})")
+    log(f"up: endpoint {state['endpoint']} (moto :{ports['moto']}, functions {', '.join(f'{f.binary} :{ports[f.logical_id]}' for f in functions)})")
     if not args.foreground:
         # Detached: the children outlive us; `down` ends them.
         atexit.unregister(cleanup)
@@ -531,10 +640,12 @@ def cmd_down(_args: argparse.Namespace) -> int:
         log("nothing to stop (no .local/stack.json)")
         return 0
     procs = state.get("processes", {})
-    for name in ("lambda", "edge", "moto"):
+    # Watchers first (they end their function instances), then the edge and moto.
+    for name in sorted(n for n in procs if n.startswith("lambda")) + ["edge", "moto"]:
         if name in procs:
             stop(name, procs[name])
-    orphans = orphaned_functions(Path(state.get("functionsDir") or ROOT))
+    binaries = [f["binary"] for f in (state.get("functions") or {}).values() if isinstance(f, dict) and f.get("binary")]
+    orphans = orphaned_functions(Path(state.get("functionsDir") or ROOT), binaries)
     if orphans:
         log(f"stopping {len(orphans)} orphaned function instance(s)")
         _signal_all(orphans, signal.SIGTERM)
@@ -575,6 +686,8 @@ def cmd_env(_args: argparse.Namespace) -> int:
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
         **CREDENTIALS,
+        # The CLI signs as the operator, authorized against infra/operator-policy.json.
+        "AWS_ACCESS_KEY_ID": iam.OPERATOR_KEY,
         "AWS_EC2_METADATA_DISABLED": "true",
         "THINGPRESS_BUCKET": state["bucket"],
         "THINGPRESS_EDGE_URL": state["endpoint"],
@@ -600,34 +713,6 @@ def require_state() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- deploy
-
-
-def function_arn(name: str) -> str:
-    """The ARN the ASL names for a local function; the edge maps it back to the bare name."""
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
-
-
-def substitutions(bucket: str, child_execution_type: str) -> dict[str, str]:
-    """DefinitionSubstitutions for the local stack (SAM fills the same names on AWS)."""
-    subs = {f"{f.capitalize()}FunctionArn": function_arn(f) for f in FUNCTIONS}
-    subs["ImportBucketName"] = bucket
-    subs["ChildExecutionType"] = child_execution_type
-    return subs
-
-
-def render_definition(text: str, subs: dict[str, str]) -> str:
-    """Replace ${Name}; any name left unreplaced is an error (the ASL and this list drifted)."""
-    import re
-
-    missing = sorted(set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", text)) - set(subs))
-    if missing:
-        raise StackError(f"statemachine definition uses substitutions the local stack does not know: {missing}")
-    out = re.sub(r"\$\{([A-Za-z0-9_]+)\}", lambda m: subs[m.group(1)], text)
-    try:
-        json.loads(out)
-    except ValueError as e:
-        raise StackError(f"statemachine definition is not valid JSON after substitution: {e}") from None
-    return out
 
 
 def clients(state: dict[str, Any]):
@@ -673,10 +758,132 @@ def load_resources(path: str | None) -> dict[str, Any]:
     return res
 
 
+def local_definition(sm: template.StateMachine) -> tuple[str, list[str]]:
+    """The definition moto runs, and what differs from AWS: moto's Distributed Map cannot run
+    EXPRESS child executions, so they run as STANDARD here (same states, no 5-minute cap)."""
+    changed: list[str] = []
+    doc = json.loads(sm.definition)
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            config = node.get("ProcessorConfig")
+            if isinstance(config, dict) and config.get("ExecutionType") == "EXPRESS":
+                config["ExecutionType"] = "STANDARD"
+                changed.append(f"{where}.ProcessorConfig.ExecutionType EXPRESS -> STANDARD")
+            for k, v in node.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+
+    walk(doc, "$")
+    return (json.dumps(doc, indent=1) if changed else sm.definition), changed
+
+
+def edge_triggers(stack: template.Stack) -> list[dict[str, str]]:
+    """The edge's S3 trigger rules from the template's EventBridge rules that start the state machine."""
+    rules = []
+    for rule in stack.trigger_rules:
+        if rule.target_arn != stack.state_machine.arn:
+            raise StackError(f"{rule.logical_id}: the local stack can only start {stack.state_machine.logical_id}, not {rule.target_arn}")
+        try:
+            pairs = template.s3_trigger(rule)
+        except template.TemplateError as e:
+            raise StackError(str(e)) from None
+        for bucket, prefix in pairs:
+            if bucket != stack.bucket.name:
+                raise StackError(f"{rule.logical_id}: pattern names bucket {bucket}, not the stack's {stack.bucket.name}")
+            rules.append({"bucket": bucket, "prefix": prefix, "stateMachineArn": rule.target_arn})
+    return rules
+
+
+def iam_principals(stack: template.Stack) -> dict[str, Any]:
+    """POST /_edge/iam's body: each function (by logical id, its access key id), the state
+    machine and each trigger rule, with the resolved statements of its role."""
+
+    def entry(key: str, role: template.Role, session: str) -> dict[str, Any]:
+        arn = f"arn:{template.partition(stack.region)}:sts::{stack.account_id}:assumed-role/{role.name}/{session}"
+        return {"name": key, "arn": arn, "statements": role.statements}
+
+    principals = {f.logical_id: entry(f.logical_id, f.role, f.name) for f in stack.functions.values()}
+    sm = stack.state_machine
+    principals[sm.logical_id] = entry(sm.logical_id, sm.role, sm.name)
+    for rule in stack.trigger_rules:
+        if rule.role is not None:
+            principals[rule.logical_id] = entry(rule.logical_id, rule.role, rule.logical_id)
+    return {"principals": principals}
+
+
+def operator_principal(stack: template.Stack) -> dict[str, Any]:
+    """The operator's entry for the edge: infra/operator-policy.json filled in for this stack."""
+    path = ROOT / "infra" / "operator-policy.json"
+    try:
+        policy = json.loads(path.read_text())
+        return iam.operator_principal(
+            policy, stack.bucket.name, stack.state_machine.arn, stack.region, stack.account_id, stack.stack_name
+        )
+    except (OSError, ValueError) as e:
+        raise StackError(f"{path}: {e}") from None
+
+
+def drift(state: dict[str, Any], stack: template.Stack, edge_port: int) -> list[str]:
+    """What the running functions were started with that this template would change."""
+    out = []
+    running = state.get("functions") or {}
+    envs = state.get("functionEnvs") or {}
+    for f in stack.functions.values():
+        now = running.get(f.logical_id)
+        if not isinstance(now, dict):
+            out.append(f"{f.logical_id} is not running")
+            continue
+        if now.get("name") != f.name or now.get("timeout") != f.timeout or now.get("binary") != f.binary:
+            out.append(f"{f.logical_id}: name/binary/timeout differ")
+        if envs.get(f.logical_id) != function_env(f, edge_port):
+            out.append(f"{f.logical_id}: environment differs")
+    return out
+
+
+def deploy_bucket(s3: Any, bucket: template.Bucket) -> None:
+    """The bucket with the template's versioning, encryption and lifecycle configuration."""
+    _ignore_exists(lambda: s3.create_bucket(Bucket=bucket.name), "BucketAlreadyOwnedByYou", "BucketAlreadyExists")
+    if bucket.versioned:
+        # Versioned as on AWS: every upload of the same key is a new version with its own id.
+        s3.put_bucket_versioning(Bucket=bucket.name, VersioningConfiguration={"Status": "Enabled"})
+    if bucket.encryption:
+        s3.put_bucket_encryption(Bucket=bucket.name, ServerSideEncryptionConfiguration=bucket.encryption)
+    if bucket.lifecycle:
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket.name, LifecycleConfiguration=bucket.lifecycle)
+    # EventBridge notifications: the edge plays S3 → EventBridge (see edge_triggers).
+
+
+def deploy_roles(iam: Any, stack: template.Stack) -> None:
+    """Every role with the template's trust policy and exactly its inline policies."""
+    for role in stack.roles.values():
+        created = _ignore_exists(
+            lambda r=role: iam.create_role(RoleName=r.name, AssumeRolePolicyDocument=json.dumps(r.assume_role_policy)),
+            "EntityAlreadyExists",
+        )
+        if not created:
+            iam.update_assume_role_policy(RoleName=role.name, PolicyDocument=json.dumps(role.assume_role_policy))
+            for name in iam.list_role_policies(RoleName=role.name)["PolicyNames"]:
+                if name not in role.policies:
+                    iam.delete_role_policy(RoleName=role.name, PolicyName=name)
+        for name, doc in role.policies.items():
+            iam.put_role_policy(RoleName=role.name, PolicyName=name, PolicyDocument=json.dumps(doc))
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Create (or update) everything a run needs; idempotent."""
     state = require_state()
-    bucket = state["bucket"]
+    template_path = Path(args.template or state.get("template") or DEFAULT_TEMPLATE).resolve()
+    stack = load_stack(template_path, state.get("parameterOverrides") or {}, state.get("stackName") or DEFAULT_STACK_NAME, state["bucket"])
+    changed = drift(state, stack, int(state["ports"]["edge"]))
+    if changed:
+        raise StackError(
+            f"{template_path} changes the running functions ({'; '.join(changed)}): "
+            "restart with `script/local down && script/local up --template ...`"
+        )
+    bucket = stack.bucket.name
     res = load_resources(args.resources)
     for name in args.thing_type or []:
         res.setdefault("thingTypes", []).append(name)
@@ -692,7 +899,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         res.setdefault("profiles", {})[prof.get("name") or Path(path).stem] = prof
 
     c = clients(state)
-    _ignore_exists(lambda: c["s3"].create_bucket(Bucket=bucket), "BucketAlreadyOwnedByYou", "BucketAlreadyExists")
+    deploy_bucket(c["s3"], stack.bucket)
     for name, prof in (res.get("profiles") or {}).items():
         c["s3"].put_object(
             Bucket=bucket,
@@ -710,39 +917,32 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             "ResourceAlreadyExistsException",
         )
 
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-    }
-    _ignore_exists(
-        lambda: c["iam"].create_role(RoleName=SFN_ROLE, AssumeRolePolicyDocument=json.dumps(trust)), "EntityAlreadyExists"
-    )
-    role_arn = f"arn:aws:iam::{ACCOUNT_ID}:role/{SFN_ROLE}"
-
-    asl_path = Path(args.definition) if args.definition else ROOT / "statemachine" / "import.asl.json"
-    try:
-        text = asl_path.read_text()
-    except OSError as e:
-        raise StackError(f"state machine definition {asl_path}: {e}") from None
-    definition = render_definition(text, substitutions(bucket, args.child_execution_type))
-    sm_name = args.state_machine_name
-    arn = f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{sm_name}"
+    deploy_roles(c["iam"], stack)
+    sm = stack.state_machine
+    definition, differences = local_definition(sm)
+    for d in differences:
+        log(f"state machine: {d} (moto cannot run EXPRESS child executions)")
     _ignore_exists(
         lambda: c["stepfunctions"].create_state_machine(
-            name=sm_name, definition=definition, roleArn=role_arn, type="STANDARD"
+            name=sm.name, definition=definition, roleArn=sm.role.arn, type=sm.type
         ),
         "StateMachineAlreadyExists",
     )
     # moto's CreateStateMachine returns an existing machine unchanged, whatever the definition:
     # update always, so a re-deploy loads the current ASL.
-    c["stepfunctions"].update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role_arn)
+    c["stepfunctions"].update_state_machine(stateMachineArn=sm.arn, definition=definition, roleArn=sm.role.arn)
 
-    # The stack's EventBridge rule (infra/template.yaml ImportTriggerRule), emulated by the edge.
-    rules = [] if args.no_trigger else [{"bucket": bucket, "prefix": TRIGGER_PREFIX, "stateMachineArn": arn}]
-    try:
-        status, answer = http_post_json(f"{state['endpoint']}/_edge/triggers", {"rules": rules})
-    except OSError as e:
-        raise StackError(f"cannot configure the edge's S3 trigger at {state['endpoint']}: {e}") from None
+    principals = iam_principals(stack)
+    principals["principals"][iam.OPERATOR_KEY] = operator_principal(stack)
+    status, answer = _edge_post(state, "/_edge/iam", principals, "IAM principals")
+    if status == 404:
+        log("the running edge does not authorize calls (no /_edge/iam): calls run unchecked")
+    elif status != 200:
+        raise StackError(f"the edge refused the IAM principals: HTTP {status} {answer[:300].decode(errors='replace')}")
+
+    # The stack's EventBridge rule, emulated by the edge.
+    rules = [] if args.no_trigger else edge_triggers(stack)
+    status, answer = _edge_post(state, "/_edge/triggers", {"rules": rules}, "S3 trigger")
     if status == 404:
         # An edge started before the trigger existed: deploy still works, uploads start nothing.
         log("the running edge has no S3 trigger (it predates it): restart the stack for uploads to start imports")
@@ -752,10 +952,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     state = read_state() or state
     state["deployed"] = {
-        "stateMachineArn": arn,
-        "definition": str(asl_path),
-        "childExecutionType": args.child_execution_type,
-        "roleArn": role_arn,
+        "stateMachineArn": sm.arn,
+        "stateMachineName": sm.name,
+        "template": str(template_path),
+        "definition": str(sm.definition_path) if sm.definition_path else None,
+        "childExecutionType": sm.substitutions.get("ChildExecutionType"),
+        "localDifferences": differences,
+        "roleArn": sm.role.arn,
+        "roles": {r.logical_id: r.arn for r in stack.roles.values()},
+        "iamPrincipals": sorted(principals["principals"]),
+        "bucketVersioned": stack.bucket.versioned,
         "thingTypes": res.get("thingTypes") or [],
         "thingGroups": res.get("thingGroups") or [],
         "policies": sorted(res.get("policies") or {}),
@@ -764,9 +970,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         "at": time.time(),
     }
     write_state(state)
-    log(f"deployed {arn} with bucket {bucket}")
+    log(f"deployed {sm.arn} with bucket {bucket}")
     print(json.dumps(state["deployed"], indent=2))
     return 0
+
+
+def _edge_post(state: dict[str, Any], route: str, body: Any, what: str) -> tuple[int, bytes]:
+    try:
+        return http_post_json(f"{state['endpoint']}{route}", body)
+    except OSError as e:
+        raise StackError(f"cannot configure the edge's {what} at {state['endpoint']}: {e}") from None
 
 
 # ---------------------------------------------------------------- main
@@ -777,21 +990,25 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="script/local", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="start moto, the edge and cargo lambda watch")
+    up = sub.add_parser("up", help="start moto, the edge and one cargo lambda watch per function")
+    up.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template (default infra/template.yaml)")
+    up.add_argument("--stack-name", default=DEFAULT_STACK_NAME, help="the stack name the template's names derive from")
+    up.add_argument("--parameter", action="append", metavar="NAME=VALUE", help="template parameter override (repeatable)")
     up.add_argument("--edge-port", type=int, default=int(os.environ.get("THINGPRESS_EDGE_PORT", 0)))
     up.add_argument("--moto-port", type=int, default=0)
-    up.add_argument("--lambda-port", type=int, default=0)
-    up.add_argument("--bucket", default=DEFAULT_BUCKET)
-    up.add_argument("--quota-scale", type=float, default=1.0, help="multiply AWS's default IoT quotas")
+    up.add_argument("--bucket", default=DEFAULT_BUCKET, help="name of the template's bucket (CloudFormation would generate one)")
+    up.add_argument(
+        "--quota-scale", type=float, default=1.0, help="multiply AWS's default IoT quotas (edge) and the template's Quota* defaults"
+    )
     up.add_argument("--quotas", help="edge quota JSON (inline or file)")
     up.add_argument("--no-quotas", action="store_true", help="the edge enforces no IoT rate limits")
     up.add_argument("--faults", help="edge fault JSON (inline or file)")
     up.add_argument("--seed", type=int, help="seed for the edge's fault injection")
-    up.add_argument("--max-concurrency", type=int, default=4, help="DEFAULT_MAX_CONCURRENCY for Split")
-    up.add_argument("--chunk-size", type=int, default=500, help="DEFAULT_CHUNK_SIZE for Split")
-    up.add_argument("--safety-factor", type=float, default=0.9, help="QUOTA_SAFETY_FACTOR")
-    up.add_argument("--lambda-concurrency", type=int, default=8, help="instances per function in cargo lambda watch")
-    up.add_argument("--rust-log", default=os.environ.get("RUST_LOG", "info"))
+    up.add_argument("--max-concurrency", type=int, help="template parameter MaxConcurrency")
+    up.add_argument("--chunk-size", type=int, help="template parameter ChunkSize")
+    up.add_argument("--safety-factor", type=float, help="template parameter QuotaSafetyFactor")
+    up.add_argument("--rust-log", help="template parameter LogLevel (error, warn, info, debug, trace)")
+    up.add_argument("--lambda-concurrency", type=int, default=8, help="instances per function in its cargo lambda watch")
     up.add_argument("--reload", action="store_true", help="let cargo lambda watch rebuild on source changes")
     up.add_argument("--no-build", action="store_true", help="skip the up-front cargo build of the functions")
     up.add_argument(
@@ -800,17 +1017,17 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops everything")
     up.set_defaults(func=cmd_up)
 
-    dp = sub.add_parser("deploy", help="create bucket, profiles, IoT resources and the state machine")
-    dp.add_argument("--definition", help="ASL file (default statemachine/import.asl.json)")
-    dp.add_argument("--state-machine-name", default=DEFAULT_STATE_MACHINE)
-    dp.add_argument("--child-execution-type", default="STANDARD", choices=["STANDARD", "EXPRESS"])
+    dp = sub.add_parser("deploy", help="create bucket, roles, state machine, trigger, profiles and IoT resources")
+    dp.add_argument(
+        "--template", type=Path, help="SAM template (default: the one `up` used); it may change roles, not the functions"
+    )
     dp.add_argument("--resources", help="JSON {thingTypes[], thingGroups[], policies{name: doc}, profiles{name: {...}}}")
     dp.add_argument("--thing-type", action="append", help="extra thing type (repeatable)")
     dp.add_argument("--thing-group", action="append", help="extra thing group (repeatable)")
     dp.add_argument("--policy", action="append", help="extra IoT policy with the default document (repeatable)")
     dp.add_argument("--profile", action="append", help="profile JSON file to store as profiles/<name>.json (repeatable)")
     dp.add_argument(
-        "--no-trigger", action="store_true", help="uploads under incoming/ start nothing (the edge's trigger rule is removed)"
+        "--no-trigger", action="store_true", help="uploads start nothing (the edge's trigger rules are removed)"
     )
     dp.set_defaults(func=cmd_deploy)
 

@@ -1,5 +1,6 @@
-"""The real statemachine/import.asl.json on moto through the edge, with Python stand-ins for the
-four Lambdas (no Rust build needed). Guards what the design relies on from moto 5.2.5: Lambda
+"""The real state machine, deployed from infra/template.yaml as `script/local deploy` does it
+(bucket, roles, definition and substitutions, function routes), on moto through the edge, with
+Python stand-ins for the four Lambdas (no Rust build needed). Guards what the design relies on from moto 5.2.5: Lambda
 tasks through MOTO_PORT → edge, errorType reaching Retry/Catch intact, Choice, Distributed Map
 with the JSON ItemReader, Fail with ErrorPath/CausePath, and the known gaps the design works around.
 
@@ -27,7 +28,7 @@ import edge  # noqa: E402
 import stack  # noqa: E402
 
 BUCKET = "thingpress-test"
-SM_NAME = "thingpress-import"
+STACK = stack.load_stack(stack.DEFAULT_TEMPLATE, {}, "thingpress", BUCKET)
 
 
 def _free_port() -> int:
@@ -102,12 +103,12 @@ def local_stack(tmp_path_factory):
     functions = ThreadingHTTPServer(("127.0.0.1", 0), FakeFunctions)
     functions.daemon_threads = True
     state = edge.EdgeState()
-    server = edge.EdgeServer(
-        ("127.0.0.1", edge_port),
-        state,
-        f"http://127.0.0.1:{moto_port}",
-        f"http://127.0.0.1:{functions.server_address[1]}",
+    fake = f"http://127.0.0.1:{functions.server_address[1]}"
+    # Routed as `script/local up` routes them: deployed name -> binary, with its timeout.
+    state.set_functions(
+        {"functions": {f.name: {"url": fake, "binary": f.binary, "timeout": f.timeout} for f in STACK.functions.values()}}
     )
+    server = edge.EdgeServer(("127.0.0.1", edge_port), state, f"http://127.0.0.1:{moto_port}", None)
     for s in (functions, server):
         threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
@@ -129,13 +130,15 @@ def local_stack(tmp_path_factory):
             config=Config(retries={"total_max_attempts": 1}),
         )
         s3, sfn, iam = (boto3.client(n, **kw) for n in ("s3", "stepfunctions", "iam"))
-        s3.create_bucket(Bucket=BUCKET)
-        definition = stack.render_definition(
-            (stack.ROOT / "statemachine" / "import.asl.json").read_text(), stack.substitutions(BUCKET, "STANDARD")
-        )
-        role = iam.create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        arn = sfn.create_state_machine(name=SM_NAME, definition=definition, roleArn=role)["stateMachineArn"]
-        yield {"url": url, "state": state, "s3": s3, "sfn": sfn, "arn": arn}
+        stack.deploy_bucket(s3, STACK.bucket)
+        stack.deploy_roles(iam, STACK)
+        sm = STACK.state_machine
+        definition, _ = stack.local_definition(sm)
+        arn = sfn.create_state_machine(name=sm.name, definition=definition, roleArn=sm.role.arn, type=sm.type)[
+            "stateMachineArn"
+        ]
+        assert arn == sm.arn
+        yield {"url": url, "state": state, "s3": s3, "sfn": sfn, "arn": arn, "iam": iam}
     finally:
         server.shutdown()
         functions.shutdown()
@@ -245,3 +248,22 @@ def test_moto_gap_failed_child_is_swallowed(local_stack):
     assert d["status"] == "SUCCEEDED"
     assert _map_run(local_stack, ex)["itemCounts"]["failed"] == 1
     assert calls["summarize"] == 1
+
+
+def test_bucket_and_roles_are_the_templates(local_stack):
+    s3, iam = local_stack["s3"], local_stack["iam"]
+    assert STACK.bucket.versioned
+    assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
+    # The same bytes uploaded twice are two versions (what claims by content are tested on).
+    v1 = s3.put_object(Bucket=BUCKET, Key="incoming/x/same.pem", Body=b"same")["VersionId"]
+    v2 = s3.put_object(Bucket=BUCKET, Key="incoming/x/same.pem", Body=b"same")["VersionId"]
+    assert v1 and v2 and v1 != v2
+    rules = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert [r["ApplyServerSideEncryptionByDefault"] for r in rules] == [
+        r["ApplyServerSideEncryptionByDefault"] for r in STACK.bucket.encryption["Rules"]
+    ]
+    ids = [r["ID"] for r in s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]]
+    assert ids == [r["ID"] for r in STACK.bucket.lifecycle["Rules"]]
+    for role in STACK.roles.values():
+        assert iam.get_role(RoleName=role.name)["Role"]["Arn"] == role.arn
+        assert sorted(iam.list_role_policies(RoleName=role.name)["PolicyNames"]) == sorted(role.policies)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -14,33 +13,48 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stack  # noqa: E402
 
 
-def test_substitutions_cover_the_real_definition():
-    text = (stack.ROOT / "statemachine" / "import.asl.json").read_text()
-    out = json.loads(stack.render_definition(text, stack.substitutions("my-bucket", "STANDARD")))
-    rendered = json.dumps(out)
-    assert "${" not in rendered
-    assert stack.function_arn("register") in rendered
-    assert '"ExecutionType": "STANDARD"' in rendered
-    assert '"Bucket": "my-bucket"' in rendered
+def _up_args(*extra: str):
+    return stack.parser().parse_args(["up", *extra])
 
 
-def test_unknown_substitution_is_an_error():
-    with pytest.raises(stack.StackError, match="NewFunctionArn"):
-        stack.render_definition('{"a": "${NewFunctionArn}"}', stack.substitutions("b", "STANDARD"))
-    with pytest.raises(stack.StackError, match="not valid JSON"):
-        stack.render_definition('{"a": ${ImportBucketName}}', stack.substitutions("b", "STANDARD"))
+def test_options_become_template_parameter_overrides():
+    args = _up_args("--quota-scale", "20", "--chunk-size", "50", "--safety-factor", "0.5", "--parameter", "QuotaAttachPolicy=7")
+    over = stack.parameter_overrides(args, stack.DEFAULT_TEMPLATE)
+    defaults = stack.template.parameter_defaults(stack.DEFAULT_TEMPLATE)
+    assert over["ChunkSize"] == "50" and over["QuotaSafetyFactor"] == "0.5"
+    assert over["QuotaRegisterCertificateWithoutCA"] == f"{float(defaults['QuotaRegisterCertificateWithoutCA']) * 20:g}"
+    assert over["QuotaAttachPolicy"] == "7"  # an explicit value wins over the scale
+    assert "MaxConcurrency" not in over  # not given: the template's default
+    assert stack.parameter_overrides(_up_args(), stack.DEFAULT_TEMPLATE) == {}
+    with pytest.raises(stack.StackError, match="NAME=VALUE"):
+        stack.parameter_overrides(_up_args("--parameter", "oops"), stack.DEFAULT_TEMPLATE)
 
 
-def test_function_env_quotas_follow_the_scale():
-    args = stack.parser().parse_args(["up", "--quota-scale", "20", "--bucket", "bkt"])
-    quotas = stack.effective_quotas(args)
-    env = stack.function_env(args, 4566, quotas)
-    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:4566"
-    assert env["IMPORT_BUCKET"] == "bkt"
-    assert env["QUOTA_REGISTER_CERTIFICATE_WITHOUT_CA"] == "200"
-    assert env["QUOTA_ATTACH_POLICY"] == "300"
-    assert env["QUOTA_CREATE_THING"] == "2000"
-    assert set(stack.QUOTA_ENV.values()) <= set(env)
+def test_function_env_is_the_templates_plus_local_access():
+    st = stack.load_stack(stack.DEFAULT_TEMPLATE, {"ChunkSize": "50"}, "thingpress", "bkt")
+    envs = {lid: stack.function_env(f, 4566) for lid, f in st.functions.items()}
+    for lid, env in envs.items():
+        f = st.functions[lid]
+        assert {k: env[k] for k in f.environment} == f.environment
+        assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:4566"
+        assert env["AWS_ACCESS_KEY_ID"] == lid
+        assert env["IMPORT_BUCKET"] == "bkt" and env["DEFAULT_CHUNK_SIZE"] == "50"
+    common = stack.common_env(list(envs.values()))
+    assert "AWS_ACCESS_KEY_ID" not in common
+    assert common["DEFAULT_CHUNK_SIZE"] == "50" and any(k.startswith("QUOTA_") for k in common)
+
+
+def test_deploy_parts_come_from_the_template():
+    st = stack.load_stack(stack.DEFAULT_TEMPLATE, {"ChildExecutionType": "EXPRESS"}, "thingpress", "bkt")
+    definition, changed = stack.local_definition(st.state_machine)
+    assert changed and '"EXPRESS"' not in definition and '"EXPRESS"' in st.state_machine.definition
+    assert stack.edge_triggers(st) == [
+        {"bucket": "bkt", "prefix": p, "stateMachineArn": st.state_machine.arn}
+        for _, p in stack.template.s3_trigger(st.trigger_rules[0])
+    ]
+    principals = stack.iam_principals(st)["principals"]
+    assert set(principals) == set(st.functions) | {st.state_machine.logical_id, st.trigger_rules[0].logical_id}
+    assert principals["SplitFunction"]["statements"] == st.functions["SplitFunction"].role_statements
 
 
 def test_stop_ends_the_whole_tree_and_never_a_recycled_pid(tmp_path):
