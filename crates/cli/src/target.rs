@@ -70,7 +70,8 @@ impl Target {
         }
     }
 
-    /// The local stack from its state file; test credentials, endpoint = the edge.
+    /// The local stack from its state file; endpoint = the edge, access key `$AWS_ACCESS_KEY_ID`
+    /// (default `test`).
     async fn local(state_file: &std::path::Path) -> anyhow::Result<Target> {
         let text = std::fs::read_to_string(state_file).with_context(|| {
             format!(
@@ -96,10 +97,22 @@ impl Target {
             );
         };
         let region = field("/region").unwrap_or_else(|| "us-east-1".to_owned());
+        // The local edge authorizes by access key id: `script/local env` exports the operator's
+        // (infra/operator-policy.json); without one the key is `test`, which it leaves unchecked.
+        let access_key = std::env::var("AWS_ACCESS_KEY_ID")
+            .ok()
+            .filter(|key| !key.is_empty())
+            .unwrap_or_else(|| "test".to_owned());
         let config = aws_config::defaults(BehaviorVersion::latest())
             .endpoint_url(endpoint)
             .region(Region::new(region))
-            .credentials_provider(Credentials::new("test", "test", None, None, "local-stack"))
+            .credentials_provider(Credentials::new(
+                access_key,
+                "test",
+                None,
+                None,
+                "local-stack",
+            ))
             .retry_config(thingpress_pipeline::aws::short_retry())
             .load()
             .await;
