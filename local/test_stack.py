@@ -76,3 +76,16 @@ def test_stop_ends_the_whole_tree_and_never_a_recycled_pid(tmp_path):
     time.sleep(0.2)
     assert not [p for p in tree if Path(f"/proc/{p}").exists() and not stack._zombie(p)]
     assert not stack.is_ours(info)
+
+
+def test_deploy_refuses_a_template_that_changes_the_running_functions():
+    st = stack.load_stack(stack.DEFAULT_TEMPLATE, {}, "thingpress", "bkt")
+    state = {
+        "functions": {lid: {"name": f.name, "binary": f.binary, "timeout": f.timeout} for lid, f in st.functions.items()},
+        "functionEnvs": {lid: stack.function_env(f, 4566) for lid, f in st.functions.items()},
+    }
+    assert stack.drift(state, st, 4566) == []
+    changed = stack.load_stack(stack.DEFAULT_TEMPLATE, {"ChunkSize": "3"}, "thingpress", "bkt")
+    assert any("environment differs" in d for d in stack.drift(state, changed, 4566))
+    state["functions"]["SplitFunction"]["timeout"] = 1
+    assert any(d.startswith("SplitFunction:") for d in stack.drift(state, st, 4566))
