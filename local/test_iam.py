@@ -656,3 +656,72 @@ def test_operator_may_do_what_the_cli_does(method, path, service, body, headers)
 )
 def test_operator_may_not_do_more(method, path, service, body, headers):
     assert iam.authorize(operator(), request(method, path, service, body, **headers)) is not None
+
+
+# ------------------------------------------------------------------ the template's roles
+
+
+def _template_principals():
+    import stack
+
+    st = stack.load_stack(stack.DEFAULT_TEMPLATE, {}, "tp", "bkt")
+    body = stack.iam_principals(st)
+    body["principals"]["Operator"] = stack.operator_principal(st)
+    return st, iam.parse_principals(body)
+
+
+def test_the_templates_roles_allow_the_pipelines_calls():
+    """What each function, the state machine (moto's SFN calls) and the trigger do in one
+    import, authorized against infra/template.yaml's roles as the local stack deploys them."""
+    st, principals = _template_principals()
+    split_fn = next(f.name for f in st.functions.values() if f.logical_id == "SplitFunction")
+    calls = {
+        "SplitFunction": [
+            ("HEAD", "/bkt/incoming/p/x.pem", "s3", b"", {}),
+            ("GET", "/bkt/incoming/p/x.pem?versionId=1", "s3", b"", {}),
+            ("HEAD", "/bkt/runs/r/manifest/x.pem", "s3", b"", {}),
+            ("GET", "/bkt/runs/r/manifest/x.pem?versionId=1", "s3", b"", {}),
+            ("GET", "/bkt/profiles/p.json", "s3", b"", {}),
+            ("PUT", "/bkt/claims/abc", "s3", b"", {}),
+            ("PUT", "/bkt/runs/r/chunks.json", "s3", b"", {}),
+            ("GET", "/thing-types/T", "iot", b"", {}),
+            ("GET", "/thing-groups/G", "iot", b"", {}),
+            ("GET", "/policies/P", "iot", b"", {}),
+        ],
+        "RegisterFunction": [
+            ("POST", "/certificate/register-no-ca", "iot", b"{}", {}),
+            ("GET", "/certificates/abc", "iot", b"", {}),
+            ("GET", "/principals/things", "iot", b"", {"x-amzn-principal": CERT}),
+            ("POST", "/things/t", "iot", b'{"thingTypeName": "T"}', {}),
+            ("PATCH", "/things/t", "iot", b"{}", {}),
+            ("PUT", "/things/t/principals", "iot", b"", {"x-amzn-principal": CERT}),
+            ("PUT", "/target-policies/P", "iot", json.dumps({"target": CERT}).encode(), {}),
+            ("PUT", "/thing-groups/addThingToThingGroup", "iot", b'{"thingName": "t", "thingGroupName": "G"}', {}),
+            ("GET", "/bkt/runs/r/decorated/00000.jsonl", "s3", b"", {}),
+            ("PUT", "/bkt/runs/r/results/00000.jsonl", "s3", b"", {}),
+        ],
+        "ImportStateMachine": [
+            ("POST", f"/2015-03-31/functions/arn:aws:lambda:{REGION}:{ACCOUNT}:function:{split_fn}/invocations", "lambda", b"", {}),
+            ("GET", "/bkt/runs/r/chunks.json", "s3", b"", {}),
+            ("PUT", "/bkt/runs/r/map/u/manifest.json", "s3", b"", {}),
+        ],
+        "ImportTriggerRule": [
+            ("POST", "/", "states", json.dumps({"stateMachineArn": st.state_machine.arn}).encode(), {"X-Amz-Target": "AWSStepFunctions.StartExecution"}),
+        ],
+    }
+    for who, requests in calls.items():
+        for method, path, service, body, headers in requests:
+            denial = iam.authorize(principals[who], request(method, path, service, body, **headers))
+            assert denial is None, f"{who} {method} {path}: {denial.message}"
+    # ...and no more than that: each role is its own.
+    assert iam.authorize(principals["DecorateFunction"], request("PUT", "/bkt/claims/abc", "s3")) is not None
+    assert iam.authorize(principals["SplitFunction"], request(*ATTACH_POLICY)) is not None
+    assert iam.authorize(principals["ImportTriggerRule"], request("GET", "/bkt/runs/r/chunks.json", "s3")) is not None
+
+
+def test_the_templates_policies_lint_clean():
+    st, principals = _template_principals()
+    import stack
+
+    problems = iam.lint(stack.iam_principals(st))
+    assert problems == [], "\n".join(map(str, problems))
