@@ -48,7 +48,7 @@ def test_function_env_is_the_templates_plus_local_access():
 def test_deploy_parts_come_from_the_template():
     st = stack.load_stack(stack.DEFAULT_TEMPLATE, {"ChildExecutionType": "EXPRESS"}, "thingpress", "bkt")
     definition, changed = stack.local_definition(st.state_machine)
-    assert changed == ["$.States.ImportChunks.ItemProcessor.ProcessorConfig.ExecutionType EXPRESS -> STANDARD"] or changed
+    assert changed and all("ProcessorConfig.ExecutionType EXPRESS -> STANDARD" in c for c in changed)
 
     def processor_types(text):
         found = []
