@@ -2,6 +2,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use thingpress_manifest::Supplier;
+use thingpress_manifest::fuzz_check::Target;
 
-fuzz_target!(|data: &[u8]| thingpress_fuzz::drain(data, Supplier::Auto));
+fuzz_target!(|data: &[u8]| thingpress_fuzz::run(Target::Auto, data));

@@ -1,61 +1,17 @@
-//! What every fuzz target does: read a manifest with one supplier setting, drain every entry,
-//! and check the invariants the rest of Thingpress relies on. Any panic that escapes the
-//! library, or a broken invariant, is a crash for libFuzzer.
+//! What every fuzz target does: run that target's body from
+//! `thingpress_manifest::fuzz_check` (the same code the stable corpus replay,
+//! `crates/manifest/tests/corpus.rs`, runs) and turn a broken invariant into a crash. Any panic
+//! that escapes the library is a crash for libFuzzer too.
 
 use std::sync::Once;
 
-use thingpress_manifest::{Entry, ErrorKind, Limits, Options, Supplier, read_entries};
+use thingpress_manifest::fuzz_check::Target;
 
-/// Limits small enough that libFuzzer's 2 GB RSS limit is never the thing that stops a run.
-const LIMITS: Limits = Limits {
-    max_archive_bytes: 16 * 1024 * 1024,
-    max_archive_entries: 10_000,
-    max_entry_bytes: 1024 * 1024,
-};
-
-/// Reads `data` as a `supplier` manifest to the end, checking that entries come in index order,
-/// that rejections carry entry-kind names and a reason, and that accepted entries have a
-/// SHA-256 certificate id and a device id.
-pub fn drain(data: &[u8], supplier: Supplier) {
+/// Runs `target` on `data`; a broken invariant panics, which libFuzzer reports as a crash.
+pub fn run(target: Target, data: &[u8]) {
     contain_decoder_panics();
-    let options = Options {
-        supplier,
-        limits: LIMITS,
-        ..Options::default()
-    };
-    let Ok(entries) = read_entries(data, &options) else {
-        return;
-    };
-    let mut next = 0u64;
-    for item in entries {
-        let Ok(entry) = item else {
-            // The stream ends after an error (Entries guarantees it).
-            return;
-        };
-        assert_eq!(entry.index(), next, "entries out of order");
-        next += 1;
-        match entry {
-            Entry::Accepted(a) => {
-                assert_eq!(
-                    a.certificate_id.len(),
-                    64,
-                    "certificate id is not SHA-256 hex"
-                );
-                assert!(
-                    !a.device_id.is_empty(),
-                    "accepted entry without a device id"
-                );
-            }
-            Entry::Rejected(r) => {
-                assert_eq!(
-                    r.error.kind(),
-                    ErrorKind::Entry,
-                    "{:?} is not an entry name",
-                    r.error
-                );
-                assert!(!r.message.is_empty(), "rejection without a reason");
-            }
-        }
+    if let Err(broken) = target.check(data) {
+        panic!("{}: {broken}", target.name());
     }
 }
 

@@ -9,6 +9,9 @@ mod batch;
 mod cert;
 mod detect;
 pub mod espressif;
+// The fuzz targets' bodies, shared with the stable corpus replay (tests/corpus.rs).
+#[doc(hidden)]
+pub mod fuzz_check;
 pub mod infineon;
 pub mod microchip;
 pub mod names;
