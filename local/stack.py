@@ -46,6 +46,7 @@ LOCAL = Path(os.environ.get("THINGPRESS_LOCAL_DIR") or ROOT / ".local").resolve(
 STATE_FILE = LOCAL / "stack.json"
 LOG_DIR = LOCAL / "logs"
 DEFAULT_TEMPLATE = ROOT / "infra" / "template.yaml"
+OPERATOR_POLICY = ROOT / "infra" / "operator-policy.json"
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -56,6 +57,7 @@ DEFAULT_BUCKET = "thingpress-local"
 # Deploy tooling and `env` use these; the edge restricts only the principals deploy gives it.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 PRINCIPAL_SECRET = "test"
+OPERATOR_KEY = "Operator"  # local/iam.py's OPERATOR_KEY (checked by test_stack)
 # Template parameters a --quota-scale leaves alone: Quota* parameters that are not rates.
 NOT_RATES = {"QuotaSafetyFactor"}
 
@@ -685,7 +687,9 @@ def cmd_env(_args: argparse.Namespace) -> int:
         "AWS_ENDPOINT_URL": state["endpoint"],
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
-        **CREDENTIALS,
+        # The operator: the edge authorizes this key against infra/operator-policy.json.
+        "AWS_ACCESS_KEY_ID": OPERATOR_KEY,
+        "AWS_SECRET_ACCESS_KEY": PRINCIPAL_SECRET,
         # The CLI signs as the operator, authorized against infra/operator-policy.json.
         "AWS_ACCESS_KEY_ID": iam.OPERATOR_KEY,
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -811,6 +815,16 @@ def iam_principals(stack: template.Stack) -> dict[str, Any]:
     for rule in stack.trigger_rules:
         if rule.role is not None:
             principals[rule.logical_id] = entry(rule.logical_id, rule.role, rule.logical_id)
+    # The operator (`thingpress` with `script/local env`'s key) under infra/operator-policy.json.
+    import iam  # noqa: PLC0415 - local module, imported late on purpose
+
+    try:
+        policy = json.loads(OPERATOR_POLICY.read_text())
+        principals[iam.OPERATOR_KEY] = iam.operator_principal(
+            policy, stack.bucket.name, sm.arn, stack.region, stack.account_id, stack.stack_name
+        )
+    except (OSError, ValueError) as e:
+        raise StackError(f"{OPERATOR_POLICY}: {e}") from None
     return {"principals": principals}
 
 

@@ -73,7 +73,10 @@ def test_deploy_parts_come_from_the_template():
         for _, p in stack.template.s3_trigger(st.trigger_rules[0])
     ]
     principals = stack.iam_principals(st)["principals"]
-    assert set(principals) == set(st.functions) | {st.state_machine.logical_id, st.trigger_rules[0].logical_id}
+    import iam
+
+    assert stack.OPERATOR_KEY == iam.OPERATOR_KEY
+    assert set(principals) == set(st.functions) | {st.state_machine.logical_id, st.trigger_rules[0].logical_id, iam.OPERATOR_KEY}
     assert principals["SplitFunction"]["statements"] == st.functions["SplitFunction"].role_statements
 
 
