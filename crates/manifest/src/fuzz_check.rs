@@ -100,8 +100,7 @@ pub fn drain(data: &[u8], supplier: Supplier) -> Result<Drained, String> {
         drained.unreadable = true;
         return Ok(drained);
     };
-    let mut next = 0u64;
-    for item in entries {
+    for (next, item) in (0u64..).zip(entries) {
         let Ok(entry) = item else {
             // The stream ends after an error (Entries guarantees it).
             drained.unreadable = true;
@@ -110,7 +109,6 @@ pub fn drain(data: &[u8], supplier: Supplier) -> Result<Drained, String> {
         if entry.index() != next {
             return Err(format!("entry {} came where {next} was due", entry.index()));
         }
-        next += 1;
         match entry {
             Entry::Accepted(a) => {
                 let sha256_hex = a.certificate_id.len() == 64
