@@ -20,7 +20,7 @@ pub use pacer::{Pacer, TokenBucket};
 pub use quotas::{
     Api, DEFAULT_SAFETY_FACTOR, Quotas, SAFETY_FACTOR_ENV_VAR, safety_factor_from_env,
 };
-pub use register::{ApiCalls, EntryResult, Importer, Outcome};
+pub use register::{ApiCalls, CertificateStep, EntryResult, EntrySteps, Importer, Outcome};
 pub use resources::check_profile_resources;
 
 /// Why a registration task cannot go on.

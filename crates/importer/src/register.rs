@@ -110,6 +110,73 @@ impl ApiCalls {
     }
 }
 
+/// The steps of one entry already done in IoT. Register keeps them in a chunk's progress when
+/// the chunk stops mid-entry (throttled, deadline), so the retry resumes after the last step
+/// done: no call repeated, and a certificate this run registered stays `registered` instead of
+/// coming back as the 409 of a certificate IoT "already had".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EntrySteps {
+    /// Position in the manifest, from 0.
+    pub index: u64,
+    /// The entry's certificate id: steps of another certificate are never resumed.
+    pub certificate_id: String,
+    /// The entry's thing: steps for another thing name are never resumed.
+    pub thing_name: String,
+    /// The certificate step, once done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateStep>,
+    /// An already registered certificate was found attached to no other thing.
+    pub conflict_checked: bool,
+    /// CreateThing (or UpdateThing) done.
+    pub thing: bool,
+    /// AttachThingPrincipal done.
+    pub principal: bool,
+    /// Policies attached.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+    /// Thing groups joined.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// What the certificate step found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStep {
+    /// The certificate's ARN.
+    pub arn: String,
+    /// `registered` when this run registered it, `alreadyRegistered` when IoT had it.
+    pub outcome: Outcome,
+    /// IoT's status of a certificate it already had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+impl EntrySteps {
+    /// No step done yet for `entry`.
+    pub fn new(entry: &Decorated) -> EntrySteps {
+        EntrySteps {
+            index: entry.index,
+            certificate_id: entry.certificate_id.clone(),
+            thing_name: entry.thing_name.clone(),
+            ..EntrySteps::default()
+        }
+    }
+
+    /// Whether these are steps of `entry` (same index, certificate and thing).
+    pub fn belong_to(&self, entry: &Decorated) -> bool {
+        self.index == entry.index
+            && self.certificate_id == entry.certificate_id
+            && self.thing_name == entry.thing_name
+    }
+
+    /// Whether any step is done (otherwise there is nothing worth keeping).
+    pub fn started(&self) -> bool {
+        self.certificate.is_some()
+    }
+}
+
 /// How far the certificate step got.
 enum Certificate {
     New {
@@ -172,62 +239,103 @@ impl Importer {
     /// groups calls for a new certificate). Per-entry problems are an `Ok` rejected result;
     /// an `Err` ends the task (throttled, transient or refused by AWS).
     pub async fn register(&self, entry: &Decorated) -> Result<EntryResult, ImportError> {
-        let (arn, outcome, note) = match self.certificate(entry).await? {
-            Certificate::New { arn } => (arn, Outcome::Registered, None),
-            Certificate::Existing { arn, status } => (
-                arn,
-                Outcome::AlreadyRegistered,
-                Some(format!("certificate already registered (status {status})")),
-            ),
-            Certificate::Rejected { message, arn } => {
-                return Ok(EntryResult::rejected(
-                    entry,
-                    ErrorName::RejectedByIot,
-                    message,
-                    arn,
-                ));
+        self.resume(entry, &mut EntrySteps::new(entry)).await
+    }
+
+    /// Registers one entry from the steps already done, recording each step in `steps` as it
+    /// completes, so that after an `Err` they say exactly where to resume. Steps that belong
+    /// to another entry are discarded and the entry starts over.
+    pub async fn resume(
+        &self,
+        entry: &Decorated,
+        steps: &mut EntrySteps,
+    ) -> Result<EntryResult, ImportError> {
+        if !steps.belong_to(entry) {
+            *steps = EntrySteps::new(entry);
+        }
+        let done = match &steps.certificate {
+            Some(done) => done.clone(),
+            None => {
+                let done = match self.certificate(entry).await? {
+                    Certificate::New { arn } => CertificateStep {
+                        arn,
+                        outcome: Outcome::Registered,
+                        status: None,
+                    },
+                    Certificate::Existing { arn, status } => CertificateStep {
+                        arn,
+                        outcome: Outcome::AlreadyRegistered,
+                        status: Some(status),
+                    },
+                    Certificate::Rejected { message, arn } => {
+                        return Ok(EntryResult::rejected(
+                            entry,
+                            ErrorName::RejectedByIot,
+                            message,
+                            arn,
+                        ));
+                    }
+                };
+                steps.certificate = Some(done.clone());
+                done
             }
         };
-        if outcome == Outcome::AlreadyRegistered
-            && let Some(rejection) = self.attached_elsewhere(entry, &arn).await?
-        {
-            return Ok(rejection);
+        let CertificateStep {
+            arn,
+            outcome,
+            status,
+        } = done;
+        let note = status.map(|status| format!("certificate already registered (status {status})"));
+        if outcome == Outcome::AlreadyRegistered && !steps.conflict_checked {
+            if let Some(rejection) = self.attached_elsewhere(entry, &arn).await? {
+                return Ok(rejection);
+            }
+            steps.conflict_checked = true;
         }
-        if let Err(rejection) = self.thing(entry, &arn).await? {
-            return Ok(rejection);
+        if !steps.thing {
+            if let Err(rejection) = self.thing(entry, &arn).await? {
+                return Ok(rejection);
+            }
+            steps.thing = true;
         }
 
-        self.begin(Api::AttachThingPrincipal).await;
-        let attached = self
-            .client
-            .attach_thing_principal()
-            .thing_name(&entry.thing_name)
-            .principal(&arn)
-            .send()
-            .await;
-        if let Err(err) = attached {
-            return match err.as_service_error() {
-                Some(AttachThingPrincipalError::InvalidRequestException(e)) => {
-                    Ok(EntryResult::rejected(
-                        entry,
-                        ErrorName::RejectedByIot,
-                        format!(
-                            "AttachThingPrincipal {}: {}",
-                            entry.thing_name,
-                            service_message(e)
-                        ),
-                        Some(arn),
-                    ))
-                }
-                _ => Err(classify(
-                    "AttachThingPrincipal",
-                    &format!("thing {}", entry.thing_name),
-                    &err,
-                )),
-            };
+        if !steps.principal {
+            self.begin(Api::AttachThingPrincipal).await;
+            let attached = self
+                .client
+                .attach_thing_principal()
+                .thing_name(&entry.thing_name)
+                .principal(&arn)
+                .send()
+                .await;
+            if let Err(err) = attached {
+                return match err.as_service_error() {
+                    Some(AttachThingPrincipalError::InvalidRequestException(e)) => {
+                        Ok(EntryResult::rejected(
+                            entry,
+                            ErrorName::RejectedByIot,
+                            format!(
+                                "AttachThingPrincipal {}: {}",
+                                entry.thing_name,
+                                service_message(e)
+                            ),
+                            Some(arn),
+                        ))
+                    }
+                    _ => Err(classify(
+                        "AttachThingPrincipal",
+                        &format!("thing {}", entry.thing_name),
+                        &err,
+                    )),
+                };
+            }
+            steps.principal = true;
         }
 
         for policy in &entry.policies {
+            if steps.policies.contains(policy) {
+                continue;
+            }
             self.begin(Api::AttachPolicy).await;
             let result = self
                 .client
@@ -249,9 +357,13 @@ impl Importer {
                     _ => Err(classify("AttachPolicy", &format!("policy {policy}"), &err)),
                 };
             }
+            steps.policies.push(policy.clone());
         }
 
         for group in &entry.thing_groups {
+            if steps.groups.contains(group) {
+                continue;
+            }
             self.begin(Api::AddThingToThingGroup).await;
             let result = self
                 .client
@@ -277,6 +389,7 @@ impl Importer {
                     )),
                 };
             }
+            steps.groups.push(group.clone());
         }
 
         tracing::debug!(index = entry.index, thing = %entry.thing_name, ?outcome, "entry registered");

@@ -22,7 +22,8 @@ use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use thingpress_importer::{
-    Api, ImportError, Importer, Outcome, Pacer, Quotas, check_profile_resources, sdk_retry_config,
+    Api, CertificateStep, EntrySteps, ImportError, Importer, Outcome, Pacer, Quotas,
+    check_profile_resources, sdk_retry_config,
 };
 use thingpress_manifest::ErrorName;
 use thingpress_product::{CertificateStatus, Decorated, OnThingConflict, Profile};
@@ -479,6 +480,160 @@ async fn throttling_that_persists_ends_the_task_as_throttled() {
         3,
         "the SDK tries 3 times before giving up"
     );
+}
+
+/// The calls of `entry()` for a new certificate, in order, each answered with success.
+fn every_step() -> Vec<Rule> {
+    vec![
+        register_ok(),
+        create_thing_ok(),
+        attach_principal_ok(),
+        attach_policy_ok("DevicePolicy"),
+        attach_policy_ok("Telemetry"),
+        add_to_group_ok("fleet"),
+    ]
+}
+
+/// Step `n` of [`every_step`] throttled on every SDK attempt, so the entry stops there.
+fn throttled_step(n: usize) -> Rule {
+    match n {
+        0 => mock!(Client::register_certificate_without_ca)
+            .sequence()
+            .http_response(throttle)
+            .times(3)
+            .build(),
+        1 => mock!(Client::create_thing)
+            .sequence()
+            .http_response(throttle)
+            .times(3)
+            .build(),
+        2 => mock!(Client::attach_thing_principal)
+            .sequence()
+            .http_response(throttle)
+            .times(3)
+            .build(),
+        3 | 4 => mock!(Client::attach_policy)
+            .sequence()
+            .http_response(throttle)
+            .times(3)
+            .build(),
+        _ => mock!(Client::add_thing_to_thing_group)
+            .sequence()
+            .http_response(throttle)
+            .times(3)
+            .build(),
+    }
+}
+
+#[tokio::test]
+async fn a_stop_after_any_step_resumes_there_and_the_entry_stays_registered() {
+    let e = entry();
+    for stop in 0..6 {
+        // First attempt: the steps before `stop` succeed, then IoT keeps throttling.
+        let mut first: Vec<Rule> = every_step().into_iter().take(stop).collect();
+        first.push(throttled_step(stop));
+        let refs: Vec<&Rule> = first.iter().collect();
+        let importer1 = importer(client(&refs));
+        let mut steps = EntrySteps::new(&e);
+        let err = importer1.resume(&e, &mut steps).await.unwrap_err();
+        assert!(matches!(err, ImportError::Throttled(_)), "{stop}: {err:?}");
+        all_used(&refs);
+        let policies = ["DevicePolicy", "Telemetry"];
+        let expected = EntrySteps {
+            certificate: (stop > 0).then(|| CertificateStep {
+                arn: CERT_ARN.into(),
+                outcome: Outcome::Registered,
+                status: None,
+            }),
+            thing: stop > 1,
+            principal: stop > 2,
+            policies: policies[..stop.saturating_sub(3).min(2)]
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+            ..EntrySteps::new(&e)
+        };
+        assert_eq!(steps, expected, "stopped at step {stop}");
+        assert_eq!(steps.started(), stop > 0);
+
+        // The steps as the progress file keeps them, then the retry: only the calls from the
+        // step that stopped on, and the certificate this run registered is still `registered`.
+        let line = serde_json::to_string(&steps).unwrap();
+        let mut saved: EntrySteps = serde_json::from_str(&line).unwrap();
+        assert_eq!(saved, steps);
+        let rest: Vec<Rule> = every_step().into_iter().skip(stop).collect();
+        let refs: Vec<&Rule> = rest.iter().collect();
+        let importer2 = importer(client(&refs));
+        let result = importer2.resume(&e, &mut saved).await.unwrap();
+        assert_eq!(
+            result.outcome,
+            Outcome::Registered,
+            "stopped at step {stop}"
+        );
+        assert_eq!(result.certificate_arn.as_deref(), Some(CERT_ARN));
+        assert_eq!(result.message, None);
+        all_used(&refs);
+        let calls = importer2.api_calls();
+        assert_eq!(calls.total(), (6 - stop) as u64, "stopped at step {stop}");
+        assert_eq!(
+            calls.get(Api::RegisterCertificateWithoutCA),
+            u64::from(stop == 0)
+        );
+        assert_eq!(calls.get(Api::DescribeCertificate), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_stop_after_the_conflict_check_resumes_without_checking_again() {
+    let e = entry();
+    let throttled_thing = throttled_step(1);
+    let first = [
+        register_exists(),
+        describe(IotStatus::Inactive),
+        principal_things(&[]),
+        throttled_thing,
+    ];
+    let refs: Vec<&Rule> = first.iter().collect();
+    let importer1 = importer(client(&refs));
+    let mut steps = EntrySteps::new(&e);
+    importer1.resume(&e, &mut steps).await.unwrap_err();
+    assert!(steps.conflict_checked && !steps.thing, "{steps:?}");
+
+    let rest: Vec<Rule> = every_step().into_iter().skip(1).collect();
+    let refs: Vec<&Rule> = rest.iter().collect();
+    let importer2 = importer(client(&refs));
+    let result = importer2.resume(&e, &mut steps).await.unwrap();
+    assert_eq!(result.outcome, Outcome::AlreadyRegistered);
+    assert!(
+        result.message.as_deref().unwrap_or("").contains("INACTIVE"),
+        "{result:?}"
+    );
+    all_used(&refs);
+    assert_eq!(importer2.api_calls().total(), 5);
+    assert_eq!(importer2.api_calls().get(Api::ListPrincipalThings), 0);
+}
+
+#[tokio::test]
+async fn steps_of_another_entry_are_not_resumed() {
+    let e = entry();
+    let mut other = entry();
+    other.certificate_id = "ab".repeat(32);
+    let mut steps = EntrySteps::new(&other);
+    steps.certificate = Some(CertificateStep {
+        arn: "arn:aws:iot:us-east-1:123456789012:cert/other".into(),
+        outcome: Outcome::Registered,
+        status: None,
+    });
+    steps.thing = true;
+    assert!(!steps.belong_to(&e));
+    let rules = every_step();
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let importer = importer(client(&refs));
+    let result = importer.resume(&e, &mut steps).await.unwrap();
+    assert_eq!(result.certificate_arn.as_deref(), Some(CERT_ARN));
+    all_used(&refs);
+    assert_eq!(importer.api_calls().total(), 6, "started over");
+    assert!(steps.belong_to(&e));
 }
 
 #[tokio::test]
