@@ -1,5 +1,16 @@
 //! Checking, before anything is registered, that the IoT resources a profile names exist.
+//!
+//! Only a real `ResourceNotFoundException` (or a deprecated type, a dynamic group) makes a
+//! profile invalid. A throttle or a 5xx says nothing about the profile: each call is tried again
+//! after a short backoff, and if it still fails the check ends as `Throttled` / `Transient`,
+//! which the state machine retries with its long, jittered backoff — never the terminal
+//! `InvalidProfile` (issue 10: 3 of 36 throttled imports once ended that way).
 
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_iot::config::http::HttpResponse;
+use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_iot::operation::describe_thing_group::DescribeThingGroupError;
 use aws_sdk_iot::operation::describe_thing_type::DescribeThingTypeError;
 use aws_sdk_iot::operation::get_policy::GetPolicyError;
@@ -8,9 +19,51 @@ use thingpress_product::Profile;
 use crate::ImportError;
 use crate::classify::classify;
 
+/// Attempts per check call, on top of the SDK's own retry: a few, because the state machine
+/// does the long backoff and Split must not sit on its Lambda time.
+const PROFILE_CHECK_ATTEMPTS: u32 = 4;
+/// The first wait between attempts; it doubles each time (0.2 s, 0.4 s, 0.8 s).
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// One check call: `Ok(Some(output))`, `Ok(None)` when the resource does not exist, or the
+/// classified error once throttles and faults outlast [`PROFILE_CHECK_ATTEMPTS`].
+async fn checked<T, E, F, Fut>(
+    operation: &str,
+    resource: &str,
+    mut send: F,
+    is_not_found: impl Fn(&E) -> bool,
+) -> Result<Option<T>, ImportError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        let err = match send().await {
+            Ok(output) => return Ok(Some(output)),
+            Err(err) => err,
+        };
+        if err.as_service_error().is_some_and(&is_not_found) {
+            return Ok(None);
+        }
+        let error = classify(operation, resource, &err);
+        let retryable = matches!(error, ImportError::Throttled(_) | ImportError::Transient(_));
+        if !retryable || attempt >= PROFILE_CHECK_ATTEMPTS {
+            return Err(error);
+        }
+        tracing::warn!(operation, resource, attempt, %error, "profile check retried");
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+        attempt += 1;
+    }
+}
+
 /// Checks that the profile's thing type exists and is not deprecated, and that each thing group
 /// and policy exists. Missing resources come back together as [`ImportError::ProfileProblems`]
-/// (`Thingpress.InvalidProfile`); a check that cannot be made is Throttled/Transient/AwsRejected.
+/// (`Thingpress.InvalidProfile`); a check that cannot be made is Throttled/Transient (after a
+/// short retry) or AwsRejected.
 pub async fn check_profile_resources(
     client: &aws_sdk_iot::Client,
     profile: &Profile,
@@ -18,73 +71,57 @@ pub async fn check_profile_resources(
     let mut problems = Vec::new();
 
     if let Some(thing_type) = &profile.thing_type {
-        match client
-            .describe_thing_type()
-            .thing_type_name(thing_type)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                if out.thing_type_metadata().is_some_and(|m| m.deprecated()) {
-                    problems.push(format!(
-                        "thingType {thing_type:?} is deprecated (IoT refuses new things of it)"
-                    ));
-                }
-            }
-            Err(err) => match err.as_service_error() {
-                Some(DescribeThingTypeError::ResourceNotFoundException(_)) => {
-                    problems.push(format!("thingType {thing_type:?} does not exist"));
-                }
-                _ => {
-                    return Err(classify(
-                        "DescribeThingType",
-                        &format!("thing type {thing_type}"),
-                        &err,
-                    ));
-                }
+        let found = checked(
+            "DescribeThingType",
+            &format!("thing type {thing_type}"),
+            || {
+                client
+                    .describe_thing_type()
+                    .thing_type_name(thing_type)
+                    .send()
             },
+            |e| matches!(e, DescribeThingTypeError::ResourceNotFoundException(_)),
+        )
+        .await?;
+        match found {
+            Some(out) if out.thing_type_metadata().is_some_and(|m| m.deprecated()) => {
+                problems.push(format!(
+                    "thingType {thing_type:?} is deprecated (IoT refuses new things of it)"
+                ));
+            }
+            Some(_) => {}
+            None => problems.push(format!("thingType {thing_type:?} does not exist")),
         }
     }
 
     for group in &profile.thing_groups {
-        match client
-            .describe_thing_group()
-            .thing_group_name(group)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                // A dynamic group's membership comes from a query; AddThingToThingGroup refuses it.
-                if out.query_string().is_some() {
-                    problems.push(format!(
-                        "thingGroups: {group:?} is a dynamic thing group; things cannot be added to it"
-                    ));
-                }
-            }
-            Err(err) => match err.as_service_error() {
-                Some(DescribeThingGroupError::ResourceNotFoundException(_)) => {
-                    problems.push(format!("thingGroups: {group:?} does not exist"));
-                }
-                _ => {
-                    return Err(classify(
-                        "DescribeThingGroup",
-                        &format!("thing group {group}"),
-                        &err,
-                    ));
-                }
-            },
+        let found = checked(
+            "DescribeThingGroup",
+            &format!("thing group {group}"),
+            || client.describe_thing_group().thing_group_name(group).send(),
+            |e| matches!(e, DescribeThingGroupError::ResourceNotFoundException(_)),
+        )
+        .await?;
+        match found {
+            // A dynamic group's membership comes from a query; AddThingToThingGroup refuses it.
+            Some(out) if out.query_string().is_some() => problems.push(format!(
+                "thingGroups: {group:?} is a dynamic thing group; things cannot be added to it"
+            )),
+            Some(_) => {}
+            None => problems.push(format!("thingGroups: {group:?} does not exist")),
         }
     }
 
     for policy in &profile.policies {
-        match client.get_policy().policy_name(policy).send().await {
-            Ok(_) => {}
-            Err(err) => match err.as_service_error() {
-                Some(GetPolicyError::ResourceNotFoundException(_)) => {
-                    problems.push(format!("policies: {policy:?} does not exist"));
-                }
-                _ => return Err(classify("GetPolicy", &format!("policy {policy}"), &err)),
-            },
+        let found = checked(
+            "GetPolicy",
+            &format!("policy {policy}"),
+            || client.get_policy().policy_name(policy).send(),
+            |e| matches!(e, GetPolicyError::ResourceNotFoundException(_)),
+        )
+        .await?;
+        if found.is_none() {
+            problems.push(format!("policies: {policy:?} does not exist"));
         }
     }
 

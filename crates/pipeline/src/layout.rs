@@ -139,9 +139,16 @@ pub fn profile_of_incoming_key(key: &str) -> Result<&str, TaskError> {
         })
 }
 
-/// The claim that makes one run the owner of one version of a source object.
-pub fn claim_key(bucket: &str, key: &str, version: &str) -> String {
-    let id = sha256_hex(format!("{bucket}\n{key}\n{version}").as_bytes());
+/// The claim that makes one run the owner of one source object's *content*: bucket, key, ETag
+/// and size, never the version id. The bucket is versioned, so every upload of identical bytes
+/// is a new version; keyed by version, a re-upload would be imported again instead of skipped.
+pub fn claim_key(bucket: &str, key: &str, etag: &str, size: u64) -> String {
+    // A JSON array: unambiguous whatever the key holds (S3 keys may contain newlines).
+    let id = sha256_hex(
+        serde_json::json!([bucket, key, etag, size])
+            .to_string()
+            .as_bytes(),
+    );
     format!("claims/{id}.json")
 }
 
@@ -199,8 +206,25 @@ mod tests {
     }
 
     #[test]
-    fn claims_differ_per_object_version() {
-        assert_ne!(claim_key("b", "k", "v1"), claim_key("b", "k", "v2"));
-        assert_eq!(claim_key("b", "k", "v1"), claim_key("b", "k", "v1"));
+    fn claims_follow_the_content_not_the_upload() {
+        // The same bytes uploaded again: same ETag and size, so the same claim.
+        assert_eq!(claim_key("b", "k", "e1", 10), claim_key("b", "k", "e1", 10));
+        assert!(claim_key("b", "k", "e1", 10).starts_with("claims/"));
+        // Other bytes, another object or another bucket: another claim.
+        assert_ne!(claim_key("b", "k", "e1", 10), claim_key("b", "k", "e2", 10));
+        assert_ne!(claim_key("b", "k", "e1", 10), claim_key("b", "k", "e1", 11));
+        assert_ne!(
+            claim_key("b", "k", "e1", 10),
+            claim_key("b", "k2", "e1", 10)
+        );
+        assert_ne!(
+            claim_key("b", "k", "e1", 10),
+            claim_key("b2", "k", "e1", 10)
+        );
+        // Fields cannot run into each other (S3 keys may hold newlines).
+        assert_ne!(
+            claim_key("b", "k\ne", "1", 0),
+            claim_key("b", "k", "e\n1", 0)
+        );
     }
 }

@@ -6,10 +6,12 @@ mod error;
 pub mod layout;
 pub mod records;
 pub mod report;
-mod settings;
+pub mod settings;
 pub mod store;
 
 pub use error::{TaskError, is_throttling_code};
 pub use layout::RunLayout;
-pub use settings::Settings;
+pub use settings::{AllowList, NamePatterns, Settings};
 pub use store::{MemStore, S3Store, Store};
+/// The object bytes a [`Store`] returns (so another crate can implement the trait).
+pub use bytes::Bytes;

@@ -1,6 +1,14 @@
-//! The Lambdas' environment: the stack's bucket, defaults, and the account's IoT quotas.
+//! The Lambdas' environment: the stack's bucket, defaults, the account's IoT quotas, and the
+//! policies and thing groups a profile may name.
 
 use thingpress_importer::{Api, Quotas, safety_factor_from_env};
+
+/// The environment variable holding the stack parameter `AllowedPolicies`.
+pub const ALLOWED_POLICIES_ENV_VAR: &str = "ALLOWED_POLICIES";
+/// The environment variable holding the stack parameter `AllowedThingGroups`.
+pub const ALLOWED_THING_GROUPS_ENV_VAR: &str = "ALLOWED_THING_GROUPS";
+/// The environment variable holding Register's timeout (seconds), which sizes chunks.
+pub const REGISTER_TIMEOUT_ENV_VAR: &str = "REGISTER_TIMEOUT_SECONDS";
 
 /// Settings read once per container from the environment the template sets.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +25,8 @@ pub struct Settings {
     pub safety_factor: f64,
     /// Register's Lambda timeout: chunks are sized to finish well inside it.
     pub register_timeout_seconds: u32,
+    /// The policies and thing groups a profile may name.
+    pub allow_list: AllowList,
 }
 
 impl Settings {
@@ -47,7 +57,8 @@ impl Settings {
             default_chunk_size: number("DEFAULT_CHUNK_SIZE", 500)?,
             quotas: Quotas::from_env(&lookup).map_err(|e| e.to_string())?,
             safety_factor: safety_factor_from_env(&lookup).map_err(|e| e.to_string())?,
-            register_timeout_seconds: number("REGISTER_TIMEOUT_SECONDS", 900)?,
+            register_timeout_seconds: number(REGISTER_TIMEOUT_ENV_VAR, 900)?,
+            allow_list: AllowList::from_lookup(&lookup)?,
         })
     }
 
@@ -84,6 +95,125 @@ impl Settings {
     }
 }
 
+/// Names a profile may use: comma-separated exact names or `*` patterns (`*` matches any run of
+/// characters, so `thingpress-*` allows every name with that prefix and `*` allows every name).
+/// An empty list allows nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamePatterns {
+    patterns: Vec<String>,
+}
+
+impl NamePatterns {
+    /// Every name allowed: what an unset variable means (only the template's Split sets them).
+    pub fn any() -> NamePatterns {
+        NamePatterns {
+            patterns: vec!["*".to_owned()],
+        }
+    }
+
+    /// Parses `a, b-*, *-x`; `what` names the setting in errors. IoT names hold
+    /// `[A-Za-z0-9_+=.@:-]`, so anything else is a typo, not a pattern.
+    pub fn parse(what: &str, list: &str) -> Result<NamePatterns, String> {
+        let mut patterns = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            if let Some(bad) = item
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || "_+=.@:-*".contains(*c)))
+            {
+                return Err(format!(
+                    "{what}: {item:?} holds {bad:?}; use names of [A-Za-z0-9_+=.@:-] and * only"
+                ));
+            }
+            patterns.push(item.to_owned());
+        }
+        Ok(NamePatterns { patterns })
+    }
+
+    /// Whether `name` matches one of the patterns.
+    pub fn allows(&self, name: &str) -> bool {
+        self.patterns.iter().any(|p| glob_matches(p, name))
+    }
+}
+
+impl std::fmt::Display for NamePatterns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.patterns.is_empty() {
+            f.write_str("(empty: nothing allowed)")
+        } else {
+            f.write_str(&self.patterns.join(","))
+        }
+    }
+}
+
+/// `*` matches any run of characters (none included); everything else matches itself.
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        // No `*` at all: an exact name.
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = rest.get(at + part.len()..).unwrap_or_default(),
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// The stack's allow-list (parameters `AllowedPolicies`, `AllowedThingGroups`). IoT cannot scope
+/// `iot:AttachPolicy` by policy name, so without it whoever writes `profiles/` could have any
+/// IoT policy attached to the imported certificates, or their things added to any group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowList {
+    /// Policies a profile may attach.
+    pub policies: NamePatterns,
+    /// Thing groups a profile may add things to.
+    pub thing_groups: NamePatterns,
+}
+
+impl AllowList {
+    /// From `ALLOWED_POLICIES` and `ALLOWED_THING_GROUPS`; an unset variable allows every name.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<AllowList, String> {
+        let read = |name: &str| match lookup(name) {
+            None => Ok(NamePatterns::any()),
+            Some(list) => NamePatterns::parse(name, &list),
+        };
+        Ok(AllowList {
+            policies: read(ALLOWED_POLICIES_ENV_VAR)?,
+            thing_groups: read(ALLOWED_THING_GROUPS_ENV_VAR)?,
+        })
+    }
+
+    /// One line per policy or group the profile names outside the list.
+    pub fn problems(&self, policies: &[String], thing_groups: &[String]) -> Vec<String> {
+        let outside = |kind: &str, parameter: &str, list: &NamePatterns, names: &[String]| {
+            names
+                .iter()
+                .filter(|name| !list.allows(name))
+                .map(|name| {
+                    format!(
+                        "{kind}: {name:?} is not allowed by the stack parameter {parameter} ({list})"
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut problems = outside("policies", "AllowedPolicies", &self.policies, policies);
+        problems.extend(outside(
+            "thingGroups",
+            "AllowedThingGroups",
+            &self.thing_groups,
+            thing_groups,
+        ));
+        problems
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +245,84 @@ mod tests {
         assert_eq!(s.chunk_size(Some(100), 10, 1, 1), 100);
         // Four policies on AttachPolicy 15/s: 15 × 0.8 ÷ 10 ÷ 4 = 0.3/s → 135.
         assert_eq!(s.chunk_size(None, 10, 4, 0), 135);
+        // EXPRESS children: Register's timeout is shorter, so are the chunks.
+        let s = settings(&[
+            ("IMPORT_BUCKET", "b"),
+            ("QUOTA_SAFETY_FACTOR", "0.8"),
+            (REGISTER_TIMEOUT_ENV_VAR, "100"),
+        ])
+        .unwrap();
+        assert_eq!(s.chunk_size(Some(5000), 10, 1, 1), 40);
+    }
+
+    #[test]
+    fn patterns_match_names_and_prefixes() {
+        let p = NamePatterns::parse("P", " thingpress-* , Fleet,*-eu,a*b*c ").unwrap();
+        for yes in [
+            "thingpress-",
+            "thingpress-device",
+            "Fleet",
+            "x-eu",
+            "-eu",
+            "abc",
+            "a1b2c",
+        ] {
+            assert!(p.allows(yes), "{yes}");
+        }
+        for no in [
+            "thingpress",
+            "fleet",
+            "Fleet2",
+            "x-eu2",
+            "ab",
+            "acb",
+            "Admin",
+            "",
+        ] {
+            assert!(!p.allows(no), "{no}");
+        }
+        assert!(NamePatterns::any().allows("anything"));
+        let empty = NamePatterns::parse("P", " , ").unwrap();
+        assert!(!empty.allows("x"));
+        assert_eq!(empty.to_string(), "(empty: nothing allowed)");
+        let err = NamePatterns::parse("ALLOWED_POLICIES", "ok,bad name").unwrap_err();
+        assert!(
+            err.contains("ALLOWED_POLICIES") && err.contains("bad name"),
+            "{err}"
+        );
+        // `a*a` needs two a's, not one shared between prefix and suffix.
+        assert!(!NamePatterns::parse("P", "a*a").unwrap().allows("a"));
+    }
+
+    #[test]
+    fn the_allow_list_names_what_it_refuses() {
+        let s = settings(&[
+            ("IMPORT_BUCKET", "b"),
+            (ALLOWED_POLICIES_ENV_VAR, "thingpress-*"),
+            (ALLOWED_THING_GROUPS_ENV_VAR, "fleet"),
+        ])
+        .unwrap();
+        let problems = s.allow_list.problems(
+            &["thingpress-device".into(), "AdminPolicy".into()],
+            &["fleet".into(), "operators".into()],
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("\"AdminPolicy\"") && problems[0].contains("AllowedPolicies"));
+        assert!(
+            problems[1].contains("\"operators\"") && problems[1].contains("AllowedThingGroups")
+        );
+        // Unset: the functions other than Split have no list and allow every name.
+        let s = settings(&[("IMPORT_BUCKET", "b")]).unwrap();
+        assert!(
+            s.allow_list
+                .problems(&["any".into()], &["any".into()])
+                .is_empty()
+        );
+        let err = settings(&[
+            ("IMPORT_BUCKET", "b"),
+            (ALLOWED_THING_GROUPS_ENV_VAR, "a b"),
+        ])
+        .unwrap_err();
+        assert!(err.contains(ALLOWED_THING_GROUPS_ENV_VAR), "{err}");
     }
 }

@@ -43,14 +43,18 @@ struct Request {
     force: bool,
 }
 
-/// The claim object under `claims/`.
+/// The claim object under `claims/`: which run owns this content of the object.
 #[derive(Debug, serde::Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Claim {
     run_id: String,
     bucket: String,
     key: String,
-    version: String,
+    etag: String,
+    size: u64,
+    /// The version the owning run read (informational: the claim is keyed by content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version_id: Option<String>,
     claimed_at_ms: u64,
 }
 
@@ -131,9 +135,13 @@ enum Parsed {
 }
 
 impl<S: Store + Clone + 'static> Task<S> {
-    /// Builds the task once per container.
+    /// The IoT client gets the importer's short SDK retry; the profile check adds its own few
+    /// tries, and the state machine does the long backoff.
     pub fn new(store: S, config: &SdkConfig, settings: Settings) -> Self {
-        Task::with_iot(store, aws_sdk_iot::Client::new(config), settings)
+        let iot = aws_sdk_iot::config::Builder::from(config)
+            .retry_config(thingpress_importer::sdk_retry_config())
+            .build();
+        Task::with_iot(store, aws_sdk_iot::Client::from_conf(iot), settings)
     }
 
     /// Builds the task with a given IoT client (tests pass a mock).
@@ -154,13 +162,25 @@ impl<S: Store + Clone + 'static> Task<S> {
     pub async fn split_manifest(&self, payload: Value) -> Result<Value, TaskError> {
         let request = parse_request(&payload)?;
         let profile = self.resolve_profile(&request.profile).await?;
+        // The allow-list first: it needs no call, and a refused name is refused whatever IoT holds.
+        let refused = self
+            .settings
+            .allow_list
+            .problems(&profile.policies, &profile.thing_groups);
+        if !refused.is_empty() {
+            return Err(TaskError::invalid_profile(format!(
+                "profile {:?}: {}",
+                profile.name,
+                refused.join("; ")
+            )));
+        }
+        // Missing resources are InvalidProfile; a throttle or fault stays Throttled/Transient,
+        // so the state machine retries Split instead of failing the run.
         thingpress_importer::check_profile_resources(&self.iot, &profile)
             .await
-            .map_err(|problems| {
-                TaskError::invalid_profile(format!("profile {:?}: {problems}", profile.name))
-            })?;
-        let source = self.source(&request).await?;
-        if let Some(owner) = self.claim(&request, &source).await? {
+            .map_err(TaskError::from)?;
+        let (source, size) = self.source(&request).await?;
+        if let Some(owner) = self.claim(&request, &source, size).await? {
             tracing::info!(
                 run_id = request.run.run_id(),
                 owner,
@@ -216,7 +236,8 @@ impl<S: Store + Clone + 'static> Task<S> {
         Ok(profile)
     }
 
-    async fn source(&self, request: &Request) -> Result<SourceObject, TaskError> {
+    /// The object to import and its size.
+    async fn source(&self, request: &Request) -> Result<(SourceObject, u64), TaskError> {
         let meta = self
             .store
             .head(&request.bucket, &request.key)
@@ -227,31 +248,33 @@ impl<S: Store + Clone + 'static> Task<S> {
                     request.bucket, request.key
                 ))
             })?;
-        Ok(SourceObject {
+        let source = SourceObject {
             bucket: request.bucket.clone(),
             key: request.key.clone(),
             etag: meta.etag,
             version_id: meta.version_id,
-        })
+        };
+        Ok((source, meta.size))
     }
 
-    /// Claims the object version for this run; `Some(owner)` when another run owns it.
+    /// Claims the object's content (bucket, key, ETag, size) for this run; `Some(owner)` when
+    /// another run owns it. Not the version id: every upload to the versioned bucket is a new
+    /// version, and identical bytes uploaded again must be skipped, not imported twice.
     async fn claim(
         &self,
         request: &Request,
         source: &SourceObject,
+        size: u64,
     ) -> Result<Option<String>, TaskError> {
-        let version = source
-            .version_id
-            .clone()
-            .unwrap_or_else(|| source.etag.clone());
-        let key = claim_key(&source.bucket, &source.key, &version);
+        let key = claim_key(&source.bucket, &source.key, &source.etag, size);
         let bucket = &self.settings.import_bucket;
         let claim = Claim {
             run_id: request.run.run_id().to_owned(),
             bucket: source.bucket.clone(),
             key: source.key.clone(),
-            version,
+            etag: source.etag.clone(),
+            size,
+            version_id: source.version_id.clone(),
             claimed_at_ms: now_ms(),
         };
         let body = serde_json::to_vec(&claim)
