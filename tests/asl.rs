@@ -22,12 +22,14 @@ use serde_norway::Value as Yaml;
 use thingpress_manifest::{ErrorKind, ErrorName};
 use thingpress_tests::checks::{assert_caught, assert_clean, get, template, yaml_at};
 
-/// Errors that AWS Lambda's own service raises, retried on every Lambda task.
-const LAMBDA_SERVICE_ERRORS: [&str; 4] = [
+/// Errors that AWS Lambda's own service raises, retried on every Lambda task
+/// (`ClientExecutionTimeoutException`: the invoke call itself timed out).
+const LAMBDA_SERVICE_ERRORS: [&str; 5] = [
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "Lambda.ClientExecutionTimeoutException",
 ];
 /// A function that crashed, ran out of memory or timed out (AWS reports `Lambda.Unknown`; the
 /// runtime's own names also reach the state machine). Retried because every task is idempotent.
@@ -41,6 +43,11 @@ const LAMBDA_RETRY: RetryTiming = (1.0, 6.0, 2.0, 20.0);
 const CRASH_RETRY: RetryTiming = (2.0, 3.0, 2.0, 30.0);
 /// The contract's timing of the Thingpress retrier.
 const THINGPRESS_RETRY: RetryTiming = (2.0, 8.0, 2.0, 60.0);
+/// The one retrier of a task in an EXPRESS child (state name `…Express`): every retryable error,
+/// once, so the child fits its 5 minutes (tests/express.rs proves the sum).
+const EXPRESS_RETRY: RetryTiming = (2.0, 1.0, 2.0, 4.0);
+/// Errors a Distributed Map itself can fail with while reading its items or writing results.
+const MAP_IO_ERRORS: [&str; 2] = ["States.ItemReaderFailed", "States.ResultWriterFailed"];
 /// The only Lambda integration the ASL uses.
 const LAMBDA_INVOKE: &str = "arn:aws:states:::lambda:invoke";
 
@@ -284,7 +291,8 @@ fn check_substitutions(asl_text: &str, template: &Yaml) -> Vec<String> {
 
 /// Every Lambda task: a placeholder function, `OutputPath: $.Payload`, the Lambda service
 /// retrier and the Thingpress retrier (all retryable names), each with backoff, a delay cap and
-/// full jitter at the contract's timing.
+/// full jitter at the contract's timing; a task of the EXPRESS branch (`…Express`) instead has
+/// one retrier of all of them at the EXPRESS timing.
 fn check_retriers(asl: &Json) -> Vec<String> {
     let mut problems = Vec::new();
     let tasks = lambda_tasks(asl);
@@ -310,7 +318,13 @@ fn check_retriers(asl: &Json) -> Vec<String> {
             problems.push(format!("{path}: OutputPath is not $.Payload"));
         }
         let retriers: Vec<&Json> = task["Retry"].as_array().into_iter().flatten().collect();
-        let expected: [(&str, BTreeSet<String>, RetryTiming); 3] = [
+        let every_retryable: BTreeSet<String> = LAMBDA_SERVICE_ERRORS
+            .iter()
+            .chain(FUNCTION_CRASH_ERRORS.iter())
+            .map(|s| (*s).to_owned())
+            .chain(retryable.iter().cloned())
+            .collect();
+        let standard: Vec<(&str, BTreeSet<String>, RetryTiming)> = vec![
             (
                 "Lambda service",
                 LAMBDA_SERVICE_ERRORS
@@ -329,6 +343,18 @@ fn check_retriers(asl: &Json) -> Vec<String> {
             ),
             ("Thingpress", retryable.clone(), THINGPRESS_RETRY),
         ];
+        let express = path.ends_with("Express");
+        let expected = if express {
+            if retriers.len() != 1 {
+                problems.push(format!(
+                    "{path}: {} retriers, not the one EXPRESS retrier",
+                    retriers.len()
+                ));
+            }
+            vec![("EXPRESS", every_retryable, EXPRESS_RETRY)]
+        } else {
+            standard
+        };
         for (label, errors, timing) in expected {
             let Some(retrier) = retriers
                 .iter()
@@ -468,6 +494,41 @@ fn check_shape(asl: &Json) -> Vec<String> {
     problems
 }
 
+/// The Map retries its own S3 reads and writes (ItemReader, ResultWriter) with backoff, a delay
+/// cap and full jitter: a fault there is S3's, and another try fixes it.
+fn check_map_retry(asl: &Json) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (path, map) in all_states(asl)
+        .into_iter()
+        .filter(|(_, s)| s["Type"] == "Map")
+    {
+        for error in MAP_IO_ERRORS {
+            let Some(retrier) = map["Retry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| error_equals(r).contains(error))
+            else {
+                problems.push(format!("{path}: no Map-level retry of {error}"));
+                continue;
+            };
+            let attempts = retrier["MaxAttempts"].as_f64().unwrap_or(3.0);
+            if attempts < 1.0 {
+                problems.push(format!("{path}: {error} is retried {attempts} times"));
+            }
+            if retrier["BackoffRate"].as_f64().unwrap_or(2.0) < 1.5
+                || retrier["MaxDelaySeconds"].as_f64().is_none()
+                || retrier["JitterStrategy"] != "FULL"
+            {
+                problems.push(format!(
+                    "{path}: the retry of {error} lacks backoff, a delay cap or full jitter"
+                ));
+            }
+        }
+    }
+    problems
+}
+
 /// The template's functions are exactly the packages under functions/, each built by
 /// cargo-lambda from the workspace root.
 fn check_functions(
@@ -583,8 +644,8 @@ fn every_lambda_task_has_the_three_standard_retriers() {
     let asl = asl();
     assert_eq!(
         lambda_tasks(&asl).len(),
-        4,
-        "Split, Decorate, Register, Summarize"
+        6,
+        "Split, Decorate, Register, DecorateExpress, RegisterExpress, Summarize"
     );
     assert_clean(check_retriers(&asl));
 }
@@ -646,6 +707,57 @@ fn retrier_check_catches_a_removed_or_weakened_retrier() {
     broken["States"]["Split"]["Parameters"]["FunctionName"] =
         json!("arn:aws:lambda:us-east-1:123456789012:function:split");
     assert_caught(check_retriers(&broken), "Split: FunctionName");
+
+    // The invoke call's own timeout no longer retried.
+    let mut broken = asl();
+    broken["States"]["Summarize"]["Retry"][0]["ErrorEquals"] = json!(&LAMBDA_SERVICE_ERRORS[..4]);
+    assert_caught(
+        check_retriers(&broken),
+        "Summarize: the Lambda service retrier does not retry [\"Lambda.ClientExecutionTimeoutException\"]",
+    );
+
+    // An EXPRESS task that retries more, or forgets the function crashes.
+    let mut broken = asl();
+    let retrier = &mut broken["States"]["ImportChunks"]["ItemProcessor"]["States"]["RegisterExpress"]
+        ["Retry"][0];
+    retrier["MaxAttempts"] = json!(3);
+    retrier["ErrorEquals"] = json!(["Thingpress.Throttled", "Thingpress.Transient"]);
+    let problems = check_retriers(&broken);
+    assert_caught(
+        problems.clone(),
+        "ImportChunks/RegisterExpress: the EXPRESS retrier has MaxAttempts",
+    );
+    assert_caught(problems, "the EXPRESS retrier does not retry");
+}
+
+#[test]
+fn the_map_retries_its_item_reader_and_result_writer() {
+    assert_clean(check_map_retry(&asl()));
+}
+
+#[test]
+fn map_retry_check_catches_a_missing_or_jitterless_retry() {
+    let mut broken = asl();
+    broken["States"]["ImportChunks"]
+        .as_object_mut()
+        .expect("Map")
+        .remove("Retry");
+    let problems = check_map_retry(&broken);
+    assert_caught(
+        problems.clone(),
+        "ImportChunks: no Map-level retry of States.ItemReaderFailed",
+    );
+    assert_caught(
+        problems,
+        "ImportChunks: no Map-level retry of States.ResultWriterFailed",
+    );
+
+    let mut broken = asl();
+    broken["States"]["ImportChunks"]["Retry"][0]["JitterStrategy"] = json!("NONE");
+    assert_caught(
+        check_map_retry(&broken),
+        "lacks backoff, a delay cap or full jitter",
+    );
 }
 
 #[test]

