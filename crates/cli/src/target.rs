@@ -10,6 +10,11 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_iot::config::{Credentials, Region};
 use serde_json::Value;
 use thingpress_importer::{Api, Quotas, SAFETY_FACTOR_ENV_VAR, safety_factor_from_env};
+use thingpress_pipeline::AllowList;
+use thingpress_pipeline::settings::{ALLOWED_POLICIES_ENV_VAR, ALLOWED_THING_GROUPS_ENV_VAR};
+
+/// What Split's allow-list variables start with.
+const ALLOWED_PREFIX: &str = "ALLOWED_";
 
 /// Options every stack command takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,6 +44,9 @@ pub struct Target {
     /// local stack's function environment, a deployed stack's Quota* parameters, or this
     /// process's environment. Missing ones take the importer's defaults.
     pub pacing_env: BTreeMap<String, String>,
+    /// Split's allow-list settings (`ALLOWED_POLICIES`, `ALLOWED_THING_GROUPS`) from the same
+    /// places; empty when the stack's setting cannot be read.
+    pub allow_env: BTreeMap<String, String>,
 }
 
 impl Target {
@@ -61,6 +69,9 @@ impl Target {
                 state_machine_arn,
                 pacing_env: std::env::vars()
                     .filter(|(name, _)| name.starts_with("QUOTA_"))
+                    .collect(),
+                allow_env: std::env::vars()
+                    .filter(|(name, _)| name.starts_with(ALLOWED_PREFIX))
                     .collect(),
             }),
             _ => bail!(
@@ -126,11 +137,22 @@ impl Target {
                     .collect()
             })
             .unwrap_or_default();
+        let allow_env = state
+            .pointer("/functionEnvs/SplitFunction")
+            .and_then(Value::as_object)
+            .map(|env| {
+                env.iter()
+                    .filter(|(name, _)| name.starts_with(ALLOWED_PREFIX))
+                    .filter_map(|(name, value)| Some((name.clone(), value.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Target {
             config,
             bucket,
             state_machine_arn,
             pacing_env,
+            allow_env,
         })
     }
 
@@ -157,6 +179,15 @@ impl Target {
             .filter_map(|p| Some((p.parameter_key()?, p.parameter_value()?)))
             .collect();
         let pacing_env = pacing_env_of_parameters(&parameters);
+        let allow_env = [
+            ("AllowedPolicies", ALLOWED_POLICIES_ENV_VAR),
+            ("AllowedThingGroups", ALLOWED_THING_GROUPS_ENV_VAR),
+        ]
+        .iter()
+        .filter_map(|(parameter, var)| {
+            Some(((*var).to_owned(), (*parameters.get(parameter)?).to_owned()))
+        })
+        .collect();
         let output = |name: &str| {
             outputs
                 .iter()
@@ -172,7 +203,18 @@ impl Target {
             state_machine_arn: output("ImportStateMachineArn")?,
             config,
             pacing_env,
+            allow_env,
         })
+    }
+
+    /// The stack's allow-list of policies and thing groups, when its setting could be read.
+    pub fn allow_list(&self) -> anyhow::Result<Option<AllowList>> {
+        if self.allow_env.is_empty() {
+            return Ok(None);
+        }
+        AllowList::from_lookup(|name| self.allow_env.get(name).cloned())
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("the stack's allow-list: {e}"))
     }
 
     /// S3, path-style when an endpoint is set (the local stack).

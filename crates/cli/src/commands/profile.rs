@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use thingpress_importer::{ImportError, check_profile_resources};
 use thingpress_pipeline::layout::profile_key;
-use thingpress_pipeline::{S3Store, Store};
+use thingpress_pipeline::{AllowList, S3Store, Store};
 use thingpress_product::{Profile, ProfileError};
 
 use crate::target::{Target, TargetArgs, sdk_message};
@@ -82,7 +82,8 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
                 (None, None) => bail!("name a stored profile or give --file FILE"),
             };
             let checked = loaded.as_ref().ok().map(what_was_checked);
-            let problems = validate(&target.iot(), loaded).await?;
+            let allow = target.allow_list()?;
+            let problems = validate(&target.iot(), allow.as_ref(), loaded).await?;
             report_validation(&label, checked.as_deref(), &problems)
         }
     }
@@ -171,10 +172,12 @@ fn profile_name_of_key(key: &str) -> Option<&str> {
     profile_key(name).ok().map(|_| name)
 }
 
-/// Every problem of a profile: its fields, its verifiers, and the IoT resources it names. An
-/// error only when the registry cannot be asked (throttled, access denied, network).
+/// Every problem of a profile: its fields, its verifiers, the policies and groups the stack's
+/// allow-list refuses (as Split would), and the IoT resources it names. An error only when the
+/// registry cannot be asked (throttled, access denied, network).
 pub async fn validate(
     iot: &aws_sdk_iot::Client,
+    allow: Option<&AllowList>,
     loaded: Result<Profile, ProfileError>,
 ) -> Result<Vec<String>> {
     let profile = match loaded {
@@ -184,6 +187,9 @@ pub async fn validate(
     let mut problems = Vec::new();
     if let Err(e) = profile.manifest_options() {
         problems.extend(problems_of(&e));
+    }
+    if let Some(allow) = allow {
+        problems.extend(allow.problems(&profile.policies, &profile.thing_groups));
     }
     match check_profile_resources(iot, &profile).await {
         Ok(()) => {}
@@ -294,17 +300,33 @@ mod tests {
         let profile = Profile::from_json(
             br#"{"name": "w", "thingType": "t", "policies": ["present", "absent"]}"#,
         );
-        let problems = validate(&iot, profile).await.unwrap();
+        let problems = validate(&iot, None, profile).await.unwrap();
         assert_eq!(problems, vec!["policies: \"absent\" does not exist"]);
 
+        // The stack's allow-list refuses what Split would refuse, before IoT is asked.
+        let allow =
+            AllowList::from_lookup(|name| (name == "ALLOWED_POLICIES").then(|| "pre*".to_owned()))
+                .unwrap();
+        let profile = Profile::from_json(
+            br#"{"name": "w", "thingType": "t", "policies": ["present", "absent"]}"#,
+        );
+        let problems = validate(&iot, Some(&allow), profile).await.unwrap();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0]
+                .contains("\"absent\" is not allowed by the stack parameter AllowedPolicies"),
+            "{problems:?}"
+        );
+        assert_eq!(problems[1], "policies: \"absent\" does not exist");
+
         let bad = Profile::from_json(br#"{"name": "w", "thingName": "fixed", "chunkSize": 0}"#);
-        let problems = validate(&iot, bad).await.unwrap();
+        let problems = validate(&iot, None, bad).await.unwrap();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("thingName"), "{problems:?}");
         assert!(problems[1].starts_with("chunkSize"), "{problems:?}");
 
         let not_json = Profile::from_json(b"{");
-        let problems = validate(&iot, not_json).await.unwrap();
+        let problems = validate(&iot, None, not_json).await.unwrap();
         assert!(
             problems[0].starts_with("not a valid profile"),
             "{problems:?}"
