@@ -485,3 +485,212 @@ async fn bad_input_profile_and_manifest_fail_with_their_names() {
         "nothing registered"
     );
 }
+
+/// The in-memory store as a versioned bucket: every write of a key is a new version, as on the
+/// stack's S3 bucket (issue 10: claims keyed by version imported re-uploads again).
+#[derive(Clone)]
+struct Versioned {
+    inner: Arc<MemStore>,
+    versions: Arc<std::sync::Mutex<HashMap<String, u64>>>,
+}
+
+impl Versioned {
+    fn bump(&self, key: &str) {
+        *self
+            .versions
+            .lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default() += 1;
+    }
+}
+
+impl Store for Versioned {
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<thingpress_pipeline::Bytes>, TaskError> {
+        self.inner.get(bucket, key).await
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), TaskError> {
+        self.bump(key);
+        self.inner.put(bucket, key, body).await
+    }
+
+    async fn put_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<bool, TaskError> {
+        let written = self.inner.put_if_absent(bucket, key, body).await?;
+        if written {
+            self.bump(key);
+        }
+        Ok(written)
+    }
+
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<thingpress_pipeline::store::ObjectMeta>, TaskError> {
+        let version = self.versions.lock().unwrap().get(key).copied();
+        Ok(self.inner.head(bucket, key).await?.map(|mut meta| {
+            meta.version_id = version.map(|v| format!("v{v}"));
+            meta
+        }))
+    }
+
+    async fn reader(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<thingpress_pipeline::store::ObjectReader, TaskError> {
+        self.inner.reader(bucket, key, version_id).await
+    }
+}
+
+#[tokio::test]
+async fn identical_bytes_uploaded_again_to_a_versioned_bucket_are_skipped() {
+    let (client, _rules) = iot(0);
+    let store = Versioned {
+        inner: Arc::new(MemStore::new()),
+        versions: Arc::default(),
+    };
+    let split = thingpress_split::Task::with_iot(store.clone(), client, settings());
+    let key = "incoming/widget/certs.txt";
+    store
+        .put(
+            BUCKET,
+            "profiles/widget.json",
+            widget_profile().to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
+    let event = |run: &str| {
+        json!({"runId": run, "input": {
+            "detail-type": "Object Created",
+            "detail": {"bucket": {"name": BUCKET}, "object": {"key": key}}
+        }})
+    };
+    let upload = |body: Vec<u8>| {
+        let store = store.clone();
+        async move { store.put(BUCKET, key, body).await.unwrap() }
+    };
+    let version = || async {
+        store
+            .head(BUCKET, key)
+            .await
+            .unwrap()
+            .unwrap()
+            .version_id
+            .unwrap()
+    };
+
+    upload(fixture("certificates_test.txt")).await;
+    let first_version = version().await;
+    let first = split.split_manifest(event("up-1")).await.unwrap();
+    assert_eq!(first["status"], "Started");
+
+    // The same bytes again: a new version, the same content, so the first run owns it.
+    upload(fixture("certificates_test.txt")).await;
+    assert_ne!(version().await, first_version, "the store is versioned");
+    let again = split.split_manifest(event("up-2")).await.unwrap();
+    assert_eq!(again["status"], "Skipped", "{again}");
+    assert_eq!(again["ownerRunId"], "up-1");
+
+    // Other bytes under the same key are another import.
+    let mut other = fixture("certificates_test.txt");
+    other.truncate(other.len() / 2);
+    upload(other).await;
+    let changed = split.split_manifest(event("up-3")).await.unwrap();
+    assert_eq!(changed["status"], "Started", "{changed}");
+
+    // force takes the claim over on purpose.
+    upload(fixture("certificates_test.txt")).await;
+    let forced = split
+        .split_manifest(json!({"runId": "up-4", "input": {
+            "manifest": {"bucket": BUCKET, "key": key}, "force": true}}))
+        .await
+        .unwrap();
+    assert_eq!(forced["status"], "Started");
+    let after = split.split_manifest(event("up-5")).await.unwrap();
+    assert_eq!(after["ownerRunId"], "up-4", "the forced run owns it now");
+}
+
+#[tokio::test]
+async fn the_allow_list_refuses_a_policy_or_group_before_any_call() {
+    let (client, rules) = iot(0);
+    let vars: HashMap<&str, &str> = HashMap::from([
+        ("IMPORT_BUCKET", BUCKET),
+        ("ALLOWED_POLICIES", "Device*"),
+        ("ALLOWED_THING_GROUPS", "fleet"),
+    ]);
+    let settings = Settings::from_lookup(|name| vars.get(name).map(|v| (*v).to_owned())).unwrap();
+    let store = Arc::new(MemStore::new());
+    let split = thingpress_split::Task::with_iot(Arc::clone(&store), client, settings);
+    store
+        .put(BUCKET, "m/certs.txt", fixture("certificates_test.txt"))
+        .await
+        .unwrap();
+    let err = split
+        .split_manifest(json!({"runId": "allow-1", "input": {
+            "manifest": {"bucket": BUCKET, "key": "m/certs.txt"}, "profile": widget_profile()}}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name, ErrorName::InvalidProfile, "{err}");
+    for needle in [
+        "policies: \"Telemetry\" is not allowed by the stack parameter AllowedPolicies (Device*)",
+        "thingGroups: \"eu\" is not allowed by the stack parameter AllowedThingGroups (fleet)",
+    ] {
+        assert!(err.message.contains(needle), "{needle} not in {err}");
+    }
+    assert!(!err.message.contains("DevicePolicy"), "{err}");
+    assert!(calls(&rules).iter().all(|n| *n == 0), "no IoT call");
+    assert!(
+        store
+            .get(BUCKET, &RunLayout::new("allow-1").unwrap().chunk_index())
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing split"
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_profile_check_is_retried_by_the_state_machine_not_fatal() {
+    // GetPolicy throttles on every try: Split ends Throttled (retried by the ASL), never
+    // InvalidProfile (terminal), and claims nothing.
+    let rules = [
+        mock!(Client::describe_thing_type)
+            .then_output(|| DescribeThingTypeOutput::builder().build()),
+        mock!(Client::describe_thing_group)
+            .then_output(|| DescribeThingGroupOutput::builder().build()),
+        mock!(Client::get_policy)
+            .sequence()
+            .http_response(throttled)
+            .repeatedly()
+            .build(),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let client = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &refs, |c| c
+        .retry_config(thingpress_importer::sdk_retry_config()));
+    let stack = Stack::new(client);
+    stack
+        .put("m/certs.txt", fixture("certificates_test.txt"))
+        .await;
+    let err = stack
+        .split("throttled-1", "m/certs.txt", widget_profile())
+        .await
+        .unwrap_err();
+    assert_eq!(err.name, ErrorName::Throttled, "{err}");
+    assert!(
+        err.message.contains("GetPolicy policy DevicePolicy"),
+        "{err}"
+    );
+    assert!(rules[2].num_calls() > 1, "retried before giving up");
+}
