@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use thingpress_importer::{EntryResult, EntrySteps};
 use thingpress_manifest::{ErrorName, Rejected, Supplier};
 use thingpress_product::{Decorated, Profile};
 
@@ -84,6 +85,21 @@ pub enum DecoratedLine {
     Decorated(Decorated),
     /// The profile cannot name this entry.
     Rejected(Rejected),
+}
+
+/// A line of `progress/NNNNN.jsonl`, what a stopped chunk keeps for its retry: the result of an
+/// entry that finished, or the steps done of one that stopped midway. A finished entry's line
+/// is exactly its results line (retry-failed writes those back to reopen a chunk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ProgressLine {
+    /// The entry's outcome.
+    Done(EntryResult),
+    /// The steps of an entry that stopped midway.
+    Partial {
+        /// What was done, and for which entry.
+        partial: EntrySteps,
+    },
 }
 
 /// API calls and timings of one chunk's registration, `stats/NNNNN.json`.
@@ -175,6 +191,44 @@ pub fn parse_chunk_input(payload: &Value) -> Result<(RunLayout, ChunkDescriptor)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use thingpress_importer::{CertificateStep, Outcome};
+
+    #[test]
+    fn progress_lines_are_results_or_the_steps_of_an_entry_stopped_midway() {
+        // A results line as retry-failed writes it back is a finished entry.
+        let done = r#"{"index":4,"certificateId":"c","thingName":"t","deviceId":"d","outcome":"registered","certificateArn":"arn"}"#;
+        let ProgressLine::Done(result) = serde_json::from_str(done).unwrap() else {
+            panic!("a results line is a finished entry");
+        };
+        assert_eq!(result.outcome, Outcome::Registered);
+        assert_eq!(
+            serde_json::to_value(ProgressLine::Done(result)).unwrap(),
+            serde_json::from_str::<Value>(done).unwrap()
+        );
+
+        let partial = ProgressLine::Partial {
+            partial: EntrySteps {
+                index: 5,
+                certificate_id: "c".into(),
+                thing_name: "t".into(),
+                certificate: Some(CertificateStep {
+                    arn: "arn".into(),
+                    outcome: Outcome::Registered,
+                    status: None,
+                }),
+                thing: true,
+                policies: vec!["DevicePolicy".into()],
+                ..EntrySteps::default()
+            },
+        };
+        let line = serde_json::to_string(&partial).unwrap();
+        assert!(line.starts_with(r#"{"partial":{"index":5,"#), "{line}");
+        assert_eq!(
+            serde_json::from_str::<ProgressLine>(&line).unwrap(),
+            partial
+        );
+        assert!(serde_json::from_str::<ProgressLine>(r#"{"index":1}"#).is_err());
+    }
 
     #[test]
     fn counts_add_up() {

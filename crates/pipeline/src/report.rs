@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use thingpress_importer::{EntryResult, Outcome};
-use thingpress_manifest::Supplier;
+use thingpress_importer::Outcome;
+use thingpress_manifest::{ErrorName, Supplier};
 
 use crate::records::{ChunkDescriptor, ChunkStats, OutcomeCounts, RunInfo, SourceObject};
 
@@ -60,10 +60,156 @@ pub struct Report {
 /// One chunk as Summarize found it.
 #[derive(Debug, Clone, Default)]
 pub struct ChunkOutcome {
-    /// Its result lines, if the chunk completed.
-    pub results: Option<Vec<EntryResult>>,
+    /// Its results added up, if the chunk completed.
+    pub results: Option<ChunkTally>,
     /// Its stats, if written.
     pub stats: Option<ChunkStats>,
+}
+
+/// A results file added up line by line: all the report needs of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkTally {
+    /// Result lines read.
+    pub entries: u64,
+    /// Their outcomes.
+    pub outcomes: OutcomeCounts,
+}
+
+/// The fields of a results line that the report counts; the rest of the line is skipped
+/// unread into memory.
+#[derive(Debug, Deserialize)]
+pub struct ResultLine {
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why the entry was rejected.
+    #[serde(default)]
+    pub error: Option<ErrorName>,
+}
+
+impl ChunkTally {
+    /// Counts one result line.
+    pub fn add(&mut self, line: ResultLine) {
+        self.entries += 1;
+        match line.outcome {
+            Outcome::Registered => self.outcomes.registered += 1,
+            Outcome::AlreadyRegistered => self.outcomes.already_registered += 1,
+            // A rejection without a name counts as IoT's, as `thingpress report` does.
+            Outcome::Rejected => self
+                .outcomes
+                .reject(line.error.unwrap_or(ErrorName::RejectedByIot)),
+        }
+    }
+}
+
+/// The report added up one chunk at a time, in index order, so Summarize holds counts only,
+/// never a chunk's results once they are counted.
+#[derive(Debug, Clone, Default)]
+pub struct ReportBuilder {
+    outcomes: OutcomeCounts,
+    problems: Vec<String>,
+    api_calls: BTreeMap<String, u64>,
+    throttled: u64,
+    chunk_retries: u64,
+    chunks_read: usize,
+}
+
+impl ReportBuilder {
+    /// Starts from Split's rejections.
+    pub fn new(split_rejections: &OutcomeCounts) -> ReportBuilder {
+        ReportBuilder {
+            outcomes: split_rejections.clone(),
+            ..ReportBuilder::default()
+        }
+    }
+
+    /// Adds the next chunk of the index.
+    pub fn add(&mut self, descriptor: &ChunkDescriptor, chunk: ChunkOutcome) {
+        self.chunks_read += 1;
+        if let Some(stats) = &chunk.stats {
+            for (api, n) in &stats.api_calls {
+                *self.api_calls.entry(api.clone()).or_default() += n;
+            }
+            self.throttled += stats.throttled;
+            self.chunk_retries += u64::from(stats.attempts.saturating_sub(1));
+        }
+        let Some(tally) = chunk.results else {
+            self.problems.push(format!(
+                "chunk {} ({}) has no results",
+                descriptor.chunk, descriptor.key
+            ));
+            return;
+        };
+        if tally.entries != descriptor.entries {
+            self.problems.push(format!(
+                "chunk {} has {} results for {} entries",
+                descriptor.chunk, tally.entries, descriptor.entries
+            ));
+        }
+        self.outcomes.add(&tally.outcomes);
+    }
+
+    /// The report, once every chunk of `index` was added, checking that the counts add up.
+    pub fn finish(self, run: &RunInfo, index: &[ChunkDescriptor], finished_at_ms: u64) -> Report {
+        let ReportBuilder {
+            outcomes,
+            mut problems,
+            api_calls,
+            throttled,
+            chunk_retries,
+            chunks_read,
+        } = self;
+        if index.len() != chunks_read {
+            problems.insert(
+                0,
+                format!(
+                    "the index lists {} chunks but {chunks_read} were read",
+                    index.len()
+                ),
+            );
+        }
+        let accepted_in_chunks: u64 = index.iter().map(|c| c.entries).sum();
+        if accepted_in_chunks != run.accepted {
+            problems.push(format!(
+                "Split accepted {} entries but the chunks hold {accepted_in_chunks}",
+                run.accepted
+            ));
+        }
+        if problems.is_empty() && outcomes.total() != run.entries {
+            problems.push(format!(
+                "{} entries read but {} outcomes counted",
+                run.entries,
+                outcomes.total()
+            ));
+        }
+        let duration_seconds = finished_at_ms.saturating_sub(run.started_at_ms) as f64 / 1000.0;
+        let certificates = (outcomes.registered + outcomes.already_registered) as f64;
+        Report {
+            run_id: run.run_id.clone(),
+            status: if problems.is_empty() {
+                RunStatus::Complete
+            } else {
+                RunStatus::Incomplete
+            },
+            source: run.source.clone(),
+            supplier: run.supplier,
+            profile: run.profile.name.clone(),
+            entries: run.entries,
+            outcomes,
+            chunks: u32::try_from(index.len()).unwrap_or(u32::MAX),
+            problems,
+            api_calls,
+            throttled,
+            chunk_retries,
+            started_at_ms: run.started_at_ms,
+            finished_at_ms,
+            duration_seconds,
+            certificates_per_second: if duration_seconds > 0.0 {
+                certificates / duration_seconds
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 /// Builds the report from Split's run info and rejections and every chunk's outcome (in index
@@ -72,96 +218,135 @@ pub fn build_report(
     run: &RunInfo,
     index: &[ChunkDescriptor],
     split_rejections: &OutcomeCounts,
-    chunks: &[ChunkOutcome],
+    chunks: impl IntoIterator<Item = ChunkOutcome>,
     finished_at_ms: u64,
 ) -> Report {
-    let mut outcomes = split_rejections.clone();
-    let mut problems = Vec::new();
-    let mut api_calls: BTreeMap<String, u64> = BTreeMap::new();
-    let mut throttled = 0;
-    let mut chunk_retries = 0;
-    if index.len() != chunks.len() {
-        problems.push(format!(
-            "the index lists {} chunks but {} were read",
-            index.len(),
-            chunks.len()
-        ));
-    }
+    let mut builder = ReportBuilder::new(split_rejections);
     for (descriptor, chunk) in index.iter().zip(chunks) {
-        if let Some(stats) = &chunk.stats {
-            for (api, n) in &stats.api_calls {
-                *api_calls.entry(api.clone()).or_default() += n;
-            }
-            throttled += stats.throttled;
-            chunk_retries += u64::from(stats.attempts.saturating_sub(1));
-        }
-        let Some(results) = &chunk.results else {
-            problems.push(format!(
-                "chunk {} ({}) has no results",
-                descriptor.chunk, descriptor.key
-            ));
-            continue;
-        };
-        if results.len() as u64 != descriptor.entries {
-            problems.push(format!(
-                "chunk {} has {} results for {} entries",
-                descriptor.chunk,
-                results.len(),
-                descriptor.entries
-            ));
-        }
-        for result in results {
-            match result.outcome {
-                Outcome::Registered => outcomes.registered += 1,
-                Outcome::AlreadyRegistered => outcomes.already_registered += 1,
-                Outcome::Rejected => outcomes.reject(
-                    result
-                        .error
-                        .unwrap_or(thingpress_manifest::ErrorName::RejectedByIot),
-                ),
-            }
+        builder.add(descriptor, chunk);
+    }
+    builder.finish(run, index, finished_at_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thingpress_product::Profile;
+
+    fn run(entries: u64, accepted: u64) -> RunInfo {
+        RunInfo {
+            run_id: "r".into(),
+            source: SourceObject {
+                bucket: "b".into(),
+                key: "k".into(),
+                etag: String::new(),
+                version_id: None,
+            },
+            profile: Profile::named("p"),
+            supplier: Supplier::Pem,
+            chunk_size: 2,
+            max_concurrency: 1,
+            entries,
+            accepted,
+            rejected: entries - accepted,
+            chunk_count: 2,
+            rejected_parts: 0,
+            started_at_ms: 0,
         }
     }
-    let accepted_in_chunks: u64 = index.iter().map(|c| c.entries).sum();
-    if accepted_in_chunks != run.accepted {
-        problems.push(format!(
-            "Split accepted {} entries but the chunks hold {accepted_in_chunks}",
-            run.accepted
-        ));
+
+    fn descriptor(chunk: u32, entries: u64) -> ChunkDescriptor {
+        ChunkDescriptor {
+            chunk,
+            key: format!("runs/r/chunks/{chunk:05}.jsonl"),
+            entries,
+            first_index: u64::from(chunk) * 2,
+        }
     }
-    if problems.is_empty() && outcomes.total() != run.entries {
-        problems.push(format!(
-            "{} entries read but {} outcomes counted",
-            run.entries,
-            outcomes.total()
-        ));
+
+    fn tally(lines: &[&str]) -> ChunkTally {
+        let mut tally = ChunkTally::default();
+        for line in lines {
+            tally.add(serde_json::from_str(line).unwrap());
+        }
+        tally
     }
-    let duration_seconds = finished_at_ms.saturating_sub(run.started_at_ms) as f64 / 1000.0;
-    let certificates = (outcomes.registered + outcomes.already_registered) as f64;
-    Report {
-        run_id: run.run_id.clone(),
-        status: if problems.is_empty() {
-            RunStatus::Complete
-        } else {
-            RunStatus::Incomplete
-        },
-        source: run.source.clone(),
-        supplier: run.supplier,
-        profile: run.profile.name.clone(),
-        entries: run.entries,
-        outcomes,
-        chunks: u32::try_from(index.len()).unwrap_or(u32::MAX),
-        problems,
-        api_calls,
-        throttled,
-        chunk_retries,
-        started_at_ms: run.started_at_ms,
-        finished_at_ms,
-        duration_seconds,
-        certificates_per_second: if duration_seconds > 0.0 {
-            certificates / duration_seconds
-        } else {
-            0.0
-        },
+
+    #[test]
+    fn chunks_add_up_line_by_line_into_the_report() {
+        let index = [descriptor(0, 2), descriptor(1, 2)];
+        let mut split = OutcomeCounts::default();
+        split.reject(ErrorName::InvalidSignature);
+        let mut builder = ReportBuilder::new(&split);
+        builder.add(
+            &index[0],
+            ChunkOutcome {
+                // Whole results lines: the fields the report does not count are skipped.
+                results: Some(tally(&[
+                    r#"{"index":0,"certificateId":"c","thingName":"t","deviceId":"d","outcome":"registered"}"#,
+                    r#"{"index":1,"certificateId":"c","thingName":"t","deviceId":"d","outcome":"rejected","error":"Thingpress.ThingConflict"}"#,
+                ])),
+                stats: Some(ChunkStats {
+                    api_calls: [("CreateThing".to_owned(), 2)].into(),
+                    attempts: 3,
+                    throttled: 2,
+                    ..ChunkStats::default()
+                }),
+            },
+        );
+        builder.add(
+            &index[1],
+            ChunkOutcome {
+                results: Some(tally(&[
+                    r#"{"outcome":"alreadyRegistered"}"#,
+                    r#"{"outcome":"rejected"}"#,
+                ])),
+                stats: None,
+            },
+        );
+        let report = builder.finish(&run(5, 4), &index, 1000);
+        assert_eq!(report.status, RunStatus::Complete, "{:?}", report.problems);
+        assert_eq!(report.outcomes.registered, 1);
+        assert_eq!(report.outcomes.already_registered, 1);
+        assert_eq!(report.outcomes.rejected, 3);
+        assert_eq!(
+            report.outcomes.rejected_by_error[&ErrorName::RejectedByIot],
+            1
+        );
+        assert_eq!(
+            report.outcomes.rejected_by_error[&ErrorName::ThingConflict],
+            1
+        );
+        assert_eq!(report.api_calls["CreateThing"], 2);
+        assert_eq!((report.throttled, report.chunk_retries), (2, 2));
+    }
+
+    #[test]
+    fn a_missing_or_short_chunk_makes_the_report_incomplete() {
+        let index = [descriptor(0, 2), descriptor(1, 2)];
+        let mut builder = ReportBuilder::new(&OutcomeCounts::default());
+        builder.add(
+            &index[0],
+            ChunkOutcome {
+                results: Some(tally(&[r#"{"outcome":"registered"}"#])),
+                stats: None,
+            },
+        );
+        builder.add(&index[1], ChunkOutcome::default());
+        let report = builder.finish(&run(4, 4), &index, 0);
+        assert_eq!(report.status, RunStatus::Incomplete);
+        assert_eq!(
+            report.problems,
+            vec![
+                "chunk 0 has 1 results for 2 entries".to_owned(),
+                "chunk 1 (runs/r/chunks/00001.jsonl) has no results".to_owned(),
+            ]
+        );
+
+        let short = build_report(&run(4, 4), &index, &OutcomeCounts::default(), [], 0);
+        assert_eq!(
+            short.problems,
+            vec!["the index lists 2 chunks but 0 were read".to_owned()]
+        );
     }
 }

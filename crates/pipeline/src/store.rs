@@ -64,6 +64,13 @@ pub trait Store: Send + Sync {
         key: &str,
         version_id: Option<&str>,
     ) -> impl Future<Output = Result<ObjectReader, TaskError>> + Send;
+
+    /// Streams the object's current version, or `None` when it does not exist.
+    fn reader_if_exists(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectReader>, TaskError>> + Send;
 }
 
 impl<T: Store> Store for std::sync::Arc<T> {
@@ -108,6 +115,14 @@ impl<T: Store> Store for std::sync::Arc<T> {
         version_id: Option<&str>,
     ) -> impl Future<Output = Result<ObjectReader, TaskError>> + Send {
         (**self).reader(bucket, key, version_id)
+    }
+
+    fn reader_if_exists(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectReader>, TaskError>> + Send {
+        (**self).reader_if_exists(bucket, key)
     }
 }
 
@@ -257,6 +272,29 @@ impl Store for S3Store {
             .map_err(|err| TaskError::from_sdk("GetObject", &s3_target(bucket, key), err))?;
         Ok(Box::pin(output.body.into_async_read()))
     }
+
+    async fn reader_if_exists(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectReader>, TaskError> {
+        match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(Box::pin(output.body.into_async_read()))),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+            Err(err) => Err(TaskError::from_sdk(
+                "GetObject",
+                &s3_target(bucket, key),
+                err,
+            )),
+        }
+    }
 }
 
 /// An in-memory store for tests and tools; the bucket is part of the key.
@@ -344,6 +382,16 @@ impl Store for MemStore {
         })?;
         Ok(Box::pin(std::io::Cursor::new(body)))
     }
+
+    async fn reader_if_exists(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectReader>, TaskError> {
+        Ok(self
+            .get_now(bucket, key)
+            .map(|body| -> ObjectReader { Box::pin(std::io::Cursor::new(body)) }))
+    }
 }
 
 /// Reads a JSON object, failing with `missing` when it does not exist.
@@ -391,6 +439,42 @@ pub async fn get_jsonl<T: serde::de::DeserializeOwned>(
         .map_err(|e| TaskError::invalid_input(format!("{}: {e}", s3_target(bucket, key))))
 }
 
+/// Streams a JSON-lines object, handing each value to `each` as it is read, so memory holds one
+/// line at a time however large the object. `false` when the object does not exist.
+pub async fn for_each_jsonl<T: serde::de::DeserializeOwned>(
+    store: &impl Store,
+    bucket: &str,
+    key: &str,
+    mut each: impl FnMut(T),
+) -> Result<bool, TaskError> {
+    use tokio::io::AsyncBufReadExt;
+    let Some(mut reader) = store.reader_if_exists(bucket, key).await? else {
+        return Ok(false);
+    };
+    let mut line = Vec::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line).await.map_err(|e| {
+            TaskError::new(
+                thingpress_manifest::ErrorName::Transient,
+                format!("reading {} failed: {e}", s3_target(bucket, key)),
+            )
+        })?;
+        if read == 0 {
+            return Ok(true);
+        }
+        n += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let value = serde_json::from_slice(&line).map_err(|e| {
+            TaskError::invalid_input(format!("{}: line {n}: {e}", s3_target(bucket, key)))
+        })?;
+        each(value);
+    }
+}
+
 /// Parses JSON lines (blank lines skipped), naming the line that does not parse.
 pub fn parse_jsonl<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, String> {
     body.split(|b| *b == b'\n')
@@ -436,6 +520,32 @@ mod tests {
             store.get("b", "claims/x").await.unwrap().unwrap(),
             Bytes::from("1")
         );
+    }
+
+    #[tokio::test]
+    async fn jsonl_streams_line_by_line_and_names_the_bad_line() {
+        let store = MemStore::new();
+        store.put("b", "ok", b"1\n\n2\n3".to_vec()).await.unwrap();
+        let mut seen = Vec::new();
+        assert!(
+            for_each_jsonl(&store, "b", "ok", |v: u32| seen.push(v))
+                .await
+                .unwrap()
+        );
+        assert_eq!(seen, vec![1, 2, 3]);
+        assert!(
+            !for_each_jsonl(&store, "b", "missing", |_: u32| ())
+                .await
+                .unwrap()
+        );
+        store
+            .put("b", "bad", b"1\n{nope}\n".to_vec())
+            .await
+            .unwrap();
+        let err = for_each_jsonl(&store, "b", "bad", |_: u32| ())
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("s3://b/bad: line 2"), "{err}");
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! Register: register every decorated entry of one chunk in IoT, paced at this child's share of
-//! the account quotas; keep progress when throttling or the deadline stops it early.
+//! the account quotas; keep progress when throttling or the deadline stops it early: the results
+//! of finished entries and, for an entry stopped midway, the steps it had done, so the retry
+//! resumes each entry where it stopped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
-use thingpress_importer::{EntryResult, ImportError, Importer, Outcome, Pacer};
-use thingpress_pipeline::records::{ChunkStats, DecoratedLine, RunInfo, now_ms, parse_chunk_input};
+use thingpress_importer::{EntryResult, EntrySteps, ImportError, Importer, Outcome, Pacer};
+use thingpress_pipeline::records::{
+    ChunkStats, DecoratedLine, ProgressLine, RunInfo, now_ms, parse_chunk_input,
+};
 use thingpress_pipeline::store::{get_json, get_jsonl, put_json, to_jsonl};
 use thingpress_pipeline::{RunLayout, Settings, Store, TaskError};
 use thingpress_product::Decorated;
@@ -91,10 +95,20 @@ impl<S: Store> Task<S> {
             .ok_or_else(|| {
                 TaskError::invalid_input(format!("{} does not exist", run.decorated(chunk.chunk)))
             })?;
-        let mut results: Vec<EntryResult> =
+        let progress: Vec<ProgressLine> =
             get_jsonl(&self.store, bucket, &run.progress(chunk.chunk))
                 .await?
                 .unwrap_or_default();
+        let mut results: Vec<EntryResult> = Vec::new();
+        let mut resumed: BTreeMap<u64, EntrySteps> = BTreeMap::new();
+        for line in progress {
+            match line {
+                ProgressLine::Done(result) => results.push(result),
+                ProgressLine::Partial { partial } => {
+                    resumed.insert(partial.index, partial);
+                }
+            }
+        }
         let mut stats: ChunkStats = match self.store.get(bucket, &run.stats(chunk.chunk)).await? {
             Some(body) => serde_json::from_slice(&body).unwrap_or_default(),
             None => ChunkStats::default(),
@@ -105,13 +119,20 @@ impl<S: Store> Task<S> {
         stats.attempts += 1;
 
         let done: BTreeSet<u64> = results.iter().map(|r| r.index).collect();
-        let mut todo: Vec<&Decorated> = Vec::new();
+        let mut todo: Vec<(&Decorated, EntrySteps)> = Vec::new();
         for line in &lines {
             match line {
                 DecoratedLine::Rejected(r) if !done.contains(&r.index) => {
                     results.push(decoration_rejection(r));
                 }
-                DecoratedLine::Decorated(d) if !done.contains(&d.index) => todo.push(d),
+                DecoratedLine::Decorated(d) if !done.contains(&d.index) => {
+                    // Steps saved for another entry (a chunk decorated anew) are not resumed.
+                    let steps = resumed
+                        .remove(&d.index)
+                        .filter(|steps| steps.belong_to(d))
+                        .unwrap_or_else(|| EntrySteps::new(d));
+                    todo.push((d, steps));
+                }
                 _ => {}
             }
         }
@@ -123,7 +144,8 @@ impl<S: Store> Task<S> {
         )
         .map_err(TaskError::from)?;
         let importer = Importer::new(self.iot.clone(), pacer);
-        let stop = register_all(&importer, &todo, deadline, &mut results).await;
+        let mut partial: Vec<EntrySteps> = Vec::new();
+        let stop = register_all(&importer, todo, deadline, &mut results, &mut partial).await;
         for (api, n) in &importer.api_calls().0 {
             *stats.api_calls.entry(api.as_str().to_owned()).or_default() += n;
         }
@@ -169,12 +191,24 @@ impl<S: Store> Task<S> {
                 if error.name == thingpress_manifest::ErrorName::Throttled {
                     stats.throttled += 1;
                 }
-                // Progress first: the retry skips what is done (every step is idempotent anyway).
+                let finished = results.len();
+                // Progress first: the retry skips finished entries and resumes the others at the step
+                // they stopped on (every step is idempotent anyway).
+                partial.sort_by_key(|steps| steps.index);
+                let kept: Vec<ProgressLine> = results
+                    .into_iter()
+                    .map(ProgressLine::Done)
+                    .chain(
+                        partial
+                            .into_iter()
+                            .map(|partial| ProgressLine::Partial { partial }),
+                    )
+                    .collect();
                 self.store
-                    .put(bucket, &run.progress(chunk.chunk), to_jsonl(&results)?)
+                    .put(bucket, &run.progress(chunk.chunk), to_jsonl(&kept)?)
                     .await?;
                 put_json(&self.store, bucket, &run.stats(chunk.chunk), &stats).await?;
-                tracing::warn!(run_id = run.run_id(), chunk = chunk.chunk, done = results.len(), of = lines.len(), error = %error, "chunk stopped early");
+                tracing::warn!(run_id = run.run_id(), chunk = chunk.chunk, done = finished, of = lines.len(), error = %error, "chunk stopped early");
                 Err(error)
             }
         }
@@ -182,15 +216,17 @@ impl<S: Store> Task<S> {
 }
 
 /// Registers entries with bounded concurrency until all are done, one fails the task, or the
-/// deadline nears. In-flight entries always finish, so their results are kept.
+/// deadline nears. In-flight entries always finish, so their results are kept; an entry that
+/// failed, or never started, keeps the steps it has done in `partial`.
 async fn register_all(
     importer: &Importer,
-    todo: &[&Decorated],
+    todo: Vec<(&Decorated, EntrySteps)>,
     deadline: SystemTime,
     results: &mut Vec<EntryResult>,
+    partial: &mut Vec<EntrySteps>,
 ) -> Option<Stop> {
     let mut stop = None;
-    let mut pending = todo.iter();
+    let mut pending = todo.into_iter();
     let mut in_flight = futures::stream::FuturesUnordered::new();
     loop {
         while stop.is_none() && in_flight.len() < ENTRIES_IN_FLIGHT {
@@ -198,20 +234,31 @@ async fn register_all(
                 stop = Some(Stop::Deadline);
                 break;
             }
-            let Some(entry) = pending.next() else { break };
-            in_flight.push(importer.register(entry));
+            let Some((entry, mut steps)) = pending.next() else {
+                break;
+            };
+            in_flight.push(async move {
+                let result = importer.resume(entry, &mut steps).await;
+                (steps, result)
+            });
         }
         match in_flight.next().await {
-            Some(Ok(result)) => results.push(result),
-            Some(Err(e)) => {
+            Some((_, Ok(result))) => results.push(result),
+            Some((steps, Err(e))) => {
+                if steps.started() {
+                    partial.push(steps);
+                }
                 // Keep the first error; in-flight entries still finish and are kept.
                 if !matches!(stop, Some(Stop::Error(_))) {
                     stop = Some(Stop::Error(e));
                 }
             }
-            None => return stop,
+            None => break,
         }
     }
+    // Entries the stop kept from starting keep the steps an earlier attempt did.
+    partial.extend(pending.map(|(_, steps)| steps).filter(EntrySteps::started));
+    stop
 }
 
 fn decoration_rejection(r: &thingpress_manifest::Rejected) -> EntryResult {

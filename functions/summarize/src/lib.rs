@@ -1,18 +1,29 @@
 //! Summarize: check that every chunk has results, count every entry's outcome, write the run
 //! report, and fail the run with `Thingpress.IncompleteImport` when anything is missing.
+//!
+//! Memory stays flat as runs grow: every results and rejections file is streamed line by line
+//! into counts, chunk by chunk, and only the counts are kept (measured with
+//! `examples/summarize_memory.rs`).
 
 use aws_config::SdkConfig;
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
+use serde::Deserialize;
 use serde_json::{Value, json};
-use thingpress_manifest::{ErrorName, Rejected};
+use thingpress_manifest::ErrorName;
 use thingpress_pipeline::records::{ChunkDescriptor, ChunkStats, OutcomeCounts, RunInfo, now_ms};
-use thingpress_pipeline::report::{ChunkOutcome, RunStatus, build_report};
-use thingpress_pipeline::store::{get_json, get_jsonl, put_json};
+use thingpress_pipeline::report::{ChunkOutcome, ChunkTally, ReportBuilder, RunStatus};
+use thingpress_pipeline::store::{for_each_jsonl, get_json, put_json};
 use thingpress_pipeline::{RunLayout, Settings, Store, TaskError};
 
-/// Chunk objects read at once.
+/// Chunk objects read at once: each holds one line and the counts in memory.
 const READS_IN_FLIGHT: usize = 16;
+
+/// The field of a Split rejection that the report counts.
+#[derive(Deserialize)]
+struct RejectionLine {
+    error: ErrorName,
+}
 
 /// The summarize task.
 pub struct Task<S> {
@@ -62,24 +73,32 @@ impl<S: Store> Task<S> {
         let mut split_rejections = OutcomeCounts::default();
         for part in 0..info.rejected_parts {
             let key = run.rejected(part);
-            let rejects: Vec<Rejected> =
-                get_jsonl(&self.store, bucket, &key).await?.ok_or_else(|| {
-                    TaskError::new(ErrorName::IncompleteImport, format!("{key} is missing"))
-                })?;
-            for r in rejects {
+            let found = for_each_jsonl(&self.store, bucket, &key, |r: RejectionLine| {
                 split_rejections.reject(r.error);
+            })
+            .await?;
+            if !found {
+                return Err(TaskError::new(
+                    ErrorName::IncompleteImport,
+                    format!("{key} is missing"),
+                ));
             }
         }
 
-        let chunks: Vec<ChunkOutcome> = futures::stream::iter(&index)
-            .map(|descriptor| self.chunk_outcome(&run, descriptor.chunk))
-            .buffered(READS_IN_FLIGHT)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
-
-        let report = build_report(&info, &index, &split_rejections, &chunks, now_ms());
+        // Chunks are read a few at a time and added up in index order as they arrive.
+        let mut builder = ReportBuilder::new(&split_rejections);
+        let run_ref = &run;
+        let mut chunks = futures::stream::iter(&index)
+            .map(|descriptor| async move {
+                let outcome = self.chunk_outcome(run_ref, descriptor.chunk).await;
+                (descriptor, outcome)
+            })
+            .buffered(READS_IN_FLIGHT);
+        while let Some((descriptor, outcome)) = chunks.next().await {
+            builder.add(descriptor, outcome?);
+        }
+        drop(chunks);
+        let report = builder.finish(&info, &index, now_ms());
         put_json(&self.store, bucket, &run.report(), &report).await?;
         tracing::info!(
             run_id,
@@ -109,11 +128,18 @@ impl<S: Store> Task<S> {
 
     async fn chunk_outcome(&self, run: &RunLayout, chunk: u32) -> Result<ChunkOutcome, TaskError> {
         let bucket = &self.settings.import_bucket;
-        let results = get_jsonl(&self.store, bucket, &run.results(chunk)).await?;
+        let mut tally = ChunkTally::default();
+        let found = for_each_jsonl(&self.store, bucket, &run.results(chunk), |line| {
+            tally.add(line);
+        })
+        .await?;
         let stats: Option<ChunkStats> = match self.store.get(bucket, &run.stats(chunk)).await? {
             Some(body) => serde_json::from_slice(&body).ok(),
             None => None,
         };
-        Ok(ChunkOutcome { results, stats })
+        Ok(ChunkOutcome {
+            results: found.then_some(tally),
+            stats,
+        })
     }
 }
