@@ -410,3 +410,123 @@ async fn a_persistently_failing_register_fails_the_execution() {
     assert_eq!(report.status, RunStatus::Incomplete);
     assert_eq!(report.outcomes.registered, 0);
 }
+
+/// The executions the upload trigger started for `key`, oldest first, once there are `count`.
+async fn triggered_runs(stack: &Stack, key: &str, count: usize) -> Vec<String> {
+    let started = std::time::Instant::now();
+    loop {
+        let mut runs = Vec::new();
+        let mut token = None;
+        loop {
+            let page = stack
+                .sfn
+                .list_executions()
+                .state_machine_arn(&stack.machine)
+                .set_next_token(token)
+                .send()
+                .await
+                .unwrap();
+            for execution in page.executions() {
+                let out = stack
+                    .sfn
+                    .describe_execution()
+                    .execution_arn(execution.execution_arn())
+                    .send()
+                    .await
+                    .unwrap();
+                let input: Value =
+                    serde_json::from_str(out.input().unwrap_or("null")).unwrap_or(Value::Null);
+                if input.pointer("/detail/object/key").and_then(Value::as_str) == Some(key) {
+                    runs.push((execution.start_date().secs(), execution.name().to_owned()));
+                }
+            }
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        if runs.len() >= count {
+            runs.sort();
+            return runs.into_iter().map(|(_, name)| name).collect();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "{} of {count} executions for {key} after 2 minutes",
+            runs.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Issue 10: the bucket is versioned, so every upload is a new version. Claims are keyed by
+/// content (bucket, key, ETag, size), so identical bytes uploaded again under incoming/ start a
+/// run that Split ends as Skipped, owned by the first run, instead of importing them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_bytes_uploaded_twice_under_incoming_are_skipped_the_second_time() {
+    let _shared = EDGE.read().await;
+    let stack = Stack::new().await;
+    // Names under the template's default allow-list (AllowedPolicies/AllowedThingGroups).
+    let tag = format!("thingpress-{}", unique("reupload"));
+    let profile = stack.resources(&tag, 1, 1).await;
+    stack
+        .put(
+            &format!("profiles/{tag}.json"),
+            profile.to_string().into_bytes(),
+        )
+        .await;
+    let bundle = fresh_certificates(&tag, 6).concat().into_bytes();
+    let key = format!("incoming/{tag}/certs.pem");
+    let version = || async {
+        stack
+            .s3
+            .head_object()
+            .bucket(&stack.bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .version_id()
+            .map(str::to_owned)
+    };
+
+    stack.put(&key, bundle.clone()).await;
+    let first_version = version().await;
+    let first = triggered_runs(&stack, &key, 1).await.remove(0);
+    let first = stack.wait(&first).await;
+    assert_eq!(
+        first.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        first.cause
+    );
+    assert_eq!(stack.report(&first).await.outcomes.registered, 6);
+
+    stack.put(&key, bundle).await;
+    let second_version = version().await;
+    assert!(
+        first_version.is_some(),
+        "the local bucket is versioned, as on AWS"
+    );
+    assert_ne!(
+        first_version, second_version,
+        "a re-upload is a new version"
+    );
+    let runs = triggered_runs(&stack, &key, 2).await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let second = stack.wait(&runs[1]).await;
+    assert_eq!(
+        second.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        second.cause
+    );
+    assert_eq!(second.output["status"], "Skipped", "{}", second.output);
+    assert_eq!(second.output["ownerRunId"], first.run_id);
+    assert!(
+        stack
+            .get(&format!("runs/{}/report.json", second.run_id))
+            .await
+            .is_none(),
+        "nothing imported twice"
+    );
+}
