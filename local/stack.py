@@ -61,6 +61,12 @@ OPERATOR_KEY = "Operator"  # local/iam.py's OPERATOR_KEY (checked by test_stack)
 # Template parameters a --quota-scale leaves alone: Quota* parameters that are not rates.
 NOT_RATES = {"QuotaSafetyFactor"}
 
+# The template's allow-list defaults to thingpress-* (a deployed stack must not let whoever
+# writes profiles/ attach any IoT policy); moto holds nothing to protect, and tests and the demo
+# name their own policies and groups, so the local stack allows every name unless --parameter
+# says otherwise.
+LOCAL_PARAMETERS = {"AllowedPolicies": "*", "AllowedThingGroups": "*"}
+
 DEFAULT_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -349,8 +355,8 @@ def venv_bin(name: str) -> str:
 
 def parameter_overrides(args: argparse.Namespace, template_path: Path) -> dict[str, str]:
     """Template parameter values from the options: --parameter K=V, the shorthands, and the
-    quota scale applied to the template's Quota* rate defaults."""
-    out: dict[str, str] = {}
+    quota scale applied to the template's Quota* rate defaults, over LOCAL_PARAMETERS."""
+    out: dict[str, str] = dict(LOCAL_PARAMETERS)
     try:
         defaults = template.parameter_defaults(template_path)
     except template.TemplateError as e:

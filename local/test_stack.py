@@ -26,7 +26,10 @@ def test_options_become_template_parameter_overrides():
     assert over["QuotaRegisterCertificateWithoutCA"] == f"{float(defaults['QuotaRegisterCertificateWithoutCA']) * 20:g}"
     assert over["QuotaAttachPolicy"] == "7"  # an explicit value wins over the scale
     assert "MaxConcurrency" not in over  # not given: the template's default
-    assert stack.parameter_overrides(_up_args(), stack.DEFAULT_TEMPLATE) == {}
+    assert stack.parameter_overrides(_up_args(), stack.DEFAULT_TEMPLATE) == stack.LOCAL_PARAMETERS
+    assert stack.parameter_overrides(_up_args("--parameter", "AllowedPolicies=thingpress-*"), stack.DEFAULT_TEMPLATE)[
+        "AllowedPolicies"
+    ] == "thingpress-*"
     with pytest.raises(stack.StackError, match="NAME=VALUE"):
         stack.parameter_overrides(_up_args("--parameter", "oops"), stack.DEFAULT_TEMPLATE)
 
