@@ -18,7 +18,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use thingpress_pipeline::records::ProgressLine;
 use thingpress_pipeline::report::{Report, RunStatus};
+use thingpress_pipeline::store::parse_jsonl;
 
 use support::*;
 
@@ -234,6 +236,124 @@ async fn a_ninety_percent_throttling_storm_is_ridden_out() {
     // Certificates registered before a chunk stopped come back as already registered on its
     // retry only if its progress was lost; either way each is counted once.
     assert!(report.outcomes.already_registered <= 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_percent_throttling_on_an_empty_registry_reports_every_certificate_registered() {
+    let _exclusive = EDGE.write().await;
+    // Fresh certificates and thing names: nothing of this import exists in IoT beforehand. The
+    // manifest goes where `thingpress import` puts it (runs/<id>/manifest/), which Split's role
+    // may read on the IAM-enforcing local stack.
+    let stack = Stack::new().await;
+    let tag = unique("resume");
+    let bundle = fresh_certificates(&tag, 80).concat().into_bytes();
+    let ids = manifest_ids(&bundle, &pem_options());
+    assert_eq!(ids.len(), 80);
+    let key = format!("runs/{tag}/manifest/certs.pem");
+    stack.put(&key, bundle).await;
+    let mut profile = stack.resources(&tag, 1, 1).await;
+    profile["chunkSize"] = json!(10);
+    let before = stack.certificate_ids().await;
+    assert!(
+        ids.iter().all(|(c, _)| !before.contains(c)),
+        "the registry is not empty of this manifest"
+    );
+    edge(
+        &stack.state,
+        "POST",
+        "/_edge/reset",
+        Some(json!({"faults": true, "stats": true, "quotas": false})),
+    );
+    let clear = ClearFaults::new(&stack.state);
+    let c = Case {
+        stack,
+        tag,
+        key,
+        ids,
+        profile,
+        before,
+        _clear: clear,
+    };
+    // Every call Register makes is throttled 30 % of the time for the whole run, so chunks
+    // stop mid-entry (a call still throttled after the SDK's three attempts) and resume.
+    // Split's profile check is left alone: this test is about Register's outcomes.
+    let throttle = json!({"throttle": 0.3});
+    set_faults(
+        &c.stack,
+        json!({"iot": {
+            "RegisterCertificateWithoutCA": throttle,
+            "DescribeCertificate": throttle,
+            "ListPrincipalThings": throttle,
+            "CreateThing": throttle,
+            "AttachThingPrincipal": throttle,
+            "AttachPolicy": throttle,
+            "AddThingToThingGroup": throttle,
+        }}),
+    );
+    c.start().await;
+    let (report, stats) = c.finish().await;
+    let injected: u64 = stats["operations"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|o| o["throttledInjected"].as_u64().unwrap_or(0))
+        .sum();
+    eprintln!(
+        "{}: {injected} throttles injected, {} throttled stops, {} chunk retries, {:?}",
+        c.tag, report.throttled, report.chunk_retries, report.outcomes
+    );
+    // The entries that stopped midway, as their chunks' progress recorded them.
+    let mut midway = 0;
+    for chunk in 0..report.chunks {
+        let Some(body) = c
+            .stack
+            .get(&format!("runs/{}/progress/{chunk:05}.jsonl", c.tag))
+            .await
+        else {
+            continue;
+        };
+        let lines: Vec<ProgressLine> = parse_jsonl(&body).unwrap();
+        midway += lines
+            .iter()
+            .filter(|line| matches!(line, ProgressLine::Partial { .. }))
+            .count();
+    }
+    eprintln!("{}: {midway} entries resumed midway", c.tag);
+    assert!(injected > 0, "no throttling injected: {stats}");
+    assert!(
+        midway >= 1,
+        "no entry stopped midway, so nothing was resumed: {stats}"
+    );
+    // Every certificate was registered by this run, and the report says so.
+    assert_eq!(report.outcomes.registered, 80, "{:?}", report.outcomes);
+    assert_eq!(
+        report.outcomes.already_registered, 0,
+        "{:?}",
+        report.outcomes
+    );
+    // A throttled call never reaches IoT, so exactly one registration per certificate did:
+    // no retried chunk registered a certificate again.
+    assert_eq!(
+        counter(&stats, "RegisterCertificateWithoutCA", "passed"),
+        80,
+        "{}",
+        stats["operations"]["RegisterCertificateWithoutCA"]
+    );
+    // Nor was any other step done twice: a stopped entry resumed at the step it stopped on.
+    for op in [
+        "CreateThing",
+        "AttachThingPrincipal",
+        "AttachPolicy",
+        "AddThingToThingGroup",
+    ] {
+        assert_eq!(
+            counter(&stats, op, "passed"),
+            80,
+            "{op}: {}",
+            stats["operations"][op]
+        );
+    }
+    assert_eq!(counter(&stats, "DescribeCertificate", "calls"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
