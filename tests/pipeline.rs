@@ -552,6 +552,14 @@ impl Store for Versioned {
     ) -> Result<thingpress_pipeline::store::ObjectReader, TaskError> {
         self.inner.reader(bucket, key, version_id).await
     }
+
+    async fn reader_if_exists(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<thingpress_pipeline::store::ObjectReader>, TaskError> {
+        self.inner.reader_if_exists(bucket, key).await
+    }
 }
 
 #[tokio::test]

@@ -9,9 +9,9 @@ pub mod report;
 pub mod settings;
 pub mod store;
 
+/// The object bytes a [`Store`] returns (so another crate can implement the trait).
+pub use bytes::Bytes;
 pub use error::{TaskError, is_throttling_code};
 pub use layout::RunLayout;
 pub use settings::{AllowList, NamePatterns, Settings};
 pub use store::{MemStore, S3Store, Store};
-/// The object bytes a [`Store`] returns (so another crate can implement the trait).
-pub use bytes::Bytes;
