@@ -4,8 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_iot::Client;
@@ -14,17 +15,20 @@ use aws_sdk_iot::operation::add_thing_to_thing_group::AddThingToThingGroupOutput
 use aws_sdk_iot::operation::attach_policy::AttachPolicyOutput;
 use aws_sdk_iot::operation::attach_thing_principal::AttachThingPrincipalOutput;
 use aws_sdk_iot::operation::create_thing::CreateThingOutput;
+use aws_sdk_iot::operation::describe_certificate::DescribeCertificateOutput;
 use aws_sdk_iot::operation::describe_thing_group::DescribeThingGroupOutput;
 use aws_sdk_iot::operation::describe_thing_type::DescribeThingTypeOutput;
 use aws_sdk_iot::operation::get_policy::GetPolicyOutput;
+use aws_sdk_iot::operation::list_principal_things::ListPrincipalThingsOutput;
 use aws_sdk_iot::operation::register_certificate_without_ca::RegisterCertificateWithoutCaOutput;
-use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_sdk_iot::types::{CertificateDescription, CertificateStatus as IotCertificateStatus};
+use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use serde_json::{Value, json};
-use thingpress_importer::EntryResult;
+use thingpress_importer::{EntryResult, EntrySteps, Outcome};
 use thingpress_manifest::{Certificate, ErrorName};
-use thingpress_pipeline::records::ChunkDescriptor;
+use thingpress_pipeline::records::{ChunkDescriptor, ProgressLine};
 use thingpress_pipeline::report::{Report, RunStatus};
 use thingpress_pipeline::store::parse_jsonl;
 use thingpress_pipeline::{MemStore, RunLayout, Settings, Store, TaskError};
@@ -270,7 +274,7 @@ async fn persistent_throttling_keeps_progress_and_the_retry_finishes_without_dup
             .unwrap()
             .is_none()
     );
-    let progress: Vec<EntryResult> = parse_jsonl(
+    let progress: Vec<ProgressLine> = parse_jsonl(
         &stack
             .store
             .get(BUCKET, &layout.progress(0))
@@ -279,11 +283,11 @@ async fn persistent_throttling_keeps_progress_and_the_retry_finishes_without_dup
             .unwrap(),
     )
     .unwrap();
-    assert!(
-        progress.len() < 30,
-        "stopped early: {} done",
-        progress.len()
-    );
+    let done = progress
+        .iter()
+        .filter(|line| matches!(line, ProgressLine::Done(_)))
+        .count();
+    assert!(done < 30, "stopped early: {done} done");
 
     // The ASL retries the child until the throttling clears; then the rest of the run.
     for chunk in &chunks {
@@ -308,6 +312,153 @@ async fn persistent_throttling_keeps_progress_and_the_retry_finishes_without_dup
         (0..30).collect::<Vec<u64>>(),
         "each entry exactly once, in order"
     );
+}
+
+/// IoT as it behaves for one account: RegisterCertificateWithoutCA answers 409 for a
+/// certificate it already holds (counted in the second value), and CreateThing throttles its
+/// first `throttle_create_thing` calls, so chunks stop between an entry's certificate and its
+/// thing.
+fn iot_with_memory(throttle_create_thing: usize) -> (Client, Vec<Rule>, Arc<AtomicUsize>) {
+    let held: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let conflicts = Arc::new(AtomicUsize::new(0));
+    let arn = |id: &str| format!("arn:aws:iot:us-east-1:123456789012:cert/{id}");
+    let (held_by_register, conflicts_seen) = (Arc::clone(&held), Arc::clone(&conflicts));
+    let rules = vec![
+        mock!(Client::describe_thing_type)
+            .then_output(|| DescribeThingTypeOutput::builder().build()),
+        mock!(Client::describe_thing_group)
+            .then_output(|| DescribeThingGroupOutput::builder().build()),
+        mock!(Client::get_policy).then_output(|| GetPolicyOutput::builder().build()),
+        mock!(Client::register_certificate_without_ca).then_compute_response(move |req| {
+            let id = Certificate::from_pem(req.certificate_pem().unwrap())
+                .unwrap()
+                .id;
+            if !held_by_register.lock().unwrap().insert(id.clone()) {
+                conflicts_seen.fetch_add(1, Ordering::SeqCst);
+                let body = json!({"message": "exists", "resourceId": id, "resourceArn": arn(&id)});
+                let mut response = HttpResponse::new(
+                    StatusCode::try_from(409).unwrap(),
+                    SdkBody::from(body.to_string()),
+                );
+                response
+                    .headers_mut()
+                    .insert("x-amzn-ErrorType", "ResourceAlreadyExistsException");
+                return MockResponse::Http(response);
+            }
+            MockResponse::Output(
+                RegisterCertificateWithoutCaOutput::builder()
+                    .certificate_arn(arn(&id))
+                    .certificate_id(id)
+                    .build(),
+            )
+        }),
+        // What the lost-progress path would call: it must stay unused.
+        mock!(Client::describe_certificate).then_compute_output(move |req| {
+            let id = req.certificate_id().unwrap_or_default();
+            DescribeCertificateOutput::builder()
+                .certificate_description(
+                    CertificateDescription::builder()
+                        .certificate_arn(arn(id))
+                        .certificate_id(id)
+                        .status(IotCertificateStatus::Active)
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(Client::list_principal_things)
+            .then_output(|| ListPrincipalThingsOutput::builder().build()),
+        mock!(Client::create_thing)
+            .sequence()
+            .http_response(throttled)
+            .times(throttle_create_thing)
+            .output(|| CreateThingOutput::builder().build())
+            .repeatedly()
+            .build(),
+        mock!(Client::attach_thing_principal)
+            .then_output(|| AttachThingPrincipalOutput::builder().build()),
+        mock!(Client::attach_policy).then_output(|| AttachPolicyOutput::builder().build()),
+        mock!(Client::add_thing_to_thing_group)
+            .then_output(|| AddThingToThingGroupOutput::builder().build()),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let client = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &refs, |c| c
+        .retry_config(thingpress_importer::sdk_retry_config()));
+    (client, rules, conflicts)
+}
+
+#[tokio::test]
+async fn a_chunk_stopped_mid_entry_resumes_there_and_reports_its_certificates_registered() {
+    // Enough throttled CreateThing responses that chunk 0 stops with entries whose
+    // certificates are registered but whose things are not.
+    let (client, rules, conflicts) = iot_with_memory(30);
+    let stack = Stack::new(client);
+    stack
+        .put(
+            "incoming/widget/certs.txt",
+            fixture("certificates_test.txt"),
+        )
+        .await;
+    stack.put_profile(widget_profile()).await;
+    let split = stack
+        .split("run-7", "incoming/widget/certs.txt", json!("widget"))
+        .await
+        .unwrap();
+    let chunks = stack.chunks("run-7").await;
+
+    let err = stack.child("run-7", &chunks[0]).await.unwrap_err();
+    assert_eq!(err.name, ErrorName::Throttled, "{err}");
+    let layout = RunLayout::new("run-7").unwrap();
+    let progress: Vec<ProgressLine> = parse_jsonl(
+        &stack
+            .store
+            .get(BUCKET, &layout.progress(0))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let midway: Vec<&EntrySteps> = progress
+        .iter()
+        .filter_map(|line| match line {
+            ProgressLine::Partial { partial } => Some(partial),
+            ProgressLine::Done(_) => None,
+        })
+        .collect();
+    assert!(!midway.is_empty(), "no entry stopped midway: {progress:?}");
+    for steps in &midway {
+        let certificate = steps.certificate.as_ref().unwrap();
+        assert_eq!(certificate.outcome, Outcome::Registered, "{steps:?}");
+        assert!(!steps.thing, "{steps:?}");
+    }
+
+    for chunk in &chunks {
+        let mut attempts = 0;
+        while let Err(err) = stack.child("run-7", chunk).await {
+            assert_eq!(err.name, ErrorName::Throttled, "{err}");
+            attempts += 1;
+            assert!(attempts < 20, "throttling never cleared");
+        }
+    }
+    stack.summarize.summarize(&split).await.unwrap();
+    let report = stack.report("run-7").await;
+    assert_eq!(report.status, RunStatus::Complete);
+    assert_eq!(report.outcomes.registered, 100, "{:?}", report.outcomes);
+    assert_eq!(report.outcomes.already_registered, 0);
+    assert!(report.chunk_retries >= 1);
+    assert_eq!(
+        conflicts.load(Ordering::SeqCst),
+        0,
+        "a retry registered a certificate again"
+    );
+    let per_api = |api: &str| report.api_calls.get(api).copied().unwrap_or_default();
+    assert_eq!(per_api("RegisterCertificateWithoutCA"), 100);
+    assert_eq!(per_api("DescribeCertificate"), 0);
+    assert_eq!(per_api("AttachThingPrincipal"), 100, "no step repeated");
+    assert_eq!(per_api("AttachPolicy"), 200);
+    assert_eq!(per_api("AddThingToThingGroup"), 200);
+    // Each stop leaves one CreateThing operation per entry it interrupted; the rest once each.
+    assert!(per_api("CreateThing") >= 100);
+    assert_eq!(rules[4].num_calls(), 0, "DescribeCertificate");
 }
 
 #[tokio::test]
