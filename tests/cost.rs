@@ -110,7 +110,7 @@ pub struct Deployment {
     pub max_concurrency: u32,
     /// ChunkSize (before the cap).
     pub chunk_size: u32,
-    /// Children are EXPRESS (Register's timeout 280 s) rather than STANDARD (900 s).
+    /// Children are EXPRESS (Register's timeout 110 s, infra/template.yaml) rather than STANDARD (900 s).
     pub express: bool,
     /// Lambda memory per function, MB (infra/template.yaml).
     pub memory_mb: BTreeMap<String, f64>,
@@ -179,7 +179,7 @@ fn settings(d: &Deployment) -> Result<Settings, String> {
         ),
         (
             "REGISTER_TIMEOUT_SECONDS".to_owned(),
-            if d.express { "280" } else { "900" }.to_owned(),
+            if d.express { "110" } else { "900" }.to_owned(),
         ),
         (
             "QUOTA_REGISTER_CERTIFICATE_WITHOUT_CA".to_owned(),
@@ -497,8 +497,8 @@ mod tests {
     #[test]
     fn express_children_bill_requests_and_duration() {
         let p = project(&measured(), &deployment(10.0, true), &PRICES).unwrap();
-        // 280 s timeout: 0.8/s × 140 s = 112 entries per chunk.
-        assert_eq!(p.chunk_size, 112);
+        // 110 s timeout: 0.8/s × 55 s = 44 entries per chunk.
+        assert_eq!(p.chunk_size, 44);
         assert!(p.items.iter().any(|i| i.what.contains("Express requests")));
         assert!(p.items.iter().any(|i| i.what.contains("Express duration")));
     }
