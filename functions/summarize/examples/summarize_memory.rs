@@ -37,8 +37,14 @@ struct GeneratedResults {
 }
 
 impl GeneratedResults {
+    /// The chunk whose results `key` names, if it does.
     fn chunk_of(&self, key: &str) -> Option<u32> {
-        (0..self.chunk_count()).find(|n| self.layout.results(*n) == key)
+        let n: u32 = key
+            .strip_prefix(&format!("runs/{RUN_ID}/results/"))?
+            .strip_suffix(".jsonl")?
+            .parse()
+            .ok()?;
+        (n < self.chunk_count() && self.layout.results(n) == key).then_some(n)
     }
 
     fn chunk_count(&self) -> u32 {
