@@ -58,6 +58,8 @@ DEFAULT_BUCKET = "thingpress-local"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 PRINCIPAL_SECRET = "test"
 OPERATOR_KEY = "Operator"  # local/iam.py's OPERATOR_KEY (checked by test_stack)
+# cargo lambda watch's own --timeout (see cmd_up); a function's timeout is the edge's to enforce.
+WATCHER_TIMEOUT_S = 86400
 # Template parameters a --quota-scale leaves alone: Quota* parameters that are not rates.
 NOT_RATES = {"QuotaSafetyFactor"}
 
@@ -555,7 +557,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             edge_cmd += ["--seed", str(args.seed)]
         children["edge"] = spawn("edge", edge_cmd, base_env, args.foreground)
         for f in functions:
-            # One watcher per function, so each runs with its own environment and timeout.
+            # One watcher per function, so each runs with its own environment.
             watch_cmd = [
                 venv_bin("cargo-lambda"),
                 "lambda",
@@ -566,8 +568,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                 str(ports[f.logical_id]),
                 "--concurrency",
                 str(args.lambda_concurrency),
+                # The edge enforces the template's timeout. The watcher's own also cuts an idle
+                # instance's long poll for its next event, which kills the instance (lambda_runtime
+                # panics on the answer) and leaves later invokes hanging: keep it out of the way.
                 "--timeout",
-                str(f.timeout),
+                str(WATCHER_TIMEOUT_S),
                 "--env-file",
                 str(env_dir / f"{f.logical_id}.env"),
                 "--bin",
