@@ -39,7 +39,7 @@ async fn every_real_sample_is_imported_and_registered() {
             },
         );
         assert_eq!(ids.len(), count, "{file}");
-        let key = format!("e2e/{tag}/{file}");
+        let key = format!("runs/{tag}/manifest/{file}");
         stack.put(&key, bytes).await;
         let mut profile = stack.resources(&tag, 1, 1).await;
         profile["chunkSize"] = json!(40);
@@ -139,7 +139,7 @@ async fn rejected_entries_are_reported_with_their_names() {
     let tag = unique("rejects");
     let profile = stack.resources(&tag, 1, 1).await;
 
-    let key = format!("e2e/{tag}/tmngtlss.json");
+    let key = format!("runs/{tag}/manifest/tmngtlss.json");
     stack.put(&key, fixture("ECC608-TMNGTLSS-B.json")).await;
     let run = stack
         .import(&format!("{tag}-mchp"), &key, profile.clone(), false)
@@ -169,7 +169,7 @@ async fn rejected_entries_are_reported_with_their_names() {
         b64(&good[4]),
         b64(&good[5]),
     ];
-    let key = format!("e2e/{tag}/mixed.txt");
+    let key = format!("runs/{tag}/manifest/mixed.txt");
     stack
         .put(&key, (lines.join("\n") + "\n").into_bytes())
         .await;
@@ -322,7 +322,7 @@ async fn bad_manifests_and_profiles_fail_with_their_names_and_register_nothing()
     };
     let before = calls(&edge(&stack.state, "GET", "/_edge/stats", None));
 
-    let key = format!("e2e/{tag}/notes.txt");
+    let key = format!("runs/{tag}/manifest/notes.txt");
     stack
         .put(&key, b"these are not certificates\n".to_vec())
         .await;

@@ -549,13 +549,17 @@ async fn a_certificate_repeated_in_a_second_manifest_is_already_registered() {
     let all = manifest_ids(certs.concat().as_bytes(), &pem_options());
     let profile = stack.resources(&tag, 1, 1).await;
     let before = stack.certificate_ids().await;
-    stack.put(&format!("e2e/{tag}/a.pem"), first).await;
-    stack.put(&format!("e2e/{tag}/b.pem"), second).await;
+    stack
+        .put(&format!("runs/{tag}/manifest/a.pem"), first)
+        .await;
+    stack
+        .put(&format!("runs/{tag}/manifest/b.pem"), second)
+        .await;
 
     let run = stack
         .import(
             &format!("{tag}-a"),
-            &format!("e2e/{tag}/a.pem"),
+            &format!("runs/{tag}/manifest/a.pem"),
             profile.clone(),
             false,
         )
@@ -565,7 +569,7 @@ async fn a_certificate_repeated_in_a_second_manifest_is_already_registered() {
     let run = stack
         .import(
             &format!("{tag}-b"),
-            &format!("e2e/{tag}/b.pem"),
+            &format!("runs/{tag}/manifest/b.pem"),
             profile.clone(),
             false,
         )

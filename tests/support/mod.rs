@@ -485,7 +485,7 @@ pub async fn fresh_manifest(stack: &Stack, tag: &str, n: usize) -> (String, Vec<
     let bundle = fresh_certificates(tag, n).concat().into_bytes();
     let ids = manifest_ids(&bundle, &pem_options());
     assert_eq!(ids.len(), n);
-    let key = format!("e2e/{tag}/certs.pem");
+    let key = format!("runs/{tag}/manifest/certs.pem");
     stack.put(&key, bundle).await;
     (key, ids)
 }

@@ -197,7 +197,7 @@ async fn report_shows_rejected_entries_as_a_table_json_and_csv() {
         b64(&certificate_named("bad name")),
         b64(&good[2]),
     ];
-    let key = format!("e2e/{tag}/mixed.txt");
+    let key = format!("runs/{tag}/manifest/mixed.txt");
     stack
         .put(&key, (lines.join("\n") + "\n").into_bytes())
         .await;
@@ -321,7 +321,12 @@ async fn redrive_errors_are_one_clear_line() {
     let profile = stack.resources(&tag, 1, 1).await;
     // A manifest that is not there: Split fails the run at once.
     let run = stack
-        .import(&tag, &format!("e2e/{tag}/absent.pem"), profile, false)
+        .import(
+            &tag,
+            &format!("runs/{tag}/manifest/absent.pem"),
+            profile,
+            false,
+        )
         .await;
     assert_eq!(run.status, ExecutionStatus::Failed);
 

@@ -129,7 +129,7 @@ async fn registry_check_names_removed_attachments_and_summary_counts_them() {
     bundle.push_str("-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n");
     let ids = manifest_ids(bundle.as_bytes(), &pem_options());
     assert_eq!(ids.len(), 6);
-    let key = format!("e2e/{tag}/certs.pem");
+    let key = format!("runs/{tag}/manifest/certs.pem");
     stack.put(&key, bundle.clone().into_bytes()).await;
     let file = std::env::temp_dir().join(format!("{tag}.pem"));
     std::fs::write(&file, &bundle).unwrap();
