@@ -404,9 +404,24 @@ fn invoke(stack: &Stack, function: &str, payload: &Value) -> Value {
     edge(
         &stack.state,
         "POST",
-        &format!("/2015-03-31/functions/{function}/invocations"),
+        &invocation_path(&stack.state, function),
         Some(payload.clone()),
     )
+}
+
+/// The Invoke path of a function by its binary (`register`), under the name the local stack
+/// deployed it with from the template (`<stack>-register`).
+fn invocation_path(state: &Value, binary: &str) -> String {
+    let name = state["functions"]
+        .as_object()
+        .and_then(|functions| {
+            functions
+                .values()
+                .find(|f| f["binary"] == binary)
+                .and_then(|f| f["name"].as_str())
+        })
+        .unwrap_or_else(|| panic!("the local stack deploys no function for binary {binary}"));
+    format!("/2015-03-31/functions/{name}/invocations")
 }
 
 /// Invokes Register twice at once with the same chunk, as an at-least-once delivery would.
@@ -415,12 +430,8 @@ async fn deliver_twice(stack: &Stack, decorated: &Value) -> [Value; 2] {
         let state = stack.state.clone();
         let decorated = decorated.clone();
         tokio::task::spawn_blocking(move || {
-            edge(
-                &state,
-                "POST",
-                "/2015-03-31/functions/register/invocations",
-                Some(decorated),
-            )
+            let path = invocation_path(&state, "register");
+            edge(&state, "POST", &path, Some(decorated))
         })
     };
     let (a, b) = tokio::join!(deliver(), deliver());
