@@ -196,7 +196,8 @@ pub fn describe(progress: &Progress, observed: Option<f64>, since_change: f64) -
 
 /// Certificates per second the pacing allows a run (new certificates): each API's paced rate
 /// per chunk execution times the chunk executions that can run at once (MaxConcurrency, or
-/// fewer chunks left), over that API's calls per certificate; the slowest API bounds it.
+/// fewer chunks left), over that API's calls per certificate; the slowest API bounds it. None
+/// once no chunk is left: the rate of one child would then read as the run's.
 pub fn paced_rate(
     quotas: &Quotas,
     safety_factor: f64,
@@ -204,8 +205,11 @@ pub fn paced_rate(
     max_concurrency: u32,
     chunks_left: u64,
 ) -> Option<f64> {
+    if chunks_left == 0 {
+        return None;
+    }
     let pacer = Pacer::new(quotas, safety_factor, max_concurrency).ok()?;
-    let children = chunks_left.clamp(1, u64::from(max_concurrency)) as f64;
+    let children = chunks_left.min(u64::from(max_concurrency.max(1))) as f64;
     let calls_per_certificate = [
         (Api::RegisterCertificateWithoutCA, 1),
         (Api::CreateThing, 1),
@@ -678,6 +682,8 @@ mod tests {
         let rate = paced_rate(&quotas, 0.5, &profile, 4, 1).unwrap();
         assert!((rate - 0.625).abs() < 1e-9, "{rate}");
         assert_eq!(paced_rate(&quotas, 0.0, &profile, 4, 1), None);
+        // A finished run has no paced rate (it used to show one child's).
+        assert_eq!(paced_rate(&quotas, 0.5, &profile, 4, 0), None);
     }
 
     #[test]
