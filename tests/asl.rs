@@ -20,7 +20,9 @@ use std::process::Command;
 use serde_json::{Value as Json, json};
 use serde_norway::Value as Yaml;
 use thingpress_manifest::{ErrorKind, ErrorName};
-use thingpress_tests::checks::{assert_caught, assert_clean, get, template, yaml_at};
+use thingpress_tests::checks::{
+    asl, assert_caught, assert_clean, get, intrinsic, template, yaml_at,
+};
 
 /// Errors that AWS Lambda's own service raises, retried on every Lambda task
 /// (`ClientExecutionTimeoutException`: the invoke call itself timed out).
@@ -64,10 +66,6 @@ fn read(relative: &str) -> String {
 
 fn asl_text() -> String {
     read("statemachine/import.asl.json")
-}
-
-fn asl() -> Json {
-    serde_json::from_str(&asl_text()).expect("statemachine/import.asl.json is not valid JSON")
 }
 
 /// `(package name, binary names)` of every package under functions/, from `cargo metadata`.
@@ -194,17 +192,6 @@ fn retryable_names() -> BTreeSet<String> {
         .filter(|n| n.kind() == ErrorKind::Retryable)
         .map(|n| n.as_str().to_owned())
         .collect()
-}
-
-/// The argument of a CloudFormation intrinsic (`!Ref X` or `{Ref: X}`) named `Ref`/`GetAtt`/….
-fn intrinsic<'a>(value: &'a Yaml, name: &str) -> Option<&'a Yaml> {
-    match value {
-        Yaml::Tagged(tagged) if tagged.tag == format!("!{name}").as_str() => Some(&tagged.value),
-        Yaml::Mapping(map) if map.len() == 1 => map
-            .get(name)
-            .or_else(|| map.get(format!("Fn::{name}").as_str())),
-        _ => None,
-    }
 }
 
 /// `X` for `!GetAtt X.Arn`, `{Fn::GetAtt: [X, Arn]}`.

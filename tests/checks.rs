@@ -18,6 +18,24 @@ pub fn template() -> Yaml {
     serde_norway::from_str(&text).expect("infra/template.yaml is YAML with CloudFormation tags")
 }
 
+/// statemachine/import.asl.json, parsed.
+pub fn asl() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../statemachine/import.asl.json");
+    let text = std::fs::read_to_string(&path).expect("statemachine/import.asl.json is readable");
+    serde_json::from_str(&text).expect("statemachine/import.asl.json is valid JSON")
+}
+
+/// The argument of an intrinsic, short (`!Sub x`) or long (`{"Fn::Sub": x}`, `{"Ref": x}`).
+pub fn intrinsic<'a>(value: &'a Yaml, name: &str) -> Option<&'a Yaml> {
+    match value {
+        Yaml::Tagged(tagged) if tagged.tag == format!("!{name}").as_str() => Some(&tagged.value),
+        Yaml::Mapping(map) if map.len() == 1 => map
+            .get(name)
+            .or_else(|| map.get(format!("Fn::{name}").as_str())),
+        _ => None,
+    }
+}
+
 /// A mapping's value by key.
 pub fn get<'a>(value: &'a Yaml, key: &str) -> Option<&'a Yaml> {
     value.as_mapping().and_then(|m| m.get(key))

@@ -20,12 +20,13 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::{Value as Json, json};
 use serde_norway::Value as Yaml;
 use thingpress_pipeline::Settings;
-use thingpress_tests::checks::{assert_caught, assert_clean, get, template, yaml_at};
+use thingpress_tests::checks::{
+    asl, assert_caught, assert_clean, get, intrinsic, template, yaml_at,
+};
 
 /// An EXPRESS execution's maximum duration.
 const EXPRESS_LIMIT_SECONDS: f64 = 300.0;
@@ -36,24 +37,7 @@ const STATE_OVERHEAD_SECONDS: f64 = 1.0;
 /// The execution type this contract is about.
 const EXPRESS: &str = "EXPRESS";
 
-fn asl() -> Json {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../statemachine/import.asl.json");
-    let text = std::fs::read_to_string(&path).expect("statemachine/import.asl.json is readable");
-    serde_json::from_str(&text).expect("the ASL is JSON")
-}
-
 // ------------------------------------------------------------------------------ template values
-
-/// The argument of a short (`!If`) or long (`{"Fn::If": …}`) intrinsic.
-fn intrinsic<'a>(value: &'a Yaml, name: &str) -> Option<&'a Yaml> {
-    match value {
-        Yaml::Tagged(tagged) if tagged.tag == format!("!{name}").as_str() => Some(&tagged.value),
-        Yaml::Mapping(map) if map.len() == 1 => map
-            .get(name)
-            .or_else(|| map.get(format!("Fn::{name}").as_str())),
-        _ => None,
-    }
-}
 
 /// The conditions that hold exactly when `ChildExecutionType` is EXPRESS.
 fn express_conditions(template: &Yaml) -> Vec<String> {

@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 
 use serde_norway::Value as Yaml;
-use thingpress_tests::checks::{assert_caught, assert_clean, get, template, yaml_at};
+use thingpress_tests::checks::{assert_caught, assert_clean, get, intrinsic, template, yaml_at};
 
 /// Actions that have no resource type in the Service Authorization Reference, so IAM only
 /// accepts `"Resource": "*"` for them; each is allowed a `*` resource and nothing else is.
@@ -77,17 +77,6 @@ const IOT_ARN: &str = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId
 
 fn path<'a>(value: &'a Yaml, keys: &[&str]) -> Option<&'a Yaml> {
     keys.iter().try_fold(value, |v, key| get(v, key))
-}
-
-/// The argument of an intrinsic, short (`!Sub x`) or long (`{"Fn::Sub": x}`, `{"Ref": x}`).
-fn intrinsic<'a>(value: &'a Yaml, name: &str) -> Option<&'a Yaml> {
-    match value {
-        Yaml::Tagged(tagged) if tagged.tag == format!("!{name}").as_str() => Some(&tagged.value),
-        Yaml::Mapping(map) if map.len() == 1 => map
-            .get(name)
-            .or_else(|| map.get(format!("Fn::{name}").as_str())),
-        _ => None,
-    }
 }
 
 /// A string-valued property as text: literals as they are, `!Ref X` as `${X}`, `!GetAtt X.Y`
