@@ -140,6 +140,17 @@ impl Stack {
         self.store.put(BUCKET, key, body).await.unwrap();
     }
 
+    /// The setup most tests share: certificates_test.txt at incoming/widget/certs.txt and the
+    /// widget profile.
+    async fn put_widget_certificates(&self) {
+        self.put(
+            "incoming/widget/certs.txt",
+            fixture("certificates_test.txt"),
+        )
+        .await;
+        self.put_profile(widget_profile()).await;
+    }
+
     async fn put_profile(&self, profile: Value) {
         let name = profile["name"].as_str().unwrap().to_owned();
         self.put(
@@ -213,13 +224,7 @@ fn widget_profile() -> Value {
 async fn every_entry_is_registered_once_with_all_its_attachments() {
     let (client, rules) = iot(0);
     let stack = Stack::new(client);
-    stack
-        .put(
-            "incoming/widget/certs.txt",
-            fixture("certificates_test.txt"),
-        )
-        .await;
-    stack.put_profile(widget_profile()).await;
+    stack.put_widget_certificates().await;
 
     let report = stack
         .import("run-1", "incoming/widget/certs.txt", json!("widget"))
@@ -250,13 +255,7 @@ async fn persistent_throttling_keeps_progress_and_the_retry_finishes_without_dup
     // enough responses that some call sees three in a row and chunk 0 gives up early.
     let (client, _rules) = iot(40);
     let stack = Stack::new(client);
-    stack
-        .put(
-            "incoming/widget/certs.txt",
-            fixture("certificates_test.txt"),
-        )
-        .await;
-    stack.put_profile(widget_profile()).await;
+    stack.put_widget_certificates().await;
     let split = stack
         .split("run-2", "incoming/widget/certs.txt", json!("widget"))
         .await
@@ -392,13 +391,7 @@ async fn a_chunk_stopped_mid_entry_resumes_there_and_reports_its_certificates_re
     // certificates are registered but whose things are not.
     let (client, rules, conflicts) = iot_with_memory(30);
     let stack = Stack::new(client);
-    stack
-        .put(
-            "incoming/widget/certs.txt",
-            fixture("certificates_test.txt"),
-        )
-        .await;
-    stack.put_profile(widget_profile()).await;
+    stack.put_widget_certificates().await;
     let split = stack
         .split("run-7", "incoming/widget/certs.txt", json!("widget"))
         .await
@@ -465,13 +458,7 @@ async fn a_chunk_stopped_mid_entry_resumes_there_and_reports_its_certificates_re
 async fn a_redelivered_chunk_is_not_registered_twice() {
     let (client, rules) = iot(0);
     let stack = Stack::new(client);
-    stack
-        .put(
-            "incoming/widget/certs.txt",
-            fixture("certificates_test.txt"),
-        )
-        .await;
-    stack.put_profile(widget_profile()).await;
+    stack.put_widget_certificates().await;
     stack
         .import("run-3", "incoming/widget/certs.txt", json!("widget"))
         .await
@@ -487,13 +474,7 @@ async fn a_redelivered_chunk_is_not_registered_twice() {
 async fn missing_results_fail_the_run_as_incomplete() {
     let (client, _rules) = iot(0);
     let stack = Stack::new(client);
-    stack
-        .put(
-            "incoming/widget/certs.txt",
-            fixture("certificates_test.txt"),
-        )
-        .await;
-    stack.put_profile(widget_profile()).await;
+    stack.put_widget_certificates().await;
     let split = stack
         .split("run-4", "incoming/widget/certs.txt", json!("widget"))
         .await
@@ -553,13 +534,7 @@ async fn rejected_entries_are_counted_by_name_and_the_rest_registered() {
 async fn a_duplicate_event_is_skipped_and_force_takes_the_claim_over() {
     let (client, _rules) = iot(0);
     let stack = Stack::new(client);
-    stack
-        .put(
-            "incoming/widget/certs.txt",
-            fixture("certificates_test.txt"),
-        )
-        .await;
-    stack.put_profile(widget_profile()).await;
+    stack.put_widget_certificates().await;
     let event = |run: &str| {
         json!({"runId": run, "input": {
             "detail-type": "Object Created",
