@@ -222,12 +222,7 @@ async fn a_ninety_percent_throttling_storm_is_ridden_out() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     set_faults(&c.stack, json!({}));
     let (report, stats) = c.finish().await;
-    let injected: u64 = stats["operations"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|o| o["throttledInjected"].as_u64().unwrap_or(0))
-        .sum();
+    let injected = throttles_injected(&stats);
     eprintln!(
         "{}: {injected} throttles injected, {} chunk retries, {:?}",
         c.tag, report.chunk_retries, report.outcomes
@@ -292,12 +287,7 @@ async fn thirty_percent_throttling_on_an_empty_registry_reports_every_certificat
     );
     c.start().await;
     let (report, stats) = c.finish().await;
-    let injected: u64 = stats["operations"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|o| o["throttledInjected"].as_u64().unwrap_or(0))
-        .sum();
+    let injected = throttles_injected(&stats);
     eprintln!(
         "{}: {injected} throttles injected, {} throttled stops, {} chunk retries, {:?}",
         c.tag, report.throttled, report.chunk_retries, report.outcomes
@@ -398,6 +388,16 @@ async fn chunk_payload(stack: &Stack, run_id: &str, n: usize) -> Value {
     )
     .unwrap();
     json!({"runId": run_id, "bucket": stack.bucket, "chunk": index[n]})
+}
+
+/// Throttles the edge injected, over every operation in its stats.
+fn throttles_injected(stats: &Value) -> u64 {
+    stats["operations"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|o| o["throttledInjected"].as_u64().unwrap_or(0))
+        .sum()
 }
 
 fn invoke(stack: &Stack, function: &str, payload: &Value) -> Value {
