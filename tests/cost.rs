@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use thingpress_pipeline::Settings;
+use thingpress_run::Settings;
 
 /// AWS unit prices, us-east-1, first tier (USD).
 #[derive(Debug, Clone, Copy, Serialize)]

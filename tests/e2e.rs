@@ -12,7 +12,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use thingpress_manifest::{ErrorName, Options, Slot};
-use thingpress_pipeline::report::{Report, RunStatus};
+use thingpress_run::report::{Report, RunStatus};
 
 use support::*;
 

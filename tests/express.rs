@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value as Json, json};
 use serde_norway::Value as Yaml;
-use thingpress_pipeline::Settings;
+use thingpress_run::Settings;
 use thingpress_tests::checks::{
     asl, assert_caught, assert_clean, get, intrinsic, template, yaml_at,
 };

@@ -18,9 +18,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use thingpress_pipeline::records::ProgressLine;
-use thingpress_pipeline::report::{Report, RunStatus};
-use thingpress_pipeline::store::parse_jsonl;
+use thingpress_run::records::ProgressLine;
+use thingpress_run::report::{Report, RunStatus};
+use thingpress_run::store::parse_jsonl;
 
 use support::*;
 

@@ -19,7 +19,7 @@ use std::process::Command;
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::Value;
-use thingpress_pipeline::report::RunStatus;
+use thingpress_run::report::RunStatus;
 
 use support::*;
 

@@ -28,10 +28,10 @@ use aws_smithy_types::body::SdkBody;
 use serde_json::{Value, json};
 use thingpress_importer::{EntryResult, EntrySteps, Outcome};
 use thingpress_manifest::{Certificate, ErrorName};
-use thingpress_pipeline::records::{ChunkDescriptor, ProgressLine};
-use thingpress_pipeline::report::{Report, RunStatus};
-use thingpress_pipeline::store::parse_jsonl;
-use thingpress_pipeline::{MemStore, RunLayout, Settings, Store, TaskError};
+use thingpress_run::records::{ChunkDescriptor, ProgressLine};
+use thingpress_run::report::{Report, RunStatus};
+use thingpress_run::store::parse_jsonl;
+use thingpress_run::{MemStore, RunLayout, Settings, Store, TaskError};
 
 const BUCKET: &str = "imports";
 
@@ -636,7 +636,7 @@ impl Store for Versioned {
         &self,
         bucket: &str,
         key: &str,
-    ) -> Result<Option<thingpress_pipeline::Bytes>, TaskError> {
+    ) -> Result<Option<thingpress_run::Bytes>, TaskError> {
         self.inner.get(bucket, key).await
     }
 
@@ -662,7 +662,7 @@ impl Store for Versioned {
         &self,
         bucket: &str,
         key: &str,
-    ) -> Result<Option<thingpress_pipeline::store::ObjectMeta>, TaskError> {
+    ) -> Result<Option<thingpress_run::store::ObjectMeta>, TaskError> {
         let version = self.versions.lock().unwrap().get(key).copied();
         Ok(self.inner.head(bucket, key).await?.map(|mut meta| {
             meta.version_id = version.map(|v| format!("v{v}"));
@@ -675,7 +675,7 @@ impl Store for Versioned {
         bucket: &str,
         key: &str,
         version_id: Option<&str>,
-    ) -> Result<thingpress_pipeline::store::ObjectReader, TaskError> {
+    ) -> Result<thingpress_run::store::ObjectReader, TaskError> {
         self.inner.reader(bucket, key, version_id).await
     }
 
@@ -683,7 +683,7 @@ impl Store for Versioned {
         &self,
         bucket: &str,
         key: &str,
-    ) -> Result<Option<thingpress_pipeline::store::ObjectReader>, TaskError> {
+    ) -> Result<Option<thingpress_run::store::ObjectReader>, TaskError> {
         self.inner.reader_if_exists(bucket, key).await
     }
 }

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use serde_json::{Value, json};
-use thingpress_pipeline::records::{ChunkDescriptor, ChunkStats};
-use thingpress_pipeline::report::{Report, RunStatus};
+use thingpress_run::records::{ChunkDescriptor, ChunkStats};
+use thingpress_run::report::{Report, RunStatus};
 use thingpress_tests::cost::{self, Deployment, Measured, PRICES};
 
 use support::*;

@@ -16,7 +16,7 @@ use aws_sdk_sfn::types::ExecutionStatus;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use serde_json::{Value, json};
 use thingpress_manifest::{Entry, Options, read_entries};
-use thingpress_pipeline::report::Report;
+use thingpress_run::report::Report;
 use tokio::sync::RwLock;
 
 pub static EDGE: RwLock<()> = RwLock::const_new(());

@@ -10,8 +10,8 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_iot::config::{Credentials, Region};
 use serde_json::Value;
 use thingpress_importer::{Api, Quotas, SAFETY_FACTOR_ENV_VAR, safety_factor_from_env};
-use thingpress_pipeline::AllowList;
-use thingpress_pipeline::settings::{ALLOWED_POLICIES_ENV_VAR, ALLOWED_THING_GROUPS_ENV_VAR};
+use thingpress_run::AllowList;
+use thingpress_run::settings::{ALLOWED_POLICIES_ENV_VAR, ALLOWED_THING_GROUPS_ENV_VAR};
 
 /// What Split's allow-list variables start with.
 const ALLOWED_PREFIX: &str = "ALLOWED_";
@@ -55,7 +55,7 @@ impl Target {
         if args.local {
             return Self::local(&local_dir().join("stack.json")).await;
         }
-        let config = thingpress_pipeline::aws::load_config().await;
+        let config = thingpress_aws::load_config().await;
         if let Some(stack) = &args.stack {
             return Self::cloudformation(config, stack).await;
         }
@@ -124,7 +124,7 @@ impl Target {
                 None,
                 "local-stack",
             ))
-            .retry_config(thingpress_pipeline::aws::short_retry())
+            .retry_config(thingpress_aws::short_retry())
             .load()
             .await;
         let pacing_env = state
@@ -219,7 +219,7 @@ impl Target {
 
     /// S3, path-style when an endpoint is set (the local stack).
     pub fn s3(&self) -> aws_sdk_s3::Client {
-        thingpress_pipeline::aws::s3_client(&self.config)
+        thingpress_run::store::s3_client(&self.config)
     }
 
     pub fn sfn(&self) -> aws_sdk_sfn::Client {

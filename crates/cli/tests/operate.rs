@@ -13,7 +13,7 @@ mod cli;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use thingpress_pipeline::report::RunStatus;
+use thingpress_run::report::RunStatus;
 
 use cli::*;
 use support::*;

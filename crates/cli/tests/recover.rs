@@ -16,7 +16,7 @@ use aws_sdk_sfn::types::ExecutionStatus;
 use base64::Engine;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use serde_json::{Value, json};
-use thingpress_pipeline::report::{Report, RunStatus};
+use thingpress_run::report::{Report, RunStatus};
 
 use cli::*;
 use support::*;

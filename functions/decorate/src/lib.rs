@@ -4,9 +4,9 @@ use aws_config::SdkConfig;
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use thingpress_manifest::{Accepted, Rejected};
-use thingpress_pipeline::records::{DecoratedLine, RunInfo, parse_chunk_input};
-use thingpress_pipeline::store::{get_json, get_jsonl, to_jsonl};
-use thingpress_pipeline::{Settings, Store, TaskError};
+use thingpress_run::records::{DecoratedLine, RunInfo, parse_chunk_input};
+use thingpress_run::store::{get_json, get_jsonl, to_jsonl};
+use thingpress_run::{Settings, Store, TaskError};
 use thingpress_product::Decorator;
 
 /// The decorate task.

@@ -11,11 +11,11 @@ use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 use thingpress_importer::{EntryResult, EntrySteps, ImportError, Importer, Outcome, Pacer};
-use thingpress_pipeline::records::{
+use thingpress_run::records::{
     ChunkStats, DecoratedLine, ProgressLine, RunInfo, now_ms, parse_chunk_input,
 };
-use thingpress_pipeline::store::{get_json, get_jsonl, put_json, to_jsonl};
-use thingpress_pipeline::{RunLayout, Settings, Store, TaskError};
+use thingpress_run::store::{get_json, get_jsonl, put_json, to_jsonl};
+use thingpress_run::{RunLayout, Settings, Store, TaskError};
 use thingpress_product::Decorated;
 
 /// Entries registered at once within one chunk: enough to keep every paced API busy while

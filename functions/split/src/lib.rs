@@ -6,10 +6,10 @@ use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::{Value, json};
 use thingpress_manifest::{Entry, ErrorName, ManifestError, Supplier, read_entries};
-use thingpress_pipeline::layout::{claim_key, profile_key, profile_of_incoming_key};
-use thingpress_pipeline::records::{ChunkDescriptor, RunInfo, SourceObject, now_ms};
-use thingpress_pipeline::store::{get_json, put_json};
-use thingpress_pipeline::{RunLayout, Settings, Store, TaskError};
+use thingpress_run::layout::{claim_key, profile_key, profile_of_incoming_key};
+use thingpress_run::records::{ChunkDescriptor, RunInfo, SourceObject, now_ms};
+use thingpress_run::store::{get_json, put_json};
+use thingpress_run::{RunLayout, Settings, Store, TaskError};
 use thingpress_product::Profile;
 
 /// Rejected entries per `rejected/NNNNN.jsonl` part.
@@ -100,7 +100,7 @@ fn parse_request(payload: &Value) -> Result<Request, TaskError> {
     let profile = match input.get("profile") {
         Some(Value::String(name)) if !name.is_empty() => ProfileRef::Named(name.clone()),
         Some(inline @ Value::Object(_)) => ProfileRef::Inline(inline.clone()),
-        None if key.starts_with(thingpress_pipeline::layout::INCOMING_PREFIX) => {
+        None if key.starts_with(thingpress_run::layout::INCOMING_PREFIX) => {
             ProfileRef::Named(profile_of_incoming_key(key)?.to_owned())
         }
         _ => {

@@ -19,9 +19,9 @@ use bytes::Bytes;
 use serde_json::json;
 use thingpress_importer::{EntryResult, Outcome};
 use thingpress_manifest::{ErrorName, Supplier};
-use thingpress_pipeline::records::{ChunkDescriptor, ChunkStats, RunInfo, SourceObject};
-use thingpress_pipeline::store::{ObjectMeta, ObjectReader, parse_jsonl, put_json};
-use thingpress_pipeline::{MemStore, RunLayout, Settings, Store, TaskError};
+use thingpress_run::records::{ChunkDescriptor, ChunkStats, RunInfo, SourceObject};
+use thingpress_run::store::{ObjectMeta, ObjectReader, parse_jsonl, put_json};
+use thingpress_run::{MemStore, RunLayout, Settings, Store, TaskError};
 use thingpress_product::Profile;
 
 const BUCKET: &str = "imports";

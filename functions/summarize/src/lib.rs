@@ -11,10 +11,10 @@ use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thingpress_manifest::ErrorName;
-use thingpress_pipeline::records::{ChunkDescriptor, ChunkStats, OutcomeCounts, RunInfo, now_ms};
-use thingpress_pipeline::report::{ChunkOutcome, ChunkTally, ReportBuilder, RunStatus};
-use thingpress_pipeline::store::{for_each_jsonl, get_json, put_json};
-use thingpress_pipeline::{RunLayout, Settings, Store, TaskError};
+use thingpress_run::records::{ChunkDescriptor, ChunkStats, OutcomeCounts, RunInfo, now_ms};
+use thingpress_run::report::{ChunkOutcome, ChunkTally, ReportBuilder, RunStatus};
+use thingpress_run::store::{for_each_jsonl, get_json, put_json};
+use thingpress_run::{RunLayout, Settings, Store, TaskError};
 
 /// Chunk objects read at once: each holds one line and the counts in memory.
 const READS_IN_FLIGHT: usize = 16;

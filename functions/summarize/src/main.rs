@@ -1,15 +1,8 @@
 //! The summarize Lambda: wiring only; the work is in the library.
 
-use lambda_runtime::{LambdaEvent, service_fn};
-use serde_json::Value;
-use thingpress_pipeline::{S3Store, Settings, aws};
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    aws::init_tracing();
-    let settings = Settings::from_env()?;
-    let config = aws::load_config().await;
-    let task =
-        thingpress_summarize::Task::new(S3Store::new(aws::s3_client(&config)), &config, settings);
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| task.handle(event))).await
+    let container = thingpress_lambda::Container::load().await?;
+    let task = thingpress_summarize::Task::new(container.store, &container.config, container.settings);
+    thingpress_lambda::serve(|event| task.handle(event)).await
 }

@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use serde_json::{Value, json};
-use thingpress_pipeline::RunLayout;
-use thingpress_pipeline::layout::{INCOMING_PREFIX, profile_key};
-use thingpress_pipeline::{S3Store, Store};
+use thingpress_run::RunLayout;
+use thingpress_run::layout::{INCOMING_PREFIX, profile_key};
+use thingpress_run::{S3Store, Store};
 
 use crate::commands::watch;
 use crate::target::{Target, TargetArgs, sdk_message};

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use thingpress_importer::{ImportError, check_profile_resources};
-use thingpress_pipeline::layout::profile_key;
-use thingpress_pipeline::{AllowList, S3Store, Store};
+use thingpress_run::layout::profile_key;
+use thingpress_run::{AllowList, S3Store, Store};
 use thingpress_product::{Profile, ProfileError};
 
 use crate::target::{Target, TargetArgs, sdk_message};

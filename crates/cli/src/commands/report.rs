@@ -12,10 +12,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use thingpress_importer::{EntryResult, Outcome};
 use thingpress_manifest::{ErrorName, Rejected};
-use thingpress_pipeline::records::{ChunkDescriptor, RunInfo};
-use thingpress_pipeline::report::{Report, RunStatus};
-use thingpress_pipeline::store::parse_jsonl;
-use thingpress_pipeline::{RunLayout, S3Store, Store};
+use thingpress_run::records::{ChunkDescriptor, RunInfo};
+use thingpress_run::report::{Report, RunStatus};
+use thingpress_run::store::parse_jsonl;
+use thingpress_run::{RunLayout, S3Store, Store};
 
 use crate::target::{Target, TargetArgs, sdk_message};
 

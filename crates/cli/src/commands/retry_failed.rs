@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use thingpress_importer::{EntryResult, Outcome};
 use thingpress_manifest::{ErrorName, sha256_hex};
-use thingpress_pipeline::records::{ChunkDescriptor, RunInfo, now_ms};
-use thingpress_pipeline::report::{Report, RunStatus};
-use thingpress_pipeline::store::{parse_jsonl, to_jsonl};
-use thingpress_pipeline::{RunLayout, S3Store, Store};
+use thingpress_run::records::{ChunkDescriptor, RunInfo, now_ms};
+use thingpress_run::report::{Report, RunStatus};
+use thingpress_run::store::{parse_jsonl, to_jsonl};
+use thingpress_run::{RunLayout, S3Store, Store};
 
 use crate::commands::report::{chunks_with_results, get_object, resolve_run};
 use crate::commands::watch;

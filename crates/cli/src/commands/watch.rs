@@ -10,10 +10,10 @@ use aws_sdk_sfn::types::ExecutionStatus;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use thingpress_importer::{Api, Pacer, Quotas};
-use thingpress_pipeline::RunLayout;
-use thingpress_pipeline::records::{ChunkDescriptor, RunInfo};
-use thingpress_pipeline::report::Report;
-use thingpress_pipeline::{S3Store, Store};
+use thingpress_run::RunLayout;
+use thingpress_run::records::{ChunkDescriptor, RunInfo};
+use thingpress_run::report::Report;
+use thingpress_run::{S3Store, Store};
 use thingpress_product::Profile;
 
 use crate::target::{Target, TargetArgs, sdk_message};

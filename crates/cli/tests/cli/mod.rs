@@ -5,7 +5,7 @@
 
 use std::process::Output;
 
-use thingpress_pipeline::report::Report;
+use thingpress_run::report::Report;
 
 use crate::support::{Stack, local_dir};
 

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use thingpress_manifest::Supplier;
-use thingpress_pipeline::Store;
-use thingpress_pipeline::layout::profile_key;
+use thingpress_run::Store;
+use thingpress_run::layout::profile_key;
 use thingpress_product::{Decorator, Profile};
 
 use crate::target::{Target, TargetArgs};
@@ -183,7 +183,7 @@ async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> 
 /// The stored profile `profiles/<name>.json`, read as Split reads it.
 async fn load_profile(target: &Target, name: &str) -> anyhow::Result<Profile> {
     let key = profile_key(name)?;
-    let store = thingpress_pipeline::S3Store::new(target.s3());
+    let store = thingpress_run::S3Store::new(target.s3());
     let body = store.get(&target.bucket, &key).await?.with_context(|| {
         format!(
             "profile {name:?} not found at s3://{}/{key} (store it with thingpress profile put)",

@@ -147,7 +147,7 @@ impl ReadPacer {
 fn is_throttle<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.as_service_error()
         .and_then(|e| e.code())
-        .is_some_and(thingpress_pipeline::is_throttling_code)
+        .is_some_and(thingpress_aws::is_throttling_code)
 }
 
 #[cfg(test)]

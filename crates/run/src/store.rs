@@ -126,6 +126,14 @@ impl<T: Store> Store for std::sync::Arc<T> {
     }
 }
 
+/// An S3 client; path-style addressing when a custom endpoint is set (the local stack has no
+/// per-bucket host names).
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let builder =
+        aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some());
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
 /// S3, with the client built once per Lambda container.
 #[derive(Debug, Clone)]
 pub struct S3Store {

@@ -1,7 +1,6 @@
-//! What the Thingpress Lambdas share: the run layout in S3, chunk and record I/O, settings,
-//! SDK configuration, and the task error that becomes a `Thingpress.*` Lambda error.
+//! The run contract: what the state machine, the Lambdas and the CLI agree on about one import:
+//! the run layout in S3, every stored record, settings, and the task error (`Thingpress.*`).
 
-pub mod aws;
 mod error;
 pub mod layout;
 pub mod records;
@@ -11,7 +10,7 @@ pub mod store;
 
 /// The object bytes a [`Store`] returns (so another crate can implement the trait).
 pub use bytes::Bytes;
-pub use error::{TaskError, is_throttling_code};
+pub use error::TaskError;
 pub use layout::RunLayout;
 pub use settings::{AllowList, NamePatterns, Settings};
 pub use store::{MemStore, S3Store, Store};

@@ -1,38 +1,66 @@
-//! AWS SDK configuration shared by every Lambda and the CLI: built once, endpoint from
-//! `AWS_ENDPOINT_URL`, a short SDK retry (Step Functions does the long backoff).
+//! What every Thingpress Lambda does around its handler: logs in Lambda's format, the SDK
+//! configuration and S3 store built once, and a [`TaskError`] turned into the Lambda error whose
+//! type (`Thingpress.*`) the state machine's Retry and Catch match.
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use std::time::Duration;
+use std::future::Future;
 
-/// Loads the SDK configuration the usual AWS way (environment, profile, role), with a short retry.
-pub async fn load_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(short_retry())
-        .load()
-        .await
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thingpress_run::{S3Store, Settings, TaskError};
+
+/// What a handler's task is built from, loaded once per container.
+pub struct Container {
+    /// The SDK configuration (endpoint from `AWS_ENDPOINT_URL`, short SDK retry).
+    pub config: aws_config::SdkConfig,
+    /// The run bucket.
+    pub store: S3Store,
+    /// The function's settings from its environment.
+    pub settings: Settings,
 }
 
-/// Three attempts with a short backoff: enough for a blip, short enough that persistent
-/// throttling reaches Step Functions' backoff with jitter.
-pub fn short_retry() -> RetryConfig {
-    RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(Duration::from_millis(100))
-        .with_max_backoff(Duration::from_secs(2))
+impl Container {
+    /// Installs logging, then reads the settings and loads the SDK configuration.
+    pub async fn load() -> Result<Self, lambda_runtime::Error> {
+        init_tracing();
+        let settings = Settings::from_env()?;
+        let config = thingpress_aws::load_config().await;
+        let store = S3Store::new(thingpress_run::store::s3_client(&config));
+        Ok(Container {
+            config,
+            store,
+            settings,
+        })
+    }
 }
 
-/// An S3 client; path-style addressing when a custom endpoint is set (the local stack has no
-/// per-bucket host names).
-pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let builder =
-        aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some());
-    aws_sdk_s3::Client::from_conf(builder.build())
+/// Runs `handler` on every invocation until the runtime stops; the input and output are typed,
+/// and a [`TaskError`] becomes the Lambda error `Thingpress.*`.
+pub async fn serve<I, O, F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    I: DeserializeOwned + Send + 'static,
+    O: Serialize + Send + 'static,
+    F: Fn(LambdaEvent<I>) -> Fut,
+    Fut: Future<Output = Result<O, TaskError>>,
+{
+    lambda_runtime::run(service_fn(|event: LambdaEvent<I>| {
+        let result = handler(event);
+        async move { result.await.map_err(diagnostic) }
+    }))
+    .await
+}
+
+/// The Lambda error for a task error: its type is the `Thingpress.*` name.
+pub fn diagnostic(err: TaskError) -> Diagnostic {
+    Diagnostic {
+        error_type: err.name.as_str().to_owned(),
+        error_message: err.message,
+    }
 }
 
 /// Installs the tracing subscriber on stdout: JSON lines when Lambda's log format is JSON,
 /// text otherwise; level from `RUST_LOG`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else info.
-pub fn init_tracing() {
+fn init_tracing() {
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     // set_global_default fails only when a subscriber is already set (tests): keep the first.
     let _ =
@@ -118,6 +146,13 @@ mod tests {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    #[test]
+    fn diagnostic_carries_the_thingpress_name() {
+        let d = diagnostic(TaskError::invalid_input("no runId"));
+        assert_eq!(d.error_type, "Thingpress.InvalidInput");
+        assert_eq!(d.error_message, "no runId");
     }
 
     #[test]
