@@ -152,49 +152,18 @@ impl Profile {
     /// Checks every field; the error lists each problem with its field and reason.
     pub fn validate(&self) -> Result<(), ProfileError> {
         let mut problems = Vec::new();
-        if self.name.is_empty() {
-            problems.push("name: required".to_owned());
-        } else if let Err(e) = names::check(&self.name, 1, 128, names::is_profile_name_char) {
-            problems.push(format!("name {:?}: {e}", self.name));
-        } else if self.name.starts_with('.') {
-            problems.push(format!("name {:?}: must not start with '.'", self.name));
-        }
-
+        self.check_name(&mut problems);
         for (i, pem) in self.verifiers.iter().enumerate() {
             if let Err(e) = Verifiers::from_pem(pem) {
                 problems.push(format!("verifiers[{i}]: {e}"));
             }
         }
-
-        match Template::parse(&self.thing_name) {
-            Err(e) => problems.push(format!("thingName {:?}: {e}", self.thing_name)),
-            Ok(template) => {
-                if !template.has_placeholders() {
-                    problems.push(format!(
-                        "thingName {:?}: has no placeholder, so every device would get the same thing",
-                        self.thing_name
-                    ));
-                }
-                // Literal text is the same for every entry: a bad character there fails them all.
-                if let Some(bad) = template
-                    .literal_text()
-                    .chars()
-                    .find(|&c| !names::is_thing_name_char(c))
-                {
-                    problems.push(format!(
-                        "thingName {:?}: character {bad:?} is not allowed in thing names",
-                        self.thing_name
-                    ));
-                }
-            }
-        }
-
+        self.check_thing_name_template(&mut problems);
         if let Some(thing_type) = &self.thing_type
             && let Err(e) = names::check_thing_name(thing_type)
         {
             problems.push(format!("thingType {thing_type:?}: {e}"));
         }
-
         check_list(
             &mut problems,
             "thingGroups",
@@ -209,7 +178,56 @@ impl Profile {
             MAX_POLICIES,
             names::check_policy_name,
         );
+        self.check_attributes(&mut problems);
+        check_range(&mut problems, "chunkSize", self.chunk_size, MAX_CHUNK_SIZE);
+        check_range(
+            &mut problems,
+            "maxConcurrency",
+            self.max_concurrency,
+            MAX_CONCURRENCY,
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ProfileError::invalid(&self.name, problems))
+        }
+    }
 
+    fn check_name(&self, problems: &mut Vec<String>) {
+        if self.name.is_empty() {
+            problems.push("name: required".to_owned());
+        } else if let Err(e) = names::check(&self.name, 1, 128, names::is_profile_name_char) {
+            problems.push(format!("name {:?}: {e}", self.name));
+        } else if self.name.starts_with('.') {
+            problems.push(format!("name {:?}: must not start with '.'", self.name));
+        }
+    }
+
+    fn check_thing_name_template(&self, problems: &mut Vec<String>) {
+        let template = match Template::parse(&self.thing_name) {
+            Ok(template) => template,
+            Err(e) => return problems.push(format!("thingName {:?}: {e}", self.thing_name)),
+        };
+        if !template.has_placeholders() {
+            problems.push(format!(
+                "thingName {:?}: has no placeholder, so every device would get the same thing",
+                self.thing_name
+            ));
+        }
+        // Literal text is the same for every entry: a bad character there fails them all.
+        if let Some(bad) = template
+            .literal_text()
+            .chars()
+            .find(|&c| !names::is_thing_name_char(c))
+        {
+            problems.push(format!(
+                "thingName {:?}: character {bad:?} is not allowed in thing names",
+                self.thing_name
+            ));
+        }
+    }
+
+    fn check_attributes(&self, problems: &mut Vec<String>) {
         let max_attributes = if self.thing_type.is_some() {
             MAX_ATTRIBUTES_WITH_TYPE
         } else {
@@ -244,20 +262,6 @@ impl Profile {
                     }
                 }
             }
-        }
-
-        check_range(&mut problems, "chunkSize", self.chunk_size, MAX_CHUNK_SIZE);
-        check_range(
-            &mut problems,
-            "maxConcurrency",
-            self.max_concurrency,
-            MAX_CONCURRENCY,
-        );
-
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ProfileError::invalid(&self.name, problems))
         }
     }
 
