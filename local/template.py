@@ -178,6 +178,28 @@ def parameter_defaults(template_path: Path) -> dict[str, Any]:
     return {k: v.get("Default") for k, v in params.items() if isinstance(v, dict) and "Default" in v}
 
 
+# `Quota*` parameters that are not an IoT operation's rate.
+QUOTA_NOT_RATES = {"QuotaSafetyFactor"}
+
+
+def quota_rate_defaults(template_path: Path) -> dict[str, float]:
+    """The IoT operations' default rates (requests/s) from the template's `Quota<Operation>`
+    parameters: AWS's default quotas (tests/template.rs holds them against the importer's API
+    catalogue), keyed by operation name."""
+    rates: dict[str, float] = {}
+    for name, default in parameter_defaults(template_path).items():
+        if not name.startswith("Quota") or name in QUOTA_NOT_RATES:
+            continue
+        try:
+            rate = float(default)
+        except (TypeError, ValueError):
+            raise TemplateError(f"{template_path}: parameter {name} default {default!r} is not a number") from None
+        if not rate > 0:
+            raise TemplateError(f"{template_path}: parameter {name} default {default!r} is not a positive rate")
+        rates[name.removeprefix("Quota")] = rate
+    return rates
+
+
 def load(
     template_path: str | Path,
     parameters: dict[str, str] | None = None,

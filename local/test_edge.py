@@ -174,6 +174,39 @@ def test_iot_quotas_default_scaled_and_off():
     assert [state.decide_iot("CreateThing").action for _ in range(3)] == ["forward", "forward", "respond"]
 
 
+def test_edge_throttles_every_quota_the_template_declares():
+    declared = {
+        name.removeprefix("Quota"): float(default)
+        for name, default in edge.template.parameter_defaults(edge.DEFAULT_TEMPLATE).items()
+        if name.startswith("Quota") and name != "QuotaSafetyFactor"
+    }
+    # The two the edge once missed, and the rest of the importer's catalogue.
+    assert {"ListPrincipalThings", "UpdateThing", "RegisterCertificateWithoutCA", "AttachPolicy"} <= set(declared)
+    assert edge.default_iot_quotas() == declared
+    for op, rate in declared.items():
+        state, _ = _state()
+        got = [state.decide_iot(op).action for _ in range(int(rate) + 5)]
+        # A full bucket holds one second of the rate; past it, AWS's ThrottlingException.
+        assert got.count("forward") == int(rate), op
+        assert state.stats[op]["throttledQuota"] == 5, op
+
+
+def test_quotas_come_from_the_given_template(tmp_path):
+    text = edge.DEFAULT_TEMPLATE.read_text()
+    scaled = tmp_path / "template.yaml"
+    scaled.write_text(text.replace("  QuotaUpdateThing:\n    Type: Number\n    Default: 100", "  QuotaUpdateThing:\n    Type: Number\n    Default: 3"))
+    stray = tmp_path / "stray.yaml"
+    stray.write_text(text.replace("Parameters:\n", "Parameters:\n  QuotaNoSuchCall:\n    Type: Number\n    Default: 1\n", 1))
+    try:
+        edge.use_template(scaled)
+        assert edge.QuotaConfig().rates["UpdateThing"] == 3
+        with pytest.raises(ValueError, match="NoSuchCall"):
+            edge.use_template(stray)
+    finally:
+        edge.use_template(edge.DEFAULT_TEMPLATE)
+    assert edge.QuotaConfig().rates["UpdateThing"] == 100
+
+
 def test_quota_config_rejects_nonsense():
     with pytest.raises(ValueError, match="scale"):
         edge.QuotaConfig().merged({"scale": 0})

@@ -5,6 +5,7 @@
 //! registered, or rejected with a `Thingpress.*` name) or `Err` with an [`ImportError`] that ends
 //! the task: `Throttled`/`Transient` are retried by the ASL, `AwsRejected` is terminal.
 
+mod apis;
 mod classify;
 mod pacer;
 mod quotas;
@@ -16,10 +17,9 @@ use std::time::Duration;
 use aws_sdk_iot::config::retry::RetryConfig;
 use thingpress_manifest::ErrorName;
 
-pub use pacer::{Pacer, TokenBucket};
-pub use quotas::{
-    Api, DEFAULT_SAFETY_FACTOR, Quotas, SAFETY_FACTOR_ENV_VAR, safety_factor_from_env,
-};
+pub use apis::{Api, PerNewCertificate, new_certificates_per_second};
+pub use pacer::{PacedApi, Pacer, TokenBucket};
+pub use quotas::{DEFAULT_SAFETY_FACTOR, Quotas, SAFETY_FACTOR_ENV_VAR, safety_factor_from_env};
 pub use register::{ApiCalls, CertificateStep, EntryResult, EntrySteps, Importer, Outcome};
 pub use resources::check_profile_resources;
 

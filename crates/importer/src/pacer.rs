@@ -6,13 +6,15 @@
 //! exceed the quota exactly when AWS measures it. With a burst of one, a child never exceeds its
 //! share in any window, so neither does the sum of the children.
 
+use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::ImportError;
-use crate::quotas::{Api, Quotas};
+use crate::apis::Api;
+use crate::quotas::Quotas;
 
 /// A token bucket in its GCRA form (pure: time is passed in as the offset from any origin).
 ///
@@ -64,15 +66,32 @@ impl TokenBucket {
     }
 }
 
-/// Per-API token buckets shared by every concurrent registration in one task.
-#[derive(Debug)]
-pub struct Pacer {
-    origin: Instant,
-    rates: [f64; Api::ALL.len()],
-    buckets: [Mutex<TokenBucket>; Api::ALL.len()],
+/// A set of APIs paced together: the import's [`Api`]s, or another command's (the CLI's
+/// registry reads), each with its own bucket.
+pub trait PacedApi: Copy + 'static {
+    /// Every API of the set.
+    const ALL: &'static [Self];
+    /// The position of this API in [`PacedApi::ALL`].
+    fn slot(self) -> usize;
 }
 
-impl Pacer {
+impl PacedApi for Api {
+    const ALL: &'static [Api] = &Api::ALL;
+    fn slot(self) -> usize {
+        Api::slot(self)
+    }
+}
+
+/// Per-API token buckets shared by every concurrent caller in one task.
+#[derive(Debug)]
+pub struct Pacer<A = Api> {
+    origin: Instant,
+    rates: Vec<f64>,
+    buckets: Vec<Mutex<TokenBucket>>,
+    apis: PhantomData<fn(A)>,
+}
+
+impl Pacer<Api> {
     /// Paces each API at `quota × safety_factor ÷ share` calls a second, burst 1.
     /// `safety_factor` must be in (0, 1]; `share` (the Map's MaxConcurrency) at least 1.
     pub fn new(quotas: &Quotas, safety_factor: f64, share: u32) -> Result<Pacer, ImportError> {
@@ -87,28 +106,38 @@ impl Pacer {
                 "quota share (MaxConcurrency) must be at least 1".into(),
             ));
         }
-        let rates = Api::ALL.map(|api| quotas.get(api) * safety_factor / f64::from(share));
-        let mut buckets = Vec::with_capacity(Api::ALL.len());
-        for rate in rates {
-            buckets.push(Mutex::new(TokenBucket::new(rate, 1)?));
+        Pacer::with_rates(|api| quotas.get(api) * safety_factor / f64::from(share))
+    }
+}
+
+impl<A: PacedApi> Pacer<A> {
+    /// Paces each API of the set at `rate(api)` calls a second (positive), burst 1.
+    pub fn with_rates(rate: impl Fn(A) -> f64) -> Result<Pacer<A>, ImportError> {
+        let mut rates = vec![0.0; A::ALL.len()];
+        let mut buckets = Vec::with_capacity(A::ALL.len());
+        for api in A::ALL {
+            let per_second = rate(*api);
+            if let Some(slot) = rates.get_mut(api.slot()) {
+                *slot = per_second;
+            }
+            buckets.push((api.slot(), Mutex::new(TokenBucket::new(per_second, 1)?)));
         }
-        let buckets = buckets.try_into().map_err(|_| {
-            ImportError::InvalidConfig("internal: one bucket per API expected".into())
-        })?;
+        buckets.sort_by_key(|(slot, _)| *slot);
         Ok(Pacer {
             origin: Instant::now(),
             rates,
-            buckets,
+            buckets: buckets.into_iter().map(|(_, bucket)| bucket).collect(),
+            apis: PhantomData,
         })
     }
 
     /// The paced rate of one API, calls per second.
-    pub fn rate(&self, api: Api) -> f64 {
+    pub fn rate(&self, api: A) -> f64 {
         self.rates.get(api.slot()).copied().unwrap_or(0.0)
     }
 
     /// Waits until a call of `api` keeps this task within its rate.
-    pub async fn acquire(&self, api: Api) {
+    pub async fn acquire(&self, api: A) {
         let now = Instant::now();
         let go = match self.buckets.get(api.slot()) {
             Some(bucket) => {
@@ -172,7 +201,7 @@ mod tests {
         assert!(Pacer::new(&q, 1.5, 1).is_err());
         assert!(Pacer::new(&q, 0.8, 0).is_err());
         let mut bad = q;
-        bad.attach_policy = -1.0;
+        bad.set(Api::AttachPolicy, -1.0);
         assert!(Pacer::new(&bad, 0.8, 1).is_err());
     }
 
@@ -182,6 +211,37 @@ mod tests {
         assert_eq!(p.rate(Api::CreateThing), 20.0);
         assert_eq!(p.rate(Api::RegisterCertificateWithoutCA), 2.0);
         assert!((p.rate(Api::AttachPolicy) - 3.0).abs() < 1e-9);
+    }
+
+    /// A set of APIs other than the import's, as the CLI's registry reads are.
+    #[derive(Debug, Clone, Copy)]
+    enum Reads {
+        Slow,
+        Fast,
+    }
+
+    impl PacedApi for Reads {
+        const ALL: &'static [Reads] = &[Reads::Slow, Reads::Fast];
+        fn slot(self) -> usize {
+            self as usize
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_api_sets_get_their_own_buckets() {
+        let pacer = Pacer::with_rates(|api| match api {
+            Reads::Slow => 2.0,
+            Reads::Fast => 50.0,
+        })
+        .unwrap();
+        assert_eq!(pacer.rate(Reads::Slow), 2.0);
+        assert_eq!(pacer.rate(Reads::Fast), 50.0);
+        let start = Instant::now();
+        for _ in 0..3 {
+            pacer.acquire(Reads::Slow).await;
+        }
+        assert_eq!(start.elapsed(), ms(1000));
+        assert!(Pacer::with_rates(|_: Reads| 0.0).is_err());
     }
 
     /// Largest number of events in any window of `window` length.

@@ -18,7 +18,7 @@ use thingpress_product::{CertificateStatus, Decorated, OnThingConflict};
 use crate::ImportError;
 use crate::classify::{classify, service_message};
 use crate::pacer::Pacer;
-use crate::quotas::Api;
+use crate::apis::Api;
 
 /// What happened to one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
