@@ -686,6 +686,14 @@ impl Store for Versioned {
     ) -> Result<Option<thingpress_run::store::ObjectReader>, TaskError> {
         self.inner.reader_if_exists(bucket, key).await
     }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, TaskError> {
+        self.inner.list(bucket, prefix).await
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), TaskError> {
+        self.inner.delete(bucket, key).await
+    }
 }
 
 #[tokio::test]

@@ -47,7 +47,10 @@ impl TaskError {
             Class::Transient => ErrorName::Transient,
             Class::Rejected => ErrorName::AwsRejected,
         };
-        TaskError::new(name, format!("{operation} {target} failed: {}", failure.detail))
+        TaskError::new(
+            name,
+            format!("{operation} {target} failed: {}", failure.detail),
+        )
     }
 }
 

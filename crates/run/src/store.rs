@@ -71,6 +71,17 @@ pub trait Store: Send + Sync {
         bucket: &str,
         key: &str,
     ) -> impl Future<Output = Result<Option<ObjectReader>, TaskError>> + Send;
+
+    /// Every key in the bucket under `prefix`, in S3's order (ascending UTF-8), across all pages.
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, TaskError>> + Send;
+
+    /// Removes an object; removing one that does not exist is not an error (as in S3).
+    fn delete(&self, bucket: &str, key: &str)
+    -> impl Future<Output = Result<(), TaskError>> + Send;
 }
 
 impl<T: Store> Store for std::sync::Arc<T> {
@@ -123,6 +134,22 @@ impl<T: Store> Store for std::sync::Arc<T> {
         key: &str,
     ) -> impl Future<Output = Result<Option<ObjectReader>, TaskError>> + Send {
         (**self).reader_if_exists(bucket, key)
+    }
+
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, TaskError>> + Send {
+        (**self).list(bucket, prefix)
+    }
+
+    fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send {
+        (**self).delete(bucket, key)
     }
 }
 
@@ -303,6 +330,39 @@ impl Store for S3Store {
             )),
         }
     }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, TaskError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| {
+                TaskError::from_sdk("ListObjectsV2", &s3_target(bucket, prefix), err)
+            })?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        Ok(keys)
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), TaskError> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|err| TaskError::from_sdk("DeleteObject", &s3_target(bucket, key), err))?;
+        Ok(())
+    }
 }
 
 /// An in-memory store for tests and tools; the bucket is part of the key.
@@ -399,6 +459,15 @@ impl Store for MemStore {
         Ok(self
             .get_now(bucket, key)
             .map(|body| -> ObjectReader { Box::pin(std::io::Cursor::new(body)) }))
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, TaskError> {
+        Ok(self.keys(bucket, prefix))
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), TaskError> {
+        self.remove(bucket, key);
+        Ok(())
     }
 }
 
@@ -562,5 +631,106 @@ mod tests {
         assert!(err.starts_with("line 3"), "{err}");
         let values: Vec<u32> = parse_jsonl(b"1\n2\n").unwrap();
         assert_eq!(values, vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn mem_store_lists_under_a_prefix_and_deletes() {
+        let store = MemStore::new();
+        for key in [
+            "runs/a/2.json",
+            "runs/a/1.json",
+            "runs/ab/1.json",
+            "runs/b/1.json",
+        ] {
+            store.put("b", key, b"{}".to_vec()).await.unwrap();
+        }
+        store
+            .put("other", "runs/a/3.json", b"{}".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list("b", "runs/a/").await.unwrap(),
+            vec!["runs/a/1.json", "runs/a/2.json"]
+        );
+        assert_eq!(store.list("b", "runs/a").await.unwrap().len(), 3);
+        assert!(store.list("b", "none/").await.unwrap().is_empty());
+
+        store.delete("b", "runs/a/1.json").await.unwrap();
+        assert_eq!(store.get("b", "runs/a/1.json").await.unwrap(), None);
+        assert_eq!(
+            store.list("b", "runs/a/").await.unwrap(),
+            vec!["runs/a/2.json"]
+        );
+        // As S3: deleting what is not there succeeds.
+        store.delete("b", "runs/a/1.json").await.unwrap();
+    }
+
+    mod s3 {
+        use super::super::*;
+        use aws_sdk_s3::operation::delete_object::DeleteObjectOutput;
+        use aws_sdk_s3::operation::list_objects_v2::{ListObjectsV2Error, ListObjectsV2Output};
+        use aws_sdk_s3::types::Object;
+        use aws_sdk_s3::types::error::NoSuchBucket;
+        use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+        fn page(keys: &[&str], next: Option<&str>) -> ListObjectsV2Output {
+            ListObjectsV2Output::builder()
+                .set_contents(Some(
+                    keys.iter()
+                        .map(|k| Object::builder().key(*k).build())
+                        .collect(),
+                ))
+                .is_truncated(next.is_some())
+                .set_next_continuation_token(next.map(str::to_owned))
+                .build()
+        }
+
+        #[tokio::test]
+        async fn list_follows_every_page() {
+            let first = mock!(aws_sdk_s3::Client::list_objects_v2)
+                .match_requests(|r| {
+                    r.bucket() == Some("b")
+                        && r.prefix() == Some("runs/x/")
+                        && r.continuation_token().is_none()
+                })
+                .then_output(|| page(&["runs/x/1", "runs/x/2"], Some("t1")));
+            let second = mock!(aws_sdk_s3::Client::list_objects_v2)
+                .match_requests(|r| r.continuation_token() == Some("t1"))
+                .then_output(|| page(&["runs/x/3"], None));
+            let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, [&first, &second]);
+            let store = S3Store::new(client);
+            assert_eq!(
+                store.list("b", "runs/x/").await.unwrap(),
+                vec!["runs/x/1", "runs/x/2", "runs/x/3"]
+            );
+            assert_eq!(first.num_calls(), 1);
+            assert_eq!(second.num_calls(), 1);
+        }
+
+        #[tokio::test]
+        async fn list_names_the_prefix_when_s3_refuses() {
+            let refuse = mock!(aws_sdk_s3::Client::list_objects_v2)
+                .then_error(|| ListObjectsV2Error::NoSuchBucket(NoSuchBucket::builder().build()));
+            let client = mock_client!(aws_sdk_s3, [&refuse]);
+            let err = S3Store::new(client)
+                .list("gone", "runs/")
+                .await
+                .unwrap_err();
+            assert!(
+                err.message
+                    .starts_with("ListObjectsV2 s3://gone/runs/ failed"),
+                "{err}"
+            );
+        }
+
+        #[tokio::test]
+        async fn delete_sends_bucket_and_key() {
+            let delete = mock!(aws_sdk_s3::Client::delete_object)
+                .match_requests(|r| r.bucket() == Some("b") && r.key() == Some("runs/x/1"))
+                .then_output(|| DeleteObjectOutput::builder().build());
+            let client = mock_client!(aws_sdk_s3, [&delete]);
+            S3Store::new(client).delete("b", "runs/x/1").await.unwrap();
+            assert_eq!(delete.num_calls(), 1);
+        }
     }
 }
