@@ -16,9 +16,9 @@ use thingpress_manifest::ErrorName;
 use thingpress_product::{CertificateStatus, Decorated, OnThingConflict};
 
 use crate::ImportError;
+use crate::apis::Api;
 use crate::classify::{classify, service_message};
 use crate::pacer::Pacer;
-use crate::apis::Api;
 
 /// What happened to one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
