@@ -7,11 +7,10 @@ use std::io::BufRead;
 
 use base64::Engine;
 
+use crate::infineon::SEVEN_Z_MAGIC;
 use crate::microchip::BASE64;
 use crate::{ManifestError, Supplier};
 
-/// The 7z signature `7z\xBC\xAF\x27\x1C`.
-const SEVEN_Z_MAGIC: &[u8] = &[0x37, 0x7A, 0xBC, 0xAF, 0x27, 0x1C];
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Recognises the manifest format from its first bytes without consuming them.
@@ -26,7 +25,7 @@ fn detect_bytes(head: &[u8]) -> Result<Supplier, ManifestError> {
             "the manifest is empty".to_owned(),
         ));
     }
-    if head.starts_with(SEVEN_Z_MAGIC) {
+    if head.starts_with(&SEVEN_Z_MAGIC) {
         return Ok(Supplier::Infineon);
     }
     let text = head

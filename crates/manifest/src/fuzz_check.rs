@@ -3,6 +3,7 @@
 //! manifest with one supplier setting, drain every entry, and check what the rest of Thingpress
 //! relies on. Not part of the API.
 
+use crate::infineon::SEVEN_Z_MAGIC;
 use crate::{Entry, ErrorKind, Limits, Options, Supplier, read_entries};
 
 /// Limits small enough that libFuzzer's 2 GB RSS limit is never the thing that stops a run.
@@ -11,8 +12,6 @@ const LIMITS: Limits = Limits {
     max_archive_entries: 10_000,
     max_entry_bytes: 1024 * 1024,
 };
-
-const SEVEN_Z_MAGIC: &[u8] = &[0x37, 0x7A, 0xBC, 0xAF, 0x27, 0x1C];
 
 /// One fuzz target: a supplier setting and what it does to the input first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +58,12 @@ impl Target {
     pub fn check(self, data: &[u8]) -> Result<Drained, String> {
         match self {
             Target::Microchip => drain(data, Supplier::Microchip),
-            Target::InfineonXml if data.starts_with(SEVEN_Z_MAGIC) => Ok(Drained::default()),
+            Target::InfineonXml if data.starts_with(&SEVEN_Z_MAGIC) => Ok(Drained::default()),
             Target::InfineonXml => drain(data, Supplier::Infineon),
             Target::Infineon7z => {
-                let rest = data.strip_prefix(SEVEN_Z_MAGIC).unwrap_or(data);
+                let rest = data.strip_prefix(&SEVEN_Z_MAGIC).unwrap_or(data);
                 let mut bundle = Vec::with_capacity(SEVEN_Z_MAGIC.len() + rest.len());
-                bundle.extend_from_slice(SEVEN_Z_MAGIC);
+                bundle.extend_from_slice(&SEVEN_Z_MAGIC);
                 bundle.extend_from_slice(rest);
                 drain(&bundle, Supplier::Infineon)
             }

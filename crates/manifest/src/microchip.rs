@@ -386,13 +386,45 @@ fn validate(verifiers: &Verifiers, index: u64, jws: Result<JwsObject, String>) -
 type Rejection = (ErrorName, String);
 
 /// Checks one entry: signature, device id, certificate, key; `index` is filled in by the caller.
+/// The first failed check names the rejection, so the checks run in this order.
 fn verify(verifiers: &Verifiers, jws: &JwsObject) -> Result<Accepted, Rejection> {
-    let invalid = |reason: String| (ErrorName::InvalidSignature, reason);
+    check_signature(verifiers, jws)?;
+    let payload = decode_payload(&jws.payload)?;
+    let device_id = signed_device_id(jws, &payload)?;
+    let jwk = device_key(&payload)?;
+    let (certificate, chain) = device_certificate(jwk)?;
+    check_key(jwk, &certificate).map_err(|reason| (ErrorName::KeyMismatch, reason))?;
+    Ok(Accepted {
+        index: 0,
+        certificate_pem: certificate.to_pem(),
+        certificate_id: certificate.id,
+        chain,
+        device_id: device_id.to_owned(),
+        cn: certificate.cn,
+        fields: payload_fields(&payload, device_id),
+    })
+}
+
+fn invalid_signature(reason: String) -> Rejection {
+    (ErrorName::InvalidSignature, reason)
+}
+
+fn missing_certificate(reason: String) -> Rejection {
+    (ErrorName::MissingCertificate, reason)
+}
+
+fn invalid_certificate(reason: String) -> Rejection {
+    (ErrorName::InvalidCertificate, reason)
+}
+
+/// The signature over `protected.payload` must verify with a known signer's key for the
+/// header's `alg`.
+fn check_signature(verifiers: &Verifiers, jws: &JwsObject) -> Result<(), Rejection> {
     let header_json = BASE64URL
         .decode(&jws.protected)
-        .map_err(|e| invalid(format!("protected header is not base64url: {e}")))?;
+        .map_err(|e| invalid_signature(format!("protected header is not base64url: {e}")))?;
     let header: ProtectedHeader = serde_json::from_slice(&header_json)
-        .map_err(|e| invalid(format!("protected header is not a JWS header: {e}")))?;
+        .map_err(|e| invalid_signature(format!("protected header is not a JWS header: {e}")))?;
     let signer = verifiers
         .find(header.kid.as_deref(), header.x5t_s256.as_deref())
         .ok_or_else(|| {
@@ -408,39 +440,45 @@ fn verify(verifiers: &Verifiers, jws: &JwsObject) -> Result<Accepted, Rejection>
     let alg = header
         .alg
         .as_deref()
-        .ok_or_else(|| invalid("protected header has no alg".to_owned()))?;
+        .ok_or_else(|| invalid_signature("protected header has no alg".to_owned()))?;
     if !ALGORITHMS.iter().any(|(name, _)| *name == alg) {
-        return Err(invalid(format!("unsupported JWS algorithm {alg:?}")));
+        return Err(invalid_signature(format!(
+            "unsupported JWS algorithm {alg:?}"
+        )));
     }
     let key = signer.key(alg).ok_or_else(|| {
-        invalid(format!(
+        invalid_signature(format!(
             "signer {} has no key usable with {alg}",
             signer.subject
         ))
     })?;
     let signature = BASE64URL
         .decode(&jws.signature)
-        .map_err(|e| invalid(format!("signature is not base64url: {e}")))?;
+        .map_err(|e| invalid_signature(format!("signature is not base64url: {e}")))?;
     let mut signing_input = Vec::with_capacity(jws.protected.len() + 1 + jws.payload.len());
     signing_input.extend_from_slice(jws.protected.as_bytes());
     signing_input.push(b'.');
     signing_input.extend_from_slice(jws.payload.as_bytes());
     key.verify_sig(&signing_input, &signature).map_err(|_| {
-        invalid(format!(
+        invalid_signature(format!(
             "{alg} signature does not verify with signer {}",
             signer.subject
         ))
-    })?;
-    drop(signing_input);
+    })
+}
 
-    let missing = |reason: String| (ErrorName::MissingCertificate, reason);
+/// The signed payload, decoded (a payload that cannot be read carries no certificate).
+fn decode_payload(payload: &str) -> Result<Payload, Rejection> {
     let payload_json = BASE64URL
-        .decode(&jws.payload)
-        .map_err(|e| missing(format!("payload is not base64url: {e}")))?;
-    let payload: Payload = serde_json::from_slice(&payload_json)
-        .map_err(|e| missing(format!("payload is not a Microchip manifest payload: {e}")))?;
-    drop(payload_json);
+        .decode(payload)
+        .map_err(|e| missing_certificate(format!("payload is not base64url: {e}")))?;
+    serde_json::from_slice(&payload_json).map_err(|e| {
+        missing_certificate(format!("payload is not a Microchip manifest payload: {e}"))
+    })
+}
 
+/// The device id: the unprotected header's `uniqueId` must be the one the payload signs.
+fn signed_device_id<'p>(jws: &JwsObject, payload: &'p Payload) -> Result<&'p str, Rejection> {
     let mismatch = |reason: &str| (ErrorName::DeviceIdMismatch, reason.to_owned());
     let header_id = jws
         .header
@@ -459,44 +497,54 @@ fn verify(verifiers: &Verifiers, jws: &JwsObject) -> Result<Accepted, Rejection>
             ),
         ));
     }
+    Ok(device_id)
+}
 
-    let jwk = payload
+/// The device's key: the `publicKeySet` key with kid "0".
+fn device_key(payload: &Payload) -> Result<&Jwk, Rejection> {
+    payload
         .public_key_set
         .as_ref()
-        .ok_or_else(|| missing("payload has no publicKeySet".to_owned()))?
+        .ok_or_else(|| missing_certificate("payload has no publicKeySet".to_owned()))?
         .keys
         .iter()
         .find(|key| key.is_device_key())
-        .ok_or_else(|| missing("publicKeySet has no key with kid \"0\"".to_owned()))?;
+        .ok_or_else(|| missing_certificate("publicKeySet has no key with kid \"0\"".to_owned()))
+}
+
+/// The device certificate (`x5c[0]`) and its issuers (the rest of `x5c`, as PEM).
+fn device_certificate(jwk: &Jwk) -> Result<(Certificate, Vec<String>), Rejection> {
     let (device, chain) = jwk
         .x5c
         .as_deref()
         .and_then(<[String]>::split_first)
-        .ok_or_else(|| missing("key \"0\" has no x5c certificate".to_owned()))?;
-    let bad = |reason: String| (ErrorName::InvalidCertificate, reason);
+        .ok_or_else(|| missing_certificate("key \"0\" has no x5c certificate".to_owned()))?;
     let der = BASE64
         .decode(device)
-        .map_err(|e| bad(format!("x5c[0] is not base64: {e}")))?;
-    let certificate = Certificate::from_der(der).map_err(|e| bad(format!("x5c[0]: {e}")))?;
+        .map_err(|e| invalid_certificate(format!("x5c[0] is not base64: {e}")))?;
+    let certificate =
+        Certificate::from_der(der).map_err(|e| invalid_certificate(format!("x5c[0]: {e}")))?;
     let chain = chain
         .iter()
-        .enumerate()
-        .map(|(i, b64)| {
+        .zip(1..)
+        .map(|(b64, i)| {
             let der = BASE64
                 .decode(b64)
-                .map_err(|e| bad(format!("x5c[{}] is not base64: {e}", i + 1)))?;
+                .map_err(|e| invalid_certificate(format!("x5c[{i}] is not base64: {e}")))?;
             match X509Certificate::from_der(&der) {
                 Ok(([], _)) => Ok(der_to_pem(&der)),
-                Ok(_) => Err(bad(format!("x5c[{}] has trailing bytes", i + 1))),
-                Err(e) => Err(bad(format!(
-                    "x5c[{}]: not an X.509 certificate: {e}",
-                    i + 1
+                Ok(_) => Err(invalid_certificate(format!("x5c[{i}] has trailing bytes"))),
+                Err(e) => Err(invalid_certificate(format!(
+                    "x5c[{i}]: not an X.509 certificate: {e}"
                 ))),
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    check_key(jwk, &certificate).map_err(|reason| (ErrorName::KeyMismatch, reason))?;
+    Ok((certificate, chain))
+}
 
+/// The payload's supplier fields for templates, by their manifest names.
+fn payload_fields(payload: &Payload, device_id: &str) -> BTreeMap<String, String> {
     let mut fields = BTreeMap::new();
     let named = [
         ("version", &payload.version),
@@ -514,16 +562,7 @@ fn verify(verifiers: &Verifiers, jws: &JwsObject) -> Result<Accepted, Rejection>
         }
     }
     fields.insert("uniqueId".to_owned(), device_id.to_owned());
-
-    Ok(Accepted {
-        index: 0,
-        certificate_pem: certificate.to_pem(),
-        certificate_id: certificate.id,
-        chain,
-        device_id: device_id.to_owned(),
-        cn: certificate.cn,
-        fields,
-    })
+    fields
 }
 
 /// A payload field as template text; organisations are flattened to their `organizationName`.
@@ -635,73 +674,13 @@ impl<R: BufRead> JsonArray<R> {
     }
 
     fn advance(&mut self) -> Result<Option<Raw>, ManifestError> {
-        match self.state {
-            State::Done => return Ok(None),
-            State::Start => {
-                if self.reader.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
-                    self.reader.consume(3);
-                }
-                match self.peek_non_whitespace()? {
-                    Some(b'[') => self.reader.consume(1),
-                    Some(other) => {
-                        return Err(self.malformed(format!(
-                            "expected '[' opening the array of entries, found {}",
-                            describe(other)
-                        )));
-                    }
-                    None => return Err(self.malformed("the manifest is empty".to_owned())),
-                }
-                match self.peek_non_whitespace()? {
-                    Some(b']') => {
-                        self.reader.consume(1);
-                        self.expect_end()?;
-                        return Ok(None);
-                    }
-                    Some(b'{') => {}
-                    Some(other) => {
-                        return Err(self.malformed(format!(
-                            "entry is not a JSON object: found {}",
-                            describe(other)
-                        )));
-                    }
-                    None => {
-                        return Err(self.malformed("truncated: the array is not closed".to_owned()));
-                    }
-                }
-            }
-            State::AfterEntry => match self.peek_non_whitespace()? {
-                Some(b',') => {
-                    self.reader.consume(1);
-                    match self.peek_non_whitespace()? {
-                        Some(b'{') => {}
-                        Some(other) => {
-                            return Err(self.malformed(format!(
-                                "entry is not a JSON object: found {}",
-                                describe(other)
-                            )));
-                        }
-                        None => {
-                            return Err(
-                                self.malformed("truncated: the array ends after a ','".to_owned())
-                            );
-                        }
-                    }
-                }
-                Some(b']') => {
-                    self.reader.consume(1);
-                    self.expect_end()?;
-                    return Ok(None);
-                }
-                Some(other) => {
-                    return Err(self.malformed(format!(
-                        "expected ',' or ']' after the previous entry, found {}",
-                        describe(other)
-                    )));
-                }
-                None => {
-                    return Err(self.malformed("truncated: the array is not closed".to_owned()));
-                }
-            },
+        let entry_follows = match self.state {
+            State::Done => false,
+            State::Start => self.open_array()?,
+            State::AfterEntry => self.after_entry()?,
+        };
+        if !entry_follows {
+            return Ok(None);
         }
         self.read_object()?;
         let jws = match serde_json::from_slice::<JwsObject>(&self.buf) {
@@ -714,6 +693,65 @@ impl<R: BufRead> JsonArray<R> {
         self.index += 1;
         self.state = State::AfterEntry;
         Ok(Some((index, jws)))
+    }
+
+    /// Consumes a UTF-8 BOM if any and the opening `[`; whether an entry follows it (else the
+    /// array was empty and is closed).
+    fn open_array(&mut self) -> Result<bool, ManifestError> {
+        if self.reader.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
+            self.reader.consume(3);
+        }
+        match self.peek_non_whitespace()? {
+            Some(b'[') => self.reader.consume(1),
+            Some(other) => {
+                return Err(self.malformed(format!(
+                    "expected '[' opening the array of entries, found {}",
+                    describe(other)
+                )));
+            }
+            None => return Err(self.malformed("the manifest is empty".to_owned())),
+        }
+        if self.peek_non_whitespace()? == Some(b']') {
+            self.reader.consume(1);
+            self.expect_end()?;
+            return Ok(false);
+        }
+        self.expect_object("truncated: the array is not closed")?;
+        Ok(true)
+    }
+
+    /// After an entry: a `,` and the next entry, or the closing `]`; whether an entry follows.
+    fn after_entry(&mut self) -> Result<bool, ManifestError> {
+        match self.peek_non_whitespace()? {
+            Some(b',') => {
+                self.reader.consume(1);
+                self.expect_object("truncated: the array ends after a ','")?;
+                Ok(true)
+            }
+            Some(b']') => {
+                self.reader.consume(1);
+                self.expect_end()?;
+                Ok(false)
+            }
+            Some(other) => Err(self.malformed(format!(
+                "expected ',' or ']' after the previous entry, found {}",
+                describe(other)
+            ))),
+            None => Err(self.malformed("truncated: the array is not closed".to_owned())),
+        }
+    }
+
+    /// The next value must be an object (an entry); `at_end` says what is wrong if the input
+    /// ends instead.
+    fn expect_object(&mut self, at_end: &str) -> Result<(), ManifestError> {
+        match self.peek_non_whitespace()? {
+            Some(b'{') => Ok(()),
+            Some(other) => Err(self.malformed(format!(
+                "entry is not a JSON object: found {}",
+                describe(other)
+            ))),
+            None => Err(self.malformed(at_end.to_owned())),
+        }
     }
 
     /// Skips JSON whitespace; returns the next byte without consuming it, `None` at the end.
