@@ -1,6 +1,7 @@
 //! `thingpress`: check supplier manifests offline, and run and operate imports into AWS IoT Core.
 
 mod commands;
+mod output;
 mod target;
 
 use std::process::ExitCode;

@@ -17,21 +17,11 @@ use thingpress_run::report::{Report, RunStatus};
 use thingpress_run::store::parse_jsonl;
 use thingpress_run::{RunLayout, S3Store, Store};
 
+use crate::output::Output;
 use crate::target::{Target, TargetArgs, sdk_message};
 
 /// Objects read at once while streaming rejected entries.
 const READS_IN_FLIGHT: usize = 8;
-
-/// How the report is printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// For people: the counts, then one line per rejected entry.
-    Table,
-    /// `{"report": {…}, "rejected": [{…}, …]}`; with --rejected-only, one JSON object per line.
-    Json,
-    /// One row per rejected entry, with a header: index,deviceId,certificateId,error,message.
-    Csv,
-}
 
 /// Options of `thingpress report`.
 #[derive(Debug, clap::Args)]
@@ -39,8 +29,11 @@ pub struct Args {
     /// The run: its execution name (the run id) or execution ARN. A retry started by
     /// `thingpress retry-failed` names the run it retried.
     pub execution: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Table)]
+    /// `table`: the counts, then one line per rejected entry; `json`: `{"report": {…},
+    /// "rejected": [{…}, …]}` (with --rejected-only, one JSON object per line); `csv`: one row per
+    /// rejected entry, with a header: index,deviceId,certificateId,error,message.
+    #[arg(long, default_value_t = Output::Table,
+          value_parser = Output::only(&[Output::Table, Output::Json, Output::Csv]))]
     pub output: Output,
     /// Only the rejected entries (index, deviceId, certificateId, error name, message).
     #[arg(long)]
@@ -182,6 +175,10 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
                 ])?;
             }
             csv.flush()?;
+        }
+        // The parser accepts only the three above.
+        (other @ (Output::Summary | Output::Jsonl), _) => {
+            bail!("report prints table, json or csv, not {other}")
         }
     }
     out.flush()?;
@@ -361,7 +358,7 @@ async fn no_report(
                 list_some(&missing)
             );
         }
-        Output::Csv => {}
+        Output::Csv | Output::Summary | Output::Jsonl => {}
     }
     bail!(
         "run {run_id} has no report (execution: {execution}): it is still running, stopped \
