@@ -2,6 +2,7 @@
 
 mod commands;
 mod output;
+mod progress;
 mod target;
 
 use std::process::ExitCode;

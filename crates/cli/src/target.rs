@@ -253,7 +253,7 @@ impl Target {
 fn pacing_env_of_parameters(parameters: &BTreeMap<&str, &str>) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for api in Api::ALL {
-        if let Some(value) = parameters.get(format!("Quota{}", api.as_str()).as_str()) {
+        if let Some(value) = parameters.get(api.template_parameter()) {
             env.insert(api.quota_env_var().to_owned(), (*value).to_owned());
         }
     }
@@ -297,16 +297,18 @@ mod tests {
         let parameters: BTreeMap<&str, &str> = [
             ("QuotaRegisterCertificateWithoutCA", "20"),
             ("QuotaAttachPolicy", "30"),
+            ("QuotaListPrincipalThings", "40"),
             ("QuotaSafetyFactor", "0.5"),
             ("RunRetentionDays", "30"),
         ]
         .into();
         let env = pacing_env_of_parameters(&parameters);
-        assert_eq!(env.len(), 3, "{env:?}");
+        assert_eq!(env.len(), 4, "{env:?}");
         let lookup = |name: &str| env.get(name).cloned();
         let quotas = Quotas::from_env(lookup).unwrap();
         assert_eq!(quotas.get(Api::RegisterCertificateWithoutCA), 20.0);
         assert_eq!(quotas.get(Api::AttachPolicy), 30.0);
+        assert_eq!(quotas.get(Api::ListPrincipalThings), 40.0);
         assert_eq!(
             quotas.get(Api::CreateThing),
             Quotas::default().get(Api::CreateThing)

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, IsTerminal, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +11,12 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::{Map, Value, json};
 use thingpress_manifest::{Entry, ErrorName, Options, Slot, Supplier, Verifiers, read_entries};
+
+use crate::output::Output;
+use crate::progress::Progress;
+
+/// Entries between two updates of the progress bar (a shared counter read, a redraw).
+const PROGRESS_EVERY: u64 = 4096;
 
 /// Arguments of `thingpress inspect`.
 #[derive(Debug, clap::Args)]
@@ -28,8 +34,12 @@ pub struct Args {
     #[arg(long, default_value = "E0E0", value_parser = parse_slot)]
     pub slot: Slot,
     /// `summary`: counts per outcome and error name; `jsonl`: one JSON object per entry.
-    #[arg(long, default_value = "summary", value_parser = ["summary", "jsonl"])]
-    pub output: String,
+    #[arg(
+        long,
+        default_value_t = Output::Summary,
+        value_parser = Output::only(&[Output::Summary, Output::Jsonl])
+    )]
+    pub output: Output,
 }
 
 fn parse_supplier(s: &str) -> Result<Supplier, String> {
@@ -57,7 +67,7 @@ pub fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
     let entries = read_entries(reader, &options).with_context(|| name.clone())?;
     let supplier = entries.supplier();
-    let progress = Progress::new(size, read);
+    let progress = Progress::bytes(size);
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -65,13 +75,16 @@ pub fn run(args: &Args) -> Result<()> {
     for entry in entries {
         let entry = entry.with_context(|| name.clone())?;
         tally.count(&entry);
-        if args.output == "jsonl" && !write_line(&mut out, &entry_json(&entry))? {
+        if args.output == Output::Jsonl && !write_line(&mut out, &entry_json(&entry))? {
             return Ok(());
         }
-        progress.tick(tally.entries);
+        if tally.entries.is_multiple_of(PROGRESS_EVERY) {
+            progress.position(read.load(Ordering::Relaxed));
+            progress.message(format!("{} entries", tally.entries));
+        }
     }
     progress.finish();
-    if args.output == "summary" {
+    if args.output == Output::Summary {
         let elapsed = started.elapsed().as_secs_f64();
         write_summary(&mut out, &name, supplier, &tally, elapsed)?;
     }
@@ -192,45 +205,6 @@ impl<R: Read> Read for CountingReader<R> {
         let n = self.inner.read(buf)?;
         self.read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
-    }
-}
-
-/// A byte-based progress bar on stderr, only for large files on a terminal.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    read: Arc<AtomicU64>,
-}
-
-impl Progress {
-    const MIN_BYTES: u64 = 4 * 1024 * 1024;
-
-    fn new(size: u64, read: Arc<AtomicU64>) -> Self {
-        let bar = (size >= Self::MIN_BYTES && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(size);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {bytes}/{total_bytes} {msg} ({eta})",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        Progress { bar, read }
-    }
-
-    fn tick(&self, entries: u64) {
-        if let Some(bar) = &self.bar
-            && entries.is_multiple_of(4096)
-        {
-            bar.set_position(self.read.load(Ordering::Relaxed));
-            bar.set_message(format!("{entries} entries"));
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
     }
 }
 

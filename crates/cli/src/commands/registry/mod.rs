@@ -3,7 +3,6 @@
 
 mod check;
 mod pace;
-mod progress;
 mod summary;
 
 use std::io::Write;
@@ -11,13 +10,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use thingpress_manifest::Supplier;
+use thingpress_product::{Decorator, Profile};
 use thingpress_run::Store;
 use thingpress_run::layout::profile_key;
-use thingpress_product::{Decorator, Profile};
 
+use crate::output::Output;
+use crate::progress::Progress;
 use crate::target::{Target, TargetArgs};
 use pace::ReadPacer;
-use progress::Progress;
 
 /// Options of `thingpress registry`.
 #[derive(Debug, clap::Args)]
@@ -56,8 +56,12 @@ pub enum Command {
 pub struct SummaryArgs {
     /// `table`: aligned text; `json`: one JSON object (things, thingsWithoutType,
     /// thingsPerType, thingsPerGroup, certificates, certificatesByStatus, policies).
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-    pub output: String,
+    #[arg(
+        long,
+        default_value_t = Output::Table,
+        value_parser = Output::only(&[Output::Table, Output::Json])
+    )]
+    pub output: Output,
     /// Count only the things of this thing type (other types are not listed).
     #[arg(long, value_name = "TYPE")]
     pub thing_type: Option<String>,
@@ -85,8 +89,12 @@ pub struct CheckArgs {
     /// `table`: one line per entry with problems, then counts; `jsonl`: one JSON object per
     /// entry with problems ("type":"entry", index, deviceId, certificateId, thingName,
     /// problems[{kind, …}]), then one summary object ("type":"summary").
-    #[arg(long, default_value = "table", value_parser = ["table", "jsonl"])]
-    pub output: String,
+    #[arg(
+        long,
+        default_value_t = Output::Table,
+        value_parser = Output::only(&[Output::Table, Output::Jsonl])
+    )]
+    pub output: Output,
     /// Entries looked up at once (each waits for its paced calls).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
@@ -115,13 +123,13 @@ async fn run_summary(target: &TargetArgs, args: &SummaryArgs) -> anyhow::Result<
         thing_type: args.thing_type.clone(),
         group: args.group.clone(),
     };
-    let progress = Progress::new();
+    let progress = Progress::spinner();
     let result = summary::summarize(&target.iot(), &pacer, &filter, &progress).await;
     progress.finish();
     let summary = result?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    if args.output == "json" {
+    if args.output == Output::Json {
         let json =
             serde_json::to_string_pretty(&summary).context("cannot serialise the summary")?;
         writeln!(out, "{json}").context("cannot write to stdout")?;
@@ -133,8 +141,8 @@ async fn run_summary(target: &TargetArgs, args: &SummaryArgs) -> anyhow::Result<
 
 async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> {
     let pacer = ReadPacer::new(args.quota_scale)?;
-    let format = match args.output.as_str() {
-        "jsonl" => check::Format::Jsonl,
+    let format = match args.output {
+        Output::Jsonl => check::Format::Jsonl,
         _ => check::Format::Table,
     };
     let target = Target::resolve(target).await?;
@@ -151,11 +159,15 @@ async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> 
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let progress = Progress::new();
+    let progress = Progress::spinner();
+    let iot = target.iot();
+    let checker = check::Checker {
+        iot: &iot,
+        pacer: &pacer,
+        decorator: &decorator,
+    };
     let result = check::check(
-        &target.iot(),
-        &pacer,
-        &decorator,
+        &checker,
         &args.file,
         options,
         usize::from(args.concurrency),

@@ -4,11 +4,16 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Context;
+use aws_sdk_iot::operation::list_certificates::ListCertificatesOutput;
+use aws_sdk_iot::operation::list_policies::ListPoliciesOutput;
+use aws_sdk_iot::operation::list_thing_groups::ListThingGroupsOutput;
+use aws_sdk_iot::operation::list_thing_types::ListThingTypesOutput;
+use aws_sdk_iot::operation::list_things::ListThingsOutput;
+use aws_sdk_iot::operation::list_things_in_thing_group::ListThingsInThingGroupOutput;
 use serde::Serialize;
 
 use super::pace::{ReadApi, ReadPacer};
-use super::progress::Progress;
-use crate::target::sdk_message;
+use crate::progress::Progress;
 
 /// Largest page every list API accepts.
 const PAGE: i32 = 250;
@@ -50,166 +55,192 @@ pub async fn summarize(
     filter: &Filter,
     progress: &Progress,
 ) -> anyhow::Result<Summary> {
-    let mut summary = Summary::default();
-
     // Thing types first, so types without things show as 0.
-    match &filter.thing_type {
-        Some(thing_type) => {
-            summary.things_per_type.insert(thing_type.clone(), 0);
-        }
-        None => {
-            let mut token = None;
-            loop {
-                let out = pacer
-                    .call(ReadApi::ListThingTypes, || {
-                        iot.list_thing_types()
-                            .max_results(PAGE)
-                            .set_next_token(token.clone())
-                            .send()
-                    })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("ListThingTypes: {}", sdk_message(&e)))?;
-                for thing_type in out.thing_types() {
-                    if let Some(name) = thing_type.thing_type_name() {
-                        summary.things_per_type.entry(name.to_owned()).or_insert(0);
-                    }
-                }
-                token = next(out.next_token());
-                if token.is_none() {
-                    break;
-                }
-            }
-        }
-    }
-
-    let mut token = None;
-    loop {
-        let out = pacer
-            .call(ReadApi::ListThings, || {
-                iot.list_things()
-                    .max_results(PAGE)
-                    .set_thing_type_name(filter.thing_type.clone())
-                    .set_next_token(token.clone())
-                    .send()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("ListThings: {}", sdk_message(&e)))?;
-        for thing in out.things() {
-            summary.things += 1;
-            match thing.thing_type_name() {
-                Some(name) => *summary.things_per_type.entry(name.to_owned()).or_insert(0) += 1,
-                None => summary.things_without_type += 1,
-            }
-        }
-        progress.message(format!("{} things", summary.things));
-        token = next(out.next_token());
-        if token.is_none() {
-            break;
-        }
-    }
-
+    let mut summary = Summary {
+        things_per_type: match &filter.thing_type {
+            Some(thing_type) => BTreeMap::from([(thing_type.clone(), 0)]),
+            None => thing_types(iot, pacer).await?,
+        },
+        ..Summary::default()
+    };
+    count_things(iot, pacer, filter, progress, &mut summary).await?;
     let groups = match &filter.group {
         Some(group) => vec![group.clone()],
-        None => {
-            let mut groups = Vec::new();
-            let mut token = None;
-            loop {
-                let out = pacer
-                    .call(ReadApi::ListThingGroups, || {
-                        iot.list_thing_groups()
-                            .max_results(PAGE)
-                            .set_next_token(token.clone())
-                            .send()
-                    })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("ListThingGroups: {}", sdk_message(&e)))?;
-                groups.extend(
-                    out.thing_groups()
-                        .iter()
-                        .filter_map(|g| g.group_name().map(str::to_owned)),
-                );
-                token = next(out.next_token());
-                if token.is_none() {
-                    break;
-                }
-            }
-            groups
-        }
+        None => thing_groups(iot, pacer).await?,
     };
     for (n, group) in groups.iter().enumerate() {
-        let mut members = 0;
-        let mut token = None;
-        loop {
-            let out = pacer
-                .call(ReadApi::ListThingsInThingGroup, || {
-                    iot.list_things_in_thing_group()
-                        .thing_group_name(group)
-                        .max_results(PAGE)
-                        .set_next_token(token.clone())
-                        .send()
-                })
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("ListThingsInThingGroup {group}: {}", sdk_message(&e))
-                })?;
-            members += out.things().len() as u64;
-            token = next(out.next_token());
-            if token.is_none() {
-                break;
-            }
-        }
+        let members = group_members(iot, pacer, group).await?;
         summary.things_per_group.insert(group.clone(), members);
         progress.message(format!("thing groups: {} of {}", n + 1, groups.len()));
     }
-
-    let mut marker = None;
-    loop {
-        let out = pacer
-            .call(ReadApi::ListCertificates, || {
-                iot.list_certificates()
-                    .page_size(PAGE)
-                    .set_marker(marker.clone())
-                    .send()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("ListCertificates: {}", sdk_message(&e)))?;
-        for certificate in out.certificates() {
-            summary.certificates += 1;
-            let status = certificate
-                .status()
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_else(|| "unknown".to_owned());
-            *summary.certificates_by_status.entry(status).or_insert(0) += 1;
-        }
-        progress.message(format!("{} certificates", summary.certificates));
-        marker = next(out.next_marker());
-        if marker.is_none() {
-            break;
-        }
-    }
-    let mut marker = None;
-    loop {
-        let out = pacer
-            .call(ReadApi::ListPolicies, || {
-                iot.list_policies()
-                    .page_size(PAGE)
-                    .set_marker(marker.clone())
-                    .send()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("ListPolicies: {}", sdk_message(&e)))?;
-        summary.policies += out.policies().len() as u64;
-        marker = next(out.next_marker());
-        if marker.is_none() {
-            break;
-        }
-    }
+    count_certificates(iot, pacer, progress, &mut summary).await?;
+    summary.policies = count_policies(iot, pacer).await?;
     Ok(summary)
 }
 
-/// The next page's token: absent or empty means the last page.
-fn next(token: Option<&str>) -> Option<String> {
-    token.filter(|t| !t.is_empty()).map(str::to_owned)
+/// Every thing type, each with 0 things.
+async fn thing_types(
+    iot: &aws_sdk_iot::Client,
+    pacer: &ReadPacer,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut types = BTreeMap::new();
+    pacer
+        .for_each_page(
+            ReadApi::ListThingTypes,
+            "ListThingTypes",
+            |token| {
+                iot.list_thing_types()
+                    .max_results(PAGE)
+                    .set_next_token(token)
+                    .send()
+            },
+            |page: &ListThingTypesOutput| {
+                for name in page
+                    .thing_types()
+                    .iter()
+                    .filter_map(|t| t.thing_type_name())
+                {
+                    types.entry(name.to_owned()).or_insert(0);
+                }
+            },
+        )
+        .await?;
+    Ok(types)
+}
+
+/// Counts the things (of the filter's type) in all and per thing type.
+async fn count_things(
+    iot: &aws_sdk_iot::Client,
+    pacer: &ReadPacer,
+    filter: &Filter,
+    progress: &Progress,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    pacer
+        .for_each_page(
+            ReadApi::ListThings,
+            "ListThings",
+            |token| {
+                iot.list_things()
+                    .max_results(PAGE)
+                    .set_thing_type_name(filter.thing_type.clone())
+                    .set_next_token(token)
+                    .send()
+            },
+            |page: &ListThingsOutput| {
+                for thing in page.things() {
+                    summary.things += 1;
+                    match thing.thing_type_name() {
+                        Some(name) => {
+                            *summary.things_per_type.entry(name.to_owned()).or_insert(0) += 1;
+                        }
+                        None => summary.things_without_type += 1,
+                    }
+                }
+                progress.message(format!("{} things", summary.things));
+            },
+        )
+        .await
+}
+
+/// The names of every thing group.
+async fn thing_groups(iot: &aws_sdk_iot::Client, pacer: &ReadPacer) -> anyhow::Result<Vec<String>> {
+    let mut groups = Vec::new();
+    pacer
+        .for_each_page(
+            ReadApi::ListThingGroups,
+            "ListThingGroups",
+            |token| {
+                iot.list_thing_groups()
+                    .max_results(PAGE)
+                    .set_next_token(token)
+                    .send()
+            },
+            |page: &ListThingGroupsOutput| {
+                groups.extend(
+                    page.thing_groups()
+                        .iter()
+                        .filter_map(|g| g.group_name().map(str::to_owned)),
+                );
+            },
+        )
+        .await?;
+    Ok(groups)
+}
+
+/// The number of direct members of one thing group.
+async fn group_members(
+    iot: &aws_sdk_iot::Client,
+    pacer: &ReadPacer,
+    group: &str,
+) -> anyhow::Result<u64> {
+    let mut members = 0;
+    pacer
+        .for_each_page(
+            ReadApi::ListThingsInThingGroup,
+            &format!("ListThingsInThingGroup {group}"),
+            |token| {
+                iot.list_things_in_thing_group()
+                    .thing_group_name(group)
+                    .max_results(PAGE)
+                    .set_next_token(token)
+                    .send()
+            },
+            |page: &ListThingsInThingGroupOutput| members += page.things().len() as u64,
+        )
+        .await?;
+    Ok(members)
+}
+
+/// Counts the certificates in all and per status.
+async fn count_certificates(
+    iot: &aws_sdk_iot::Client,
+    pacer: &ReadPacer,
+    progress: &Progress,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    pacer
+        .for_each_page(
+            ReadApi::ListCertificates,
+            "ListCertificates",
+            |marker| {
+                iot.list_certificates()
+                    .page_size(PAGE)
+                    .set_marker(marker)
+                    .send()
+            },
+            |page: &ListCertificatesOutput| {
+                for certificate in page.certificates() {
+                    summary.certificates += 1;
+                    let status = certificate
+                        .status()
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_else(|| "unknown".to_owned());
+                    *summary.certificates_by_status.entry(status).or_insert(0) += 1;
+                }
+                progress.message(format!("{} certificates", summary.certificates));
+            },
+        )
+        .await
+}
+
+/// The number of IoT policies.
+async fn count_policies(iot: &aws_sdk_iot::Client, pacer: &ReadPacer) -> anyhow::Result<u64> {
+    let mut policies = 0;
+    pacer
+        .for_each_page(
+            ReadApi::ListPolicies,
+            "ListPolicies",
+            |marker| {
+                iot.list_policies()
+                    .page_size(PAGE)
+                    .set_marker(marker)
+                    .send()
+            },
+            |page: &ListPoliciesOutput| policies += page.policies().len() as u64,
+        )
+        .await?;
+    Ok(policies)
 }
 
 /// Writes the summary as aligned text.
@@ -267,12 +298,6 @@ pub fn write_table(out: &mut impl Write, summary: &Summary, filter: &Filter) -> 
 mod tests {
     use super::*;
     use aws_sdk_iot::Client;
-    use aws_sdk_iot::operation::list_certificates::ListCertificatesOutput;
-    use aws_sdk_iot::operation::list_policies::ListPoliciesOutput;
-    use aws_sdk_iot::operation::list_thing_groups::ListThingGroupsOutput;
-    use aws_sdk_iot::operation::list_thing_types::ListThingTypesOutput;
-    use aws_sdk_iot::operation::list_things::ListThingsOutput;
-    use aws_sdk_iot::operation::list_things_in_thing_group::ListThingsInThingGroupOutput;
     use aws_sdk_iot::types::{
         Certificate, CertificateStatus, GroupNameAndArn, Policy, ThingAttribute,
         ThingTypeDefinition,
@@ -371,7 +396,7 @@ mod tests {
             ]
         );
         let pacer = ReadPacer::new(1000.0).unwrap();
-        let summary = summarize(&client, &pacer, &Filter::default(), &Progress::new())
+        let summary = summarize(&client, &pacer, &Filter::default(), &Progress::spinner())
             .await
             .unwrap();
         assert_eq!(things2.num_calls(), 1);
@@ -432,7 +457,7 @@ mod tests {
             group: Some("g".into()),
         };
         let pacer = ReadPacer::new(1000.0).unwrap();
-        let summary = summarize(&client, &pacer, &filter, &Progress::new())
+        let summary = summarize(&client, &pacer, &filter, &Progress::spinner())
             .await
             .unwrap();
         assert_eq!(summary.things, 1);
