@@ -3,6 +3,9 @@
 //! bucket, functions, state machine, or this account and Region), an encrypted bucket that only
 //! speaks TLS and can never be public, encrypted queues, trust policies pinned to the account,
 //! and log groups that all have a retention (no function logs to a never-expiring default).
+//! Also the IoT API catalogue (`thingpress_importer::Api`) against the template: every API has
+//! its `Quota<Api>` parameter with AWS's default, wired to Register's `QUOTA_*` variable, and
+//! the template declares no quota the catalogue does not know.
 //!
 //! CloudFormation's short tags (`!Ref`, `!Sub`, `!GetAtt`, `!If`) load as serde_norway tagged
 //! values. Each check returns the problems it finds; the tests also run every check on a broken
@@ -17,6 +20,7 @@
 use std::collections::BTreeSet;
 
 use serde_norway::Value as Yaml;
+use thingpress_importer::{Api, SAFETY_FACTOR_ENV_VAR};
 use thingpress_tests::checks::{assert_caught, assert_clean, get, intrinsic, template, yaml_at};
 
 /// Actions that have no resource type in the Service Authorization Reference, so IAM only
@@ -676,6 +680,106 @@ fn check_logs(template: &Yaml) -> Vec<String> {
     problems
 }
 
+/// The template parameter of the safety factor: a `Quota*` parameter that is not an API's.
+const SAFETY_FACTOR_PARAMETER: &str = "QuotaSafetyFactor";
+
+/// A function's environment variable as the template sets it: its own, else the Globals'.
+fn function_env<'a>(template: &'a Yaml, function: &str, var: &str) -> Option<&'a Yaml> {
+    let own = path(
+        template,
+        &[
+            "Resources",
+            function,
+            "Properties",
+            "Environment",
+            "Variables",
+            var,
+        ],
+    );
+    own.or_else(|| {
+        path(
+            template,
+            &["Globals", "Function", "Environment", "Variables", var],
+        )
+    })
+}
+
+/// Every catalogue API has its `Quota<Api>` Number parameter defaulting to AWS's quota, Register
+/// gets it as the API's `QUOTA_*` variable, and no other `Quota*` parameter or `QUOTA_*`
+/// variable exists (one the importer would ignore, or an API whose quota cannot be tuned).
+fn check_quota_catalogue(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    for api in Api::ALL {
+        let name = api.template_parameter();
+        let Some(parameter) = path(template, &["Parameters", name]) else {
+            problems.push(format!(
+                "{api}: no template parameter {name}, so a deployed stack cannot tune its quota"
+            ));
+            continue;
+        };
+        if get(parameter, "Type").and_then(Yaml::as_str) != Some("Number") {
+            problems.push(format!("{name}: not of Type Number"));
+        }
+        let default = get(parameter, "Default").and_then(Yaml::as_f64);
+        if default != Some(api.default_quota()) {
+            problems.push(format!(
+                "{name}: Default {default:?}, but AWS's default quota for {api} is {} ({})",
+                api.default_quota(),
+                api.quota_code()
+            ));
+        }
+        let var = api.quota_env_var();
+        let wired = function_env(template, "RegisterFunction", var)
+            .and_then(|v| intrinsic(v, "Ref"))
+            .and_then(Yaml::as_str);
+        if wired != Some(name) {
+            problems.push(format!(
+                "{api}: RegisterFunction's {var} is {wired:?}, not !Ref {name}"
+            ));
+        }
+    }
+    let parameters = get(template, "Parameters")
+        .and_then(Yaml::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| k.as_str());
+    for name in parameters.filter(|n| n.starts_with("Quota") && *n != SAFETY_FACTOR_PARAMETER) {
+        if !Api::ALL.iter().any(|api| api.template_parameter() == name) {
+            problems.push(format!(
+                "{name}: a quota parameter of no API in the importer's catalogue"
+            ));
+        }
+    }
+    let globals = path(
+        template,
+        &["Globals", "Function", "Environment", "Variables"],
+    );
+    let own = path(
+        template,
+        &[
+            "Resources",
+            "RegisterFunction",
+            "Properties",
+            "Environment",
+            "Variables",
+        ],
+    );
+    let vars = [globals, own]
+        .into_iter()
+        .flatten()
+        .filter_map(Yaml::as_mapping)
+        .flatten()
+        .filter_map(|(k, _)| k.as_str());
+    for var in vars.filter(|v| v.starts_with("QUOTA_") && *v != SAFETY_FACTOR_ENV_VAR) {
+        if !Api::ALL.iter().any(|api| api.quota_env_var() == var) {
+            problems.push(format!(
+                "{var}: a quota variable the importer does not read"
+            ));
+        }
+    }
+    problems
+}
+
 // ------------------------------------------------------------------------------- tests
 
 /// A SAM function's policy statement by Sid, mutably.
@@ -1041,4 +1145,61 @@ fn log_check_catches_missing_retention_and_implicit_groups() {
         yaml("true"),
     );
     assert_caught(check_logs(&t), "execution data");
+}
+
+#[test]
+fn every_catalogue_api_has_its_quota_parameter() {
+    assert_clean(check_quota_catalogue(&template()));
+}
+
+#[test]
+fn quota_check_catches_a_missing_wrong_or_stray_quota() {
+    let mut t = template();
+    yaml_at(&mut t, &["Parameters"])
+        .as_mapping_mut()
+        .expect("mapping")
+        .remove("QuotaUpdateThing");
+    assert_caught(
+        check_quota_catalogue(&t),
+        "UpdateThing: no template parameter QuotaUpdateThing",
+    );
+
+    let mut t = template();
+    set(
+        yaml_at(&mut t, &["Parameters", "QuotaAttachPolicy"]),
+        "Default",
+        yaml("100"),
+    );
+    assert_caught(
+        check_quota_catalogue(&t),
+        "QuotaAttachPolicy: Default Some(100.0)",
+    );
+
+    let mut t = template();
+    yaml_at(&mut t, &["Globals", "Function", "Environment", "Variables"])
+        .as_mapping_mut()
+        .expect("mapping")
+        .remove("QUOTA_LIST_PRINCIPAL_THINGS");
+    assert_caught(
+        check_quota_catalogue(&t),
+        "RegisterFunction's QUOTA_LIST_PRINCIPAL_THINGS is None",
+    );
+
+    let mut t = template();
+    set(
+        yaml_at(&mut t, &["Parameters"]),
+        "QuotaDescribeThing",
+        yaml("{Type: Number, Default: 350}"),
+    );
+    set(
+        yaml_at(&mut t, &["Globals", "Function", "Environment", "Variables"]),
+        "QUOTA_DESCRIBE_THING",
+        yaml("!Ref QuotaDescribeThing"),
+    );
+    let problems = check_quota_catalogue(&t);
+    assert_caught(
+        problems.clone(),
+        "QuotaDescribeThing: a quota parameter of no API",
+    );
+    assert_caught(problems, "QUOTA_DESCRIBE_THING: a quota variable");
 }
