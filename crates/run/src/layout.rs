@@ -66,6 +66,19 @@ impl RunLayout {
         format!("runs/{}/results/{n:05}.jsonl", self.run_id)
     }
 
+    /// The prefix of every chunk's results, `runs/<runId>/results/`.
+    pub fn results_prefix(&self) -> String {
+        format!("runs/{}/results/", self.run_id)
+    }
+
+    /// The chunk whose results `key` holds (`results/00007.jsonl` → 7); `None` for another key.
+    pub fn chunk_of_results(&self, key: &str) -> Option<u32> {
+        key.strip_prefix(&self.results_prefix())?
+            .strip_suffix(".jsonl")?
+            .parse()
+            .ok()
+    }
+
     /// Results of chunk `n` so far, kept when Register stops early (throttling, deadline).
     pub fn progress(&self, n: u32) -> String {
         format!("runs/{}/progress/{n:05}.jsonl", self.run_id)
@@ -91,6 +104,17 @@ impl RunLayout {
         format!("runs/{}/retries/", self.run_id)
     }
 
+    /// The retry whose object `key` is (`retries/00002/…` → 2); `None` for another key.
+    pub fn retry_of_key(&self, key: &str) -> Option<u32> {
+        let (n, _) = key.strip_prefix(&self.retries())?.split_once('/')?;
+        n.parse().ok()
+    }
+
+    /// Where `thingpress import --start` uploads a manifest for this run.
+    pub fn manifest(&self, file_name: &str) -> String {
+        format!("runs/{}/manifest/{file_name}", self.run_id)
+    }
+
     /// The chunk index retry `n` imports (a subset of `chunks.json`).
     pub fn retry_index(&self, n: u32) -> String {
         format!("runs/{}/retries/{n:05}/chunks.json", self.run_id)
@@ -110,6 +134,9 @@ impl RunLayout {
     }
 }
 
+/// The key prefix of stored profiles.
+pub const PROFILES_PREFIX: &str = "profiles/";
+
 /// Where a stored profile lives.
 pub fn profile_key(name: &str) -> Result<String, TaskError> {
     let valid = !name.is_empty()
@@ -123,7 +150,19 @@ pub fn profile_key(name: &str) -> Result<String, TaskError> {
             "profile name {name:?} must be 1-128 of A-Z a-z 0-9 - _ . (not starting with .)"
         )));
     }
-    Ok(format!("profiles/{name}.json"))
+    Ok(format!("{PROFILES_PREFIX}{name}.json"))
+}
+
+/// The profile a key under `profiles/` stores (`profiles/<name>.json` → `<name>`); `None` for any
+/// other key, or a name `profile_key` would refuse.
+pub fn profile_of_key(key: &str) -> Option<&str> {
+    let name = key.strip_prefix(PROFILES_PREFIX)?.strip_suffix(".json")?;
+    profile_key(name).ok().map(|_| name)
+}
+
+/// The upload key that starts an import of `file_name` with `profile`: `incoming/<profile>/<file>`.
+pub fn incoming_key(profile: &str, file_name: &str) -> String {
+    format!("{INCOMING_PREFIX}{profile}/{file_name}")
 }
 
 /// The profile named by an upload key `incoming/<profile>/<file>`.
@@ -183,6 +222,31 @@ mod tests {
             assert!(profile_key(bad).is_err(), "{bad}");
         }
         assert_eq!(profile_key("widget-v2").unwrap(), "profiles/widget-v2.json");
+    }
+
+    #[test]
+    fn keys_read_back_into_chunks_retries_and_profiles() {
+        let run = RunLayout::new("r1").unwrap();
+        assert_eq!(run.chunk_of_results(&run.results(7)), Some(7));
+        assert_eq!(run.chunk_of_results(&run.progress(7)), None);
+        assert_eq!(run.chunk_of_results("runs/r1/results/junk"), None);
+        assert_eq!(run.chunk_of_results("runs/r2/results/00001.jsonl"), None);
+        assert_eq!(run.retry_of_key(&run.retry_index(2)), Some(2));
+        assert_eq!(run.retry_of_key(&run.superseded(3, 1)), Some(3));
+        assert_eq!(run.retry_of_key(&run.results(1)), None);
+        assert_eq!(run.manifest("reel.pem"), "runs/r1/manifest/reel.pem");
+        let profile = profile_key("widget").unwrap();
+        assert_eq!(profile_of_key(&profile), Some("widget"));
+        for other in [
+            "profiles/",
+            "profiles/x.txt",
+            "profiles/sub/x.json",
+            "other/x.json",
+        ] {
+            assert_eq!(profile_of_key(other), None, "{other}");
+        }
+        let key = incoming_key("widget", "reel.json");
+        assert_eq!(profile_of_incoming_key(&key).unwrap(), "widget");
     }
 
     #[test]
