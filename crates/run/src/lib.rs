@@ -5,6 +5,7 @@ mod error;
 pub mod layout;
 pub mod records;
 pub mod report;
+pub mod resolve;
 pub mod settings;
 pub mod store;
 
