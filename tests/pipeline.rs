@@ -26,8 +26,9 @@ use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use serde_json::{Value, json};
-use thingpress_importer::{EntryResult, EntrySteps, Outcome};
+use thingpress_importer::{Api, EntryResult, EntrySteps, Outcome};
 use thingpress_manifest::{Certificate, ErrorName};
+use thingpress_run::payload::from_value;
 use thingpress_run::records::{ChunkDescriptor, ProgressLine};
 use thingpress_run::report::{Report, RunStatus};
 use thingpress_run::store::parse_jsonl;
@@ -44,16 +45,9 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn settings() -> Settings {
-    let vars: HashMap<&str, &str> = HashMap::from([
-        ("IMPORT_BUCKET", BUCKET),
-        // Far above what the tests call, so pacing does not slow them down.
-        ("QUOTA_REGISTER_CERTIFICATE_WITHOUT_CA", "100000"),
-        ("QUOTA_ATTACH_POLICY", "100000"),
-        ("QUOTA_CREATE_THING", "100000"),
-        ("QUOTA_ATTACH_THING_PRINCIPAL", "100000"),
-        ("QUOTA_ADD_THING_TO_THING_GROUP", "100000"),
-        ("QUOTA_DESCRIBE_CERTIFICATE", "100000"),
-    ]);
+    let mut vars: HashMap<&str, &str> = HashMap::from([("IMPORT_BUCKET", BUCKET)]);
+    // Every quota far above what the tests call, so pacing does not slow them down.
+    vars.extend(Api::ALL.map(|api| (api.quota_env_var(), "100000")));
     Settings::from_lookup(|name| vars.get(name).map(|v| (*v).to_owned())).unwrap()
 }
 
@@ -115,6 +109,22 @@ fn calls(rules: &[Rule]) -> Vec<usize> {
     rules.iter().map(Rule::num_calls).collect()
 }
 
+/// Split as the state machine drives it: JSON in, read through its input type as the Lambda
+/// runtime does (a payload that does not fit is InvalidInput), and its output as JSON.
+trait SplitJson {
+    fn split_json(
+        &self,
+        payload: Value,
+    ) -> impl std::future::Future<Output = Result<Value, TaskError>>;
+}
+
+impl<S: Store + Clone + 'static> SplitJson for thingpress_split::Task<S> {
+    async fn split_json(&self, payload: Value) -> Result<Value, TaskError> {
+        let output = self.split_manifest(from_value(payload)?).await?;
+        Ok(serde_json::to_value(output).unwrap())
+    }
+}
+
 /// The Lambdas of one stack, sharing a store and an IoT client.
 struct Stack {
     store: Arc<MemStore>,
@@ -162,7 +172,7 @@ impl Stack {
 
     async fn split(&self, run_id: &str, key: &str, profile: Value) -> Result<Value, TaskError> {
         self.split
-            .split_manifest(json!({
+            .split_json(json!({
                 "runId": run_id,
                 "input": {"manifest": {"bucket": BUCKET, "key": key}, "profile": profile},
             }))
@@ -182,9 +192,19 @@ impl Stack {
     /// One Map child: Decorate then Register, as the ItemSelector builds its input.
     async fn child(&self, run_id: &str, chunk: &ChunkDescriptor) -> Result<Value, TaskError> {
         let item = json!({"runId": run_id, "bucket": BUCKET, "chunk": chunk});
-        let decorated = self.decorate.decorate(item).await?;
+        let decorated = self.decorate.decorate(from_value(item)?).await?;
         let far = SystemTime::now() + Duration::from_secs(900);
-        self.register.register(&decorated, far).await
+        let summary = self.register.register(&decorated, far).await?;
+        Ok(serde_json::to_value(summary).unwrap())
+    }
+
+    /// Summarize, given Split's output as the state machine passes it on.
+    async fn summarize_json(&self, split: &Value) -> Result<Value, TaskError> {
+        let summary = self
+            .summarize
+            .summarize(&from_value(split.clone())?)
+            .await?;
+        Ok(serde_json::to_value(summary).unwrap())
     }
 
     async fn import(&self, run_id: &str, key: &str, profile: Value) -> Result<Report, TaskError> {
@@ -193,7 +213,7 @@ impl Stack {
         for chunk in self.chunks(run_id).await {
             self.child(run_id, &chunk).await?;
         }
-        self.summarize.summarize(&split).await?;
+        self.summarize_json(&split).await?;
         Ok(self.report(run_id).await)
     }
 
@@ -297,7 +317,7 @@ async fn persistent_throttling_keeps_progress_and_the_retry_finishes_without_dup
             assert!(attempts < 20, "throttling never cleared");
         }
     }
-    stack.summarize.summarize(&split).await.unwrap();
+    stack.summarize_json(&split).await.unwrap();
     let report = stack.report("run-2").await;
     assert_eq!(report.status, RunStatus::Complete);
     assert_eq!(report.outcomes.registered, 100);
@@ -432,7 +452,7 @@ async fn a_chunk_stopped_mid_entry_resumes_there_and_reports_its_certificates_re
             assert!(attempts < 20, "throttling never cleared");
         }
     }
-    stack.summarize.summarize(&split).await.unwrap();
+    stack.summarize_json(&split).await.unwrap();
     let report = stack.report("run-7").await;
     assert_eq!(report.status, RunStatus::Complete);
     assert_eq!(report.outcomes.registered, 100, "{:?}", report.outcomes);
@@ -484,7 +504,7 @@ async fn missing_results_fail_the_run_as_incomplete() {
     for chunk in chunks.iter().filter(|c| c.chunk != 2) {
         stack.child("run-4", chunk).await.unwrap();
     }
-    let err = stack.summarize.summarize(&split).await.unwrap_err();
+    let err = stack.summarize_json(&split).await.unwrap_err();
     assert_eq!(err.name, ErrorName::IncompleteImport);
     assert!(err.message.contains("chunk 2"), "{err}");
     let report = stack.report("run-4").await;
@@ -541,19 +561,19 @@ async fn a_duplicate_event_is_skipped_and_force_takes_the_claim_over() {
             "detail": {"bucket": {"name": BUCKET}, "object": {"key": "incoming/widget/certs.txt"}}
         }})
     };
-    let first = stack.split.split_manifest(event("evt-1")).await.unwrap();
+    let first = stack.split.split_json(event("evt-1")).await.unwrap();
     assert_eq!(first["status"], "Started");
-    let retried = stack.split.split_manifest(event("evt-1")).await.unwrap();
+    let retried = stack.split.split_json(event("evt-1")).await.unwrap();
     assert_eq!(
         retried["status"], "Started",
         "a retried Split keeps its own claim"
     );
-    let duplicate = stack.split.split_manifest(event("evt-2")).await.unwrap();
+    let duplicate = stack.split.split_json(event("evt-2")).await.unwrap();
     assert_eq!(duplicate["status"], "Skipped");
     assert_eq!(duplicate["ownerRunId"], "evt-1");
     let forced = stack
         .split
-        .split_manifest(json!({"runId": "evt-3", "input": {
+        .split_json(json!({"runId": "evt-3", "input": {
             "manifest": {"bucket": BUCKET, "key": "incoming/widget/certs.txt"}, "force": true}}))
         .await
         .unwrap();
@@ -598,11 +618,7 @@ async fn bad_input_profile_and_manifest_fail_with_their_names() {
         ),
     ];
     for (payload, name) in cases {
-        let err = stack
-            .split
-            .split_manifest(payload.clone())
-            .await
-            .unwrap_err();
+        let err = stack.split.split_json(payload.clone()).await.unwrap_err();
         assert_eq!(err.name, name, "{payload}: {err}");
     }
     assert_eq!(
@@ -735,13 +751,13 @@ async fn identical_bytes_uploaded_again_to_a_versioned_bucket_are_skipped() {
 
     upload(fixture("certificates_test.txt")).await;
     let first_version = version().await;
-    let first = split.split_manifest(event("up-1")).await.unwrap();
+    let first = split.split_json(event("up-1")).await.unwrap();
     assert_eq!(first["status"], "Started");
 
     // The same bytes again: a new version, the same content, so the first run owns it.
     upload(fixture("certificates_test.txt")).await;
     assert_ne!(version().await, first_version, "the store is versioned");
-    let again = split.split_manifest(event("up-2")).await.unwrap();
+    let again = split.split_json(event("up-2")).await.unwrap();
     assert_eq!(again["status"], "Skipped", "{again}");
     assert_eq!(again["ownerRunId"], "up-1");
 
@@ -749,18 +765,18 @@ async fn identical_bytes_uploaded_again_to_a_versioned_bucket_are_skipped() {
     let mut other = fixture("certificates_test.txt");
     other.truncate(other.len() / 2);
     upload(other).await;
-    let changed = split.split_manifest(event("up-3")).await.unwrap();
+    let changed = split.split_json(event("up-3")).await.unwrap();
     assert_eq!(changed["status"], "Started", "{changed}");
 
     // force takes the claim over on purpose.
     upload(fixture("certificates_test.txt")).await;
     let forced = split
-        .split_manifest(json!({"runId": "up-4", "input": {
+        .split_json(json!({"runId": "up-4", "input": {
             "manifest": {"bucket": BUCKET, "key": key}, "force": true}}))
         .await
         .unwrap();
     assert_eq!(forced["status"], "Started");
-    let after = split.split_manifest(event("up-5")).await.unwrap();
+    let after = split.split_json(event("up-5")).await.unwrap();
     assert_eq!(after["ownerRunId"], "up-4", "the forced run owns it now");
 }
 
@@ -780,7 +796,7 @@ async fn the_allow_list_refuses_a_policy_or_group_before_any_call() {
         .await
         .unwrap();
     let err = split
-        .split_manifest(json!({"runId": "allow-1", "input": {
+        .split_json(json!({"runId": "allow-1", "input": {
             "manifest": {"bucket": BUCKET, "key": "m/certs.txt"}, "profile": widget_profile()}}))
         .await
         .unwrap_err();

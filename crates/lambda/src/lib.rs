@@ -7,6 +7,8 @@ use std::future::Future;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
+use thingpress_run::payload::from_value;
 use thingpress_run::{S3Store, Settings, TaskError};
 
 /// What a handler's task is built from, loaded once per container.
@@ -35,7 +37,9 @@ impl Container {
 }
 
 /// Runs `handler` on every invocation until the runtime stops; the input and output are typed,
-/// and a [`TaskError`] becomes the Lambda error `Thingpress.*`.
+/// and a [`TaskError`] becomes the Lambda error `Thingpress.*`. The payload is read as JSON
+/// first and then as `I` here, not by the runtime, so an input that does not fit is
+/// `Thingpress.InvalidInput` (which the state machine does not retry), naming the field.
 pub async fn serve<I, O, F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
 where
     I: DeserializeOwned + Send + 'static,
@@ -43,11 +47,26 @@ where
     F: Fn(LambdaEvent<I>) -> Fut,
     Fut: Future<Output = Result<O, TaskError>>,
 {
-    lambda_runtime::run(service_fn(|event: LambdaEvent<I>| {
-        let result = handler(event);
-        async move { result.await.map_err(diagnostic) }
-    }))
+    // Boxed: the runtime's future around a handler is deep enough to pass the compiler's
+    // layout query limit in a binary's main.
+    Box::pin(lambda_runtime::run(service_fn(
+        |event: LambdaEvent<Value>| {
+            let result = typed(event).map(&handler);
+            async move {
+                match result {
+                    Ok(output) => output.await.map_err(diagnostic),
+                    Err(err) => Err(diagnostic(err)),
+                }
+            }
+        },
+    )))
     .await
+}
+
+/// The event with its payload read as the handler's input type.
+pub fn typed<I: DeserializeOwned>(event: LambdaEvent<Value>) -> Result<LambdaEvent<I>, TaskError> {
+    let LambdaEvent { payload, context } = event;
+    Ok(LambdaEvent::new(from_value(payload)?, context))
 }
 
 /// The Lambda error for a task error: its type is the `Thingpress.*` name.
@@ -146,6 +165,22 @@ mod tests {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    #[test]
+    fn a_payload_that_does_not_fit_the_input_is_invalid_input() {
+        let event = |payload| LambdaEvent::new(payload, lambda_runtime::Context::default());
+        let ok: LambdaEvent<thingpress_run::payload::SummarizeInput> = typed(event(
+            serde_json::json!({"status": "Retry", "runId": "r", "bucket": "b",
+                               "chunksKey": "runs/r/chunks.json", "maxConcurrency": 1}),
+        ))
+        .unwrap();
+        assert_eq!(ok.payload.run_id(), "r");
+        let err = typed::<thingpress_run::payload::SummarizeInput>(event(
+            serde_json::json!({"status": "Started", "runId": "r"}),
+        ))
+        .unwrap_err();
+        assert_eq!(diagnostic(err).error_type, "Thingpress.InvalidInput");
     }
 
     #[test]

@@ -7,9 +7,6 @@ use thingpress_importer::{EntryResult, EntrySteps};
 use thingpress_manifest::{ErrorName, Rejected, Supplier};
 use thingpress_product::{Decorated, Profile};
 
-use crate::{RunLayout, TaskError};
-use serde_json::Value;
-
 /// One item of the chunk index that the Distributed Map reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -164,30 +161,6 @@ pub fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// `{"runId", "chunk": {…}}` as the Map's ItemSelector builds it.
-pub fn parse_chunk_input(payload: &Value) -> Result<(RunLayout, ChunkDescriptor), TaskError> {
-    let run_id = payload
-        .get("runId")
-        .and_then(Value::as_str)
-        .ok_or_else(|| TaskError::invalid_input("payload has no runId"))?;
-    let chunk = payload
-        .get("chunk")
-        .cloned()
-        .ok_or_else(|| TaskError::invalid_input("payload has no chunk"))?;
-    let chunk: ChunkDescriptor = serde_json::from_value(chunk)
-        .map_err(|e| TaskError::invalid_input(format!("payload.chunk: {e}")))?;
-    let run = RunLayout::new(run_id)?;
-    if chunk.key != run.chunk(chunk.chunk) {
-        return Err(TaskError::invalid_input(format!(
-            "chunk key {} is not chunk {} of run {}",
-            chunk.key,
-            chunk.chunk,
-            run.run_id()
-        )));
-    }
-    Ok((run, chunk))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +176,7 @@ mod tests {
         assert_eq!(result.outcome, Outcome::Registered);
         assert_eq!(
             serde_json::to_value(ProgressLine::Done(result)).unwrap(),
-            serde_json::from_str::<Value>(done).unwrap()
+            serde_json::from_str::<serde_json::Value>(done).unwrap()
         );
 
         let partial = ProgressLine::Partial {

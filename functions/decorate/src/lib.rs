@@ -1,13 +1,11 @@
 //! Decorate: apply the run's product profile to every entry of one chunk.
 
-use aws_config::SdkConfig;
 use lambda_runtime::LambdaEvent;
-use serde_json::Value;
-use thingpress_manifest::{Accepted, Rejected};
-use thingpress_run::records::{DecoratedLine, RunInfo, parse_chunk_input};
-use thingpress_run::store::{get_json, get_jsonl, to_jsonl};
-use thingpress_run::{Settings, Store, TaskError};
+use thingpress_manifest::Rejected;
 use thingpress_product::Decorator;
+use thingpress_run::payload::{ChunkInput, DecoratedChunk};
+use thingpress_run::records::DecoratedLine;
+use thingpress_run::{RunStore, Settings, Store, TaskError};
 
 /// The decorate task.
 pub struct Task<S> {
@@ -15,47 +13,42 @@ pub struct Task<S> {
     settings: Settings,
 }
 
-impl<S: Store> Task<S> {
-    /// Builds the task once per container.
-    pub fn new(store: S, _config: &SdkConfig, settings: Settings) -> Self {
-        Task::with_store(store, settings)
-    }
-
-    /// Builds the task without AWS configuration (it needs only the store).
+impl<S: Store + Clone> Task<S> {
+    /// Builds the task once per container (it needs only the store).
     pub fn with_store(store: S, settings: Settings) -> Self {
         Task { store, settings }
     }
 
-    /// Handles one chunk; the output is the input plus where the decorated entries are.
-    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, TaskError> {
+    /// Handles one chunk.
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<ChunkInput>,
+    ) -> Result<DecoratedChunk, TaskError> {
         self.decorate(event.payload).await
     }
 
-    /// Decorates the chunk the payload names.
-    pub async fn decorate(&self, mut payload: Value) -> Result<Value, TaskError> {
-        let (run, chunk) = parse_chunk_input(&payload)?;
-        let bucket = &self.settings.import_bucket;
-        let info: RunInfo = get_json(
-            &self.store,
-            bucket,
-            &run.run_info(),
-            TaskError::invalid_input,
-        )
-        .await?;
+    /// Decorates the chunk the input names; the output is the input plus where the decorated
+    /// entries are, for Register.
+    pub async fn decorate(&self, input: ChunkInput) -> Result<DecoratedChunk, TaskError> {
+        let run = RunStore::new(
+            self.store.clone(),
+            &self.settings.import_bucket,
+            input.layout()?,
+        );
+        let n = input.chunk.chunk;
+        let info = run.run_info().await?;
         let decorator = Decorator::new(&info.profile).map_err(|(name, message)| {
             TaskError::new(name, format!("profile {:?}: {message}", info.profile.name))
         })?;
-        let entries: Vec<Accepted> = get_jsonl(&self.store, bucket, &chunk.key)
-            .await?
-            .ok_or_else(|| {
-                TaskError::invalid_input(format!("chunk {} does not exist", chunk.key))
-            })?;
-        if entries.len() as u64 != chunk.entries {
+        let entries = run.chunk(n).await?.ok_or_else(|| {
+            TaskError::invalid_input(format!("chunk {} does not exist", input.chunk.key))
+        })?;
+        if entries.len() as u64 != input.chunk.entries {
             return Err(TaskError::invalid_input(format!(
                 "chunk {} holds {} entries, the index says {}",
-                chunk.key,
+                input.chunk.key,
                 entries.len(),
-                chunk.entries
+                input.chunk.entries
             )));
         }
         let lines: Vec<DecoratedLine> = entries
@@ -68,21 +61,24 @@ impl<S: Store> Task<S> {
         let rejected = lines
             .iter()
             .filter(|l| matches!(l, DecoratedLine::Rejected(Rejected { .. })))
-            .count();
-        let key = run.decorated(chunk.chunk);
-        self.store.put(bucket, &key, to_jsonl(&lines)?).await?;
+            .count() as u64;
+        let decorated = lines.len() as u64 - rejected;
+        let decorated_key = run.put_decorated(n, &lines).await?;
         tracing::info!(
-            run_id = run.run_id(),
-            chunk = chunk.chunk,
-            decorated = lines.len() - rejected,
+            run_id = input.run_id,
+            chunk = n,
+            decorated,
             rejected,
             "chunk decorated"
         );
-        if let Some(object) = payload.as_object_mut() {
-            object.insert("decoratedKey".into(), key.into());
-            object.insert("decorated".into(), (lines.len() - rejected).into());
-            object.insert("rejected".into(), rejected.into());
-        }
-        Ok(payload)
+        Ok(DecoratedChunk {
+            run_id: input.run_id,
+            bucket: input.bucket,
+            chunk: input.chunk,
+            child_execution_type: input.child_execution_type,
+            decorated_key,
+            decorated,
+            rejected,
+        })
     }
 }

@@ -9,14 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_config::SdkConfig;
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
-use serde_json::{Value, json};
 use thingpress_importer::{EntryResult, EntrySteps, ImportError, Importer, Outcome, Pacer};
-use thingpress_run::records::{
-    ChunkStats, DecoratedLine, ProgressLine, RunInfo, now_ms, parse_chunk_input,
-};
-use thingpress_run::store::{get_json, get_jsonl, put_json, to_jsonl};
-use thingpress_run::{RunLayout, Settings, Store, TaskError};
+use thingpress_manifest::ErrorName;
 use thingpress_product::Decorated;
+use thingpress_run::payload::{ChunkSummary, DecoratedChunk};
+use thingpress_run::records::{ChunkStats, DecoratedLine, ProgressLine, now_ms};
+use thingpress_run::{RunStore, Settings, Store, TaskError};
 
 /// Entries registered at once within one chunk: enough to keep every paced API busy while
 /// others wait on network round trips.
@@ -37,7 +35,14 @@ enum Stop {
     Deadline,
 }
 
-impl<S: Store> Task<S> {
+/// A chunk's entries as this attempt found them: finished ones (from earlier attempts, and
+/// decoration rejections) and the rest, each with the steps an earlier attempt did.
+struct Pending<'a> {
+    results: Vec<EntryResult>,
+    todo: Vec<(&'a Decorated, EntrySteps)>,
+}
+
+impl<S: Store + Clone> Task<S> {
     /// Builds the task once per container; the IoT client gets the importer's short retry.
     pub fn new(store: S, config: &SdkConfig, settings: Settings) -> Self {
         let iot = aws_sdk_iot::config::Builder::from(config)
@@ -56,7 +61,10 @@ impl<S: Store> Task<S> {
     }
 
     /// Handles one chunk.
-    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, TaskError> {
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<DecoratedChunk>,
+    ) -> Result<ChunkSummary, TaskError> {
         let now = SystemTime::now();
         let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
         // A deadline already past is not a real one (cargo lambda watch sends a constant
@@ -72,70 +80,29 @@ impl<S: Store> Task<S> {
     /// Registers the chunk's entries, stopping to save progress before `deadline`.
     pub async fn register(
         &self,
-        payload: &Value,
+        input: &DecoratedChunk,
         deadline: SystemTime,
-    ) -> Result<Value, TaskError> {
-        let (run, chunk) = parse_chunk_input(payload)?;
-        let bucket = &self.settings.import_bucket;
-        if let Some(done) =
-            get_jsonl::<EntryResult>(&self.store, bucket, &run.results(chunk.chunk)).await?
-        {
+    ) -> Result<ChunkSummary, TaskError> {
+        let run = RunStore::new(
+            self.store.clone(),
+            &self.settings.import_bucket,
+            input.chunk_input().layout()?,
+        );
+        let n = input.chunk.chunk;
+        if let Some(done) = run.results(n).await? {
             // A redelivered or retried chunk that already finished: report, do nothing twice.
-            return Ok(summary(&run, chunk.chunk, &done));
+            return Ok(summary(&input.run_id, n, &done));
         }
-        let info: RunInfo = get_json(
-            &self.store,
-            bucket,
-            &run.run_info(),
-            TaskError::invalid_input,
-        )
-        .await?;
-        let lines: Vec<DecoratedLine> = get_jsonl(&self.store, bucket, &run.decorated(chunk.chunk))
-            .await?
-            .ok_or_else(|| {
-                TaskError::invalid_input(format!("{} does not exist", run.decorated(chunk.chunk)))
-            })?;
-        let progress: Vec<ProgressLine> =
-            get_jsonl(&self.store, bucket, &run.progress(chunk.chunk))
-                .await?
-                .unwrap_or_default();
-        let mut results: Vec<EntryResult> = Vec::new();
-        let mut resumed: BTreeMap<u64, EntrySteps> = BTreeMap::new();
-        for line in progress {
-            match line {
-                ProgressLine::Done(result) => results.push(result),
-                ProgressLine::Partial { partial } => {
-                    resumed.insert(partial.index, partial);
-                }
-            }
-        }
-        let mut stats: ChunkStats = match self.store.get(bucket, &run.stats(chunk.chunk)).await? {
-            Some(body) => serde_json::from_slice(&body).unwrap_or_default(),
-            None => ChunkStats::default(),
-        };
+        let info = run.run_info().await?;
+        let lines = run.decorated(n).await?.ok_or_else(|| {
+            TaskError::invalid_input(format!("{} does not exist", run.layout().decorated(n)))
+        })?;
+        let Pending { mut results, todo } = pending(&lines, run.progress(n).await?);
+        let mut stats = run.stats(n).await?.unwrap_or_default();
         if stats.started_at_ms == 0 {
             stats.started_at_ms = now_ms();
         }
         stats.attempts += 1;
-
-        let done: BTreeSet<u64> = results.iter().map(|r| r.index).collect();
-        let mut todo: Vec<(&Decorated, EntrySteps)> = Vec::new();
-        for line in &lines {
-            match line {
-                DecoratedLine::Rejected(r) if !done.contains(&r.index) => {
-                    results.push(decoration_rejection(r));
-                }
-                DecoratedLine::Decorated(d) if !done.contains(&d.index) => {
-                    // Steps saved for another entry (a chunk decorated anew) are not resumed.
-                    let steps = resumed
-                        .remove(&d.index)
-                        .filter(|steps| steps.belong_to(d))
-                        .unwrap_or_else(|| EntrySteps::new(d));
-                    todo.push((d, steps));
-                }
-                _ => {}
-            }
-        }
 
         let pacer = Pacer::new(
             &self.settings.quotas,
@@ -146,73 +113,101 @@ impl<S: Store> Task<S> {
         let importer = Importer::new(self.iot.clone(), pacer);
         let mut partial: Vec<EntrySteps> = Vec::new();
         let stop = register_all(&importer, todo, deadline, &mut results, &mut partial).await;
-        for (api, n) in &importer.api_calls().0 {
-            *stats.api_calls.entry(api.as_str().to_owned()).or_default() += n;
+        for (api, calls) in &importer.api_calls().0 {
+            *stats.api_calls.entry(api.as_str().to_owned()).or_default() += calls;
         }
         results.sort_by_key(|r| r.index);
 
-        match stop {
-            None => {
-                if results.len() != lines.len() {
-                    return Err(TaskError::invalid_input(format!(
-                        "chunk {}: {} results for {} entries",
-                        chunk.chunk,
-                        results.len(),
-                        lines.len()
-                    )));
-                }
-                stats.finished_at_ms = now_ms();
-                put_json(&self.store, bucket, &run.stats(chunk.chunk), &stats).await?;
-                self.store
-                    .put(bucket, &run.results(chunk.chunk), to_jsonl(&results)?)
-                    .await?;
-                tracing::info!(
-                    run_id = run.run_id(),
-                    chunk = chunk.chunk,
-                    entries = results.len(),
-                    attempts = stats.attempts,
-                    "chunk registered"
-                );
-                Ok(summary(&run, chunk.chunk, &results))
+        let Some(stop) = stop else {
+            if results.len() != lines.len() {
+                return Err(TaskError::invalid_input(format!(
+                    "chunk {n}: {} results for {} entries",
+                    results.len(),
+                    lines.len()
+                )));
             }
-            Some(stop) => {
-                let error = match stop {
-                    Stop::Error(e) => TaskError::from(e),
-                    Stop::Deadline => TaskError::new(
-                        thingpress_manifest::ErrorName::Throttled,
-                        format!(
-                            "chunk {}: Lambda deadline near after {} of {} entries; progress kept",
-                            chunk.chunk,
-                            results.len(),
-                            lines.len()
-                        ),
-                    ),
-                };
-                if error.name == thingpress_manifest::ErrorName::Throttled {
-                    stats.throttled += 1;
-                }
-                let finished = results.len();
-                // Progress first: the retry skips finished entries and resumes the others at the step
-                // they stopped on (every step is idempotent anyway).
-                partial.sort_by_key(|steps| steps.index);
-                let kept: Vec<ProgressLine> = results
+            stats.finished_at_ms = now_ms();
+            run.put_stats(n, &stats).await?;
+            run.put_results(n, &results).await?;
+            tracing::info!(
+                run_id = input.run_id,
+                chunk = n,
+                entries = results.len(),
+                attempts = stats.attempts,
+                "chunk registered"
+            );
+            return Ok(summary(&input.run_id, n, &results));
+        };
+        let error = stop_error(stop, n, results.len(), lines.len(), &mut stats);
+        let finished = results.len();
+        // Progress first: the retry skips finished entries and resumes the others at the step
+        // they stopped on (every step is idempotent anyway).
+        partial.sort_by_key(|steps| steps.index);
+        let kept: Vec<ProgressLine> = results
+            .into_iter()
+            .map(ProgressLine::Done)
+            .chain(
+                partial
                     .into_iter()
-                    .map(ProgressLine::Done)
-                    .chain(
-                        partial
-                            .into_iter()
-                            .map(|partial| ProgressLine::Partial { partial }),
-                    )
-                    .collect();
-                self.store
-                    .put(bucket, &run.progress(chunk.chunk), to_jsonl(&kept)?)
-                    .await?;
-                put_json(&self.store, bucket, &run.stats(chunk.chunk), &stats).await?;
-                tracing::warn!(run_id = run.run_id(), chunk = chunk.chunk, done = finished, of = lines.len(), error = %error, "chunk stopped early");
-                Err(error)
+                    .map(|partial| ProgressLine::Partial { partial }),
+            )
+            .collect();
+        run.put_progress(n, &kept).await?;
+        run.put_stats(n, &stats).await?;
+        tracing::warn!(run_id = input.run_id, chunk = n, done = finished, of = lines.len(), error = %error, "chunk stopped early");
+        Err(error)
+    }
+}
+
+/// Sorts the chunk's lines into what is finished (kept progress, decoration rejections) and
+/// what is left, resuming each entry from the steps kept for it.
+fn pending(lines: &[DecoratedLine], progress: Vec<ProgressLine>) -> Pending<'_> {
+    let mut results: Vec<EntryResult> = Vec::new();
+    let mut resumed: BTreeMap<u64, EntrySteps> = BTreeMap::new();
+    for line in progress {
+        match line {
+            ProgressLine::Done(result) => results.push(result),
+            ProgressLine::Partial { partial } => {
+                resumed.insert(partial.index, partial);
             }
         }
     }
+    let done: BTreeSet<u64> = results.iter().map(|r| r.index).collect();
+    let mut todo: Vec<(&Decorated, EntrySteps)> = Vec::new();
+    for line in lines {
+        match line {
+            DecoratedLine::Rejected(r) if !done.contains(&r.index) => {
+                results.push(decoration_rejection(r));
+            }
+            DecoratedLine::Decorated(d) if !done.contains(&d.index) => {
+                // Steps saved for another entry (a chunk decorated anew) are not resumed.
+                let steps = resumed
+                    .remove(&d.index)
+                    .filter(|steps| steps.belong_to(d))
+                    .unwrap_or_else(|| EntrySteps::new(d));
+                todo.push((d, steps));
+            }
+            _ => {}
+        }
+    }
+    Pending { results, todo }
+}
+
+/// The task error for a chunk that stopped early, counted in its stats.
+fn stop_error(stop: Stop, chunk: u32, done: usize, of: usize, stats: &mut ChunkStats) -> TaskError {
+    let error = match stop {
+        Stop::Error(e) => TaskError::from(e),
+        Stop::Deadline => TaskError::new(
+            ErrorName::Throttled,
+            format!(
+                "chunk {chunk}: Lambda deadline near after {done} of {of} entries; progress kept"
+            ),
+        ),
+    };
+    if error.name == ErrorName::Throttled {
+        stats.throttled += 1;
+    }
+    error
 }
 
 /// Registers entries with bounded concurrency until all are done, one fails the task, or the
@@ -274,13 +269,13 @@ fn decoration_rejection(r: &thingpress_manifest::Rejected) -> EntryResult {
     }
 }
 
-fn summary(run: &RunLayout, chunk: u32, results: &[EntryResult]) -> Value {
-    let count = |outcome: Outcome| results.iter().filter(|r| r.outcome == outcome).count();
-    json!({
-        "runId": run.run_id(),
-        "chunk": chunk,
-        "registered": count(Outcome::Registered),
-        "alreadyRegistered": count(Outcome::AlreadyRegistered),
-        "rejected": count(Outcome::Rejected),
-    })
+fn summary(run_id: &str, chunk: u32, results: &[EntryResult]) -> ChunkSummary {
+    let count = |outcome: Outcome| results.iter().filter(|r| r.outcome == outcome).count() as u64;
+    ChunkSummary {
+        run_id: run_id.to_owned(),
+        chunk,
+        registered: count(Outcome::Registered),
+        already_registered: count(Outcome::AlreadyRegistered),
+        rejected: count(Outcome::Rejected),
+    }
 }

@@ -3,6 +3,7 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let container = thingpress_lambda::Container::load().await?;
-    let task = thingpress_register::Task::new(container.store, &container.config, container.settings);
+    let task =
+        thingpress_register::Task::new(container.store, &container.config, container.settings);
     thingpress_lambda::serve(|event| task.handle(event)).await
 }

@@ -4,13 +4,18 @@
 use aws_config::SdkConfig;
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
-use serde_json::{Value, json};
-use thingpress_manifest::{Entry, ErrorName, ManifestError, Supplier, read_entries};
-use thingpress_run::layout::{claim_key, profile_key, profile_of_incoming_key};
-use thingpress_run::records::{ChunkDescriptor, RunInfo, SourceObject, now_ms};
-use thingpress_run::store::{get_json, put_json};
-use thingpress_run::{RunLayout, Settings, Store, TaskError};
+use thingpress_manifest::{
+    Accepted, Entry, ErrorName, ManifestError, Rejected, Supplier, read_entries,
+};
 use thingpress_product::Profile;
+use thingpress_run::layout::{INCOMING_PREFIX, claim_key, profile_key, profile_of_incoming_key};
+use thingpress_run::payload::{
+    ConsoleInput, ExecutionInput, ObjectCreatedEvent, ProfileRef, Skipped, SplitInput, SplitOutput,
+    Started,
+};
+use thingpress_run::records::{ChunkDescriptor, RunInfo, SourceObject, now_ms};
+use thingpress_run::store::get_json;
+use thingpress_run::{RunLayout, RunStore, Settings, Store, TaskError};
 
 /// Rejected entries per `rejected/NNNNN.jsonl` part.
 const REJECTS_PER_PART: usize = 10_000;
@@ -26,14 +31,7 @@ pub struct Task<S> {
     settings: Settings,
 }
 
-/// Where the profile comes from.
-#[derive(Debug, Clone, PartialEq)]
-enum ProfileRef {
-    Named(String),
-    Inline(Value),
-}
-
-/// What the state machine asked for.
+/// What the state machine asked for, checked.
 #[derive(Debug, Clone, PartialEq)]
 struct Request {
     run: RunLayout,
@@ -58,73 +56,68 @@ struct Claim {
     claimed_at_ms: u64,
 }
 
-fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
-    value
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+/// `what` must not be empty.
+fn non_empty(value: String, what: &str) -> Result<String, TaskError> {
+    if value.is_empty() {
+        return Err(TaskError::invalid_input(format!("{what} is empty")));
+    }
+    Ok(value)
 }
 
-/// Reads either an EventBridge "Object Created" event or the console input.
-fn parse_request(payload: &Value) -> Result<Request, TaskError> {
-    let run_id = str_at(payload, "/runId")
-        .ok_or_else(|| TaskError::invalid_input("payload has no runId"))?;
-    let run = RunLayout::new(run_id)?;
-    let input = payload
-        .get("input")
-        .ok_or_else(|| TaskError::invalid_input("payload has no input"))?;
-    if input.get("detail-type").is_some() {
-        let detail_type = str_at(input, "/detail-type").unwrap_or_default();
-        if detail_type != "Object Created" {
-            return Err(TaskError::invalid_input(format!(
-                "event detail-type {detail_type:?} is not \"Object Created\""
-            )));
+impl Request {
+    /// Checks Split's input: an S3 "Object Created" event, or the console input.
+    fn new(input: SplitInput) -> Result<Request, TaskError> {
+        let run = RunLayout::new(&input.run_id)?;
+        match input.input {
+            ExecutionInput::ObjectCreated(event) => Request::from_event(run, event),
+            ExecutionInput::Console(console) => Request::from_console(run, console),
         }
-        let bucket = str_at(input, "/detail/bucket/name")
-            .ok_or_else(|| TaskError::invalid_input("event has no detail.bucket.name"))?;
-        let key = str_at(input, "/detail/object/key")
-            .ok_or_else(|| TaskError::invalid_input("event has no detail.object.key"))?;
-        let profile = profile_of_incoming_key(key)?.to_owned();
-        return Ok(Request {
-            run,
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            profile: ProfileRef::Named(profile),
-            force: false,
-        });
     }
-    let bucket = str_at(input, "/manifest/bucket")
-        .ok_or_else(|| TaskError::invalid_input("input has no manifest.bucket"))?;
-    let key = str_at(input, "/manifest/key")
-        .ok_or_else(|| TaskError::invalid_input("input has no manifest.key"))?;
-    let profile = match input.get("profile") {
-        Some(Value::String(name)) if !name.is_empty() => ProfileRef::Named(name.clone()),
-        Some(inline @ Value::Object(_)) => ProfileRef::Inline(inline.clone()),
-        None if key.starts_with(thingpress_run::layout::INCOMING_PREFIX) => {
-            ProfileRef::Named(profile_of_incoming_key(key)?.to_owned())
-        }
-        _ => {
-            return Err(TaskError::invalid_input(
-                "input.profile must be a profile name or an inline profile object",
-            ));
-        }
-    };
-    let force = match input.get("force") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(force)) => *force,
-        Some(other) => {
+
+    fn from_event(run: RunLayout, event: ObjectCreatedEvent) -> Result<Request, TaskError> {
+        if event.detail_type != "Object Created" {
             return Err(TaskError::invalid_input(format!(
-                "input.force must be true or false, not {other}"
+                "event detail-type {:?} is not \"Object Created\"",
+                event.detail_type
             )));
         }
-    };
-    Ok(Request {
-        run,
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-        profile,
-        force,
-    })
+        let bucket = non_empty(event.detail.bucket.name, "event detail.bucket.name")?;
+        let key = non_empty(event.detail.object.key, "event detail.object.key")?;
+        let profile = ProfileRef::Named(profile_of_incoming_key(&key)?.to_owned());
+        Ok(Request {
+            run,
+            bucket,
+            key,
+            profile,
+            force: false,
+        })
+    }
+
+    fn from_console(run: RunLayout, input: ConsoleInput) -> Result<Request, TaskError> {
+        let bucket = non_empty(input.manifest.bucket, "input manifest.bucket")?;
+        let key = non_empty(input.manifest.key, "input manifest.key")?;
+        let profile = match input.profile {
+            Some(ProfileRef::Named(name)) if name.is_empty() => {
+                return Err(TaskError::invalid_input("input profile is empty"));
+            }
+            Some(profile) => profile,
+            None if key.starts_with(INCOMING_PREFIX) => {
+                ProfileRef::Named(profile_of_incoming_key(&key)?.to_owned())
+            }
+            None => {
+                return Err(TaskError::invalid_input(
+                    "input.profile must be a profile name or an inline profile object",
+                ));
+            }
+        };
+        Ok(Request {
+            run,
+            bucket,
+            key,
+            profile,
+            force: input.force.unwrap_or(false),
+        })
+    }
 }
 
 /// One message from the parsing thread.
@@ -154,14 +147,47 @@ impl<S: Store + Clone + 'static> Task<S> {
     }
 
     /// Handles one invocation.
-    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, TaskError> {
+    pub async fn handle(&self, event: LambdaEvent<SplitInput>) -> Result<SplitOutput, TaskError> {
         self.split_manifest(event.payload).await
     }
 
-    /// Claims, checks and splits the manifest the payload names.
-    pub async fn split_manifest(&self, payload: Value) -> Result<Value, TaskError> {
-        let request = parse_request(&payload)?;
+    /// Claims, checks and splits the manifest the input names.
+    pub async fn split_manifest(&self, input: SplitInput) -> Result<SplitOutput, TaskError> {
+        let request = Request::new(input)?;
         let profile = self.resolve_profile(&request.profile).await?;
+        self.check_profile(&profile).await?;
+        let (source, size) = self.source(&request).await?;
+        let bucket = self.settings.import_bucket.clone();
+        if let Some(owner) = self.claim(&request, &source, size).await? {
+            tracing::info!(
+                run_id = request.run.run_id(),
+                owner,
+                source = source.url(),
+                "skipped: already claimed"
+            );
+            return Ok(SplitOutput::Skipped(Skipped {
+                run_id: request.run.run_id().to_owned(),
+                owner_run_id: owner,
+                bucket,
+                key: source.key,
+            }));
+        }
+        let chunks_key = request.run.chunk_index();
+        let info = self.split(request.run, source, profile).await?;
+        Ok(SplitOutput::Started(Started {
+            run_id: info.run_id,
+            bucket,
+            chunks_key,
+            chunk_count: info.chunk_count,
+            max_concurrency: info.max_concurrency,
+            entries: info.entries,
+            accepted: info.accepted,
+            rejected: info.rejected,
+        }))
+    }
+
+    /// The stack's allow-list, then the profile's resources in IoT.
+    async fn check_profile(&self, profile: &Profile) -> Result<(), TaskError> {
         // The allow-list first: it needs no call, and a refused name is refused whatever IoT holds.
         let refused = self
             .settings
@@ -176,37 +202,9 @@ impl<S: Store + Clone + 'static> Task<S> {
         }
         // Missing resources are InvalidProfile; a throttle or fault stays Throttled/Transient,
         // so the state machine retries Split instead of failing the run.
-        thingpress_importer::check_profile_resources(&self.iot, &profile)
+        thingpress_importer::check_profile_resources(&self.iot, profile)
             .await
-            .map_err(TaskError::from)?;
-        let (source, size) = self.source(&request).await?;
-        if let Some(owner) = self.claim(&request, &source, size).await? {
-            tracing::info!(
-                run_id = request.run.run_id(),
-                owner,
-                source = source.url(),
-                "skipped: already claimed"
-            );
-            return Ok(json!({
-                "status": "Skipped",
-                "runId": request.run.run_id(),
-                "ownerRunId": owner,
-                "bucket": self.settings.import_bucket,
-                "key": source.key,
-            }));
-        }
-        let info = self.split(&request.run, source, profile).await?;
-        Ok(json!({
-            "status": "Started",
-            "runId": info.run_id,
-            "bucket": self.settings.import_bucket,
-            "chunksKey": request.run.chunk_index(),
-            "chunkCount": info.chunk_count,
-            "maxConcurrency": info.max_concurrency,
-            "entries": info.entries,
-            "accepted": info.accepted,
-            "rejected": info.rejected,
-        }))
+            .map_err(TaskError::from)
     }
 
     async fn resolve_profile(&self, profile: &ProfileRef) -> Result<Profile, TaskError> {
@@ -226,8 +224,8 @@ impl<S: Store + Clone + 'static> Task<S> {
                 Profile::from_json(&body)
                     .map_err(|e| TaskError::invalid_profile(format!("profile {name:?}: {e}")))?
             }
-            ProfileRef::Inline(value) => {
-                let body = serde_json::to_vec(value)
+            ProfileRef::Inline(fields) => {
+                let body = serde_json::to_vec(fields)
                     .map_err(|e| TaskError::invalid_profile(format!("inline profile: {e}")))?;
                 Profile::from_json(&body)
                     .map_err(|e| TaskError::invalid_profile(format!("inline profile: {e}")))?
@@ -291,14 +289,8 @@ impl<S: Store + Clone + 'static> Task<S> {
         Ok((existing.run_id != claim.run_id).then_some(existing.run_id))
     }
 
-    async fn split(
-        &self,
-        run: &RunLayout,
-        source: SourceObject,
-        profile: Profile,
-    ) -> Result<RunInfo, TaskError> {
-        let started_at_ms = now_ms();
-        let bucket = self.settings.import_bucket.clone();
+    /// The Map's concurrency and the chunk size for this profile.
+    fn sizes(&self, profile: &Profile) -> (u32, u32) {
         let max_concurrency = profile
             .max_concurrency
             .unwrap_or(self.settings.default_max_concurrency)
@@ -312,6 +304,19 @@ impl<S: Store + Clone + 'static> Task<S> {
                 profile.thing_groups.len(),
             )
             .max(1);
+        (max_concurrency, chunk_size)
+    }
+
+    /// Streams the manifest into chunks and parts of rejections, then writes `run.json` and,
+    /// last, the chunk index.
+    async fn split(
+        &self,
+        run: RunLayout,
+        source: SourceObject,
+        profile: Profile,
+    ) -> Result<RunInfo, TaskError> {
+        let started_at_ms = now_ms();
+        let (max_concurrency, chunk_size) = self.sizes(&profile);
         let options = profile
             .manifest_options()
             .map_err(|e| TaskError::invalid_profile(format!("profile {:?}: {e}", profile.name)))?;
@@ -319,45 +324,11 @@ impl<S: Store + Clone + 'static> Task<S> {
             .store
             .reader(&source.bucket, &source.key, source.version_id.as_deref())
             .await?;
-
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(CHANNEL_DEPTH);
-        let bridge = tokio_util::io::SyncIoBridge::new(reader);
-        let parser = tokio::task::spawn_blocking(move || {
-            let buffered = std::io::BufReader::with_capacity(256 * 1024, bridge);
-            let entries = match read_entries(buffered, &options) {
-                Ok(entries) => entries,
-                Err(e) => {
-                    let _ = tx.blocking_send(Parsed::Failed(e));
-                    return;
-                }
-            };
-            if tx
-                .blocking_send(Parsed::Supplier(entries.supplier()))
-                .is_err()
-            {
-                return;
-            }
-            for item in entries {
-                let message = match item {
-                    Ok(entry) => Parsed::Entry(entry),
-                    Err(e) => Parsed::Failed(e),
-                };
-                if tx.blocking_send(message).is_err() {
-                    return;
-                }
-            }
-        });
-
-        let store = &self.store;
-        let mut uploads = Uploads::new(store, &bucket);
+        let (mut parsed, parser) = spawn_parser(reader, options);
+        let store = RunStore::new(self.store.clone(), &self.settings.import_bucket, run);
+        let mut writer = Writer::new(store.clone(), chunk_size);
         let mut supplier = Supplier::Auto;
-        let mut chunk = ChunkBuffer::default();
-        let mut rejects = Vec::new();
-        let mut rejects_in_part = 0usize;
-        let mut index: Vec<ChunkDescriptor> = Vec::new();
-        let mut counts = (0u64, 0u64); // (accepted, rejected)
-        let mut rejected_parts = 0u32;
-        while let Some(message) = rx.recv().await {
+        while let Some(message) = parsed.recv().await {
             match message {
                 Parsed::Supplier(s) => supplier = s,
                 Parsed::Failed(e) => {
@@ -366,32 +337,8 @@ impl<S: Store + Clone + 'static> Task<S> {
                         format!("{}: {e}", source.url()),
                     ));
                 }
-                Parsed::Entry(Entry::Accepted(accepted)) => {
-                    counts.0 += 1;
-                    chunk.push(&accepted)?;
-                    if chunk.len == u64::from(chunk_size) {
-                        let n = u32::try_from(index.len()).unwrap_or(u32::MAX);
-                        let (descriptor, body) = chunk.take(n, run.chunk(n));
-                        uploads.put(descriptor.key.clone(), body).await?;
-                        index.push(descriptor);
-                    }
-                }
-                Parsed::Entry(Entry::Rejected(rejected)) => {
-                    counts.1 += 1;
-                    tracing::debug!(index = rejected.index, error = %rejected.error, "entry rejected");
-                    serde_json::to_writer(&mut rejects, &rejected).map_err(|e| {
-                        TaskError::invalid_input(format!("cannot serialise a reject: {e}"))
-                    })?;
-                    rejects.push(b'\n');
-                    rejects_in_part += 1;
-                    if rejects_in_part == REJECTS_PER_PART {
-                        uploads
-                            .put(run.rejected(rejected_parts), std::mem::take(&mut rejects))
-                            .await?;
-                        rejected_parts += 1;
-                        rejects_in_part = 0;
-                    }
-                }
+                Parsed::Entry(Entry::Accepted(accepted)) => writer.accept(&accepted).await?,
+                Parsed::Entry(Entry::Rejected(rejected)) => writer.reject(&rejected).await?,
             }
         }
         parser.await.map_err(|e| {
@@ -400,35 +347,24 @@ impl<S: Store + Clone + 'static> Task<S> {
                 format!("manifest parser stopped: {e}"),
             )
         })?;
-        if chunk.len > 0 {
-            let n = u32::try_from(index.len()).unwrap_or(u32::MAX);
-            let (descriptor, body) = chunk.take(n, run.chunk(n));
-            uploads.put(descriptor.key.clone(), body).await?;
-            index.push(descriptor);
-        }
-        if rejects_in_part > 0 {
-            uploads.put(run.rejected(rejected_parts), rejects).await?;
-            rejected_parts += 1;
-        }
-        uploads.finish().await?;
-
+        let written = writer.finish().await?;
         let info = RunInfo {
-            run_id: run.run_id().to_owned(),
+            run_id: store.layout().run_id().to_owned(),
             source,
             profile,
             supplier,
             chunk_size,
             max_concurrency,
-            entries: counts.0 + counts.1,
-            accepted: counts.0,
-            rejected: counts.1,
-            chunk_count: u32::try_from(index.len()).unwrap_or(u32::MAX),
-            rejected_parts,
+            entries: written.accepted + written.rejected,
+            accepted: written.accepted,
+            rejected: written.rejected,
+            chunk_count: u32::try_from(written.index.len()).unwrap_or(u32::MAX),
+            rejected_parts: written.rejected_parts,
             started_at_ms,
         };
         // run.json before the index: every task that can see the index can read the run.
-        put_json(store, &bucket, &run.run_info(), &info).await?;
-        put_json(store, &bucket, &run.chunk_index(), &index).await?;
+        store.put_run_info(&info).await?;
+        store.put_chunk_index(&written.index).await?;
         tracing::info!(
             run_id = info.run_id,
             supplier = %info.supplier,
@@ -442,6 +378,131 @@ impl<S: Store + Clone + 'static> Task<S> {
     }
 }
 
+/// Parses the manifest on a blocking thread, sending the supplier, then every entry.
+fn spawn_parser(
+    reader: thingpress_run::store::ObjectReader,
+    options: thingpress_manifest::Options,
+) -> (
+    tokio::sync::mpsc::Receiver<Parsed>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Parsed>(CHANNEL_DEPTH);
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let parser = tokio::task::spawn_blocking(move || {
+        let buffered = std::io::BufReader::with_capacity(256 * 1024, bridge);
+        let entries = match read_entries(buffered, &options) {
+            Ok(entries) => entries,
+            Err(e) => {
+                let _ = tx.blocking_send(Parsed::Failed(e));
+                return;
+            }
+        };
+        if tx
+            .blocking_send(Parsed::Supplier(entries.supplier()))
+            .is_err()
+        {
+            return;
+        }
+        for item in entries {
+            let message = match item {
+                Ok(entry) => Parsed::Entry(entry),
+                Err(e) => Parsed::Failed(e),
+            };
+            if tx.blocking_send(message).is_err() {
+                return;
+            }
+        }
+    });
+    (rx, parser)
+}
+
+/// What Split wrote of a run's entries.
+struct Written {
+    index: Vec<ChunkDescriptor>,
+    rejected_parts: u32,
+    accepted: u64,
+    rejected: u64,
+}
+
+/// Fills chunks of accepted entries and parts of rejected ones, uploading each once full.
+struct Writer<S> {
+    uploads: Uploads<S>,
+    chunk_size: u64,
+    chunk: ChunkBuffer,
+    rejects: Vec<u8>,
+    rejects_in_part: usize,
+    written: Written,
+}
+
+impl<S: Store + Clone + 'static> Writer<S> {
+    fn new(store: RunStore<S>, chunk_size: u32) -> Self {
+        Writer {
+            uploads: Uploads::new(store),
+            chunk_size: u64::from(chunk_size),
+            chunk: ChunkBuffer::default(),
+            rejects: Vec::new(),
+            rejects_in_part: 0,
+            written: Written {
+                index: Vec::new(),
+                rejected_parts: 0,
+                accepted: 0,
+                rejected: 0,
+            },
+        }
+    }
+
+    async fn accept(&mut self, entry: &Accepted) -> Result<(), TaskError> {
+        self.written.accepted += 1;
+        self.chunk.push(entry)?;
+        if self.chunk.len == self.chunk_size {
+            self.flush_chunk().await?;
+        }
+        Ok(())
+    }
+
+    async fn reject(&mut self, entry: &Rejected) -> Result<(), TaskError> {
+        self.written.rejected += 1;
+        tracing::debug!(index = entry.index, error = %entry.error, "entry rejected");
+        serde_json::to_writer(&mut self.rejects, entry)
+            .map_err(|e| TaskError::invalid_input(format!("cannot serialise a reject: {e}")))?;
+        self.rejects.push(b'\n');
+        self.rejects_in_part += 1;
+        if self.rejects_in_part == REJECTS_PER_PART {
+            self.flush_rejects().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_chunk(&mut self) -> Result<(), TaskError> {
+        let n = u32::try_from(self.written.index.len()).unwrap_or(u32::MAX);
+        let (descriptor, body) = self.chunk.take(n, self.uploads.store.layout().chunk(n));
+        self.uploads.put(Object::Chunk(n), body).await?;
+        self.written.index.push(descriptor);
+        Ok(())
+    }
+
+    async fn flush_rejects(&mut self) -> Result<(), TaskError> {
+        let part = self.written.rejected_parts;
+        let body = std::mem::take(&mut self.rejects);
+        self.uploads.put(Object::Rejected(part), body).await?;
+        self.written.rejected_parts += 1;
+        self.rejects_in_part = 0;
+        Ok(())
+    }
+
+    /// Writes what is left and waits for every upload.
+    async fn finish(mut self) -> Result<Written, TaskError> {
+        if self.chunk.len > 0 {
+            self.flush_chunk().await?;
+        }
+        if self.rejects_in_part > 0 {
+            self.flush_rejects().await?;
+        }
+        self.uploads.finish().await?;
+        Ok(self.written)
+    }
+}
+
 /// Accepted entries of the chunk being filled, as JSON lines.
 #[derive(Default)]
 struct ChunkBuffer {
@@ -451,7 +512,7 @@ struct ChunkBuffer {
 }
 
 impl ChunkBuffer {
-    fn push(&mut self, entry: &thingpress_manifest::Accepted) -> Result<(), TaskError> {
+    fn push(&mut self, entry: &Accepted) -> Result<(), TaskError> {
         if self.len == 0 {
             self.first_index = entry.index;
         }
@@ -475,33 +536,41 @@ impl ChunkBuffer {
     }
 }
 
+/// Which run object an upload writes.
+#[derive(Debug, Clone, Copy)]
+enum Object {
+    Chunk(u32),
+    Rejected(u32),
+}
+
 /// Object writes kept in flight while parsing goes on, bounded by [`UPLOADS_IN_FLIGHT`]. Each
 /// write is a task of its own, so it progresses while the parser is awaited.
 struct Uploads<S> {
-    store: S,
-    bucket: String,
+    store: RunStore<S>,
     in_flight: tokio::task::JoinSet<Result<(), TaskError>>,
 }
 
 impl<S: Store + Clone + 'static> Uploads<S> {
-    fn new(store: &S, bucket: &str) -> Self {
+    fn new(store: RunStore<S>) -> Self {
         Uploads {
-            store: store.clone(),
-            bucket: bucket.to_owned(),
+            store,
             in_flight: tokio::task::JoinSet::new(),
         }
     }
 
-    async fn put(&mut self, key: String, body: Vec<u8>) -> Result<(), TaskError> {
+    async fn put(&mut self, object: Object, body: Vec<u8>) -> Result<(), TaskError> {
         while self.in_flight.len() >= UPLOADS_IN_FLIGHT {
             if let Some(result) = self.in_flight.join_next().await {
                 joined(result)?;
             }
         }
         let store = self.store.clone();
-        let bucket = self.bucket.clone();
-        self.in_flight
-            .spawn(async move { store.put(&bucket, &key, body).await });
+        self.in_flight.spawn(async move {
+            match object {
+                Object::Chunk(n) => store.put_chunk(n, body).await,
+                Object::Rejected(part) => store.put_rejected(part, body).await,
+            }
+        });
         Ok(())
     }
 

@@ -16,13 +16,13 @@ use std::io::Write as _;
 use std::time::Instant;
 
 use bytes::Bytes;
-use serde_json::json;
 use thingpress_importer::{EntryResult, Outcome};
 use thingpress_manifest::{ErrorName, Supplier};
+use thingpress_product::Profile;
+use thingpress_run::payload::{Started, SummarizeInput};
 use thingpress_run::records::{ChunkDescriptor, ChunkStats, RunInfo, SourceObject};
 use thingpress_run::store::{ObjectMeta, ObjectReader, parse_jsonl, put_json};
 use thingpress_run::{MemStore, RunLayout, Settings, Store, TaskError};
-use thingpress_product::Profile;
 
 const BUCKET: &str = "imports";
 const RUN_ID: &str = "memory-run";
@@ -131,6 +131,14 @@ impl Store for GeneratedResults {
             Some(n) => Ok(Some(Box::pin(std::io::Cursor::new(self.results(n))))),
             None => self.objects.reader_if_exists(bucket, key).await,
         }
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, TaskError> {
+        self.objects.list(bucket, prefix).await
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), TaskError> {
+        self.objects.delete(bucket, key).await
     }
 }
 
@@ -265,12 +273,19 @@ async fn main() -> Result<(), String> {
                 .get(name)
                 .map(|v| (*v).to_owned())
         })?;
-        let task = thingpress_summarize::Task::with_store(store, settings);
-        let out = task
-            .summarize(&json!({"runId": RUN_ID}))
-            .await
-            .map_err(|e| e.to_string())?;
-        out["registered"].as_u64().unwrap_or_default()
+        let input = SummarizeInput::Started(Started {
+            run_id: RUN_ID.into(),
+            bucket: BUCKET.into(),
+            chunks_key: store.layout.chunk_index(),
+            chunk_count: store.chunk_count(),
+            max_concurrency: 10,
+            entries: args.entries,
+            accepted: args.entries,
+            rejected: 0,
+        });
+        let task = thingpress_summarize::Task::with_store(std::sync::Arc::new(store), settings);
+        let out = task.summarize(&input).await.map_err(|e| e.to_string())?;
+        out.registered
     };
     let peak = peak_rss_kb();
     let mut stdout = std::io::stdout().lock();

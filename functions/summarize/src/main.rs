@@ -3,6 +3,6 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let container = thingpress_lambda::Container::load().await?;
-    let task = thingpress_summarize::Task::new(container.store, &container.config, container.settings);
+    let task = thingpress_summarize::Task::with_store(container.store, container.settings);
     thingpress_lambda::serve(|event| task.handle(event)).await
 }
