@@ -452,59 +452,20 @@ def effective_quotas(args: argparse.Namespace, template_path: Path) -> dict[str,
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start moto, the edge and one cargo lambda watch per function; write the state file."""
-    old = read_state()
-    if old is not None:
-        alive = [n for n, p in old.get("processes", {}).items() if is_ours(p)]
-        if alive:
-            raise StackError(f"a stack is already running ({', '.join(alive)}); run `script/local down` first")
-        log("removing stale state file")
-        STATE_FILE.unlink(missing_ok=True)
-
+    clear_stale_state()
     template_path = Path(args.template).resolve()
     overrides = parameter_overrides(args, template_path)
     stack = load_stack(template_path, overrides, args.stack_name, args.bucket)
     functions = sorted(stack.functions.values(), key=lambda f: f.logical_id)
-
-    ports = {"edge": args.edge_port or free_port(), "moto": args.moto_port or free_port()}
-    for f in functions:
-        port = free_port()
-        while port in ports.values():
-            port = free_port()
-        ports[f.logical_id] = port
-    if len(set(ports.values())) != len(ports):
-        raise StackError(f"ports must differ: {ports}")
-    for name, port in ports.items():
-        if port_open(port):
-            raise StackError(f"port {port} for {name} is already in use")
-
+    ports = pick_ports(args, functions)
     if not (Path(args.functions_dir) / "Cargo.toml").is_file():
         raise StackError(f"--functions-dir {args.functions_dir} has no Cargo.toml")
     quotas = effective_quotas(args, template_path)
     LOCAL.mkdir(parents=True, exist_ok=True)
-    env_dir = LOCAL / "functions"
-    env_dir.mkdir(exist_ok=True)
-    envs: dict[str, dict[str, str]] = {}
-    for f in functions:
-        envs[f.logical_id] = function_env(f, ports["edge"])
-        (env_dir / f"{f.logical_id}.env").write_text("".join(f"{k}={v}\n" for k, v in envs[f.logical_id].items()))
-    routes = {
-        "functions": {
-            f.name: {"url": f"http://127.0.0.1:{ports[f.logical_id]}", "binary": f.binary, "timeout": f.timeout}
-            for f in functions
-        }
-    }
-    routes_file = LOCAL / "edge-functions.json"
-    routes_file.write_text(json.dumps(routes, indent=2) + "\n")
-
+    envs = write_function_envs(functions, ports["edge"])
+    routes_file = write_edge_routes(functions, ports)
     if not args.no_build:
-        # cargo lambda watch starts each function with `cargo run --bin <name>` on its first
-        # invoke; building each the same way now (same per-package feature set, so the same
-        # artifacts) keeps that first Step Functions task from waiting for a cold compile.
-        for f in functions:
-            cmd = ["cargo", "build", "--bin", f.binary]
-            log(f"building: {' '.join(cmd)}")
-            if subprocess.run(cmd, cwd=args.functions_dir).returncode != 0:
-                raise StackError(f"`{' '.join(cmd)}` failed in {args.functions_dir}")
+        build_functions(args, functions)
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "RUST_LOG"}
     children: dict[str, dict[str, Any]] = {}
@@ -523,80 +484,59 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    py = sys.executable
     try:
         # moto's Step Functions interpreter calls Lambda and S3 through the edge with boto
         # clients: credentials from its environment name the state machine's role.
         moto_env = {**base_env, "AWS_ACCESS_KEY_ID": stack.state_machine.logical_id, "AWS_SECRET_ACCESS_KEY": PRINCIPAL_SECRET}
-        children["moto"] = spawn(
-            "moto",
-            [py, str(HERE / "moto_server.py"), "--port", str(ports["moto"]), "--edge-port", str(ports["edge"])],
-            moto_env,
-            args.foreground,
-        )
-        edge_cmd = [
-            py,
-            str(HERE / "edge.py"),
-            "--port",
-            str(ports["edge"]),
-            "--moto-url",
-            f"http://127.0.0.1:{ports['moto']}",
-            "--functions",
-            str(routes_file),
-            "--template",
-            str(template_path),
-            "--quota-scale",
-            f"{args.quota_scale:g}",
-        ]
-        if args.quotas:
-            edge_cmd += ["--quotas", args.quotas]
-        if args.no_quotas:
-            edge_cmd.append("--no-quotas")
-        if args.faults:
-            edge_cmd += ["--faults", args.faults]
-        if args.seed is not None:
-            edge_cmd += ["--seed", str(args.seed)]
-        children["edge"] = spawn("edge", edge_cmd, base_env, args.foreground)
+        moto_cmd = [sys.executable, str(HERE / "moto_server.py"), "--port", str(ports["moto"]), "--edge-port", str(ports["edge"])]
+        children["moto"] = spawn("moto", moto_cmd, moto_env, args.foreground)
+        children["edge"] = spawn("edge", edge_command(args, ports, routes_file, template_path), base_env, args.foreground)
         for f in functions:
             # One watcher per function, so each runs with its own environment.
-            watch_cmd = [
-                venv_bin("cargo-lambda"),
-                "lambda",
-                "watch",
-                "--invoke-address",
-                "127.0.0.1",
-                "--invoke-port",
-                str(ports[f.logical_id]),
-                "--concurrency",
-                str(args.lambda_concurrency),
-                # The edge enforces the template's timeout. The watcher's own also cuts an idle
-                # instance's long poll for its next event, which kills the instance (lambda_runtime
-                # panics on the answer) and leaves later invokes hanging: keep it out of the way.
-                "--timeout",
-                str(WATCHER_TIMEOUT_S),
-                "--env-file",
-                str(env_dir / f"{f.logical_id}.env"),
-                "--bin",
-                f.binary,
-            ]
-            if not args.reload:
-                watch_cmd.append("--ignore-changes")
             children[f"lambda-{f.binary}"] = spawn(
-                f"lambda-{f.binary}", watch_cmd, {**base_env, **envs[f.logical_id]}, args.foreground, cwd=args.functions_dir
+                f"lambda-{f.binary}",
+                watch_command(args, f, ports[f.logical_id]),
+                {**base_env, **envs[f.logical_id]},
+                args.foreground,
+                cwd=args.functions_dir,
             )
-
-        wait_healthy("moto", children["moto"], lambda: http_get(f"http://127.0.0.1:{ports['moto']}/moto-api/")[0] < 500, 60)
-        wait_healthy(
-            "edge", children["edge"], lambda: http_get(f"http://127.0.0.1:{ports['edge']}/_edge/health")[0] == 200, 30
-        )
-        for f in functions:
-            port = ports[f.logical_id]
-            wait_healthy(f"lambda-{f.binary}", children[f"lambda-{f.binary}"], lambda p=port: port_open(p), 120)
+        wait_until_up(children, ports, functions)
     except BaseException:
         cleanup()
         raise
 
-    state = {
+    state = up_state(args, stack, overrides, ports, quotas, envs, children)
+    write_state(state)
+    log(f"up: endpoint {state['endpoint']} (moto :{ports['moto']}, functions {', '.join(f'{f.binary} :{ports[f.logical_id]}' for f in functions)})")
+    if not args.foreground:
+        # Detached: the children outlive us; `down` ends them.
+        atexit.unregister(cleanup)
+        children.clear()
+        return 0
+    log("foreground: Ctrl-C stops the stack")
+    try:
+        while all(c["proc"].poll() is None for c in children.values()):
+            time.sleep(0.5)
+        dead = [n for n, c in children.items() if c["proc"].returncode is not None]
+        raise StackError(f"{', '.join(dead)} exited; see .local/logs/")
+    finally:
+        cleanup()
+        STATE_FILE.unlink(missing_ok=True)
+
+
+def up_state(
+    args: argparse.Namespace,
+    stack: template.Stack,
+    overrides: dict[str, str],
+    ports: dict[str, int],
+    quotas: dict[str, float],
+    envs: dict[str, dict[str, str]],
+    children: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """What the state file records of a started stack (the CLI, tests and `down` read it)."""
+    template_path = Path(args.template).resolve()
+    functions = sorted(stack.functions.values(), key=lambda f: f.logical_id)
+    return {
         "version": 2,
         "root": str(ROOT),
         "endpoint": f"http://127.0.0.1:{ports['edge']}",
@@ -629,22 +569,132 @@ def cmd_up(args: argparse.Namespace) -> int:
         "processes": {n: {k: v for k, v in c.items() if k != "proc"} for n, c in children.items()},
         "startedAt": time.time(),
     }
-    write_state(state)
-    log(f"up: endpoint {state['endpoint']} (moto :{ports['moto']}, functions {', '.join(f'{f.binary} :{ports[f.logical_id]}' for f in functions)})")
-    if not args.foreground:
-        # Detached: the children outlive us; `down` ends them.
-        atexit.unregister(cleanup)
-        children.clear()
-        return 0
-    log("foreground: Ctrl-C stops the stack")
-    try:
-        while all(c["proc"].poll() is None for c in children.values()):
-            time.sleep(0.5)
-        dead = [n for n, c in children.items() if c["proc"].returncode is not None]
-        raise StackError(f"{', '.join(dead)} exited; see .local/logs/")
-    finally:
-        cleanup()
-        STATE_FILE.unlink(missing_ok=True)
+
+
+def clear_stale_state() -> None:
+    """Refuse to start over a running stack; remove the state file of one that is gone."""
+    old = read_state()
+    if old is None:
+        return
+    alive = [n for n, p in old.get("processes", {}).items() if is_ours(p)]
+    if alive:
+        raise StackError(f"a stack is already running ({', '.join(alive)}); run `script/local down` first")
+    log("removing stale state file")
+    STATE_FILE.unlink(missing_ok=True)
+
+
+def pick_ports(args: argparse.Namespace, functions: list[template.Function]) -> dict[str, int]:
+    """A free port for the edge, moto (unless given) and each function's watcher."""
+    ports = {"edge": args.edge_port or free_port(), "moto": args.moto_port or free_port()}
+    for f in functions:
+        port = free_port()
+        while port in ports.values():
+            port = free_port()
+        ports[f.logical_id] = port
+    if len(set(ports.values())) != len(ports):
+        raise StackError(f"ports must differ: {ports}")
+    for name, port in ports.items():
+        if port_open(port):
+            raise StackError(f"port {port} for {name} is already in use")
+    return ports
+
+
+def write_function_envs(functions: list[template.Function], edge_port: int) -> dict[str, dict[str, str]]:
+    """Each function's environment, also written to .local/functions/<logical id>.env for its watcher."""
+    env_dir = LOCAL / "functions"
+    env_dir.mkdir(exist_ok=True)
+    envs: dict[str, dict[str, str]] = {}
+    for f in functions:
+        envs[f.logical_id] = function_env(f, edge_port)
+        (env_dir / f"{f.logical_id}.env").write_text("".join(f"{k}={v}\n" for k, v in envs[f.logical_id].items()))
+    return envs
+
+
+def write_edge_routes(functions: list[template.Function], ports: dict[str, int]) -> Path:
+    """The edge's function routes (deployed name -> watcher URL, binary, timeout), as a file."""
+    routes = {
+        "functions": {
+            f.name: {"url": f"http://127.0.0.1:{ports[f.logical_id]}", "binary": f.binary, "timeout": f.timeout}
+            for f in functions
+        }
+    }
+    routes_file = LOCAL / "edge-functions.json"
+    routes_file.write_text(json.dumps(routes, indent=2) + "\n")
+    return routes_file
+
+
+def build_functions(args: argparse.Namespace, functions: list[template.Function]) -> None:
+    """cargo lambda watch starts each function with `cargo run --bin <name>` on its first
+    invoke; building each the same way now (same per-package feature set, so the same
+    artifacts) keeps that first Step Functions task from waiting for a cold compile."""
+    for f in functions:
+        cmd = ["cargo", "build", "--bin", f.binary]
+        log(f"building: {' '.join(cmd)}")
+        if subprocess.run(cmd, cwd=args.functions_dir).returncode != 0:
+            raise StackError(f"`{' '.join(cmd)}` failed in {args.functions_dir}")
+
+
+def edge_command(args: argparse.Namespace, ports: dict[str, int], routes_file: Path, template_path: Path) -> list[str]:
+    """The edge's command line: its ports, the function routes, the template's quotas and the options."""
+    cmd = [
+        sys.executable,
+        str(HERE / "edge.py"),
+        "--port",
+        str(ports["edge"]),
+        "--moto-url",
+        f"http://127.0.0.1:{ports['moto']}",
+        "--functions",
+        str(routes_file),
+        "--template",
+        str(template_path),
+        "--quota-scale",
+        f"{args.quota_scale:g}",
+    ]
+    if args.quotas:
+        cmd += ["--quotas", args.quotas]
+    if args.no_quotas:
+        cmd.append("--no-quotas")
+    if args.faults:
+        cmd += ["--faults", args.faults]
+    if args.seed is not None:
+        cmd += ["--seed", str(args.seed)]
+    return cmd
+
+
+def watch_command(args: argparse.Namespace, f: template.Function, port: int) -> list[str]:
+    """One function's `cargo lambda watch` command line (its env file is write_function_envs')."""
+    cmd = [
+        venv_bin("cargo-lambda"),
+        "lambda",
+        "watch",
+        "--invoke-address",
+        "127.0.0.1",
+        "--invoke-port",
+        str(port),
+        "--concurrency",
+        str(args.lambda_concurrency),
+        # The edge enforces the template's timeout. The watcher's own also cuts an idle
+        # instance's long poll for its next event, which kills the instance (lambda_runtime
+        # panics on the answer) and leaves later invokes hanging: keep it out of the way.
+        "--timeout",
+        str(WATCHER_TIMEOUT_S),
+        "--env-file",
+        str(LOCAL / "functions" / f"{f.logical_id}.env"),
+        "--bin",
+        f.binary,
+    ]
+    if not args.reload:
+        cmd.append("--ignore-changes")
+    return cmd
+
+
+def wait_until_up(children: dict[str, dict[str, Any]], ports: dict[str, int], functions: list[template.Function]) -> None:
+    """Wait for moto, the edge and every watcher to answer."""
+    wait_healthy("moto", children["moto"], lambda: http_get(f"http://127.0.0.1:{ports['moto']}/moto-api/")[0] < 500, 60)
+    wait_healthy("edge", children["edge"], lambda: http_get(f"http://127.0.0.1:{ports['edge']}/_edge/health")[0] == 200, 30)
+    for f in functions:
+        port = ports[f.logical_id]
+        wait_healthy(f"lambda-{f.binary}", children[f"lambda-{f.binary}"], lambda p=port: port_open(p), 120)
 
 
 def cmd_down(_args: argparse.Namespace) -> int:
@@ -910,39 +960,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             "restart with `script/local down && script/local up --template ...`"
         )
     bucket = stack.bucket.name
-    res = load_resources(args.resources)
-    for name in args.thing_type or []:
-        res.setdefault("thingTypes", []).append(name)
-    for name in args.thing_group or []:
-        res.setdefault("thingGroups", []).append(name)
-    for name in args.policy or []:
-        res.setdefault("policies", {})[name] = DEFAULT_POLICY
-    for path in args.profile or []:
-        try:
-            prof = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as e:
-            raise StackError(f"profile {path}: {e}") from None
-        res.setdefault("profiles", {})[prof.get("name") or Path(path).stem] = prof
-
+    res = deploy_resources(args)
     c = clients(state)
     deploy_bucket(c["s3"], stack.bucket)
-    for name, prof in (res.get("profiles") or {}).items():
-        c["s3"].put_object(
-            Bucket=bucket,
-            Key=f"profiles/{name}.json",
-            Body=json.dumps(prof, indent=2).encode(),
-            ContentType="application/json",
-        )
-    for name in res.get("thingTypes") or []:
-        _ignore_exists(lambda n=name: c["iot"].create_thing_type(thingTypeName=n), "ResourceAlreadyExistsException")
-    for name in res.get("thingGroups") or []:
-        _ignore_exists(lambda n=name: c["iot"].create_thing_group(thingGroupName=n), "ResourceAlreadyExistsException")
-    for name, doc in (res.get("policies") or {}).items():
-        _ignore_exists(
-            lambda n=name, d=doc: c["iot"].create_policy(policyName=n, policyDocument=json.dumps(d)),
-            "ResourceAlreadyExistsException",
-        )
-
+    deploy_run_resources(c, bucket, res)
     deploy_roles(c["iam"], stack)
     sm = stack.state_machine
     definition, differences = local_definition(sm)
@@ -958,23 +979,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     # update always, so a re-deploy loads the current ASL.
     c["stepfunctions"].update_state_machine(stateMachineArn=sm.arn, definition=definition, roleArn=sm.role.arn)
 
-    principals = iam_principals(stack)
-    principals["principals"][iam.OPERATOR_KEY] = operator_principal(stack)
-    status, answer = _edge_post(state, "/_edge/iam", principals, "IAM principals")
-    if status == 404:
-        log("the running edge does not authorize calls (no /_edge/iam): calls run unchecked")
-    elif status != 200:
-        raise StackError(f"the edge refused the IAM principals: HTTP {status} {answer[:300].decode(errors='replace')}")
-
-    # The stack's EventBridge rule, emulated by the edge.
-    rules = [] if args.no_trigger else edge_triggers(stack)
-    status, answer = _edge_post(state, "/_edge/triggers", {"rules": rules}, "S3 trigger")
-    if status == 404:
-        # An edge started before the trigger existed: deploy still works, uploads start nothing.
-        log("the running edge has no S3 trigger (it predates it): restart the stack for uploads to start imports")
-        rules = []
-    elif status != 200:
-        raise StackError(f"the edge refused the S3 trigger: HTTP {status} {answer[:300].decode(errors='replace')}")
+    principals = deploy_edge_principals(state, stack)
+    rules = deploy_edge_triggers(state, stack, args.no_trigger)
 
     state = read_state() or state
     state["deployed"] = {
@@ -999,6 +1005,71 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     log(f"deployed {sm.arn} with bucket {bucket}")
     print(json.dumps(state["deployed"], indent=2))
     return 0
+
+
+def deploy_resources(args: argparse.Namespace) -> dict[str, Any]:
+    """What deploy creates for the runs: --resources, plus the thing types, groups, policies
+    and profiles named by the options."""
+    res = load_resources(args.resources)
+    for name in args.thing_type or []:
+        res.setdefault("thingTypes", []).append(name)
+    for name in args.thing_group or []:
+        res.setdefault("thingGroups", []).append(name)
+    for name in args.policy or []:
+        res.setdefault("policies", {})[name] = DEFAULT_POLICY
+    for path in args.profile or []:
+        try:
+            prof = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise StackError(f"profile {path}: {e}") from None
+        res.setdefault("profiles", {})[prof.get("name") or Path(path).stem] = prof
+    return res
+
+
+def deploy_run_resources(c: dict[str, Any], bucket: str, res: dict[str, Any]) -> None:
+    """The profiles in the bucket; the IoT thing types, groups and policies (existing ones kept)."""
+    for name, prof in (res.get("profiles") or {}).items():
+        c["s3"].put_object(
+            Bucket=bucket,
+            Key=f"profiles/{name}.json",
+            Body=json.dumps(prof, indent=2).encode(),
+            ContentType="application/json",
+        )
+    for name in res.get("thingTypes") or []:
+        _ignore_exists(lambda n=name: c["iot"].create_thing_type(thingTypeName=n), "ResourceAlreadyExistsException")
+    for name in res.get("thingGroups") or []:
+        _ignore_exists(lambda n=name: c["iot"].create_thing_group(thingGroupName=n), "ResourceAlreadyExistsException")
+    for name, doc in (res.get("policies") or {}).items():
+        _ignore_exists(
+            lambda n=name, d=doc: c["iot"].create_policy(policyName=n, policyDocument=json.dumps(d)),
+            "ResourceAlreadyExistsException",
+        )
+
+
+def deploy_edge_principals(state: dict[str, Any], stack: template.Stack) -> dict[str, Any]:
+    """Give the edge each role's statements (and the operator's) to authorize calls with."""
+    principals = iam_principals(stack)
+    principals["principals"][iam.OPERATOR_KEY] = operator_principal(stack)
+    status, answer = _edge_post(state, "/_edge/iam", principals, "IAM principals")
+    if status == 404:
+        log("the running edge does not authorize calls (no /_edge/iam): calls run unchecked")
+    elif status != 200:
+        raise StackError(f"the edge refused the IAM principals: HTTP {status} {answer[:300].decode(errors='replace')}")
+    return principals
+
+
+def deploy_edge_triggers(state: dict[str, Any], stack: template.Stack, no_trigger: bool) -> list[dict[str, str]]:
+    """Point the edge's S3 trigger at the state machine (the stack's EventBridge rule); the rules set."""
+    # The stack's EventBridge rule, emulated by the edge.
+    rules = [] if no_trigger else edge_triggers(stack)
+    status, answer = _edge_post(state, "/_edge/triggers", {"rules": rules}, "S3 trigger")
+    if status == 404:
+        # An edge started before the trigger existed: deploy still works, uploads start nothing.
+        log("the running edge has no S3 trigger (it predates it): restart the stack for uploads to start imports")
+        rules = []
+    elif status != 200:
+        raise StackError(f"the edge refused the S3 trigger: HTTP {status} {answer[:300].decode(errors='replace')}")
+    return rules
 
 
 def _edge_post(state: dict[str, Any], route: str, body: Any, what: str) -> tuple[int, bytes]:
