@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use thingpress_importer::{Api, SAFETY_FACTOR_ENV_VAR, new_certificates_per_second};
 use thingpress_run::Settings;
 
 /// AWS unit prices, us-east-1, first tier (USD).
@@ -152,83 +153,46 @@ pub struct Projection {
     pub total_usd: f64,
 }
 
-/// AWS's default quotas (requests/s), as the template's parameters.
+/// AWS's default quotas (requests/s) per IoT API, from the importer's catalogue (the template's
+/// parameters default to the same, tests/template.rs checks).
 pub fn default_quotas() -> BTreeMap<String, f64> {
-    [
-        ("RegisterCertificateWithoutCA", 10.0),
-        ("CreateThing", 100.0),
-        ("AttachThingPrincipal", 100.0),
-        ("AttachPolicy", 15.0),
-        ("AddThingToThingGroup", 100.0),
-        ("DescribeCertificate", 10.0),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    Api::ALL
+        .iter()
+        .map(|api| (api.as_str().to_owned(), api.default_quota()))
+        .collect()
+}
+
+/// The deployment's quota of one API: its own, or AWS's default.
+fn quota(d: &Deployment, api: Api) -> f64 {
+    d.quotas
+        .get(api.as_str())
+        .copied()
+        .unwrap_or_else(|| api.default_quota())
 }
 
 /// The pipeline's settings for a deployment (for its chunk-size cap).
 fn settings(d: &Deployment) -> Result<Settings, String> {
-    let mut quotas = default_quotas();
-    quotas.extend(d.quotas.clone());
-    let env: BTreeMap<String, String> = [
+    let mut env: BTreeMap<String, String> = [
         ("IMPORT_BUCKET".to_owned(), "cost-model".to_owned()),
         (
-            "QUOTA_SAFETY_FACTOR".to_owned(),
+            SAFETY_FACTOR_ENV_VAR.to_owned(),
             d.safety_factor.to_string(),
         ),
         (
             "REGISTER_TIMEOUT_SECONDS".to_owned(),
             if d.express { "110" } else { "900" }.to_owned(),
         ),
-        (
-            "QUOTA_REGISTER_CERTIFICATE_WITHOUT_CA".to_owned(),
-            quotas["RegisterCertificateWithoutCA"].to_string(),
-        ),
-        (
-            "QUOTA_CREATE_THING".to_owned(),
-            quotas["CreateThing"].to_string(),
-        ),
-        (
-            "QUOTA_ATTACH_THING_PRINCIPAL".to_owned(),
-            quotas["AttachThingPrincipal"].to_string(),
-        ),
-        (
-            "QUOTA_ATTACH_POLICY".to_owned(),
-            quotas["AttachPolicy"].to_string(),
-        ),
-        (
-            "QUOTA_ADD_THING_TO_THING_GROUP".to_owned(),
-            quotas["AddThingToThingGroup"].to_string(),
-        ),
-        (
-            "QUOTA_DESCRIBE_CERTIFICATE".to_owned(),
-            quotas["DescribeCertificate"].to_string(),
-        ),
     ]
     .into_iter()
     .collect();
+    env.extend(Api::ALL.map(|api| (api.quota_env_var().to_owned(), quota(d, api).to_string())));
     Settings::from_lookup(|name| env.get(name).cloned())
 }
 
 /// Certificates per second the quotas allow: the slowest API's quota × safety factor ÷ its
-/// calls per certificate (3 + policies + groups calls for a new certificate).
+/// calls per new certificate (the importer's catalogue says which APIs and how often).
 pub fn paced_per_second(d: &Deployment, policies: usize, groups: usize) -> f64 {
-    let mut quotas = default_quotas();
-    quotas.extend(d.quotas.clone());
-    [
-        ("RegisterCertificateWithoutCA", 1.0),
-        ("CreateThing", 1.0),
-        ("AttachThingPrincipal", 1.0),
-        ("AttachPolicy", policies as f64),
-        ("AddThingToThingGroup", groups as f64),
-    ]
-    .iter()
-    .filter(|(_, calls)| *calls > 0.0)
-    .map(|(api, calls)| {
-        quotas.get(*api).copied().unwrap_or(f64::INFINITY) * d.safety_factor / calls
-    })
-    .fold(f64::INFINITY, f64::min)
+    new_certificates_per_second(|api| quota(d, api) * d.safety_factor, policies, groups)
 }
 
 /// Projects the measured run onto a deployment.
