@@ -165,6 +165,18 @@ struct Block {
     too_large: bool,
 }
 
+impl Block {
+    /// A block opened at `line`; only a certificate block's body is kept.
+    fn new(line: u64, certificate: bool) -> Self {
+        Block {
+            line,
+            certificate,
+            body: Vec::new(),
+            too_large: false,
+        }
+    }
+}
+
 /// Reads lines (bounded by the entry limit) and yields raw entries in manifest order.
 struct PemReader<R> {
     reader: R,
@@ -242,80 +254,91 @@ impl<R: BufRead> PemReader<R> {
             let Some(overflow) = self.read_line()? else {
                 return self.finish();
             };
-            let line_no = self.line_no;
-            let text = self.line.trim_ascii();
-            if let Some(block) = self.block.as_mut() {
-                if text.starts_with(END) {
-                    if let Some(block) = self.block.take().filter(|b| b.certificate) {
-                        let kind = if block.too_large {
-                            RawKind::Invalid(format!(
-                                "PEM block at line {} is larger than the {}-byte entry limit",
-                                block.line, self.max_entry_bytes
-                            ))
-                        } else {
-                            RawKind::Block(block.body)
-                        };
-                        return Ok(self.entry(block.line, kind));
-                    }
-                } else if text.starts_with(BEGIN) {
-                    let unclosed = self.block.replace(Block {
-                        line: line_no,
-                        certificate: is_certificate_label(text),
-                        body: Vec::new(),
-                        too_large: false,
-                    });
-                    self.note_block_start();
-                    if let Some(unclosed) = unclosed.filter(|b| b.certificate) {
-                        let reason = format!(
-                            "PEM block at line {} has no END line before the BEGIN at line {line_no}",
-                            unclosed.line
-                        );
-                        return Ok(self.entry(unclosed.line, RawKind::Invalid(reason)));
-                    }
-                } else if block.certificate && !block.too_large {
-                    if overflow || block.body.len() + text.len() > self.max_entry_bytes {
-                        block.too_large = true;
-                        block.body = Vec::new();
-                    } else {
-                        block.body.extend_from_slice(text);
-                    }
-                }
-                // Contents of other block types are never kept.
-                continue;
+            let raw = if self.block.is_some() {
+                self.block_line(overflow)
+            } else {
+                self.free_line(overflow)
+            };
+            if raw.is_some() {
+                return Ok(raw);
             }
-            if text.is_empty() {
-                continue;
-            }
-            if text.starts_with(BEGIN) {
-                self.block = Some(Block {
-                    line: line_no,
-                    certificate: is_certificate_label(text),
-                    body: Vec::new(),
-                    too_large: false,
-                });
-                self.note_block_start();
-                continue;
-            }
-            if self.mode == Mode::Undecided {
-                self.mode = if is_base64_text(text) {
-                    Mode::Lines
-                } else {
-                    Mode::Bundle
-                };
-            }
-            if self.mode == Mode::Bundle {
-                continue;
-            }
-            let kind = if overflow || text.len() > self.max_entry_bytes {
+        }
+    }
+
+    /// A line inside an open block: an END line closes it (a certificate block becomes an
+    /// entry), a BEGIN line leaves it unclosed (an invalid entry), any other line is body.
+    fn block_line(&mut self, overflow: bool) -> Option<Raw> {
+        let line_no = self.line_no;
+        let text = self.line.trim_ascii();
+        let block = self.block.as_mut()?;
+        if text.starts_with(END) {
+            let block = self.block.take().filter(|b| b.certificate)?;
+            let kind = if block.too_large {
                 RawKind::Invalid(format!(
-                    "line {line_no} is longer than the {}-byte entry limit",
-                    self.max_entry_bytes
+                    "PEM block at line {} is larger than the {}-byte entry limit",
+                    block.line, self.max_entry_bytes
                 ))
             } else {
-                RawKind::Line(text.to_vec())
+                RawKind::Block(block.body)
             };
-            return Ok(self.entry(line_no, kind));
+            return self.entry(block.line, kind);
         }
+        if text.starts_with(BEGIN) {
+            let opened = Block::new(line_no, is_certificate_label(text));
+            let unclosed = self.block.replace(opened);
+            self.note_block_start();
+            let unclosed = unclosed.filter(|b| b.certificate)?;
+            let reason = format!(
+                "PEM block at line {} has no END line before the BEGIN at line {line_no}",
+                unclosed.line
+            );
+            return self.entry(unclosed.line, RawKind::Invalid(reason));
+        }
+        // Contents of other block types are never kept.
+        if block.certificate && !block.too_large {
+            if overflow || block.body.len() + text.len() > self.max_entry_bytes {
+                block.too_large = true;
+                block.body = Vec::new();
+            } else {
+                block.body.extend_from_slice(text);
+            }
+        }
+        None
+    }
+
+    /// A line outside any block: a BEGIN line opens one; otherwise the first non-empty line
+    /// decides whether this is a PEM bundle (text between blocks is skipped) or one base64
+    /// certificate per line.
+    fn free_line(&mut self, overflow: bool) -> Option<Raw> {
+        let line_no = self.line_no;
+        let text = self.line.trim_ascii();
+        if text.is_empty() {
+            return None;
+        }
+        if text.starts_with(BEGIN) {
+            self.block = Some(Block::new(line_no, is_certificate_label(text)));
+            self.note_block_start();
+            return None;
+        }
+        if self.mode == Mode::Undecided {
+            self.mode = if is_base64_text(text) {
+                Mode::Lines
+            } else {
+                Mode::Bundle
+            };
+        }
+        if self.mode == Mode::Bundle {
+            return None;
+        }
+        let kind = if overflow || text.len() > self.max_entry_bytes {
+            RawKind::Invalid(format!(
+                "line {line_no} is longer than the {}-byte entry limit",
+                self.max_entry_bytes
+            ))
+        } else {
+            RawKind::Line(text.to_vec())
+        };
+        self.entry(line_no, kind)
     }
 
     fn note_block_start(&mut self) {

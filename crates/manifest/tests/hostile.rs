@@ -927,19 +927,23 @@ fn unbalanced_csv_quotes_reject_by_name_and_never_import_under_the_wrong_mac() {
 
 // ---- 7z bombs and nesting -------------------------------------------------------------------
 
-#[test]
-fn seven_z_bombs_and_nesting_are_bounded_and_named() {
-    let _memory = shared();
-    let (der, pem, _) = certificate("7z-device");
-    let tight = |entries: u64, bytes: u64| Options {
+/// Infineon options with 7z bounds small enough to hit: 100 files, 16 MiB, 64 KiB entries.
+fn tight_7z() -> Options {
+    Options {
         supplier: Supplier::Infineon,
         limits: Limits {
-            max_archive_bytes: bytes,
-            max_archive_entries: entries,
+            max_archive_bytes: 16 * MB,
+            max_archive_entries: 100,
             max_entry_bytes: 64 * 1024,
         },
         ..Options::default()
-    };
+    }
+}
+
+#[test]
+fn seven_z_bombs_and_nesting_are_bounded_and_named() {
+    let _memory = shared();
+    let (_, pem, _) = certificate("7z-device");
 
     // Declared sizes: 64 MiB of zeros packs into a few KiB; refused before extraction.
     let zeros = vec![0u8; 64 * MB as usize];
@@ -948,18 +952,14 @@ fn seven_z_bombs_and_nesting_are_bounded_and_named() {
         ("Z_E0E0.pem", zeros),
     ]);
     assert!(bomb.len() < 256 * 1024, "{}", bomb.len());
-    let outcome = read_with(bomb.as_slice(), &tight(100, 16 * MB), "declared size");
+    let outcome = read_with(bomb.as_slice(), &tight_7z(), "declared size");
     assert!(is_limit(outcome.error()), "{outcome:?}");
     assert!(outcome.entries().is_empty(), "nothing extracted first");
 
     // Many entries: refused by count before any is extracted.
     let names: Vec<String> = (0..500).map(|i| format!("{i:04}_E0E0.pem")).collect();
     let many: Vec<(&str, Vec<u8>)> = names.iter().map(|n| (n.as_str(), Vec::new())).collect();
-    let outcome = read_with(
-        bundle(&many).as_slice(),
-        &tight(100, 16 * MB),
-        "many entries",
-    );
+    let outcome = read_with(bundle(&many).as_slice(), &tight_7z(), "many entries");
     assert!(is_limit(outcome.error()), "{outcome:?}");
     assert!(
         outcome
@@ -968,6 +968,12 @@ fn seven_z_bombs_and_nesting_are_bounded_and_named() {
             .to_string()
             .contains("max_archive_entries")
     );
+}
+
+#[test]
+fn seven_z_nested_archives_and_bad_files_are_named_entries() {
+    let _memory = shared();
+    let (der, pem, _) = certificate("7z-device");
 
     // Archives in archives: a nested 7z where a PEM belongs is one invalid entry, never opened.
     let nested = seven_z(&[(
@@ -989,7 +995,7 @@ fn seven_z_bombs_and_nesting_are_bounded_and_named() {
             .into_bytes(),
         ),
     ];
-    let outcome = read_with(bundle(&files).as_slice(), &tight(100, 16 * MB), "nested");
+    let outcome = read_with(bundle(&files).as_slice(), &tight_7z(), "nested");
     outcome.clean();
     assert_eq!(outcome.accepted(), vec![(0, sha256_hex(&der))]);
     assert_eq!(
@@ -1009,6 +1015,11 @@ fn seven_z_bombs_and_nesting_are_bounded_and_named() {
         "{}",
         chained.message
     );
+}
+
+#[test]
+fn seven_z_that_is_not_a_bundle_is_malformed() {
+    let _memory = shared();
 
     // An inner certificate archive that is not a 7z at all.
     let fake = seven_z(&[("REEL_G_E0E0_Certs.7z", b"not a 7z archive".to_vec())]);

@@ -414,69 +414,58 @@ fn signer_is_found_by_kid_or_by_thumbprint_and_builtins_can_be_added() {
     assert!(real.iter().all(|e| matches!(e, Entry::Accepted(_))));
 }
 
-#[test]
-fn every_rejection_rule_names_its_error() {
-    let signer = TestSigner::new("ES256");
+/// One broken copy of the entry `signer` signed over `good` (uniqueId "01") per rejection rule,
+/// each with the error it must get and a text its message must hold.
+fn rejection_cases(signer: &TestSigner, good: &Value) -> Vec<(Value, ErrorName, &'static str)> {
     let stranger = TestSigner::new("ES256");
-    let ec = device(false, Some("dev"));
     let other = device(false, Some("other"));
-    let good = payload("01", &ec);
 
-    let mut bad_signature = jws(&signer, "01", &good);
+    let mut bad_signature = jws(signer, "01", good);
     let mut forged = good.clone();
     forged["groupId"] = json!("FORGED");
     bad_signature["payload"] = json!(URL_SAFE_NO_PAD.encode(forged.to_string()));
 
-    let unknown_signer = jws(&stranger, "01", &good);
-    let id_mismatch = jws(&signer, "02", &good);
+    let unknown_signer = jws(&stranger, "01", good);
+    let id_mismatch = jws(signer, "02", good);
 
-    let mut wrong_key = good.clone();
-    wrong_key["publicKeySet"]["keys"][1]["x"] = other.jwk["x"].clone();
-    let key_mismatch = jws(&signer, "01", &wrong_key);
-
-    let mut no_x5c = good.clone();
-    no_x5c["publicKeySet"]["keys"][1]
-        .as_object_mut()
-        .unwrap()
-        .remove("x5c");
-    let missing_x5c = jws(&signer, "01", &no_x5c);
+    let device_key = |edit: fn(&mut Value, &Value)| {
+        let mut edited = good.clone();
+        edit(&mut edited["publicKeySet"]["keys"][1], &other.jwk);
+        jws(signer, "01", &edited)
+    };
+    let key_mismatch = device_key(|key, other| key["x"] = other["x"].clone());
+    let missing_x5c = device_key(|key, _| {
+        key.as_object_mut().unwrap().remove("x5c");
+    });
+    let invalid_der =
+        device_key(|key, _| key["x5c"][0] = json!(STANDARD.encode(b"\x30\x03\x02\x01\x01")));
+    let invalid_b64 = device_key(|key, _| key["x5c"][0] = json!("not base64!"));
+    let invalid_chain = device_key(|key, _| key["x5c"][1] = json!(STANDARD.encode(b"junk")));
 
     let mut no_set = good.clone();
     no_set.as_object_mut().unwrap().remove("publicKeySet");
-    let missing_set = jws(&signer, "01", &no_set);
-
-    let mut bad_der = good.clone();
-    bad_der["publicKeySet"]["keys"][1]["x5c"][0] = json!(STANDARD.encode(b"\x30\x03\x02\x01\x01"));
-    let invalid_der = jws(&signer, "01", &bad_der);
-
-    let mut bad_b64 = good.clone();
-    bad_b64["publicKeySet"]["keys"][1]["x5c"][0] = json!("not base64!");
-    let invalid_b64 = jws(&signer, "01", &bad_b64);
-
-    let mut bad_chain = good.clone();
-    bad_chain["publicKeySet"]["keys"][1]["x5c"][1] = json!(STANDARD.encode(b"junk"));
-    let invalid_chain = jws(&signer, "01", &bad_chain);
+    let missing_set = jws(signer, "01", &no_set);
 
     let hs256 = jws_with(
-        &signer,
+        signer,
         json!({"alg": "HS256", "kid": signer.kid}),
         "01",
-        &good,
+        good,
     );
     let wrong_alg = jws_with(
-        &signer,
+        signer,
         json!({"alg": "RS256", "kid": signer.kid}),
         "01",
-        &good,
+        good,
     );
     let no_header_id = {
-        let mut entry = jws(&signer, "01", &good);
+        let mut entry = jws(signer, "01", good);
         entry.as_object_mut().unwrap().remove("header");
         entry
     };
     let not_jws = json!({"payload": 5, "protected": "x", "signature": "y"});
 
-    let cases = [
+    vec![
         (
             bad_signature,
             ErrorName::InvalidSignature,
@@ -498,7 +487,14 @@ fn every_rejection_rule_names_its_error() {
             "header has no uniqueId",
         ),
         (not_jws, ErrorName::InvalidSignature, "not a flattened JWS"),
-    ];
+    ]
+}
+
+#[test]
+fn every_rejection_rule_names_its_error() {
+    let signer = TestSigner::new("ES256");
+    let good = payload("01", &device(false, Some("dev")));
+    let cases = rejection_cases(&signer, &good);
     let mut all: Vec<Value> = vec![jws(&signer, "01", &good)];
     all.extend(cases.iter().map(|(entry, _, _)| entry.clone()));
     // A different certificate: the first one's again would be a DuplicateCertificate.

@@ -456,36 +456,40 @@ fn validate_pem(index: u64, file: RawPem, slot: Slot) -> Entry {
         name,
         content,
     } = file;
-    let label = format!("{}, file {name}", archive.archive_name);
-    let bytes = match content {
-        Ok(bytes) => bytes,
-        Err(reason) => {
-            let message = format!("{label}: {reason}");
-            return reject(index, ErrorName::InvalidCertificate, message, None);
+    match file_certificates(content) {
+        Ok((certificate, chain)) => {
+            let fields = file_fields(&archive, &name, slot);
+            accepted(index, certificate, None, chain, fields)
         }
-    };
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        let message = format!("{label}: not a PEM text (not UTF-8)");
-        return reject(index, ErrorName::InvalidCertificate, message, None);
-    };
+        Err((error, reason, device_id)) => {
+            let message = format!("{}, file {name}: {reason}", archive.archive_name);
+            reject(index, error, message, device_id)
+        }
+    }
+}
+
+/// Why a file gives no entry: the error, the reason, and the device id if one was read.
+type Unusable = (ErrorName, String, Option<String>);
+
+/// A file's device certificate (its first PEM block) and the issuers shipped after it, as PEM.
+fn file_certificates(
+    content: Result<Vec<u8>, String>,
+) -> Result<(Certificate, Vec<String>), Unusable> {
+    let invalid = |reason: String| (ErrorName::InvalidCertificate, reason, None);
+    let bytes = content.map_err(invalid)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| invalid("not a PEM text (not UTF-8)".to_owned()))?;
     if text.trim().is_empty() {
-        let message = format!("{label}: the file is empty");
-        return reject(index, ErrorName::MissingCertificate, message, None);
+        let reason = "the file is empty".to_owned();
+        return Err((ErrorName::MissingCertificate, reason, None));
     }
     let mut ders = pem_blocks(text);
     let certificate = match ders.next() {
         Some(Ok(der)) => Certificate::from_der(der),
         Some(Err(reason)) => Err(reason),
         None => Err("no PEM CERTIFICATE block".to_owned()),
-    };
-    let certificate = match certificate {
-        Ok(certificate) => certificate,
-        Err(reason) => {
-            let message = format!("{label}: {reason}");
-            return reject(index, ErrorName::InvalidCertificate, message, None);
-        }
-    };
-    // Further blocks in the same file are the issuers the supplier ships with it.
+    }
+    .map_err(invalid)?;
     let mut chain = Vec::new();
     for der in ders {
         // Parsed like every other chain certificate, so nothing unparseable is passed on.
@@ -497,37 +501,41 @@ fn validate_pem(index: u64, file: RawPem, slot: Slot) -> Entry {
         match parsed {
             Ok(der) => chain.push(der_to_pem(&der)),
             Err(reason) => {
-                let message = format!("{label}: a further certificate block: {reason}");
-                return reject(
-                    index,
-                    ErrorName::InvalidCertificate,
-                    message,
-                    certificate.cn,
-                );
+                let reason = format!("a further certificate block: {reason}");
+                return Err((ErrorName::InvalidCertificate, reason, certificate.cn));
             }
         }
     }
-    let file_name = base_name(&name);
+    Ok((certificate, chain))
+}
+
+/// The fields a bundle file gives its entry: `slot`, `chipId`, `fileName` and `reel`.
+fn file_fields(archive: &InnerName, name: &str, slot: Slot) -> BTreeMap<String, String> {
+    let file_name = base_name(name);
     let stem = file_name
         .rsplit_once('.')
         .map_or(file_name, |(stem, _)| stem);
-    let chip_id = stem
-        .len()
+    let mut fields = BTreeMap::new();
+    fields.insert("slot".to_owned(), slot.as_str().to_owned());
+    fields.insert("chipId".to_owned(), chip_id(stem, slot).to_owned());
+    fields.insert("fileName".to_owned(), file_name.to_owned());
+    if let Some(reel) = archive.reel.clone() {
+        fields.insert("reel".to_owned(), reel);
+    }
+    fields
+}
+
+/// The chip id in a file stem `<chipId>_<SLOT>` (any case); the whole stem if it has no such
+/// suffix.
+fn chip_id(stem: &str, slot: Slot) -> &str {
+    stem.len()
         .checked_sub(slot.as_str().len() + 1)
         .and_then(|cut| {
             let (chip, suffix) = (stem.get(..cut)?, stem.get(cut..)?);
             let tag = suffix.strip_prefix('_')?;
             tag.eq_ignore_ascii_case(slot.as_str()).then_some(chip)
         })
-        .unwrap_or(stem);
-    let mut fields = BTreeMap::new();
-    fields.insert("slot".to_owned(), slot.as_str().to_owned());
-    fields.insert("chipId".to_owned(), chip_id.to_owned());
-    fields.insert("fileName".to_owned(), file_name.to_owned());
-    if let Some(reel) = archive.reel.clone() {
-        fields.insert("reel".to_owned(), reel);
-    }
-    accepted(index, certificate, None, chain, fields)
+        .unwrap_or(stem)
 }
 
 #[cfg(test)]
@@ -543,5 +551,14 @@ mod tests {
         assert_eq!(certs_archive_slot("dir/R_G_E0E0_Certs.7z"), Some("E0E0"));
         assert_eq!(certs_archive_slot("R_G_keys.7z"), None);
         assert_eq!(certs_archive_slot("README.txt"), None);
+    }
+
+    #[test]
+    fn file_stems_give_their_chip_id() {
+        assert_eq!(chip_id("3A2B_E0E0", Slot::E0E0), "3A2B");
+        assert_eq!(chip_id("3A2B_e0e1", Slot::E0E1), "3A2B");
+        assert_eq!(chip_id("3A2B_E0E1", Slot::E0E0), "3A2B_E0E1");
+        assert_eq!(chip_id("E0E0", Slot::E0E0), "E0E0");
+        assert_eq!(chip_id("_E0E0", Slot::E0E0), "");
     }
 }
