@@ -255,30 +255,13 @@ impl Importer {
         }
         let done = match &steps.certificate {
             Some(done) => done.clone(),
-            None => {
-                let done = match self.certificate(entry).await? {
-                    Certificate::New { arn } => CertificateStep {
-                        arn,
-                        outcome: Outcome::Registered,
-                        status: None,
-                    },
-                    Certificate::Existing { arn, status } => CertificateStep {
-                        arn,
-                        outcome: Outcome::AlreadyRegistered,
-                        status: Some(status),
-                    },
-                    Certificate::Rejected { message, arn } => {
-                        return Ok(EntryResult::rejected(
-                            entry,
-                            ErrorName::RejectedByIot,
-                            message,
-                            arn,
-                        ));
-                    }
-                };
-                steps.certificate = Some(done.clone());
-                done
-            }
+            None => match self.certificate_step(entry).await? {
+                Ok(done) => {
+                    steps.certificate = Some(done.clone());
+                    done
+                }
+                Err(rejection) => return Ok(rejection),
+            },
         };
         let CertificateStep {
             arn,
@@ -298,105 +281,163 @@ impl Importer {
             }
             steps.thing = true;
         }
-
         if !steps.principal {
-            self.begin(Api::AttachThingPrincipal).await;
-            let attached = self
-                .client
-                .attach_thing_principal()
-                .thing_name(&entry.thing_name)
-                .principal(&arn)
-                .send()
-                .await;
-            if let Err(err) = attached {
-                return match err.as_service_error() {
-                    Some(AttachThingPrincipalError::InvalidRequestException(e)) => {
-                        Ok(EntryResult::rejected(
-                            entry,
-                            ErrorName::RejectedByIot,
-                            format!(
-                                "AttachThingPrincipal {}: {}",
-                                entry.thing_name,
-                                service_message(e)
-                            ),
-                            Some(arn),
-                        ))
-                    }
-                    _ => Err(classify(
-                        "AttachThingPrincipal",
-                        &format!("thing {}", entry.thing_name),
-                        &err,
-                    )),
-                };
+            if let Err(rejection) = self.attach_principal(entry, &arn).await? {
+                return Ok(rejection);
             }
             steps.principal = true;
         }
-
         for policy in &entry.policies {
             if steps.policies.contains(policy) {
                 continue;
             }
-            self.begin(Api::AttachPolicy).await;
-            let result = self
-                .client
-                .attach_policy()
-                .policy_name(policy)
-                .target(&arn)
-                .send()
-                .await;
-            if let Err(err) = result {
-                return match err.as_service_error() {
-                    Some(AttachPolicyError::InvalidRequestException(e)) => {
-                        Ok(EntryResult::rejected(
-                            entry,
-                            ErrorName::RejectedByIot,
-                            format!("AttachPolicy {policy}: {}", service_message(e)),
-                            Some(arn),
-                        ))
-                    }
-                    _ => Err(classify("AttachPolicy", &format!("policy {policy}"), &err)),
-                };
+            if let Err(rejection) = self.attach_policy(entry, policy, &arn).await? {
+                return Ok(rejection);
             }
             steps.policies.push(policy.clone());
         }
-
         for group in &entry.thing_groups {
             if steps.groups.contains(group) {
                 continue;
             }
-            self.begin(Api::AddThingToThingGroup).await;
-            let result = self
-                .client
-                .add_thing_to_thing_group()
-                .thing_group_name(group)
-                .thing_name(&entry.thing_name)
-                .send()
-                .await;
-            if let Err(err) = result {
-                return match err.as_service_error() {
-                    Some(AddThingToThingGroupError::InvalidRequestException(e)) => {
-                        Ok(EntryResult::rejected(
-                            entry,
-                            ErrorName::RejectedByIot,
-                            format!("AddThingToThingGroup {group}: {}", service_message(e)),
-                            Some(arn),
-                        ))
-                    }
-                    _ => Err(classify(
-                        "AddThingToThingGroup",
-                        &format!("thing group {group}"),
-                        &err,
-                    )),
-                };
+            if let Err(rejection) = self.add_to_group(entry, group, &arn).await? {
+                return Ok(rejection);
             }
             steps.groups.push(group.clone());
         }
-
         tracing::debug!(index = entry.index, thing = %entry.thing_name, ?outcome, "entry registered");
         Ok(EntryResult {
             message: note,
             ..EntryResult::new(entry, outcome, Some(arn))
         })
+    }
+
+    /// The certificate step as it is recorded: registered now or found already registered;
+    /// `Err` is the entry's rejection.
+    async fn certificate_step(
+        &self,
+        entry: &Decorated,
+    ) -> Result<Result<CertificateStep, EntryResult>, ImportError> {
+        Ok(match self.certificate(entry).await? {
+            Certificate::New { arn } => Ok(CertificateStep {
+                arn,
+                outcome: Outcome::Registered,
+                status: None,
+            }),
+            Certificate::Existing { arn, status } => Ok(CertificateStep {
+                arn,
+                outcome: Outcome::AlreadyRegistered,
+                status: Some(status),
+            }),
+            Certificate::Rejected { message, arn } => Err(EntryResult::rejected(
+                entry,
+                ErrorName::RejectedByIot,
+                message,
+                arn,
+            )),
+        })
+    }
+
+    /// AttachThingPrincipal: the certificate on the thing; `Err` is the entry's rejection.
+    async fn attach_principal(
+        &self,
+        entry: &Decorated,
+        arn: &str,
+    ) -> Result<Result<(), EntryResult>, ImportError> {
+        self.begin(Api::AttachThingPrincipal).await;
+        let attached = self
+            .client
+            .attach_thing_principal()
+            .thing_name(&entry.thing_name)
+            .principal(arn)
+            .send()
+            .await;
+        let Err(err) = attached else {
+            return Ok(Ok(()));
+        };
+        match err.as_service_error() {
+            Some(AttachThingPrincipalError::InvalidRequestException(e)) => {
+                Ok(Err(EntryResult::rejected(
+                    entry,
+                    ErrorName::RejectedByIot,
+                    format!(
+                        "AttachThingPrincipal {}: {}",
+                        entry.thing_name,
+                        service_message(e)
+                    ),
+                    Some(arn.to_owned()),
+                )))
+            }
+            _ => Err(classify(
+                "AttachThingPrincipal",
+                &format!("thing {}", entry.thing_name),
+                &err,
+            )),
+        }
+    }
+
+    /// AttachPolicy: one profile policy on the certificate; `Err` is the entry's rejection.
+    async fn attach_policy(
+        &self,
+        entry: &Decorated,
+        policy: &str,
+        arn: &str,
+    ) -> Result<Result<(), EntryResult>, ImportError> {
+        self.begin(Api::AttachPolicy).await;
+        let result = self
+            .client
+            .attach_policy()
+            .policy_name(policy)
+            .target(arn)
+            .send()
+            .await;
+        let Err(err) = result else {
+            return Ok(Ok(()));
+        };
+        match err.as_service_error() {
+            Some(AttachPolicyError::InvalidRequestException(e)) => Ok(Err(EntryResult::rejected(
+                entry,
+                ErrorName::RejectedByIot,
+                format!("AttachPolicy {policy}: {}", service_message(e)),
+                Some(arn.to_owned()),
+            ))),
+            _ => Err(classify("AttachPolicy", &format!("policy {policy}"), &err)),
+        }
+    }
+
+    /// AddThingToThingGroup: the thing in one profile group; `Err` is the entry's rejection.
+    async fn add_to_group(
+        &self,
+        entry: &Decorated,
+        group: &str,
+        arn: &str,
+    ) -> Result<Result<(), EntryResult>, ImportError> {
+        self.begin(Api::AddThingToThingGroup).await;
+        let result = self
+            .client
+            .add_thing_to_thing_group()
+            .thing_group_name(group)
+            .thing_name(&entry.thing_name)
+            .send()
+            .await;
+        let Err(err) = result else {
+            return Ok(Ok(()));
+        };
+        match err.as_service_error() {
+            Some(AddThingToThingGroupError::InvalidRequestException(e)) => {
+                Ok(Err(EntryResult::rejected(
+                    entry,
+                    ErrorName::RejectedByIot,
+                    format!("AddThingToThingGroup {group}: {}", service_message(e)),
+                    Some(arn.to_owned()),
+                )))
+            }
+            _ => Err(classify(
+                "AddThingToThingGroup",
+                &format!("thing group {group}"),
+                &err,
+            )),
+        }
     }
 
     /// Step 1: RegisterCertificateWithoutCA, or find the certificate already there.
