@@ -3,7 +3,7 @@
 //! manifest signer and carrying the device certificate in `publicKeySet.keys[kid "0"].x5c`.
 //!
 //! The array is read one object at a time (never held whole); the objects' signatures, payloads
-//! and certificates are checked on all cores by [`crate::batch::validate_in_order`].
+//! and certificates are checked on all cores, in manifest order (`batch::validate_in_order`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

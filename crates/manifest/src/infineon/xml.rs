@@ -47,6 +47,7 @@ struct Group {
     in_binaryhex: Option<usize>,
 }
 
+/// The root's `<group>` children, read one XML event at a time, as raw certificates.
 struct XmlGroups<R> {
     reader: Reader<Metered<R>>,
     buf: Vec<u8>,
@@ -143,6 +144,7 @@ impl<R: BufRead> XmlGroups<R> {
         )
     }
 
+    /// Applies one event to the group being read.
     fn handle(&mut self, event: Event<'_>) -> Result<(), ManifestError> {
         match event {
             Event::Start(start) => self.start(&start)?,
