@@ -1,7 +1,7 @@
 //! The Lambdas' environment: the stack's bucket, defaults, the account's IoT quotas, and the
 //! policies and thing groups a profile may name.
 
-use thingpress_importer::{Api, Quotas, safety_factor_from_env};
+use thingpress_importer::{Quotas, new_certificates_per_second, safety_factor_from_env};
 
 /// The environment variable holding the stack parameter `AllowedPolicies`.
 pub const ALLOWED_POLICIES_ENV_VAR: &str = "ALLOWED_POLICIES";
@@ -72,18 +72,8 @@ impl Settings {
         groups: usize,
     ) -> u32 {
         let share = self.safety_factor / f64::from(max_concurrency.max(1));
-        let per_entry = [
-            (Api::RegisterCertificateWithoutCA, 1.0),
-            (Api::CreateThing, 1.0),
-            (Api::AttachThingPrincipal, 1.0),
-            (Api::AttachPolicy, policies as f64),
-            (Api::AddThingToThingGroup, groups as f64),
-        ];
-        let entries_per_second = per_entry
-            .iter()
-            .filter(|(_, calls)| *calls > 0.0)
-            .map(|(api, calls)| self.quotas.get(*api) * share / calls)
-            .fold(f64::INFINITY, f64::min);
+        let entries_per_second =
+            new_certificates_per_second(|api| self.quotas.get(api) * share, policies, groups);
         let cap = (entries_per_second * f64::from(self.register_timeout_seconds) / 2.0).floor();
         let requested = requested.unwrap_or(self.default_chunk_size);
         if cap.is_finite() && cap < f64::from(requested) {
