@@ -233,6 +233,39 @@ pub fn project(m: &Measured, d: &Deployment, prices: &Prices) -> Result<Projecti
     let requests = invocation("split")
         + invocation("summarize")
         + (invocation("decorate") + invocation("register")) * per_chunk;
+    let mut items = lambda_items(d, prices, &seconds, requests)?;
+    let retries = (invocation("decorate") + invocation("register") - 2.0 * m.chunks as f64)
+        .max(0.0)
+        * per_chunk;
+    items.extend(step_functions_items(
+        m,
+        d,
+        prices,
+        chunks,
+        register_seconds + decorate_seconds,
+        retries,
+    ));
+    items.extend(storage_and_registry_items(m, prices, per_chunk, n));
+    let total_usd = items.iter().map(|i| i.usd).sum();
+    Ok(Projection {
+        deployment: d.clone(),
+        chunk_size,
+        chunks,
+        paced_per_second: paced,
+        expected_per_second: expected,
+        wall_clock_seconds,
+        items,
+        total_usd,
+    })
+}
+
+/// What Lambda bills for the projected run: each function's GB-seconds and the requests.
+fn lambda_items(
+    d: &Deployment,
+    prices: &Prices,
+    seconds: &BTreeMap<&str, f64>,
+    requests: f64,
+) -> Result<Vec<Item>, String> {
     let mut items = Vec::new();
     for f in FUNCTIONS {
         let memory = d
@@ -254,43 +287,13 @@ pub fn project(m: &Measured, d: &Deployment, prices: &Prices) -> Result<Projecti
         unit: "requests",
         usd: requests * prices.lambda_request,
     });
-    let retries = (invocation("decorate") + invocation("register") - 2.0 * m.chunks as f64)
-        .max(0.0)
-        * per_chunk;
-    if d.express {
-        // The parent's states, plus one transition per child started; children bill per request
-        // and duration (Decorate + Register of one chunk).
-        let transitions = m.parent_transitions as f64 + chunks as f64;
-        items.push(Item {
-            what: "Step Functions Standard transitions (parent, one per child started)".into(),
-            quantity: transitions,
-            unit: "transitions",
-            usd: transitions * prices.standard_transition,
-        });
-        items.push(Item {
-            what: "Step Functions Express requests (children)".into(),
-            quantity: chunks as f64,
-            unit: "requests",
-            usd: chunks as f64 * prices.express_request,
-        });
-        let child_seconds = (register_seconds + decorate_seconds) / chunks.max(1) as f64;
-        let gbs = chunks as f64 * child_seconds * EXPRESS_MEMORY_MB / 1024.0;
-        items.push(Item {
-            what: format!("Step Functions Express duration ({EXPRESS_MEMORY_MB} MB)"),
-            quantity: gbs,
-            unit: "GB-s",
-            usd: gbs * prices.express_gb_second,
-        });
-    } else {
-        // Per STANDARD child: its start (billed to the Map) + Decorate + Register + retries.
-        let transitions = m.parent_transitions as f64 + chunks as f64 * 3.0 + retries;
-        items.push(Item {
-            what: "Step Functions Standard transitions".into(),
-            quantity: transitions,
-            unit: "transitions",
-            usd: transitions * prices.standard_transition,
-        });
-    }
+    Ok(items)
+}
+
+/// What S3 (requests, scaled from the measured run per chunk) and the IoT registry (per
+/// certificate) bill for the projected run.
+fn storage_and_registry_items(m: &Measured, prices: &Prices, per_chunk: f64, n: f64) -> Vec<Item> {
+    let mut items = Vec::new();
     let s3_put = m.s3_put as f64 * per_chunk;
     let s3_get = m.s3_get as f64 * per_chunk;
     items.push(Item {
@@ -313,17 +316,55 @@ pub fn project(m: &Measured, d: &Deployment, prices: &Prices) -> Result<Projecti
         unit: "operations",
         usd: registry * prices.iot_registry_operation,
     });
-    let total_usd = items.iter().map(|i| i.usd).sum();
-    Ok(Projection {
-        deployment: d.clone(),
-        chunk_size,
-        chunks,
-        paced_per_second: paced,
-        expected_per_second: expected,
-        wall_clock_seconds,
-        items,
-        total_usd,
-    })
+    items
+}
+
+/// What Step Functions bills for the projected run: the parent's transitions and, per chunk,
+/// an EXPRESS child's request and duration or a STANDARD child's transitions.
+fn step_functions_items(
+    m: &Measured,
+    d: &Deployment,
+    prices: &Prices,
+    chunks: u64,
+    children_seconds: f64,
+    retries: f64,
+) -> Vec<Item> {
+    let mut items = Vec::new();
+    if d.express {
+        // The parent's states, plus one transition per child started; children bill per request
+        // and duration (Decorate + Register of one chunk).
+        let transitions = m.parent_transitions as f64 + chunks as f64;
+        items.push(Item {
+            what: "Step Functions Standard transitions (parent, one per child started)".into(),
+            quantity: transitions,
+            unit: "transitions",
+            usd: transitions * prices.standard_transition,
+        });
+        items.push(Item {
+            what: "Step Functions Express requests (children)".into(),
+            quantity: chunks as f64,
+            unit: "requests",
+            usd: chunks as f64 * prices.express_request,
+        });
+        let child_seconds = children_seconds / chunks.max(1) as f64;
+        let gbs = chunks as f64 * child_seconds * EXPRESS_MEMORY_MB / 1024.0;
+        items.push(Item {
+            what: format!("Step Functions Express duration ({EXPRESS_MEMORY_MB} MB)"),
+            quantity: gbs,
+            unit: "GB-s",
+            usd: gbs * prices.express_gb_second,
+        });
+    } else {
+        // Per STANDARD child: its start (billed to the Map) + Decorate + Register + retries.
+        let transitions = m.parent_transitions as f64 + chunks as f64 * 3.0 + retries;
+        items.push(Item {
+            what: "Step Functions Standard transitions".into(),
+            quantity: transitions,
+            unit: "transitions",
+            usd: transitions * prices.standard_transition,
+        });
+    }
+    items
 }
 
 /// Lambda memory sizes per function from the SAM template's text: each `<Name>Function`
