@@ -1,8 +1,10 @@
 //! `thingpress`: check supplier manifests offline, and run and operate imports into AWS IoT Core.
 
 mod commands;
+mod follow;
 mod output;
 mod progress;
+mod runs;
 mod target;
 
 use std::process::ExitCode;
@@ -85,6 +87,8 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout stopped early (`| head`): it has what it wanted.
+        Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: the context chain joined, so scripts can grep it.
             eprintln!("thingpress: error: {err:#}");

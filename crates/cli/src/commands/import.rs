@@ -11,10 +11,12 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use serde_json::{Value, json};
 use thingpress_run::RunLayout;
-use thingpress_run::layout::{INCOMING_PREFIX, profile_key};
+use thingpress_run::layout::{incoming_key, profile_key};
+use thingpress_run::resolve::execution_name;
 use thingpress_run::{S3Store, Store};
 
-use crate::commands::watch;
+use crate::follow::follow;
+use crate::output::outln;
 use crate::target::{Target, TargetArgs, sdk_message};
 
 /// Executions that started this long before the upload cannot be its run (allows clock skew).
@@ -61,22 +63,19 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     if !args.file.is_file() {
         bail!("{}: no such file", args.file.display());
     }
-    let profile_object = profile_key(&args.profile).map_err(|e| anyhow::anyhow!(e.message))?;
+    let profile_object = profile_key(&args.profile)?;
     let run_id = match &args.name {
         Some(name) => name.clone(),
         None => run_name(&file_name, SystemTime::now()),
     };
-    if args.start {
-        RunLayout::new(&run_id).map_err(|e| anyhow::anyhow!("--name: {}", e.message))?;
-    }
+    let run = if args.start {
+        Some(RunLayout::new(&run_id).context("--name")?)
+    } else {
+        None
+    };
     let target = Target::resolve(target).await?;
     let store = S3Store::new(target.s3());
-    if store
-        .head(&target.bucket, &profile_object)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.message))?
-        .is_none()
-    {
+    if store.head(&target.bucket, &profile_object).await?.is_none() {
         bail!(
             "no profile {:?} in the stack (s3://{}/{profile_object}); store it with thingpress \
              profile put",
@@ -85,29 +84,29 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
         );
     }
 
-    let arn = if args.start {
-        let key = format!("runs/{run_id}/manifest/{file_name}");
+    let arn = if let Some(run) = run {
+        let key = run.manifest(&file_name);
         let uploaded = upload(&target.s3(), &target.bucket, &key, &args.file).await?;
-        println!(
+        outln!(
             "uploaded {} to {}",
             args.file.display(),
             uploaded.describe()
-        );
+        )?;
         let input = console_input(&target.bucket, &key, &args.profile, args.force);
         start(&target.sfn(), &target.state_machine_arn, &run_id, &input).await?
     } else {
-        let key = format!("{INCOMING_PREFIX}{}/{file_name}", args.profile);
+        let key = incoming_key(&args.profile, &file_name);
         let since = SystemTime::now();
         let earlier = recent_executions(&target.sfn(), &target.state_machine_arn, since)
             .await?
             .into_iter()
             .collect();
         let uploaded = upload(&target.s3(), &target.bucket, &key, &args.file).await?;
-        println!(
+        outln!(
             "uploaded {} to {}",
             args.file.display(),
             uploaded.describe()
-        );
+        )?;
         find_started(
             &target.sfn(),
             &target.state_machine_arn,
@@ -118,11 +117,10 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
         )
         .await?
     };
-    let run = arn.rsplit(':').next().unwrap_or_default();
-    println!("run {run}");
-    println!("execution {arn}");
+    outln!("run {}", execution_name(&arn))?;
+    outln!("execution {arn}")?;
     if args.wait {
-        watch::follow(&target, &arn, Duration::from_secs(args.interval)).await?;
+        follow(&target, &arn, Duration::from_secs(args.interval)).await?;
     }
     Ok(())
 }

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use thingpress_importer::{ImportError, check_profile_resources};
-use thingpress_run::layout::profile_key;
-use thingpress_run::{AllowList, S3Store, Store};
 use thingpress_product::{Profile, ProfileError};
+use thingpress_run::layout::{PROFILES_PREFIX, profile_key, profile_of_key};
+use thingpress_run::{AllowList, S3Store, Store};
 
-use crate::target::{Target, TargetArgs, sdk_message};
+use crate::output::outln;
+use crate::target::{Target, TargetArgs};
 
 /// Options of `thingpress profile`.
 #[derive(Debug, clap::Args)]
@@ -60,12 +61,12 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
         Command::Get { name } => {
             let body = get(&store, &target.bucket, name).await?;
             let text = String::from_utf8_lossy(&body);
-            println!("{}", text.trim_end());
+            outln!("{}", text.trim_end())?;
             Ok(())
         }
         Command::List => {
-            for name in list(&target.s3(), &target.bucket).await? {
-                println!("{name}");
+            for name in list(&store, &target.bucket).await? {
+                outln!("{name}")?;
             }
             Ok(())
         }
@@ -112,23 +113,16 @@ async fn put(store: &S3Store, bucket: &str, file: &Path, name: Option<&str>) -> 
         None => Profile::from_json(&bytes),
     }
     .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), problem_text(&e)))?;
-    let key = profile_key(&profile.name).map_err(|e| anyhow::anyhow!(e.message))?;
-    store
-        .put(bucket, &key, bytes)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.message))?;
-    println!("stored profile {} at s3://{bucket}/{key}", profile.name);
+    let key = profile_key(&profile.name)?;
+    store.put(bucket, &key, bytes).await?;
+    outln!("stored profile {} at s3://{bucket}/{key}", profile.name)?;
     Ok(())
 }
 
 /// A stored profile's bytes, or a clear error when there is none.
 async fn get(store: &S3Store, bucket: &str, name: &str) -> Result<Vec<u8>> {
-    let key = profile_key(name).map_err(|e| anyhow::anyhow!(e.message))?;
-    match store
-        .get(bucket, &key)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.message))?
-    {
+    let key = profile_key(name)?;
+    match store.get(bucket, &key).await? {
         Some(body) => Ok(body.to_vec()),
         None => bail!(
             "no profile {name:?} in the stack (s3://{bucket}/{key} does not exist; store one with \
@@ -138,38 +132,15 @@ async fn get(store: &S3Store, bucket: &str, name: &str) -> Result<Vec<u8>> {
 }
 
 /// The names of the stored profiles, sorted.
-pub async fn list(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    let mut token = None;
-    loop {
-        let out = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix("profiles/")
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("listing s3://{bucket}/profiles/: {}", sdk_message(&e)))?;
-        names.extend(
-            out.contents()
-                .iter()
-                .filter_map(|o| o.key())
-                .filter_map(profile_name_of_key)
-                .map(str::to_owned),
-        );
-        match out.next_continuation_token() {
-            Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
-            _ => break,
-        }
-    }
+pub async fn list(store: &impl Store, bucket: &str) -> Result<Vec<String>> {
+    let keys = store.list(bucket, PROFILES_PREFIX).await?;
+    let mut names: Vec<String> = keys
+        .iter()
+        .filter_map(|key| profile_of_key(key))
+        .map(str::to_owned)
+        .collect();
     names.sort();
     Ok(names)
-}
-
-/// `profiles/<name>.json` → `<name>` (other keys under profiles/ are not profiles).
-fn profile_name_of_key(key: &str) -> Option<&str> {
-    let name = key.strip_prefix("profiles/")?.strip_suffix(".json")?;
-    profile_key(name).ok().map(|_| name)
 }
 
 /// Every problem of a profile: its fields, its verifiers, the policies and groups the stack's
@@ -238,11 +209,11 @@ fn what_was_checked(profile: &Profile) -> String {
 /// Prints the outcome; an error (exit 1) when there are problems.
 fn report_validation(label: &str, checked: Option<&str>, problems: &[String]) -> Result<()> {
     if problems.is_empty() {
-        println!("{label}: valid ({})", checked.unwrap_or("no IoT resources"));
+        outln!("{label}: valid ({})", checked.unwrap_or("no IoT resources"))?;
         return Ok(());
     }
     for problem in problems {
-        println!("{label}: {problem}");
+        outln!("{label}: {problem}")?;
     }
     bail!(
         "{label} is not valid: {} problem{}",
@@ -261,21 +232,20 @@ mod tests {
     use aws_sdk_iot::types::error::ResourceNotFoundException;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
-    #[test]
-    fn profile_keys_give_names_and_other_keys_none() {
-        assert_eq!(profile_name_of_key("profiles/widget.json"), Some("widget"));
-        assert_eq!(
-            profile_name_of_key("profiles/a.b-c_d.json"),
-            Some("a.b-c_d")
-        );
-        for other in [
+    #[tokio::test]
+    async fn stored_profiles_are_listed_by_name_and_other_keys_skipped() {
+        let store = thingpress_run::MemStore::new();
+        for key in [
+            "profiles/widget.json",
+            "profiles/a.b-c_d.json",
             "profiles/",
             "profiles/x.txt",
             "profiles/sub/x.json",
             "other/x.json",
         ] {
-            assert_eq!(profile_name_of_key(other), None, "{other}");
+            store.put("b", key, b"{}".to_vec()).await.unwrap();
         }
+        assert_eq!(list(&store, "b").await.unwrap(), ["a.b-c_d", "widget"]);
     }
 
     #[tokio::test]

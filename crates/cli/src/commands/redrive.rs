@@ -12,7 +12,11 @@ use aws_sdk_sfn::primitives::DateTime;
 use aws_sdk_sfn::primitives::DateTimeFormat;
 use aws_sdk_sfn::types::{ExecutionRedriveStatus, ExecutionStatus};
 
-use crate::commands::watch;
+use thingpress_run::resolve::execution_name;
+
+use crate::follow::follow;
+use crate::output::outln;
+use crate::runs::execution_arn;
 use crate::target::{Target, TargetArgs};
 
 /// Step Functions redrives an execution only within this time of its end.
@@ -34,21 +38,18 @@ pub struct Args {
 /// Runs the command.
 pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     let target = Target::resolve(target).await?;
-    let arn = watch::execution_arn(&target, &args.execution);
+    let arn = execution_arn(&target, &args.execution);
     let redriven_at = redrive(&target.sfn(), &arn, SystemTime::now()).await?;
-    println!(
+    outln!(
         "redriven {arn} at {}: only its unfinished chunks run again",
         redriven_at
             .fmt(DateTimeFormat::DateTime)
             .unwrap_or_else(|_| redriven_at.secs().to_string())
-    );
+    )?;
     if args.wait {
-        watch::follow(&target, &arn, Duration::from_secs(args.interval)).await?;
+        follow(&target, &arn, Duration::from_secs(args.interval)).await?;
     } else {
-        println!(
-            "follow it with: thingpress watch {}",
-            arn.rsplit(':').next().unwrap_or(&arn)
-        );
+        outln!("follow it with: thingpress watch {}", execution_name(&arn))?;
     }
     Ok(())
 }

@@ -2,14 +2,13 @@
 //! entries, streamed from Split's rejects and the chunks' results one object at a time, so a run
 //! of millions of entries never sits in memory.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::pin::Pin;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use thingpress_importer::{EntryResult, Outcome};
 use thingpress_manifest::{ErrorName, Rejected};
 use thingpress_run::records::{ChunkDescriptor, RunInfo};
@@ -17,7 +16,8 @@ use thingpress_run::report::{Report, RunStatus};
 use thingpress_run::store::parse_jsonl;
 use thingpress_run::{RunLayout, S3Store, Store};
 
-use crate::output::Output;
+use crate::output::{Output, outln};
+use crate::runs::{chunks_with_results, locate_run, read_json};
 use crate::target::{Target, TargetArgs, sdk_message};
 
 /// Objects read at once while streaming rejected entries.
@@ -87,15 +87,15 @@ impl RejectedEntry {
 pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     let target = Target::resolve(target).await?;
     let store = S3Store::new(target.s3());
-    let run = resolve_run(&target, &store, &args.execution).await?;
+    let run = locate_run(&target, &store, &args.execution).await?;
     let bucket = &target.bucket;
-    let Some(report) = get_object::<Report>(&store, bucket, &run.report()).await? else {
+    let Some(report) = read_json::<Report>(&store, bucket, &run.report()).await? else {
         return no_report(&target, &store, &run, args.output).await;
     };
-    let info: RunInfo = get_object(&store, bucket, &run.run_info())
+    let info: RunInfo = read_json(&store, bucket, &run.run_info())
         .await?
         .with_context(|| format!("run {} has a report but no run.json", run.run_id()))?;
-    let index: Vec<ChunkDescriptor> = get_object(&store, bucket, &run.chunk_index())
+    let index: Vec<ChunkDescriptor> = read_json(&store, bucket, &run.chunk_index())
         .await?
         .with_context(|| format!("run {} has a report but no chunks.json", run.run_id()))?;
     // Chunk results hold rejections only when the report counts more than Split's.
@@ -185,112 +185,6 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The run of an execution name or ARN. A retry execution (`thingpress retry-failed`) keeps no
-/// objects of its own: it stands for the run it retried (its input's `retry.runId`).
-pub async fn resolve_run(target: &Target, store: &S3Store, execution: &str) -> Result<RunLayout> {
-    let run = run_of(execution)?;
-    if store
-        .head(&target.bucket, &run.run_info())
-        .await
-        .map_err(|e| anyhow!(e.message))?
-        .is_some()
-    {
-        return Ok(run);
-    }
-    let arn = if execution.starts_with("arn:") {
-        execution.to_owned()
-    } else {
-        target.execution_arn(execution)
-    };
-    let input = match target
-        .sfn()
-        .describe_execution()
-        .execution_arn(&arn)
-        .send()
-        .await
-    {
-        Ok(out) => out
-            .input()
-            .and_then(|i| serde_json::from_str::<Value>(i).ok()),
-        // No such execution (or none we may see): the caller says what is missing.
-        Err(_) => None,
-    };
-    match input
-        .as_ref()
-        .and_then(|i| i.pointer("/retry/runId"))
-        .and_then(Value::as_str)
-    {
-        Some(original) => {
-            eprintln!(
-                "{} is a retry of run {original}: showing run {original}",
-                run.run_id()
-            );
-            run_of(original)
-        }
-        None => Ok(run),
-    }
-}
-
-/// The run id of an execution name or ARN (the ARN's last field).
-pub fn run_of(execution: &str) -> Result<RunLayout> {
-    let name = if execution.starts_with("arn:") {
-        execution.rsplit(':').next().unwrap_or_default()
-    } else {
-        execution
-    };
-    RunLayout::new(name).map_err(|e| anyhow!(e.message))
-}
-
-/// A JSON object of the bucket, `None` when it does not exist.
-pub async fn get_object<T: serde::de::DeserializeOwned>(
-    store: &S3Store,
-    bucket: &str,
-    key: &str,
-) -> Result<Option<T>> {
-    let Some(body) = store
-        .get(bucket, key)
-        .await
-        .map_err(|e| anyhow!(e.message))?
-    else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&body)
-        .map(Some)
-        .with_context(|| format!("s3://{bucket}/{key} is not what Thingpress writes there"))
-}
-
-/// The chunk numbers that have `results/NNNNN.jsonl` (each written once, when the chunk is done).
-pub async fn chunks_with_results(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    run: &RunLayout,
-) -> Result<BTreeSet<u32>> {
-    let prefix = format!("{}results/", run.prefix());
-    let mut chunks = BTreeSet::new();
-    let mut token = None;
-    loop {
-        let out = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(&prefix)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(|e| anyhow!("listing s3://{bucket}/{prefix}: {}", sdk_message(&e)))?;
-        chunks.extend(out.contents().iter().filter_map(|o| {
-            o.key()?
-                .strip_prefix(&prefix)?
-                .strip_suffix(".jsonl")?
-                .parse::<u32>()
-                .ok()
-        }));
-        match out.next_continuation_token() {
-            Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
-            _ => return Ok(chunks),
-        }
-    }
-}
-
 /// What exists of a run that has no report (still running, or stopped before Summarize).
 async fn no_report(
     target: &Target,
@@ -322,14 +216,14 @@ async fn no_report(
         Err(e) => format!("unknown: {}", sdk_message(&e)),
     };
     let index: Option<Vec<ChunkDescriptor>> =
-        get_object(store, &target.bucket, &run.chunk_index()).await?;
+        read_json(store, &target.bucket, &run.chunk_index()).await?;
     let Some(index) = index else {
         bail!(
             "run {run_id} has no report and no chunk index (execution: {execution}): Split has not \
              finished, or the run does not exist"
         );
     };
-    let done = chunks_with_results(&target.s3(), &target.bucket, run).await?;
+    let done = chunks_with_results(store, &target.bucket, run).await?;
     let missing: Vec<u32> = index
         .iter()
         .map(|c| c.chunk)
@@ -337,7 +231,7 @@ async fn no_report(
         .collect();
     let with_results = index.len() - missing.len();
     match output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             json!({
                 "runId": run_id,
@@ -347,16 +241,16 @@ async fn no_report(
                 "chunksWithResults": with_results,
                 "chunksWithoutResults": missing,
             })
-        ),
+        )?,
         Output::Table => {
-            println!("run {run_id}: no report yet (execution: {execution})");
-            println!("  chunks                          {:>10}", index.len());
-            println!("  with results                    {with_results:>10}");
-            println!(
+            outln!("run {run_id}: no report yet (execution: {execution})")?;
+            outln!("  chunks                          {:>10}", index.len())?;
+            outln!("  with results                    {with_results:>10}")?;
+            outln!(
                 "  without results                 {:>10}{}",
                 missing.len(),
                 list_some(&missing)
-            );
+            )?;
         }
         Output::Csv | Output::Summary | Output::Jsonl => {}
     }
@@ -474,11 +368,10 @@ pub fn rejected_entries<'a>(
             let key = run.rejected(part);
             let body = store
                 .get(bucket, &key)
-                .await
-                .map_err(|e| anyhow!(e.message))?
+                .await?
                 .with_context(|| format!("s3://{bucket}/{key} is missing"))?;
             let rejects: Vec<Rejected> =
-                parse_jsonl(&body).map_err(|e| anyhow!("s3://{bucket}/{key}: {e}"))?;
+                parse_jsonl(&body).map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {e}"))?;
             Ok(rejects.into_iter().map(RejectedEntry::from).collect())
         })
         .buffered(READS_IN_FLIGHT)
@@ -487,15 +380,11 @@ pub fn rejected_entries<'a>(
     let results: Batches<'a> = futures::stream::iter(chunks)
         .map(move |chunk| async move {
             let key = run.results(chunk.chunk);
-            let Some(body) = store
-                .get(bucket, &key)
-                .await
-                .map_err(|e| anyhow!(e.message))?
-            else {
+            let Some(body) = store.get(bucket, &key).await? else {
                 return Ok(Vec::new());
             };
             let lines: Vec<EntryResult> =
-                parse_jsonl(&body).map_err(|e| anyhow!("s3://{bucket}/{key}: {e}"))?;
+                parse_jsonl(&body).map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {e}"))?;
             Ok(lines
                 .into_iter()
                 .filter_map(RejectedEntry::from_result)
@@ -604,7 +493,9 @@ mod tests {
     async fn a_failed_read_ends_the_merge_with_its_error() {
         let failing: Batches<'static> = futures::stream::iter(vec![
             Ok(vec![entry(0)]),
-            Err(anyhow!("s3://b/runs/r/rejected/00001.jsonl is missing")),
+            Err(anyhow::anyhow!(
+                "s3://b/runs/r/rejected/00001.jsonl is missing"
+            )),
         ])
         .boxed();
         let mut merged = Merged {
@@ -641,19 +532,6 @@ mod tests {
             json!({"index": 7, "deviceId": null, "certificateId": "ab",
                    "error": "Thingpress.RejectedByIot", "message": ""})
         );
-    }
-
-    #[test]
-    fn run_ids_come_from_names_and_arns() {
-        assert_eq!(run_of("run-1").unwrap().run_id(), "run-1");
-        assert_eq!(
-            run_of("arn:aws:states:us-east-1:123456789012:execution:thingpress-import:run-1")
-                .unwrap()
-                .run_id(),
-            "run-1"
-        );
-        assert!(run_of("../etc").is_err());
-        assert!(run_of("arn:aws:states:x:execution:m:").is_err());
     }
 
     #[test]

@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use aws_sdk_sfn::types::ExecutionStatus;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -22,11 +21,14 @@ use thingpress_importer::{EntryResult, Outcome};
 use thingpress_manifest::{ErrorName, sha256_hex};
 use thingpress_run::records::{ChunkDescriptor, RunInfo, now_ms};
 use thingpress_run::report::{Report, RunStatus};
-use thingpress_run::store::{parse_jsonl, to_jsonl};
+use thingpress_run::store::to_jsonl;
 use thingpress_run::{RunLayout, S3Store, Store};
 
-use crate::commands::report::{chunks_with_results, get_object, resolve_run};
-use crate::commands::watch;
+use crate::follow::follow;
+use crate::output::outln;
+use crate::runs::{
+    chunks_with_results, execution_status, is_active, locate_run, read_json, read_results,
+};
 use crate::target::{Target, TargetArgs, sdk_message};
 
 /// Result objects read at once when looking for IoT rejections.
@@ -81,13 +83,41 @@ pub struct Reopened {
     pub rejected_by_iot: u64,
 }
 
+/// What a retry imports: the chunks without results, and the chunks reopened for their IoT
+/// rejections (with `--include-rejected-by-iot`).
+#[derive(Debug)]
+struct Plan {
+    /// The run's chunk index.
+    index: Vec<ChunkDescriptor>,
+    /// Chunks of it without results.
+    missing: Vec<ChunkDescriptor>,
+    /// Chunks with results that hold IoT rejections.
+    reopened: Vec<Reopened>,
+}
+
+impl Plan {
+    /// The retry's chunk index: the chunks without results and the reopened ones, in run order.
+    fn chunks(&self) -> Vec<ChunkDescriptor> {
+        let missing: BTreeSet<u32> = self.missing.iter().map(|c| c.chunk).collect();
+        let reopen: BTreeSet<u32> = self.reopened.iter().map(|r| r.chunk).collect();
+        self.index
+            .iter()
+            .filter(|c| missing.contains(&c.chunk) || reopen.contains(&c.chunk))
+            .cloned()
+            .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.reopened.is_empty()
+    }
+}
+
 /// Runs the command.
 pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     let target = Target::resolve(target).await?;
     let store = S3Store::new(target.s3());
-    let run = resolve_run(&target, &store, &args.execution).await?;
+    let run = locate_run(&target, &store, &args.execution).await?;
     let run_id = run.run_id();
-    let bucket = &target.bucket;
     let sfn = target.sfn();
 
     if let Some(status) = execution_status(&sfn, &target.execution_arn(run_id)).await?
@@ -98,7 +128,7 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
             status.as_str()
         );
     }
-    let info: RunInfo = get_object(&store, bucket, &run.run_info())
+    let info: RunInfo = read_json(&store, &target.bucket, &run.run_info())
         .await?
         .with_context(|| {
             format!(
@@ -107,124 +137,161 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
                  (with force, to take its claim over)"
             )
         })?;
-    let index: Vec<ChunkDescriptor> = get_object(&store, bucket, &run.chunk_index())
-        .await?
-        .with_context(|| format!("run {run_id} has run.json but no chunks.json"))?;
+    let n = next_retry(&target, &store, &run).await?;
+    let plan = plan(&store, &target.bucket, &run, args.include_rejected_by_iot).await?;
+    if plan.is_empty() && !needs_summary(&store, &target.bucket, &run, args).await? {
+        return Ok(());
+    }
+    let name = write_retry(&target, &store, &run, n, &plan).await?;
+    let arn = start_retry(&target, &run, n, &name, info.max_concurrency).await?;
 
-    let previous = previous_retries(&target, &store, &run).await?;
+    let entries: u64 = plan.missing.iter().map(|c| c.entries).sum();
+    let mut line = format!(
+        "run {run_id}: retry {n} imports {} of {} chunks without results ({entries} entries)",
+        plan.missing.len(),
+        plan.index.len()
+    );
+    if args.include_rejected_by_iot {
+        let again: u64 = plan.reopened.iter().map(|r| r.rejected_by_iot).sum();
+        line.push_str(&format!(
+            " and {again} entries IoT rejected, in {} chunks",
+            plan.reopened.len()
+        ));
+    }
+    outln!("{line}")?;
+    outln!("started {arn}")?;
+    if args.wait {
+        follow(&target, &arn, Duration::from_secs(args.interval)).await
+    } else {
+        outln!("follow it with: thingpress watch {name}; then: thingpress report {run_id}")?;
+        Ok(())
+    }
+}
+
+/// The next retry's number, once no earlier retry of the run is still going.
+async fn next_retry(target: &Target, store: &S3Store, run: &RunLayout) -> Result<u32> {
+    let previous = previous_retries(store, &target.bucket, run).await?;
     for record in &previous {
         let arn = target.execution_arn(&record.execution_name);
-        if let Some(status) = execution_status(&sfn, &arn).await?
+        if let Some(status) = execution_status(&target.sfn(), &arn).await?
             && is_active(&status)
         {
             bail!(
-                "retry {} of run {run_id} ({}) is {}: let it end before starting another",
+                "retry {} of run {} ({}) is {}: let it end before starting another",
                 record.retry,
+                run.run_id(),
                 record.execution_name,
                 status.as_str()
             );
         }
     }
-    let n = previous.iter().map(|r| r.retry).max().unwrap_or(0) + 1;
+    Ok(previous.iter().map(|r| r.retry).max().unwrap_or(0) + 1)
+}
 
-    let done = chunks_with_results(&target.s3(), bucket, &run).await?;
-    let missing: Vec<&ChunkDescriptor> =
-        index.iter().filter(|c| !done.contains(&c.chunk)).collect();
-    let reopened = if args.include_rejected_by_iot {
-        let with_results: Vec<&ChunkDescriptor> =
-            index.iter().filter(|c| done.contains(&c.chunk)).collect();
-        rejected_by_iot(&store, bucket, &run, &with_results).await?
+/// What the retry imports.
+async fn plan(
+    store: &S3Store,
+    bucket: &str,
+    run: &RunLayout,
+    include_rejected_by_iot: bool,
+) -> Result<Plan> {
+    let index: Vec<ChunkDescriptor> = read_json(store, bucket, &run.chunk_index())
+        .await?
+        .with_context(|| format!("run {} has run.json but no chunks.json", run.run_id()))?;
+    let done = chunks_with_results(store, bucket, run).await?;
+    let (with_results, missing): (Vec<ChunkDescriptor>, Vec<ChunkDescriptor>) =
+        index.iter().cloned().partition(|c| done.contains(&c.chunk));
+    let reopened = if include_rejected_by_iot {
+        rejected_by_iot(store, bucket, run, &with_results).await?
     } else {
         Vec::new()
     };
-    if missing.is_empty() && reopened.is_empty() {
-        let report: Option<Report> = get_object(&store, bucket, &run.report()).await?;
-        if report.is_some_and(|r| r.status == RunStatus::Complete) {
-            println!(
-                "run {run_id} is complete: every chunk has results{}; nothing to retry",
-                if args.include_rejected_by_iot {
-                    " and none has entries IoT rejected"
-                } else {
-                    ""
-                }
-            );
-            return Ok(());
-        }
-        // Every chunk is done but the report is missing or stale: a retry of no chunks only
-        // runs Summarize.
-        println!("run {run_id}: every chunk has results but the report is missing or incomplete");
-    }
+    Ok(Plan {
+        index,
+        missing,
+        reopened,
+    })
+}
 
-    let reopen: BTreeSet<u32> = reopened.iter().map(|r| r.chunk).collect();
-    let chunks: Vec<ChunkDescriptor> = index
-        .iter()
-        .filter(|c| !done.contains(&c.chunk) || reopen.contains(&c.chunk))
-        .cloned()
-        .collect();
-    let name = retry_execution_name(run_id, n);
+/// With nothing to import: whether a retry of no chunks is still wanted, to write a report that
+/// is missing or incomplete (it then only runs Summarize). Says which on stdout.
+async fn needs_summary(
+    store: &S3Store,
+    bucket: &str,
+    run: &RunLayout,
+    args: &Args,
+) -> Result<bool> {
+    let run_id = run.run_id();
+    let report: Option<Report> = read_json(store, bucket, &run.report()).await?;
+    if report.is_some_and(|r| r.status == RunStatus::Complete) {
+        outln!(
+            "run {run_id} is complete: every chunk has results{}; nothing to retry",
+            if args.include_rejected_by_iot {
+                " and none has entries IoT rejected"
+            } else {
+                ""
+            }
+        )?;
+        return Ok(false);
+    }
+    outln!("run {run_id}: every chunk has results but the report is missing or incomplete")?;
+    Ok(true)
+}
+
+/// Writes retry `n`'s chunk index and record, and reopens the chunks it imports again; returns
+/// the retry's execution name.
+async fn write_retry(
+    target: &Target,
+    store: &S3Store,
+    run: &RunLayout,
+    n: u32,
+    plan: &Plan,
+) -> Result<String> {
+    let bucket = &target.bucket;
+    let name = retry_execution_name(run.run_id(), n);
     let record = RetryRecord {
         retry: n,
-        run_id: run_id.to_owned(),
+        run_id: run.run_id().to_owned(),
         execution_name: name.clone(),
-        chunks_without_results: missing.iter().map(|c| c.chunk).collect(),
-        reopened: reopened.clone(),
+        chunks_without_results: plan.missing.iter().map(|c| c.chunk).collect(),
+        reopened: plan.reopened.clone(),
         started_at_ms: now_ms(),
     };
-    put(
-        &store,
-        bucket,
-        &run.retry_index(n),
-        serde_json::to_vec(&chunks)?,
-    )
-    .await?;
-    put(
-        &store,
-        bucket,
-        &run.retry_record(n),
-        serde_json::to_vec(&record)?,
-    )
-    .await?;
-    for r in &reopened {
-        reopen_chunk(&target, &store, &run, n, r.chunk).await?;
+    let index = serde_json::to_vec(&plan.chunks())?;
+    store.put(bucket, &run.retry_index(n), index).await?;
+    store
+        .put(bucket, &run.retry_record(n), serde_json::to_vec(&record)?)
+        .await?;
+    for r in &plan.reopened {
+        reopen_chunk(store, bucket, run, n, r.chunk).await?;
     }
+    Ok(name)
+}
 
+/// Starts retry `n`'s execution (the state machine's `IsRetry` branch); returns its ARN.
+async fn start_retry(
+    target: &Target,
+    run: &RunLayout,
+    n: u32,
+    name: &str,
+    max_concurrency: u32,
+) -> Result<String> {
     let input = json!({"retry": {
-        "runId": run_id,
+        "runId": run.run_id(),
         "retry": n,
         "chunksKey": run.retry_index(n),
-        "maxConcurrency": info.max_concurrency,
+        "maxConcurrency": max_concurrency,
     }});
-    let started = sfn
+    let started = target
+        .sfn()
         .start_execution()
         .state_machine_arn(&target.state_machine_arn)
-        .name(&name)
+        .name(name)
         .input(input.to_string())
         .send()
         .await
         .map_err(|e| anyhow!("starting retry execution {name}: {}", sdk_message(&e)))?;
-    let arn = started.execution_arn().to_owned();
-
-    let entries: u64 = missing.iter().map(|c| c.entries).sum();
-    let mut line = format!(
-        "run {run_id}: retry {n} imports {} of {} chunks without results ({entries} entries)",
-        missing.len(),
-        index.len()
-    );
-    if args.include_rejected_by_iot {
-        let again: u64 = reopened.iter().map(|r| r.rejected_by_iot).sum();
-        line.push_str(&format!(
-            " and {again} entries IoT rejected, in {} chunks",
-            reopened.len()
-        ));
-    }
-    println!("{line}");
-    println!("started {arn}");
-    if args.wait {
-        watch::follow(&target, &arn, Duration::from_secs(args.interval)).await
-    } else {
-        println!("follow it with: thingpress watch {name}; then: thingpress report {run_id}");
-        Ok(())
-    }
+    Ok(started.execution_arn().to_owned())
 }
 
 /// The retry execution's name: `<run>-retry<n>`, with the run id shortened (and a hash of it
@@ -242,43 +309,6 @@ pub fn retry_execution_name(run_id: &str, n: u32) -> String {
     format!("{prefix}-{hash}{suffix}")
 }
 
-/// The run an execution works on and the chunk index it imports: its own, or for a retry the
-/// retried run and the retry's index (from the execution's input).
-pub async fn run_of_execution(
-    sfn: &aws_sdk_sfn::Client,
-    execution_arn: &str,
-) -> Result<(RunLayout, String)> {
-    let own = crate::commands::report::run_of(execution_arn)?;
-    let input = match sfn
-        .describe_execution()
-        .execution_arn(execution_arn)
-        .send()
-        .await
-    {
-        Ok(out) => out
-            .input()
-            .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok()),
-        // The caller's own DescribeExecution reports a missing execution.
-        Err(_) => None,
-    };
-    let retry = input.as_ref().and_then(|i| i.get("retry"));
-    let field = |name: &str| {
-        retry
-            .and_then(|r| r.get(name))
-            .and_then(serde_json::Value::as_str)
-    };
-    match (field("runId"), field("chunksKey")) {
-        (Some(run_id), Some(index_key)) => {
-            let run = RunLayout::new(run_id).map_err(|e| anyhow!(e.message))?;
-            Ok((run, index_key.to_owned()))
-        }
-        _ => {
-            let index_key = own.chunk_index();
-            Ok((own, index_key))
-        }
-    }
-}
-
 /// Whether a result line is an entry IoT rejected (a rejection without a name counts as IoT's,
 /// as in the report).
 pub fn is_rejected_by_iot(result: &EntryResult) -> bool {
@@ -286,69 +316,18 @@ pub fn is_rejected_by_iot(result: &EntryResult) -> bool {
         && result.error.unwrap_or(ErrorName::RejectedByIot) == ErrorName::RejectedByIot
 }
 
-/// The status of an execution, `None` when Step Functions does not know it (history expired).
-async fn execution_status(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Option<ExecutionStatus>> {
-    match sfn.describe_execution().execution_arn(arn).send().await {
-        Ok(out) => Ok(Some(out.status().clone())),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_execution_does_not_exist()) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(anyhow!("describing execution {arn}: {}", sdk_message(&e))),
-    }
-}
-
-fn is_active(status: &ExecutionStatus) -> bool {
-    matches!(
-        status,
-        ExecutionStatus::Running | ExecutionStatus::PendingRedrive
-    )
-}
-
 /// Every earlier retry's record.
 async fn previous_retries(
-    target: &Target,
     store: &S3Store,
+    bucket: &str,
     run: &RunLayout,
 ) -> Result<Vec<RetryRecord>> {
-    let prefix = run.retries();
-    let mut numbers = Vec::new();
-    let mut token = None;
-    loop {
-        let out = target
-            .s3()
-            .list_objects_v2()
-            .bucket(&target.bucket)
-            .prefix(&prefix)
-            .delimiter("/")
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow!(
-                    "listing s3://{}/{prefix}: {}",
-                    target.bucket,
-                    sdk_message(&e)
-                )
-            })?;
-        numbers.extend(out.common_prefixes().iter().filter_map(|p| {
-            p.prefix()?
-                .strip_prefix(&prefix)?
-                .trim_end_matches('/')
-                .parse::<u32>()
-                .ok()
-        }));
-        match out.next_continuation_token() {
-            Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
-            _ => break,
-        }
-    }
+    let keys = store.list(bucket, &run.retries()).await?;
+    let numbers: BTreeSet<u32> = keys.iter().filter_map(|k| run.retry_of_key(k)).collect();
     let mut records = Vec::new();
     for n in numbers {
         // A retry whose record was not written never started; its number is still taken.
-        match get_object::<RetryRecord>(store, &target.bucket, &run.retry_record(n)).await? {
+        match read_json::<RetryRecord>(store, bucket, &run.retry_record(n)).await? {
             Some(record) => records.push(record),
             None => records.push(RetryRecord {
                 retry: n,
@@ -368,7 +347,7 @@ async fn rejected_by_iot(
     store: &S3Store,
     bucket: &str,
     run: &RunLayout,
-    chunks: &[&ChunkDescriptor],
+    chunks: &[ChunkDescriptor],
 ) -> Result<Vec<Reopened>> {
     let counts: Vec<(u32, u64)> = futures::stream::iter(chunks)
         .map(|chunk| async move {
@@ -389,65 +368,26 @@ async fn rejected_by_iot(
         .collect())
 }
 
-async fn read_results(
-    store: &S3Store,
-    bucket: &str,
-    run: &RunLayout,
-    chunk: u32,
-) -> Result<Vec<EntryResult>> {
-    let key = run.results(chunk);
-    let body = store
-        .get(bucket, &key)
-        .await
-        .map_err(|e| anyhow!(e.message))?
-        .with_context(|| format!("s3://{bucket}/{key} is missing"))?;
-    parse_jsonl(&body).map_err(|e| anyhow!("s3://{bucket}/{key}: {e}"))
-}
-
 /// Turns a chunk's results back into progress without its IoT rejections, so Register imports
 /// only those entries again. The old results are kept under the retry first; the results object
 /// goes last, so an interruption leaves the chunk either done as before or reopened.
 async fn reopen_chunk(
-    target: &Target,
     store: &S3Store,
+    bucket: &str,
     run: &RunLayout,
     n: u32,
     chunk: u32,
 ) -> Result<()> {
-    let bucket = &target.bucket;
     let results = read_results(store, bucket, run, chunk).await?;
     let kept: Vec<&EntryResult> = results.iter().filter(|r| !is_rejected_by_iot(r)).collect();
-    put(
-        store,
-        bucket,
-        &run.superseded(n, chunk),
-        to_jsonl(&results).map_err(|e| anyhow!(e.message))?,
-    )
-    .await?;
-    put(
-        store,
-        bucket,
-        &run.progress(chunk),
-        to_jsonl(kept).map_err(|e| anyhow!(e.message))?,
-    )
-    .await?;
-    let key = run.results(chunk);
-    target
-        .s3()
-        .delete_object()
-        .bucket(bucket)
-        .key(&key)
-        .send()
-        .await
-        .map_err(|e| anyhow!("deleting s3://{bucket}/{key}: {}", sdk_message(&e)))?;
-    Ok(())
-}
-
-async fn put(store: &S3Store, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
     store
-        .put(bucket, key, body)
-        .await
-        .map_err(|e| anyhow!(e.message))
+        .put(bucket, &run.superseded(n, chunk), to_jsonl(&results)?)
+        .await?;
+    store
+        .put(bucket, &run.progress(chunk), to_jsonl(kept)?)
+        .await?;
+    store.delete(bucket, &run.results(chunk)).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -455,11 +395,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use aws_sdk_sfn::Client;
-    use aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput;
-    use aws_sdk_sfn::primitives::DateTime;
-    use aws_smithy_mocks::{RuleMode, mock, mock_client};
-    use serde_json::Value;
 
     #[test]
     fn retry_names_are_valid_execution_names_and_distinct() {
@@ -506,44 +441,6 @@ mod tests {
             Some(ErrorName::ThingConflict)
         )));
         assert!(!is_rejected_by_iot(&line(Outcome::Registered, None)));
-    }
-
-    fn described(name: &str, input: Value) -> DescribeExecutionOutput {
-        DescribeExecutionOutput::builder()
-            .execution_arn(format!("{MACHINE_EXECUTIONS}:{name}"))
-            .state_machine_arn("arn:aws:states:us-east-1:123456789012:stateMachine:m")
-            .status(ExecutionStatus::Running)
-            .start_date(DateTime::from_secs(0))
-            .input(input.to_string())
-            .build()
-            .unwrap()
-    }
-
-    const MACHINE_EXECUTIONS: &str = "arn:aws:states:us-east-1:123456789012:execution:m";
-
-    #[tokio::test]
-    async fn a_retry_execution_works_on_the_run_it_retries() {
-        let retry = described(
-            "run-1-retry2",
-            json!({"retry": {"runId": "run-1", "chunksKey": "runs/run-1/retries/00002/chunks.json",
-                             "maxConcurrency": 4}}),
-        );
-        let plain = described("run-2", json!({"manifest": {"bucket": "b", "key": "k"}}));
-        let rules = [
-            mock!(Client::describe_execution).then_output(move || retry.clone()),
-            mock!(Client::describe_execution).then_output(move || plain.clone()),
-        ];
-        let sfn = mock_client!(aws_sdk_sfn, RuleMode::Sequential, &rules);
-        let (run, index) = run_of_execution(&sfn, &format!("{MACHINE_EXECUTIONS}:run-1-retry2"))
-            .await
-            .unwrap();
-        assert_eq!(run.run_id(), "run-1");
-        assert_eq!(index, "runs/run-1/retries/00002/chunks.json");
-        let (run, index) = run_of_execution(&sfn, &format!("{MACHINE_EXECUTIONS}:run-2"))
-            .await
-            .unwrap();
-        assert_eq!(run.run_id(), "run-2");
-        assert_eq!(index, "runs/run-2/chunks.json");
     }
 
     #[test]
