@@ -927,6 +927,8 @@ fn split_check_catches_an_unreadable_manifest_and_a_lost_allow_list() {
     assert_caught(problems, "parameter AllowedThingGroups: its default");
 }
 
+/// One broken copy of the template per kind of wildcard or unscoped grant (each needs its own
+/// copy to prove the check names it), hence the length.
 #[test]
 fn iam_check_catches_wildcards_and_unscoped_resources() {
     // A `*` resource for an action that has resource-level permissions.

@@ -17,27 +17,18 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use serde_json::{Value, json};
+use thingpress_importer::Api;
 use thingpress_run::records::{ChunkDescriptor, ChunkStats};
 use thingpress_run::report::{Report, RunStatus};
 use thingpress_tests::cost::{self, Deployment, Measured, PRICES};
 
 use support::*;
-
-/// IoT operations Register calls, in order.
-const IOT_APIS: [&str; 6] = [
-    "RegisterCertificateWithoutCA",
-    "CreateThing",
-    "AttachThingPrincipal",
-    "AttachPolicy",
-    "AddThingToThingGroup",
-    "DescribeCertificate",
-];
 
 struct Args {
     certificates: usize,
@@ -302,21 +293,7 @@ async fn run(a: Args) -> Result<(), String> {
     let key = format!("bench/{tag}.pem");
     stack.put(&key, bundle).await;
 
-    let env = &stack.state["functionEnv"];
-    let number = |name: &str| -> f64 {
-        env[name]
-            .as_str()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    let safety = number("QUOTA_SAFETY_FACTOR");
-    let quota = stack.state["quotas"]["RegisterCertificateWithoutCA"]
-        .as_f64()
-        .unwrap_or(0.0);
-    let max_concurrency = a
-        .max_concurrency
-        .map(f64::from)
-        .unwrap_or_else(|| number("DEFAULT_MAX_CONCURRENCY"));
+    let (Bottleneck { quota, safety }, max_concurrency) = pacing(&stack, &a);
 
     edge(
         &stack.state,
@@ -342,32 +319,95 @@ async fn run(a: Args) -> Result<(), String> {
     let load_after = load_average();
     if status != ExecutionStatus::Succeeded {
         // Keep what the edge saw: a failed run still shows the rates and where it broke.
-        let achieved = passed_rate(&stats, "RegisterCertificateWithoutCA");
-        let partial = json!({
-            "date": chrono_date(),
-            "runId": tag,
-            "status": status.as_str(),
-            "error": error,
-            "cause": cause,
-            "certificates": a.certificates,
-            "quotaScale": stack.state["quotaScale"],
-            "wallClockSeconds": wall,
-            "loadBefore": load_before,
-            "loadAfter": load_after,
-            "bottleneck": {
-                "quotaPerSecond": quota,
-                "pacedPerSecond": quota * safety,
-                "achievedPerSecond": achieved,
-                "fractionOfQuota": if quota > 0.0 { achieved / quota } else { 0.0 },
-            },
-            "edge": stats["operations"],
-        });
+        let bottleneck = Bottleneck { quota, safety };
+        let partial = failed_run_json(
+            &a,
+            &stack,
+            &tag,
+            &stats,
+            bottleneck,
+            (status.as_str(), &error, &cause),
+            wall,
+            (&load_before, &load_after),
+        );
         write_json(&a.out, &partial)?;
         return Err(format!(
             "{tag}: {status:?} {error:?} {cause:?} (edge counters in {})",
             a.out.display()
         ));
     }
+    finish(Finished {
+        a: &a,
+        stack: &stack,
+        tag: &tag,
+        arn: &arn,
+        ids: &ids,
+        before: &before,
+        stats: &stats,
+        wall,
+        started_epoch,
+        loads: (&load_before, &load_after),
+        bottleneck: Bottleneck { quota, safety },
+        max_concurrency,
+    })
+    .await
+}
+
+/// The bottleneck API's quota at the edge and the safety factor Register paces by (the
+/// stack's function environment), and the children a run gets.
+fn pacing(stack: &Stack, a: &Args) -> (Bottleneck, f64) {
+    let env = &stack.state["functionEnv"];
+    let number = |name: &str| -> f64 {
+        env[name]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let safety = number("QUOTA_SAFETY_FACTOR");
+    let quota = stack.state["quotas"]["RegisterCertificateWithoutCA"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let max_concurrency = a
+        .max_concurrency
+        .map(f64::from)
+        .unwrap_or_else(|| number("DEFAULT_MAX_CONCURRENCY"));
+    (Bottleneck { quota, safety }, max_concurrency)
+}
+
+/// A run that succeeded, with what was measured while it ran.
+struct Finished<'a> {
+    a: &'a Args,
+    stack: &'a Stack,
+    tag: &'a str,
+    arn: &'a str,
+    ids: &'a [(String, String)],
+    before: &'a BTreeSet<String>,
+    stats: &'a Value,
+    wall: f64,
+    started_epoch: f64,
+    loads: (&'a str, &'a str),
+    bottleneck: Bottleneck,
+    max_concurrency: f64,
+}
+
+/// Reads the run's report, chunks and history, checks every entry is accounted for, measures
+/// and projects the run, and writes and prints the results. Its length is the one result
+/// document, written field by field next to what each field measures.
+async fn finish(f: Finished<'_>) -> Result<(), String> {
+    let Finished {
+        a,
+        stack,
+        tag,
+        arn,
+        ids,
+        before,
+        stats,
+        wall,
+        started_epoch,
+        loads: (load_before, load_after),
+        bottleneck: Bottleneck { quota, safety },
+        max_concurrency,
+    } = f;
     let report: Report = serde_json::from_slice(
         &stack
             .get(&format!("runs/{tag}/report.json"))
@@ -378,119 +418,36 @@ async fn run(a: Args) -> Result<(), String> {
     if report.status != RunStatus::Complete {
         return Err(format!("{tag}: report {:?}", report.problems));
     }
-    let index: Vec<ChunkDescriptor> = serde_json::from_slice(
-        &stack
-            .get(&format!("runs/{tag}/chunks.json"))
-            .await
-            .ok_or("no chunks.json")?,
-    )
-    .map_err(|e| format!("chunks.json: {e}"))?;
-    let mut register_seconds = Vec::new();
-    let mut attempts = 0u64;
-    for c in &index {
-        let body = stack
-            .get(&format!("runs/{tag}/stats/{:05}.json", c.chunk))
-            .await
-            .ok_or(format!("chunk {} has no stats", c.chunk))?;
-        let s: ChunkStats = serde_json::from_slice(&body).map_err(|e| format!("stats: {e}"))?;
-        register_seconds.push(s.finished_at_ms.saturating_sub(s.started_at_ms) as f64 / 1000.0);
-        attempts += u64::from(s.attempts);
-    }
-    let (parent_transitions, task_seconds, kinds, split_output) = history(&stack, &arn).await;
+    let (index, register_seconds, attempts) = chunk_stats(stack, tag).await?;
+    let (parent_transitions, task_seconds, kinds, split_output) = history(stack, arn).await;
 
     // Every entry accounted for, none twice.
     let certificates = report.outcomes.registered + report.outcomes.already_registered;
     let after = stack.certificate_ids().await;
-    let things = stack.things_of(&tag).await.len();
+    let things = stack.things_of(tag).await.len();
     let new_certificates = after.len() - before.len();
-    // Certificates IoT held before the run (a re-used stack) come back as already registered,
-    // and so do those a retried chunk registered before its earlier attempt stopped.
-    let old = ids.iter().filter(|(c, _)| before.contains(c)).count() as u64;
-    let accounted = report.outcomes.total() == report.entries
-        && report.entries == a.certificates as u64
-        && certificates == a.certificates as u64
-        && report.outcomes.already_registered >= old
-        && new_certificates as u64 == a.certificates as u64 - old
-        && things == a.certificates
-        && ids.iter().all(|(c, _)| after.contains(c));
+    let accounted = accounted_for(&report, a.certificates, ids, before, &after, things);
 
     let decorate = index
         .first()
         .map(|c| {
             let payload = json!({"runId": tag, "bucket": stack.bucket, "chunk": c});
-            warm_seconds(&stack, "decorate", &payload, "decoratedKey")
+            warm_seconds(stack, "decorate", &payload, "decoratedKey")
         })
         .unwrap_or(0.0);
-    let summarize = warm_seconds(&stack, "summarize", &split_output, "reportKey");
+    let summarize = warm_seconds(stack, "summarize", &split_output, "reportKey");
 
     let n = a.certificates as f64;
     let per_1000 = |x: f64| x * 1000.0 / n;
-    let achieved = passed_rate(&stats, "RegisterCertificateWithoutCA");
+    let achieved = passed_rate(stats, "RegisterCertificateWithoutCA");
     let paced = quota * safety;
-    let iot_passed: u64 = IOT_APIS.iter().map(|o| count(&stats, o, "passed")).sum();
-    let register_span = {
-        let o = op(&stats, "RegisterCertificateWithoutCA");
-        o["lastPassed"].as_f64().unwrap_or(0.0) - o["firstPassed"].as_f64().unwrap_or(0.0)
-    };
-    let iot_per_second = if register_span > 0.0 {
-        iot_passed as f64 / register_span
-    } else {
-        0.0
-    };
-    // moto answers ~115 IoT calls/s on this machine (local/README.md): close to that, and well
-    // below the paced rate, the local stack limited the run.
-    let limited_by = if achieved >= 0.85 * paced {
-        "quota pacing (the edge's quotas × safety factor)"
-    } else if iot_per_second >= 80.0 {
-        "the local stack (moto's IoT throughput)"
-    } else {
-        "neither quota nor moto: chunk scheduling, Lambda start-up or machine load"
-    };
-    let mut api: BTreeMap<String, Value> = BTreeMap::new();
-    for o in IOT_APIS {
-        let calls = count(&stats, o, "calls");
-        if calls == 0 {
-            continue;
-        }
-        api.insert(
-            o.to_owned(),
-            json!({
-                "edgeCalls": calls,
-                "passed": count(&stats, o, "passed"),
-                "throttledQuota": count(&stats, o, "throttledQuota"),
-                "thingpressCalls": report.api_calls.get(o).copied().unwrap_or(0),
-                "callsPerCertificate": calls as f64 / n,
-                "passedPerCertificate": count(&stats, o, "passed") as f64 / n,
-                "passedPerSecond": passed_rate(&stats, o),
-            }),
-        );
-    }
-    let mut invocations: BTreeMap<String, u64> = BTreeMap::new();
-    for f in cost::FUNCTIONS {
-        invocations.insert(
-            f.to_owned(),
-            count(&stats, &format!("Lambda.Invoke:{f}"), "calls"),
-        );
-    }
+    let api = api_json(stats, &report, n);
+    let invocations = invocations(stats);
     let total_invocations: u64 = invocations.values().sum();
     let chunks = index.len() as u64;
     let retries = (invocations["decorate"] + invocations["register"]).saturating_sub(2 * chunks);
     let child_transitions = 3 * chunks + retries;
-    let (mut s3_get, mut s3_put) = (0, 0);
-    let mut s3: BTreeMap<String, u64> = BTreeMap::new();
-    if let Some(ops) = stats["operations"].as_object() {
-        for (name, o) in ops {
-            if let Some(method) = name.strip_prefix("s3:") {
-                let calls = o["calls"].as_u64().unwrap_or(0);
-                s3.insert(method.to_owned(), calls);
-                if matches!(method, "GET" | "HEAD") {
-                    s3_get += calls;
-                } else {
-                    s3_put += calls;
-                }
-            }
-        }
-    }
+    let (s3, s3_get, s3_put) = s3_counts(stats);
     // The manifest upload before the reset is not counted; the report read after the snapshot
     // neither: these are the functions' requests.
     let measured = Measured {
@@ -534,16 +491,7 @@ async fn run(a: Args) -> Result<(), String> {
         "reportSeconds": report.duration_seconds,
         "certificatesPerSecond": certificates as f64 / wall,
         "startedAt": started_epoch,
-        "bottleneck": {
-            "api": "RegisterCertificateWithoutCA",
-            "quotaPerSecond": quota,
-            "pacedPerSecond": paced,
-            "achievedPerSecond": achieved,
-            "fractionOfQuota": if quota > 0.0 { achieved / quota } else { 0.0 },
-            "fractionOfPaced": measured.achieved_fraction_of_paced,
-            "iotCallsPerSecond": iot_per_second,
-            "limitedBy": limited_by,
-        },
+        "bottleneck": bottleneck_json(stats, Bottleneck { quota, safety }, achieved, measured.achieved_fraction_of_paced),
         "outcomes": report.outcomes,
         "accountedFor": accounted,
         "newCertificatesInIot": new_certificates,
@@ -586,6 +534,196 @@ async fn run(a: Args) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The bottleneck API's quota, paced and achieved rates, and what limited the run.
+fn bottleneck_json(stats: &Value, b: Bottleneck, achieved: f64, fraction_of_paced: f64) -> Value {
+    let Bottleneck { quota, safety } = b;
+    let paced = quota * safety;
+    let iot_passed: u64 = Api::ALL
+        .iter()
+        .map(|o| count(stats, o.as_str(), "passed"))
+        .sum();
+    let register_span = {
+        let o = op(stats, "RegisterCertificateWithoutCA");
+        o["lastPassed"].as_f64().unwrap_or(0.0) - o["firstPassed"].as_f64().unwrap_or(0.0)
+    };
+    let iot_per_second = if register_span > 0.0 {
+        iot_passed as f64 / register_span
+    } else {
+        0.0
+    };
+    // moto answers ~115 IoT calls/s on this machine (local/README.md): close to that, and well
+    // below the paced rate, the local stack limited the run.
+    let limited_by = if achieved >= 0.85 * paced {
+        "quota pacing (the edge's quotas × safety factor)"
+    } else if iot_per_second >= 80.0 {
+        "the local stack (moto's IoT throughput)"
+    } else {
+        "neither quota nor moto: chunk scheduling, Lambda start-up or machine load"
+    };
+    json!({
+        "api": "RegisterCertificateWithoutCA",
+        "quotaPerSecond": quota,
+        "pacedPerSecond": paced,
+        "achievedPerSecond": achieved,
+        "fractionOfQuota": if quota > 0.0 { achieved / quota } else { 0.0 },
+        "fractionOfPaced": fraction_of_paced,
+        "iotCallsPerSecond": iot_per_second,
+        "limitedBy": limited_by,
+    })
+}
+
+/// Lambda invocations per function, as the edge counted them.
+fn invocations(stats: &Value) -> BTreeMap<String, u64> {
+    cost::FUNCTIONS
+        .iter()
+        .map(|f| {
+            (
+                (*f).to_owned(),
+                count(stats, &format!("Lambda.Invoke:{f}"), "calls"),
+            )
+        })
+        .collect()
+}
+
+/// Whether every manifest entry is in the report once, and IoT holds every certificate and
+/// thing. Certificates IoT held before the run (a re-used stack) come back as already
+/// registered, and so do those a retried chunk registered before its earlier attempt stopped.
+fn accounted_for(
+    report: &Report,
+    expected: usize,
+    ids: &[(String, String)],
+    before: &BTreeSet<String>,
+    after: &BTreeSet<String>,
+    things: usize,
+) -> bool {
+    let certificates = report.outcomes.registered + report.outcomes.already_registered;
+    let new_certificates = after.len() - before.len();
+    let old = ids.iter().filter(|(c, _)| before.contains(c)).count() as u64;
+    report.outcomes.total() == report.entries
+        && report.entries == expected as u64
+        && certificates == expected as u64
+        && report.outcomes.already_registered >= old
+        && new_certificates as u64 == expected as u64 - old
+        && things == expected
+        && ids.iter().all(|(c, _)| after.contains(c))
+}
+
+/// AWS's default quota of the bottleneck API and the stack's safety factor.
+#[derive(Clone, Copy)]
+struct Bottleneck {
+    quota: f64,
+    safety: f64,
+}
+
+/// What a run that did not succeed leaves: its status and the edge's counters.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; each argument is one measurement"
+)]
+fn failed_run_json(
+    a: &Args,
+    stack: &Stack,
+    tag: &str,
+    stats: &Value,
+    bottleneck: Bottleneck,
+    (status, error, cause): (&str, &Option<String>, &Option<String>),
+    wall: f64,
+    (load_before, load_after): (&str, &str),
+) -> Value {
+    let Bottleneck { quota, safety } = bottleneck;
+    let achieved = passed_rate(stats, "RegisterCertificateWithoutCA");
+    json!({
+        "date": chrono_date(),
+        "runId": tag,
+        "status": status,
+        "error": error,
+        "cause": cause,
+        "certificates": a.certificates,
+        "quotaScale": stack.state["quotaScale"],
+        "wallClockSeconds": wall,
+        "loadBefore": load_before,
+        "loadAfter": load_after,
+        "bottleneck": {
+            "quotaPerSecond": quota,
+            "pacedPerSecond": quota * safety,
+            "achievedPerSecond": achieved,
+            "fractionOfQuota": if quota > 0.0 { achieved / quota } else { 0.0 },
+        },
+        "edge": stats["operations"],
+    })
+}
+
+/// The run's chunks, each chunk's Register seconds (first start to last finish) and the
+/// Register attempts of all chunks.
+async fn chunk_stats(
+    stack: &Stack,
+    tag: &str,
+) -> Result<(Vec<ChunkDescriptor>, Vec<f64>, u64), String> {
+    let index: Vec<ChunkDescriptor> = serde_json::from_slice(
+        &stack
+            .get(&format!("runs/{tag}/chunks.json"))
+            .await
+            .ok_or("no chunks.json")?,
+    )
+    .map_err(|e| format!("chunks.json: {e}"))?;
+    let mut register_seconds = Vec::new();
+    let mut attempts = 0u64;
+    for c in &index {
+        let body = stack
+            .get(&format!("runs/{tag}/stats/{:05}.json", c.chunk))
+            .await
+            .ok_or(format!("chunk {} has no stats", c.chunk))?;
+        let s: ChunkStats = serde_json::from_slice(&body).map_err(|e| format!("stats: {e}"))?;
+        register_seconds.push(s.finished_at_ms.saturating_sub(s.started_at_ms) as f64 / 1000.0);
+        attempts += u64::from(s.attempts);
+    }
+    Ok((index, register_seconds, attempts))
+}
+
+/// Per IoT API of the catalogue that the run called: the edge's and Thingpress's counts.
+fn api_json(stats: &Value, report: &Report, n: f64) -> BTreeMap<String, Value> {
+    let mut api: BTreeMap<String, Value> = BTreeMap::new();
+    for o in Api::ALL.map(Api::as_str) {
+        let calls = count(stats, o, "calls");
+        if calls == 0 {
+            continue;
+        }
+        api.insert(
+            o.to_owned(),
+            json!({
+                "edgeCalls": calls,
+                "passed": count(stats, o, "passed"),
+                "throttledQuota": count(stats, o, "throttledQuota"),
+                "thingpressCalls": report.api_calls.get(o).copied().unwrap_or(0),
+                "callsPerCertificate": calls as f64 / n,
+                "passedPerCertificate": count(stats, o, "passed") as f64 / n,
+                "passedPerSecond": passed_rate(stats, o),
+            }),
+        );
+    }
+    api
+}
+
+/// S3 calls by method, and the GET-class and PUT-class totals.
+fn s3_counts(stats: &Value) -> (BTreeMap<String, u64>, u64, u64) {
+    let (mut s3_get, mut s3_put) = (0, 0);
+    let mut s3: BTreeMap<String, u64> = BTreeMap::new();
+    if let Some(ops) = stats["operations"].as_object() {
+        for (name, o) in ops {
+            if let Some(method) = name.strip_prefix("s3:") {
+                let calls = o["calls"].as_u64().unwrap_or(0);
+                s3.insert(method.to_owned(), calls);
+                if matches!(method, "GET" | "HEAD") {
+                    s3_get += calls;
+                } else {
+                    s3_put += calls;
+                }
+            }
+        }
+    }
+    (s3, s3_get, s3_put)
 }
 
 fn write_json(path: &std::path::Path, value: &Value) -> Result<(), String> {
@@ -663,6 +801,8 @@ fn chrono_date() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The results for people: the bottleneck, the calls per API, the Lambda and Step Functions
+/// counts, and each projection. One `println!` per line of the table, hence its length.
 fn print_table(r: &Value, projections: &[cost::Projection]) {
     let b = &r["bottleneck"];
     println!(

@@ -311,6 +311,7 @@ mod tests {
             .build()
     }
 
+    /// Every list API's answer is mocked (two pages where paging matters), hence the length.
     #[tokio::test]
     async fn counts_every_page() {
         let types = mock!(Client::list_thing_types).then_output(|| {
