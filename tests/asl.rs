@@ -1224,7 +1224,7 @@ fn retrier_check_catches_a_removed_or_weakened_retrier() {
         .as_object_mut()
         .expect("retrier")
         .remove("MaxDelaySeconds");
-    retrier["ErrorEquals"] = json!(["Thingpress.Throttled"]);
+    retrier["ErrorEquals"] = json!(["Thingpress.Throttled", "Thingpress.DeadlineReached"]);
     let problems = check_retriers(&broken);
     assert_caught(
         problems.clone(),

@@ -40,10 +40,12 @@ pub enum ErrorKind {
 }
 
 error_names! {
-    /// IoT throttled beyond the SDK's short retry, or the Lambda deadline came first.
+    /// IoT throttled beyond the SDK's short retry.
     Throttled => Retryable,
     /// A network or 5xx fault that is worth another try.
     Transient => Retryable,
+    /// The Lambda deadline drew near before the chunk's end; its progress is kept.
+    DeadlineReached => Retryable,
     /// The task's input is not what the state machine should send.
     InvalidInput => Terminal,
     /// The manifest cannot be read at all.

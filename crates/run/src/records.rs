@@ -107,8 +107,12 @@ pub struct ChunkStats {
     pub api_calls: BTreeMap<String, u64>,
     /// How many attempts the chunk took (1 when it finished in one invocation).
     pub attempts: u32,
-    /// Throttled responses that outlived the SDK's retry.
+    /// Attempts that stopped on an IoT call still throttled after the SDK's retry.
     pub throttled: u64,
+    /// Attempts that stopped because the Lambda deadline drew near (absent in stats written
+    /// before deadline stops were counted apart from throttling).
+    #[serde(default)]
+    pub deadline_stops: u64,
     /// First attempt's start, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
     /// Completion, milliseconds since the Unix epoch.

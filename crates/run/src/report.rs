@@ -43,8 +43,12 @@ pub struct Report {
     pub problems: Vec<String>,
     /// IoT calls made, per API.
     pub api_calls: BTreeMap<String, u64>,
-    /// IoT calls that were still throttled after the SDK's retry.
+    /// Chunk attempts stopped by an IoT call still throttled after the SDK's retry.
     pub throttled: u64,
+    /// Chunk attempts stopped because the Lambda deadline drew near (progress kept, retried);
+    /// absent from reports written before these were counted apart.
+    #[serde(default)]
+    pub deadline_stops: u64,
     /// Chunk invocations beyond the first (retries after throttling, faults or deadlines).
     pub chunk_retries: u64,
     /// Split's start, milliseconds since the Unix epoch.
@@ -109,6 +113,7 @@ pub struct ReportBuilder {
     problems: Vec<String>,
     api_calls: BTreeMap<String, u64>,
     throttled: u64,
+    deadline_stops: u64,
     chunk_retries: u64,
     chunks_read: usize,
 }
@@ -130,6 +135,7 @@ impl ReportBuilder {
                 *self.api_calls.entry(api.clone()).or_default() += n;
             }
             self.throttled += stats.throttled;
+            self.deadline_stops += stats.deadline_stops;
             self.chunk_retries += u64::from(stats.attempts.saturating_sub(1));
         }
         let Some(tally) = chunk.results else {
@@ -155,6 +161,7 @@ impl ReportBuilder {
             mut problems,
             api_calls,
             throttled,
+            deadline_stops,
             chunk_retries,
             chunks_read,
         } = self;
@@ -199,6 +206,7 @@ impl ReportBuilder {
             problems,
             api_calls,
             throttled,
+            deadline_stops,
             chunk_retries,
             started_at_ms: run.started_at_ms,
             finished_at_ms,
@@ -288,8 +296,9 @@ mod tests {
                 ])),
                 stats: Some(ChunkStats {
                     api_calls: [("CreateThing".to_owned(), 2)].into(),
-                    attempts: 3,
+                    attempts: 4,
                     throttled: 2,
+                    deadline_stops: 1,
                     ..ChunkStats::default()
                 }),
             },
@@ -318,7 +327,25 @@ mod tests {
             1
         );
         assert_eq!(report.api_calls["CreateThing"], 2);
-        assert_eq!((report.throttled, report.chunk_retries), (2, 2));
+        assert_eq!(
+            (
+                report.throttled,
+                report.deadline_stops,
+                report.chunk_retries
+            ),
+            (2, 1, 3)
+        );
+        // Stats and reports written before deadline stops were counted apart still read.
+        let old: ChunkStats = serde_json::from_str(
+            r#"{"apiCalls":{},"attempts":2,"throttled":1,"startedAtMs":1,"finishedAtMs":2}"#,
+        )
+        .unwrap();
+        assert_eq!((old.throttled, old.deadline_stops), (1, 0));
+        let mut wire = serde_json::to_value(&report).unwrap();
+        assert_eq!(wire["deadlineStops"], 1);
+        wire.as_object_mut().unwrap().remove("deadlineStops");
+        let old: Report = serde_json::from_value(wire).unwrap();
+        assert_eq!(old.deadline_stops, 0);
     }
 
     #[test]

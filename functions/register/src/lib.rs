@@ -198,14 +198,16 @@ fn stop_error(stop: Stop, chunk: u32, done: usize, of: usize, stats: &mut ChunkS
     let error = match stop {
         Stop::Error(e) => TaskError::from(e),
         Stop::Deadline => TaskError::new(
-            ErrorName::Throttled,
+            ErrorName::DeadlineReached,
             format!(
                 "chunk {chunk}: Lambda deadline near after {done} of {of} entries; progress kept"
             ),
         ),
     };
-    if error.name == ErrorName::Throttled {
-        stats.throttled += 1;
+    match error.name {
+        ErrorName::Throttled => stats.throttled += 1,
+        ErrorName::DeadlineReached => stats.deadline_stops += 1,
+        _ => {}
     }
     error
 }
@@ -277,5 +279,91 @@ fn summary(run_id: &str, chunk: u32, results: &[EntryResult]) -> ChunkSummary {
         registered: count(Outcome::Registered),
         already_registered: count(Outcome::AlreadyRegistered),
         rejected: count(Outcome::Rejected),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use thingpress_manifest::{Rejected, Supplier};
+    use thingpress_product::Profile;
+    use thingpress_run::records::{ChunkDescriptor, RunInfo, SourceObject};
+    use thingpress_run::{MemStore, RunLayout};
+
+    #[tokio::test]
+    async fn a_deadline_stop_is_its_own_name_and_count_with_progress_kept() {
+        let store = Arc::new(MemStore::new());
+        let settings =
+            Settings::from_lookup(|name| (name == "IMPORT_BUCKET").then(|| "b".to_owned()))
+                .unwrap();
+        let layout = RunLayout::new("r").unwrap();
+        let run = RunStore::new(Arc::clone(&store), "b", layout.clone());
+        run.put_run_info(&RunInfo {
+            run_id: "r".into(),
+            source: SourceObject {
+                bucket: "b".into(),
+                key: "m/x.pem".into(),
+                etag: String::new(),
+                version_id: None,
+            },
+            profile: Profile::named("widget"),
+            supplier: Supplier::Pem,
+            chunk_size: 1,
+            max_concurrency: 1,
+            entries: 1,
+            accepted: 1,
+            rejected: 0,
+            chunk_count: 1,
+            rejected_parts: 0,
+            started_at_ms: 1,
+        })
+        .await
+        .unwrap();
+        let rejected = Rejected {
+            index: 0,
+            error: ErrorName::InvalidThingName,
+            message: "no name".into(),
+            device_id: None,
+        };
+        let decorated_key = run
+            .put_decorated(0, &[DecoratedLine::Rejected(rejected)])
+            .await
+            .unwrap();
+        // No IoT call is made: the deadline is already within the margin.
+        let iot = aws_sdk_iot::Client::from_conf(
+            aws_sdk_iot::Config::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .build(),
+        );
+        let task = Task::with_iot(Arc::clone(&store), iot, settings);
+        let input = DecoratedChunk {
+            run_id: "r".into(),
+            bucket: "b".into(),
+            chunk: ChunkDescriptor {
+                chunk: 0,
+                key: layout.chunk(0),
+                entries: 1,
+                first_index: 0,
+            },
+            child_execution_type: None,
+            decorated_key,
+            decorated: 0,
+            rejected: 1,
+        };
+        let err = task.register(&input, SystemTime::now()).await.unwrap_err();
+        assert_eq!(err.name, ErrorName::DeadlineReached, "{err}");
+        assert!(err.message.contains("Lambda deadline near"), "{err}");
+        let stats = run.stats(0).await.unwrap().unwrap();
+        assert_eq!(
+            (stats.deadline_stops, stats.throttled, stats.attempts),
+            (1, 0, 1)
+        );
+        assert_eq!(
+            run.progress(0).await.unwrap().len(),
+            1,
+            "the finished entry is kept"
+        );
+        assert_eq!(run.results(0).await.unwrap(), None);
     }
 }
