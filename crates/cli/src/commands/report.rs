@@ -111,78 +111,107 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    match (args.output, args.rejected_only) {
-        (Output::Table, rejected_only) => {
-            if !rejected_only {
-                write!(out, "{}", table(&report))?;
-            }
-            let mut first = true;
-            while let Some(entry) = rejected.next().await? {
-                if first {
-                    if !rejected_only {
-                        writeln!(out)?;
-                    }
-                    writeln!(
-                        out,
-                        "{:>9}  {:<32}  {:<24}  MESSAGE",
-                        "INDEX", "ERROR", "DEVICE ID"
-                    )?;
-                    first = false;
-                }
-                writeln!(
-                    out,
-                    "{:>9}  {:<32}  {:<24}  {}",
-                    entry.index,
-                    entry.error.as_str(),
-                    entry.device_id.as_deref().unwrap_or("-"),
-                    one_line(&entry.message)
-                )?;
-            }
-            if first && rejected_only {
-                eprintln!("run {}: no rejected entries", run.run_id());
-            }
-        }
-        (Output::Json, false) => {
-            write!(out, "{{\"report\":")?;
-            serde_json::to_writer(&mut out, &report)?;
-            write!(out, ",\"rejected\":[")?;
-            let mut first = true;
-            while let Some(entry) = rejected.next().await? {
-                if !first {
-                    write!(out, ",")?;
-                }
-                serde_json::to_writer(&mut out, &entry)?;
-                first = false;
-            }
-            writeln!(out, "]}}")?;
-        }
-        (Output::Json, true) => {
-            while let Some(entry) = rejected.next().await? {
-                serde_json::to_writer(&mut out, &entry)?;
-                writeln!(out)?;
-            }
-        }
-        (Output::Csv, _) => {
-            let mut csv = csv::Writer::from_writer(&mut out);
-            csv.write_record(["index", "deviceId", "certificateId", "error", "message"])?;
-            while let Some(entry) = rejected.next().await? {
-                csv.write_record([
-                    entry.index.to_string().as_str(),
-                    entry.device_id.as_deref().unwrap_or_default(),
-                    entry.certificate_id.as_deref().unwrap_or_default(),
-                    entry.error.as_str(),
-                    entry.message.as_str(),
-                ])?;
-            }
-            csv.flush()?;
-        }
+    let counts = (!args.rejected_only).then_some(&report);
+    let shown = match args.output {
+        Output::Table => write_table(&mut out, counts, &mut rejected).await?,
+        Output::Json if args.rejected_only => write_json_lines(&mut out, &mut rejected).await?,
+        Output::Json => write_json(&mut out, &report, &mut rejected).await?,
+        Output::Csv => write_csv(&mut out, &mut rejected).await?,
         // The parser accepts only the three above.
-        (other @ (Output::Summary | Output::Jsonl), _) => {
+        other @ (Output::Summary | Output::Jsonl) => {
             bail!("report prints table, json or csv, not {other}")
         }
-    }
+    };
     out.flush()?;
+    if shown == 0 && args.rejected_only && args.output == Output::Table {
+        eprintln!("run {}: no rejected entries", run.run_id());
+    }
     Ok(())
+}
+
+/// The counts (unless `None`), then a table of the rejected entries (if any); returns how many.
+async fn write_table(
+    out: &mut impl Write,
+    counts: Option<&Report>,
+    rejected: &mut Merged<'_>,
+) -> Result<u64> {
+    if let Some(report) = counts {
+        write!(out, "{}", table(report))?;
+    }
+    let mut shown = 0;
+    while let Some(entry) = rejected.next().await? {
+        if shown == 0 {
+            if counts.is_some() {
+                writeln!(out)?;
+            }
+            writeln!(
+                out,
+                "{:>9}  {:<32}  {:<24}  MESSAGE",
+                "INDEX", "ERROR", "DEVICE ID"
+            )?;
+        }
+        writeln!(
+            out,
+            "{:>9}  {:<32}  {:<24}  {}",
+            entry.index,
+            entry.error.as_str(),
+            entry.device_id.as_deref().unwrap_or("-"),
+            one_line(&entry.message)
+        )?;
+        shown += 1;
+    }
+    Ok(shown)
+}
+
+/// `{"report": {…}, "rejected": [{…}, …]}`; returns how many rejected entries.
+async fn write_json(
+    out: &mut impl Write,
+    report: &Report,
+    rejected: &mut Merged<'_>,
+) -> Result<u64> {
+    write!(out, "{{\"report\":")?;
+    serde_json::to_writer(&mut *out, report)?;
+    write!(out, ",\"rejected\":[")?;
+    let mut shown = 0;
+    while let Some(entry) = rejected.next().await? {
+        if shown > 0 {
+            write!(out, ",")?;
+        }
+        serde_json::to_writer(&mut *out, &entry)?;
+        shown += 1;
+    }
+    writeln!(out, "]}}")?;
+    Ok(shown)
+}
+
+/// One rejected entry per line, as JSON; returns how many.
+async fn write_json_lines(out: &mut impl Write, rejected: &mut Merged<'_>) -> Result<u64> {
+    let mut shown = 0;
+    while let Some(entry) = rejected.next().await? {
+        serde_json::to_writer(&mut *out, &entry)?;
+        writeln!(out)?;
+        shown += 1;
+    }
+    Ok(shown)
+}
+
+/// A header and one row per rejected entry; returns how many.
+async fn write_csv(out: &mut impl Write, rejected: &mut Merged<'_>) -> Result<u64> {
+    let mut csv = csv::Writer::from_writer(out);
+    csv.write_record(["index", "deviceId", "certificateId", "error", "message"])?;
+    let mut shown = 0;
+    while let Some(entry) = rejected.next().await? {
+        csv.write_record([
+            entry.index.to_string().as_str(),
+            entry.device_id.as_deref().unwrap_or_default(),
+            entry.certificate_id.as_deref().unwrap_or_default(),
+            entry.error.as_str(),
+            entry.message.as_str(),
+        ])?;
+        shown += 1;
+    }
+    csv.flush()?;
+    Ok(shown)
 }
 
 /// What exists of a run that has no report (still running, or stopped before Summarize).
@@ -323,6 +352,10 @@ pub fn table(report: &Report) -> String {
     out.push_str(&format!(
         "  throttled calls                 {:>10}\n",
         report.throttled
+    ));
+    out.push_str(&format!(
+        "  deadline stops                  {:>10}\n",
+        report.deadline_stops
     ));
     if !report.api_calls.is_empty() {
         let calls: Vec<String> = report
