@@ -289,6 +289,16 @@ async fn report_shows_rejected_entries_as_a_table_json_and_csv() {
         .stdout;
     assert_eq!(only.lines().count(), 3, "{only}");
 
+    // A reader that stops early (`| head -1`) is no failure: exit 0, nothing on stderr.
+    for output in ["table", "json", "csv"] {
+        let ran = thingpress_with_stdout_closed(&["report", &tag, "--output", output]).await;
+        assert_eq!(
+            (ran.code, ran.stderr.as_str()),
+            (Some(0), ""),
+            "--output {output}"
+        );
+    }
+
     // Without report.json (as while the run is still going): what exists, and exit 1.
     stack
         .s3

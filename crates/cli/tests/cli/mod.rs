@@ -54,17 +54,32 @@ impl Ran {
 
 /// Runs `thingpress --local ARGS` on the suite's stack (off the async runtime's threads).
 pub async fn thingpress(args: &[&str]) -> Ran {
+    run_binary(args, false).await
+}
+
+/// As [`thingpress`], with a stdout whose reader is already gone (`| head` that has read its
+/// lines): the first write fails with EPIPE.
+pub async fn thingpress_with_stdout_closed(args: &[&str]) -> Ran {
+    run_binary(args, true).await
+}
+
+async fn run_binary(args: &[&str], stdout_closed: bool) -> Ran {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let output: Output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_thingpress"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_thingpress"));
+        command
             .arg("--local")
             .args(&args)
             .env("THINGPRESS_LOCAL_DIR", local_dir())
             // The edge authorizes the binary against infra/operator-policy.json; the suites'
             // own inspection clients keep the unchecked `test` key.
-            .env("AWS_ACCESS_KEY_ID", "Operator")
-            .output()
-            .unwrap()
+            .env("AWS_ACCESS_KEY_ID", "Operator");
+        if stdout_closed {
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            command.stdout(writer);
+        }
+        command.output().unwrap()
     })
     .await
     .unwrap();
