@@ -291,7 +291,6 @@ fn check_retriers(asl: &Json) -> Vec<String> {
             problems.push(format!("{path}: Resource is not {LAMBDA_INVOKE}"));
         }
     }
-    let retryable = retryable_names();
     for (path, task) in tasks {
         let function = task["Parameters"]["FunctionName"]
             .as_str()
@@ -305,81 +304,85 @@ fn check_retriers(asl: &Json) -> Vec<String> {
             problems.push(format!("{path}: OutputPath is not $.Payload"));
         }
         let retriers: Vec<&Json> = task["Retry"].as_array().into_iter().flatten().collect();
-        let every_retryable: BTreeSet<String> = LAMBDA_SERVICE_ERRORS
-            .iter()
-            .chain(FUNCTION_CRASH_ERRORS.iter())
-            .map(|s| (*s).to_owned())
-            .chain(retryable.iter().cloned())
-            .collect();
-        let standard: Vec<(&str, BTreeSet<String>, RetryTiming)> = vec![
-            (
-                "Lambda service",
-                LAMBDA_SERVICE_ERRORS
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect(),
-                LAMBDA_RETRY,
-            ),
-            (
-                "function crash",
-                FUNCTION_CRASH_ERRORS
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect(),
-                CRASH_RETRY,
-            ),
-            ("Thingpress", retryable.clone(), THINGPRESS_RETRY),
-        ];
         let express = path.ends_with("Express");
-        let expected = if express {
-            if retriers.len() != 1 {
-                problems.push(format!(
-                    "{path}: {} retriers, not the one EXPRESS retrier",
-                    retriers.len()
-                ));
-            }
-            vec![("EXPRESS", every_retryable, EXPRESS_RETRY)]
-        } else {
-            standard
-        };
-        for (label, errors, timing) in expected {
-            let Some(retrier) = retriers
-                .iter()
-                .find(|r| !error_equals(r).is_disjoint(&errors))
-            else {
-                problems.push(format!("{path}: no {label} retrier"));
-                continue;
-            };
-            let retried = error_equals(retrier);
-            let missing: Vec<_> = errors.difference(&retried).collect();
-            if !missing.is_empty() {
-                problems.push(format!(
-                    "{path}: the {label} retrier does not retry {missing:?}"
-                ));
-            }
-            let number = |key: &str| retrier[key].as_f64();
-            let (interval, attempts, backoff, max_delay) = timing;
-            for (key, want) in [
-                ("IntervalSeconds", interval),
-                ("MaxAttempts", attempts),
-                ("BackoffRate", backoff),
-                ("MaxDelaySeconds", max_delay),
-            ] {
-                if number(key) != Some(want) {
-                    problems.push(format!(
-                        "{path}: the {label} retrier has {key} {:?}, not {want}",
-                        retrier.get(key)
-                    ));
-                }
-            }
-            if retrier["JitterStrategy"] != "FULL" {
-                problems.push(format!(
-                    "{path}: the {label} retrier has no JitterStrategy FULL"
-                ));
-            }
+        if express && retriers.len() != 1 {
+            problems.push(format!(
+                "{path}: {} retriers, not the one EXPRESS retrier",
+                retriers.len()
+            ));
+        }
+        for (label, errors, timing) in expected_retriers(express) {
+            check_retrier(&path, &retriers, label, &errors, timing, &mut problems);
         }
     }
     problems
+}
+
+/// The retriers a Lambda task must have: the three standard ones, or in an EXPRESS child the
+/// one that retries everything retryable once.
+fn expected_retriers(express: bool) -> Vec<(&'static str, BTreeSet<String>, RetryTiming)> {
+    let names =
+        |names: &[&str]| -> BTreeSet<String> { names.iter().map(|s| (*s).to_owned()).collect() };
+    let retryable = retryable_names();
+    if express {
+        let mut every = names(&LAMBDA_SERVICE_ERRORS);
+        every.extend(names(&FUNCTION_CRASH_ERRORS));
+        every.extend(retryable);
+        return vec![("EXPRESS", every, EXPRESS_RETRY)];
+    }
+    vec![
+        (
+            "Lambda service",
+            names(&LAMBDA_SERVICE_ERRORS),
+            LAMBDA_RETRY,
+        ),
+        ("function crash", names(&FUNCTION_CRASH_ERRORS), CRASH_RETRY),
+        ("Thingpress", retryable, THINGPRESS_RETRY),
+    ]
+}
+
+/// The task's retrier for `errors` retries all of them with `timing` and full jitter.
+fn check_retrier(
+    path: &str,
+    retriers: &[&Json],
+    label: &str,
+    errors: &BTreeSet<String>,
+    timing: RetryTiming,
+    problems: &mut Vec<String>,
+) {
+    let Some(retrier) = retriers
+        .iter()
+        .find(|r| !error_equals(r).is_disjoint(errors))
+    else {
+        problems.push(format!("{path}: no {label} retrier"));
+        return;
+    };
+    let retried = error_equals(retrier);
+    let missing: Vec<_> = errors.difference(&retried).collect();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "{path}: the {label} retrier does not retry {missing:?}"
+        ));
+    }
+    let (interval, attempts, backoff, max_delay) = timing;
+    for (key, want) in [
+        ("IntervalSeconds", interval),
+        ("MaxAttempts", attempts),
+        ("BackoffRate", backoff),
+        ("MaxDelaySeconds", max_delay),
+    ] {
+        if retrier[key].as_f64() != Some(want) {
+            problems.push(format!(
+                "{path}: the {label} retrier has {key} {:?}, not {want}",
+                retrier.get(key)
+            ));
+        }
+    }
+    if retrier["JitterStrategy"] != "FULL" {
+        problems.push(format!(
+            "{path}: the {label} retrier has no JitterStrategy FULL"
+        ));
+    }
 }
 
 /// Every `Thingpress.*` name the ASL matches is one of the code's, Retryable where retried and
