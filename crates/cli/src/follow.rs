@@ -16,6 +16,7 @@ use thingpress_importer::{Pacer, Quotas, new_certificates_per_second};
 use thingpress_product::Profile;
 use thingpress_run::RunLayout;
 use thingpress_run::S3Store;
+use thingpress_run::payload::SplitOutput;
 use thingpress_run::records::{ChunkDescriptor, RunInfo};
 use thingpress_run::report::Report;
 use thingpress_run::resolve::ExecutionRun;
@@ -441,14 +442,12 @@ async fn poll_until_ended(
 }
 
 /// The run that owns the manifest, when this execution was skipped as a duplicate (Split's
-/// output `{"status": "Skipped", "ownerRunId": …}` is the execution's).
+/// `Skipped` output is the execution's).
 fn skipped_for(described: &DescribeExecutionOutput) -> Option<String> {
-    let output: Value = serde_json::from_str(described.output()?).ok()?;
-    if output.get("status").and_then(Value::as_str) != Some("Skipped") {
-        return None;
+    match serde_json::from_str(described.output()?).ok()? {
+        SplitOutput::Skipped(skipped) => Some(skipped.owner_run_id),
+        SplitOutput::Started(_) => None,
     }
-    let owner = output.get("ownerRunId").and_then(Value::as_str);
-    Some(owner.unwrap_or("another run").to_owned())
 }
 
 /// `1 chunk`, `2 chunks`, `0 chunk retries`.

@@ -1,11 +1,10 @@
 //! Which run an execution works on, from its name (or ARN) and its input: a plain execution works
 //! on its own run (`runs/<execution name>/`) over the run's chunk index; a retry execution
-//! (`thingpress retry-failed`, input `{"retry": {"runId", "chunksKey", …}}`) keeps no objects of
-//! its own and works on the run it retries, over the retry's subset of the index. The caller
+//! (`thingpress retry-failed`, input [`RetryInput`]) keeps no objects of its own and works on the
+//! run it retries, over the retry's subset of the index. The caller
 //! fetches the input (Step Functions' DescribeExecution); this part is pure.
 
-use serde_json::Value;
-
+use crate::payload::RetryInput;
 use crate::{RunLayout, TaskError};
 
 /// The execution name of an execution name or ARN (an ARN's last field).
@@ -38,32 +37,27 @@ pub struct ExecutionRun {
 /// retry's, or no input, means the execution's own run.
 pub fn resolve(execution: &str, input: Option<&str>) -> Result<ExecutionRun, TaskError> {
     let own = named_run(execution)?;
-    let retry = input
-        .and_then(|input| serde_json::from_str::<Value>(input).ok())
-        .and_then(|input| input.get("retry").cloned());
-    let field = |name: &str| retry.as_ref()?.get(name)?.as_str().map(str::to_owned);
-    match field("runId") {
-        Some(run_id) => {
-            let run = RunLayout::new(&run_id).map_err(|e| {
-                TaskError::invalid_input(format!(
-                    "execution {} is a retry of {run_id:?}: {}",
-                    own.run_id(),
-                    e.message
-                ))
-            })?;
-            let index_key = field("chunksKey").unwrap_or_else(|| run.chunk_index());
-            Ok(ExecutionRun {
-                run,
-                index_key,
-                retry: true,
-            })
-        }
-        None => Ok(ExecutionRun {
+    let retry = input.and_then(|input| serde_json::from_str::<RetryInput>(input).ok());
+    let Some(RetryInput { retry }) = retry else {
+        return Ok(ExecutionRun {
             index_key: own.chunk_index(),
             run: own,
             retry: false,
-        }),
-    }
+        });
+    };
+    let run = RunLayout::new(&retry.run_id).map_err(|e| {
+        TaskError::invalid_input(format!(
+            "execution {} is a retry of {:?}: {}",
+            own.run_id(),
+            retry.run_id,
+            e.message
+        ))
+    })?;
+    Ok(ExecutionRun {
+        run,
+        index_key: retry.chunks_key,
+        retry: true,
+    })
 }
 
 #[cfg(test)]
@@ -105,15 +99,18 @@ mod tests {
         assert_eq!(resolved.run.run_id(), "run-1");
         assert_eq!(resolved.index_key, "runs/run-1/retries/00002/chunks.json");
         assert!(resolved.retry);
-        // Without its index, a retry still names its run.
+        // Only what retry-failed starts is a retry.
         let input = json!({"retry": {"runId": "run-1"}}).to_string();
         let resolved = resolve("run-1-retry2", Some(&input)).unwrap();
-        assert_eq!(resolved.index_key, "runs/run-1/chunks.json");
+        assert_eq!(resolved.run.run_id(), "run-1-retry2");
+        assert!(!resolved.retry);
     }
 
     #[test]
     fn a_retry_of_an_impossible_run_is_an_error() {
-        let input = json!({"retry": {"runId": "../x", "chunksKey": "k"}}).to_string();
+        let input = json!({"retry": {"runId": "../x", "retry": 1, "chunksKey": "k",
+                                     "maxConcurrency": 1}})
+        .to_string();
         let err = resolve("r-retry1", Some(&input)).unwrap_err();
         assert!(err.message.contains("retry of \"../x\""), "{err}");
     }

@@ -16,9 +16,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use thingpress_importer::{EntryResult, Outcome};
 use thingpress_manifest::{ErrorName, sha256_hex};
+use thingpress_run::payload::{RetryInput, RetryRequest};
 use thingpress_run::records::{ChunkDescriptor, RunInfo, now_ms};
 use thingpress_run::report::{Report, RunStatus};
 use thingpress_run::store::to_jsonl;
@@ -276,18 +276,20 @@ async fn start_retry(
     name: &str,
     max_concurrency: u32,
 ) -> Result<String> {
-    let input = json!({"retry": {
-        "runId": run.run_id(),
-        "retry": n,
-        "chunksKey": run.retry_index(n),
-        "maxConcurrency": max_concurrency,
-    }});
+    let input = RetryInput {
+        retry: RetryRequest {
+            run_id: run.run_id().to_owned(),
+            retry: n,
+            chunks_key: run.retry_index(n),
+            max_concurrency,
+        },
+    };
     let started = target
         .sfn()
         .start_execution()
         .state_machine_arn(&target.state_machine_arn)
         .name(name)
-        .input(input.to_string())
+        .input(serde_json::to_string(&input)?)
         .send()
         .await
         .map_err(|e| anyhow!("starting retry execution {name}: {}", sdk_message(&e)))?;
