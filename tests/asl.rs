@@ -940,18 +940,7 @@ fn run_from(machine: &Json, prefix: &str, name: &str, input: Json, flow: &mut Fl
             next(flow, output);
         }
         "Task" => {
-            let payload = apply_template(&state["Parameters"], &input, flow, &at);
-            let function = payload["FunctionName"].as_str().unwrap_or_default();
-            let outputs = match lambda_outputs(function, &payload["Payload"]) {
-                Ok(outputs) => outputs,
-                Err(why) => {
-                    flow.problems.push(format!(
-                        "{at}: the payload {} does not fit the function's input type: {why}",
-                        short(&payload["Payload"])
-                    ));
-                    Vec::new()
-                }
-            };
+            let outputs = invoke(state, &input, flow, &at);
             for output in outputs {
                 let result = json!({"Payload": output, "StatusCode": 200});
                 let placed = place(state.get("ResultPath"), &input, result, flow, &at);
@@ -986,6 +975,20 @@ fn run_from(machine: &Json, prefix: &str, name: &str, input: Json, flow: &mut Fl
             "{at}: a {other} state the contract check does not know"
         )),
     }
+}
+
+/// A Lambda task's invocation: its payload built from the input and read as the function's
+/// input type; the function's sample outputs (none when the payload does not fit).
+fn invoke(state: &Json, input: &Json, flow: &mut Flow, at: &str) -> Vec<Json> {
+    let payload = apply_template(&state["Parameters"], input, flow, at);
+    let function = payload["FunctionName"].as_str().unwrap_or_default();
+    lambda_outputs(function, &payload["Payload"]).unwrap_or_else(|why| {
+        flow.problems.push(format!(
+            "{at}: the payload {} does not fit the function's input type: {why}",
+            short(&payload["Payload"])
+        ));
+        Vec::new()
+    })
 }
 
 /// A Map: its reader's and writer's paths, then one child per execution type on the sample
