@@ -1,4 +1,5 @@
-//! Where a run keeps its objects in the stack's bucket (DESIGN.md §7).
+//! Where a run keeps its objects in the stack's bucket: everything of run `<runId>` under
+//! `runs/<runId>/`, claims under `claims/`, profiles under `profiles/`, uploads under `incoming/`.
 
 use thingpress_manifest::sha256_hex;
 
