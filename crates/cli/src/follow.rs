@@ -15,11 +15,11 @@ use serde_json::Value;
 use thingpress_importer::{Pacer, Quotas, new_certificates_per_second};
 use thingpress_product::Profile;
 use thingpress_run::RunLayout;
-use thingpress_run::S3Store;
 use thingpress_run::payload::SplitOutput;
 use thingpress_run::records::{ChunkDescriptor, RunInfo};
 use thingpress_run::report::Report;
 use thingpress_run::resolve::ExecutionRun;
+use thingpress_run::{RunStore, S3Store};
 
 use crate::output::outln;
 use crate::runs::{self, chunks_with_results, read_json};
@@ -391,14 +391,13 @@ pub async fn follow(target: &Target, execution_arn: &str, interval: Duration) ->
         return Ok(());
     }
     let key = poller.run.report();
-    let report: Report = read_json(&poller.store, &target.bucket, &key)
-        .await?
-        .with_context(|| {
-            format!(
-                "run {run_id} succeeded but s3://{}/{key} does not exist",
-                target.bucket
-            )
-        })?;
+    let runs = RunStore::new(poller.store.clone(), &target.bucket, poller.run.clone());
+    let report = runs.report().await?.with_context(|| {
+        format!(
+            "run {run_id} succeeded but s3://{}/{key} does not exist",
+            target.bucket
+        )
+    })?;
     crate::output::print(format_args!("{}", summary(&report)))?;
     Ok(())
 }

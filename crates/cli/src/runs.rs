@@ -8,8 +8,7 @@ use anyhow::{Context, Result};
 use aws_sdk_sfn::types::ExecutionStatus;
 use thingpress_importer::EntryResult;
 use thingpress_run::resolve::{self, ExecutionRun};
-use thingpress_run::store::parse_jsonl;
-use thingpress_run::{RunLayout, S3Store, Store};
+use thingpress_run::{RunLayout, RunStore, S3Store, Store};
 
 use crate::target::{Target, sdk_message};
 
@@ -116,18 +115,14 @@ pub async fn chunks_with_results(
 }
 
 /// The results of a chunk that has them (a missing object is an error).
-pub async fn read_results(
-    store: &S3Store,
-    bucket: &str,
-    run: &RunLayout,
-    chunk: u32,
-) -> Result<Vec<EntryResult>> {
-    let key = run.results(chunk);
-    let body = store
-        .get(bucket, &key)
-        .await?
-        .with_context(|| format!("s3://{bucket}/{key} is missing"))?;
-    parse_jsonl(&body).map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {e}"))
+pub async fn finished_results(runs: &RunStore<S3Store>, chunk: u32) -> Result<Vec<EntryResult>> {
+    runs.results(chunk).await?.with_context(|| {
+        format!(
+            "s3://{}/{} is missing",
+            runs.bucket(),
+            runs.layout().results(chunk)
+        )
+    })
 }
 
 #[cfg(test)]

@@ -11,10 +11,9 @@ use serde::Serialize;
 use serde_json::json;
 use thingpress_importer::{EntryResult, Outcome};
 use thingpress_manifest::{ErrorName, Rejected};
-use thingpress_run::records::{ChunkDescriptor, RunInfo};
+use thingpress_run::records::ChunkDescriptor;
 use thingpress_run::report::{Report, RunStatus};
-use thingpress_run::store::parse_jsonl;
-use thingpress_run::{RunLayout, S3Store, Store};
+use thingpress_run::{RunLayout, RunStore, S3Store};
 
 use crate::output::{Output, outln};
 use crate::runs::{chunks_with_results, locate_run, read_json};
@@ -88,26 +87,21 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     let target = Target::resolve(target).await?;
     let store = S3Store::new(target.s3());
     let run = locate_run(&target, &store, &args.execution).await?;
-    let bucket = &target.bucket;
-    let Some(report) = read_json::<Report>(&store, bucket, &run.report()).await? else {
+    let runs = RunStore::new(store.clone(), &target.bucket, run.clone());
+    let Some(report) = runs.report().await? else {
         return no_report(&target, &store, &run, args.output).await;
     };
-    let info: RunInfo = read_json(&store, bucket, &run.run_info())
-        .await?
+    let info = runs
+        .run_info()
+        .await
         .with_context(|| format!("run {} has a report but no run.json", run.run_id()))?;
-    let index: Vec<ChunkDescriptor> = read_json(&store, bucket, &run.chunk_index())
-        .await?
+    let index = runs
+        .chunk_index()
+        .await
         .with_context(|| format!("run {} has a report but no chunks.json", run.run_id()))?;
     // Chunk results hold rejections only when the report counts more than Split's.
     let in_results = report.outcomes.rejected > info.rejected;
-    let mut rejected = rejected_entries(
-        &store,
-        bucket,
-        &run,
-        info.rejected_parts,
-        &index,
-        in_results,
-    );
+    let mut rejected = rejected_entries(&runs, info.rejected_parts, &index, in_results);
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -389,35 +383,29 @@ type Batches<'a> = Pin<Box<dyn Stream<Item = Result<Vec<RejectedEntry>>> + Send 
 /// rejections in the chunks' results (a chunk without results is skipped: the report's problems
 /// name it), merged in manifest order.
 pub fn rejected_entries<'a>(
-    store: &'a S3Store,
-    bucket: &'a str,
-    run: &'a RunLayout,
+    runs: &'a RunStore<S3Store>,
     parts: u32,
     index: &'a [ChunkDescriptor],
     in_results: bool,
 ) -> Merged<'a> {
     let split: Batches<'a> = futures::stream::iter(0..parts)
         .map(move |part| async move {
-            let key = run.rejected(part);
-            let body = store
-                .get(bucket, &key)
-                .await?
-                .with_context(|| format!("s3://{bucket}/{key} is missing"))?;
-            let rejects: Vec<Rejected> =
-                parse_jsonl(&body).map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {e}"))?;
-            Ok(rejects.into_iter().map(RejectedEntry::from).collect())
+            let mut entries = Vec::new();
+            let exists = runs
+                .for_each_rejected(part, |r: Rejected| entries.push(RejectedEntry::from(r)))
+                .await?;
+            if !exists {
+                let key = runs.layout().rejected(part);
+                bail!("s3://{}/{key} is missing", runs.bucket());
+            }
+            Ok(entries)
         })
         .buffered(READS_IN_FLIGHT)
         .boxed();
     let chunks = if in_results { index } else { &[] };
     let results: Batches<'a> = futures::stream::iter(chunks)
         .map(move |chunk| async move {
-            let key = run.results(chunk.chunk);
-            let Some(body) = store.get(bucket, &key).await? else {
-                return Ok(Vec::new());
-            };
-            let lines: Vec<EntryResult> =
-                parse_jsonl(&body).map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {e}"))?;
+            let lines = runs.results(chunk.chunk).await?.unwrap_or_default();
             Ok(lines
                 .into_iter()
                 .filter_map(RejectedEntry::from_result)

@@ -19,15 +19,15 @@ use serde::{Deserialize, Serialize};
 use thingpress_importer::{EntryResult, Outcome};
 use thingpress_manifest::{ErrorName, sha256_hex};
 use thingpress_run::payload::{RetryInput, RetryRequest};
-use thingpress_run::records::{ChunkDescriptor, RunInfo, now_ms};
-use thingpress_run::report::{Report, RunStatus};
+use thingpress_run::records::{ChunkDescriptor, ProgressLine, RunInfo, now_ms};
+use thingpress_run::report::RunStatus;
 use thingpress_run::store::to_jsonl;
-use thingpress_run::{RunLayout, S3Store, Store};
+use thingpress_run::{RunLayout, RunStore, S3Store, Store};
 
 use crate::follow::follow;
 use crate::output::outln;
 use crate::runs::{
-    chunks_with_results, execution_status, is_active, locate_run, read_json, read_results,
+    chunks_with_results, execution_status, finished_results, is_active, locate_run, read_json,
 };
 use crate::target::{Target, TargetArgs, sdk_message};
 
@@ -195,14 +195,16 @@ async fn plan(
     run: &RunLayout,
     include_rejected_by_iot: bool,
 ) -> Result<Plan> {
-    let index: Vec<ChunkDescriptor> = read_json(store, bucket, &run.chunk_index())
-        .await?
+    let runs = RunStore::new(store.clone(), bucket, run.clone());
+    let index = runs
+        .chunk_index()
+        .await
         .with_context(|| format!("run {} has run.json but no chunks.json", run.run_id()))?;
     let done = chunks_with_results(store, bucket, run).await?;
     let (with_results, missing): (Vec<ChunkDescriptor>, Vec<ChunkDescriptor>) =
         index.iter().cloned().partition(|c| done.contains(&c.chunk));
     let reopened = if include_rejected_by_iot {
-        rejected_by_iot(store, bucket, run, &with_results).await?
+        rejected_by_iot(&runs, &with_results).await?
     } else {
         Vec::new()
     };
@@ -222,7 +224,9 @@ async fn needs_summary(
     args: &Args,
 ) -> Result<bool> {
     let run_id = run.run_id();
-    let report: Option<Report> = read_json(store, bucket, &run.report()).await?;
+    let report = RunStore::new(store.clone(), bucket, run.clone())
+        .report()
+        .await?;
     if report.is_some_and(|r| r.status == RunStatus::Complete) {
         outln!(
             "run {run_id} is complete: every chunk has results{}; nothing to retry",
@@ -262,8 +266,9 @@ async fn write_retry(
     store
         .put(bucket, &run.retry_record(n), serde_json::to_vec(&record)?)
         .await?;
+    let runs = RunStore::new(store.clone(), bucket, run.clone());
     for r in &plan.reopened {
-        reopen_chunk(store, bucket, run, n, r.chunk).await?;
+        reopen_chunk(store, &runs, n, r.chunk).await?;
     }
     Ok(name)
 }
@@ -346,14 +351,12 @@ async fn previous_retries(
 
 /// Chunks with results that hold IoT rejections, with how many.
 async fn rejected_by_iot(
-    store: &S3Store,
-    bucket: &str,
-    run: &RunLayout,
+    runs: &RunStore<S3Store>,
     chunks: &[ChunkDescriptor],
 ) -> Result<Vec<Reopened>> {
     let counts: Vec<(u32, u64)> = futures::stream::iter(chunks)
         .map(|chunk| async move {
-            let results = read_results(store, bucket, run, chunk.chunk).await?;
+            let results = finished_results(runs, chunk.chunk).await?;
             let n = results.iter().filter(|r| is_rejected_by_iot(r)).count() as u64;
             Ok::<_, anyhow::Error>((chunk.chunk, n))
         })
@@ -373,21 +376,18 @@ async fn rejected_by_iot(
 /// Turns a chunk's results back into progress without its IoT rejections, so Register imports
 /// only those entries again. The old results are kept under the retry first; the results object
 /// goes last, so an interruption leaves the chunk either done as before or reopened.
-async fn reopen_chunk(
-    store: &S3Store,
-    bucket: &str,
-    run: &RunLayout,
-    n: u32,
-    chunk: u32,
-) -> Result<()> {
-    let results = read_results(store, bucket, run, chunk).await?;
-    let kept: Vec<&EntryResult> = results.iter().filter(|r| !is_rejected_by_iot(r)).collect();
+async fn reopen_chunk(store: &S3Store, runs: &RunStore<S3Store>, n: u32, chunk: u32) -> Result<()> {
+    let (bucket, run) = (runs.bucket(), runs.layout());
+    let results = finished_results(runs, chunk).await?;
     store
         .put(bucket, &run.superseded(n, chunk), to_jsonl(&results)?)
         .await?;
-    store
-        .put(bucket, &run.progress(chunk), to_jsonl(kept)?)
-        .await?;
+    let kept: Vec<ProgressLine> = results
+        .into_iter()
+        .filter(|r| !is_rejected_by_iot(r))
+        .map(ProgressLine::Done)
+        .collect();
+    runs.put_progress(chunk, &kept).await?;
     store.delete(bucket, &run.results(chunk)).await?;
     Ok(())
 }
