@@ -89,7 +89,7 @@ pub fn is_active(status: &ExecutionStatus) -> bool {
 
 /// A JSON object of the bucket, `None` when it does not exist.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
-    store: &S3Store,
+    store: &impl Store,
     bucket: &str,
     key: &str,
 ) -> Result<Option<T>> {
@@ -103,7 +103,7 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
 
 /// The chunk numbers that have `results/NNNNN.jsonl` (each written once, when the chunk is done).
 pub async fn chunks_with_results(
-    store: &S3Store,
+    store: &impl Store,
     bucket: &str,
     run: &RunLayout,
 ) -> Result<BTreeSet<u32>> {
@@ -151,6 +151,40 @@ mod tests {
             .input(input.to_string())
             .build()
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn chunks_with_results_are_those_of_the_run_with_a_results_object() {
+        let store = thingpress_run::MemStore::new();
+        let (run, other) = (
+            RunLayout::new("r1").unwrap(),
+            RunLayout::new("r10").unwrap(),
+        );
+        for key in [
+            run.results(0),
+            run.results(7),
+            run.progress(3),
+            run.chunk(5),
+            other.results(1),
+            format!("{}junk", run.results_prefix()),
+        ] {
+            store.put("b", &key, b"{}\n".to_vec()).await.unwrap();
+        }
+        let done = chunks_with_results(&store, "b", &run).await.unwrap();
+        assert_eq!(done, BTreeSet::from([0, 7]));
+        assert!(
+            read_json::<Value>(&store, "b", &run.report())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let err = read_json::<Vec<u32>>(&store, "b", &run.chunk(5))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("is not what Thingpress writes"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
