@@ -117,7 +117,11 @@ mod tests {
             (Some("ThrottlingException"), Some(400), Class::Throttled),
             (Some("SlowDown"), Some(503), Class::Throttled),
             (None, Some(429), Class::Throttled),
-            (Some("ServiceUnavailableException"), Some(503), Class::Transient),
+            (
+                Some("ServiceUnavailableException"),
+                Some(503),
+                Class::Transient,
+            ),
             (Some("InternalFailureException"), None, Class::Transient),
             (Some("RequestTimeout"), Some(400), Class::Transient),
             (Some("SomethingNewException"), Some(503), Class::Transient),
@@ -125,7 +129,11 @@ mod tests {
             (Some("UnauthorizedException"), Some(401), Class::Rejected),
             (Some("AccessDeniedException"), Some(403), Class::Rejected),
             (Some("LimitExceededException"), Some(410), Class::Rejected),
-            (Some("ResourceNotFoundException"), Some(404), Class::Rejected),
+            (
+                Some("ResourceNotFoundException"),
+                Some(404),
+                Class::Rejected,
+            ),
             (None, None, Class::Rejected),
         ];
         for (code, status, class) in cases {
