@@ -478,11 +478,18 @@ pub fn summary(report: &Report) -> String {
     for (error, n) in &o.rejected_by_error {
         out.push_str(&format!("    {:<30}  {n:>8}\n", error.as_str()));
     }
-    out.push_str(&format!(
-        "  {}, {}, {}, {} at {:.1} certificates/s\n",
+    let mut counts = vec![
         counted(u64::from(report.chunks), "chunk"),
-        counted(report.throttled, "throttled call"),
-        counted(report.chunk_retries, "chunk retry"),
+        counted(report.throttled, "throttle stop"),
+    ];
+    // Deadline stops are rare (a chunk too big for the Register timeout): shown when they happen.
+    if report.deadline_stops > 0 {
+        counts.push(counted(report.deadline_stops, "deadline stop"));
+    }
+    counts.push(counted(report.chunk_retries, "chunk retry"));
+    out.push_str(&format!(
+        "  {}, {} at {:.1} certificates/s\n",
+        counts.join(", "),
         human_duration(report.duration_seconds),
         report.certificates_per_second
     ));
@@ -623,10 +630,17 @@ mod tests {
             "  already registered           1",
             "  rejected                     2",
             "    Thingpress.InvalidCertificate          2",
-            "  1 chunk, 3 throttled calls, 1 chunk retry, 1m05s at 0.1 certificates/s",
+            "  1 chunk, 3 throttle stops, 1 chunk retry, 1m05s at 0.1 certificates/s",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
         }
+        let stopped = Report {
+            deadline_stops: 2,
+            ..report
+        };
+        let line = "  1 chunk, 3 throttle stops, 2 deadline stops, 1 chunk retry, 1m05s at 0.1 certificates/s";
+        let text = summary(&stopped);
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
     }
 
     #[test]

@@ -344,11 +344,11 @@ pub fn table(report: &Report) -> String {
         report.chunk_retries
     ));
     out.push_str(&format!(
-        "  throttled calls                 {:>10}\n",
+        "  stopped by throttling           {:>10}\n",
         report.throttled
     ));
     out.push_str(&format!(
-        "  deadline stops                  {:>10}\n",
+        "  stopped by the Lambda deadline  {:>10}\n",
         report.deadline_stops
     ));
     if !report.api_calls.is_empty() {
