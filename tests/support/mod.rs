@@ -400,77 +400,101 @@ impl Stack {
             want.keys().cloned().collect::<BTreeSet<_>>(),
             "things of {tag}"
         );
-        let groups: BTreeSet<String> = profile["thingGroups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|g| g.as_str().unwrap().to_owned())
-            .collect();
-        let policies: BTreeSet<String> = profile["policies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|g| g.as_str().unwrap().to_owned())
-            .collect();
         for (thing, cert) in &want {
-            let described = self
-                .iot
-                .describe_thing()
-                .thing_name(thing)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(
-                described.thing_type_name(),
-                profile["thingType"].as_str(),
-                "{thing}"
-            );
-            let principals = self
-                .iot
-                .list_thing_principals()
-                .thing_name(thing)
-                .send()
-                .await
-                .unwrap();
-            let principals: Vec<&str> =
-                principals.principals().iter().map(String::as_str).collect();
-            assert_eq!(principals.len(), 1, "{thing}: {principals:?}");
-            assert!(
-                principals[0].ends_with(&format!("cert/{cert}")),
-                "{thing}: {principals:?}"
-            );
-            let attached = self
-                .iot
-                .list_attached_policies()
-                .target(principals[0])
-                .send()
-                .await
-                .unwrap();
-            let attached: BTreeSet<String> = attached
-                .policies()
-                .iter()
-                .filter_map(|p| p.policy_name().map(str::to_owned))
-                .collect();
-            if old.contains(*cert) {
-                assert!(attached.is_superset(&policies), "{thing}: {attached:?}");
-            } else {
-                assert_eq!(attached, policies, "{thing}");
-            }
-            let in_groups = self
-                .iot
-                .list_thing_groups_for_thing()
-                .thing_name(thing)
-                .send()
-                .await
-                .unwrap();
-            let in_groups: BTreeSet<String> = in_groups
-                .thing_groups()
-                .iter()
-                .filter_map(|g| g.group_name().map(str::to_owned))
-                .collect();
-            assert_eq!(in_groups, groups, "{thing}");
+            self.verify_thing(profile, thing, cert, old.contains(*cert))
+                .await;
         }
     }
+
+    /// Checks one thing of [`Stack::verify_registry`]: its type, its one certificate, that
+    /// certificate's policies (at least the profile's if it is `old`, else exactly), its groups.
+    async fn verify_thing(&self, profile: &Value, thing: &str, cert: &str, old: bool) {
+        let described = self
+            .iot
+            .describe_thing()
+            .thing_name(thing)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            described.thing_type_name(),
+            profile["thingType"].as_str(),
+            "{thing}"
+        );
+        let principal = self.only_principal(thing, cert).await;
+        let attached = self.policies_attached_to(&principal).await;
+        let policies = profile_names(profile, "policies");
+        if old {
+            assert!(attached.is_superset(&policies), "{thing}: {attached:?}");
+        } else {
+            assert_eq!(attached, policies, "{thing}");
+        }
+        assert_eq!(
+            self.groups_of(thing).await,
+            profile_names(profile, "thingGroups"),
+            "{thing}"
+        );
+    }
+
+    /// The one principal attached to `thing`, checked to be certificate `cert`.
+    async fn only_principal(&self, thing: &str, cert: &str) -> String {
+        let principals = self
+            .iot
+            .list_thing_principals()
+            .thing_name(thing)
+            .send()
+            .await
+            .unwrap();
+        let principals: Vec<&str> = principals.principals().iter().map(String::as_str).collect();
+        assert_eq!(principals.len(), 1, "{thing}: {principals:?}");
+        assert!(
+            principals[0].ends_with(&format!("cert/{cert}")),
+            "{thing}: {principals:?}"
+        );
+        principals[0].to_owned()
+    }
+
+    /// Names of the policies attached to a principal.
+    async fn policies_attached_to(&self, principal: &str) -> BTreeSet<String> {
+        let attached = self
+            .iot
+            .list_attached_policies()
+            .target(principal)
+            .send()
+            .await
+            .unwrap();
+        attached
+            .policies()
+            .iter()
+            .filter_map(|p| p.policy_name().map(str::to_owned))
+            .collect()
+    }
+
+    /// Names of the thing groups `thing` is in.
+    async fn groups_of(&self, thing: &str) -> BTreeSet<String> {
+        let in_groups = self
+            .iot
+            .list_thing_groups_for_thing()
+            .thing_name(thing)
+            .send()
+            .await
+            .unwrap();
+        in_groups
+            .thing_groups()
+            .iter()
+            .filter_map(|g| g.group_name().map(str::to_owned))
+            .collect()
+    }
+}
+
+/// The names a profile lists under `field` (`thingGroups`, `policies`).
+fn profile_names(profile: &Value, field: &str) -> BTreeSet<String> {
+    profile[field]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap().to_owned())
+        .collect()
 }
 
 pub fn pem_options() -> Options {
