@@ -52,6 +52,16 @@ fn set_faults(stack: &Stack, faults: Value) {
     edge(&stack.state, "POST", "/_edge/faults", Some(faults));
 }
 
+/// Clears the edge's faults and counters (its quotas stay).
+fn reset_edge(stack: &Stack) {
+    edge(
+        &stack.state,
+        "POST",
+        "/_edge/reset",
+        Some(json!({"faults": true, "stats": true, "quotas": false})),
+    );
+}
+
 fn counter(stats: &Value, op: &str, field: &str) -> u64 {
     stats["operations"][op][field].as_u64().unwrap_or(0)
 }
@@ -91,12 +101,7 @@ async fn case(name: &str, certificates: usize, chunk_size: usize) -> Case {
     let mut profile = stack.resources(&tag, 1, 1).await;
     profile["chunkSize"] = json!(chunk_size);
     let before = stack.certificate_ids().await;
-    edge(
-        &stack.state,
-        "POST",
-        "/_edge/reset",
-        Some(json!({"faults": true, "stats": true, "quotas": false})),
-    );
+    reset_edge(&stack);
     let clear = ClearFaults::new(&stack.state);
     Case {
         stack,
@@ -239,52 +244,12 @@ async fn thirty_percent_throttling_on_an_empty_registry_reports_every_certificat
     // Fresh certificates and thing names: nothing of this import exists in IoT beforehand. The
     // manifest goes where `thingpress import` puts it (runs/<id>/manifest/), which Split's role
     // may read on the IAM-enforcing local stack.
-    let stack = Stack::new().await;
-    let tag = unique("resume");
-    let bundle = fresh_certificates(&tag, 80).concat().into_bytes();
-    let ids = manifest_ids(&bundle, &pem_options());
-    assert_eq!(ids.len(), 80);
-    let key = format!("runs/{tag}/manifest/certs.pem");
-    stack.put(&key, bundle).await;
-    let mut profile = stack.resources(&tag, 1, 1).await;
-    profile["chunkSize"] = json!(10);
-    let before = stack.certificate_ids().await;
+    let c = case("resume", 80, 10).await;
     assert!(
-        ids.iter().all(|(c, _)| !before.contains(c)),
+        c.ids.iter().all(|(cert, _)| !c.before.contains(cert)),
         "the registry is not empty of this manifest"
     );
-    edge(
-        &stack.state,
-        "POST",
-        "/_edge/reset",
-        Some(json!({"faults": true, "stats": true, "quotas": false})),
-    );
-    let clear = ClearFaults::new(&stack.state);
-    let c = Case {
-        stack,
-        tag,
-        key,
-        ids,
-        profile,
-        before,
-        _clear: clear,
-    };
-    // Every call Register makes is throttled 30 % of the time for the whole run, so chunks
-    // stop mid-entry (a call still throttled after the SDK's three attempts) and resume.
-    // Split's profile check is left alone: this test is about Register's outcomes.
-    let throttle = json!({"throttle": 0.3});
-    set_faults(
-        &c.stack,
-        json!({"iot": {
-            "RegisterCertificateWithoutCA": throttle,
-            "DescribeCertificate": throttle,
-            "ListPrincipalThings": throttle,
-            "CreateThing": throttle,
-            "AttachThingPrincipal": throttle,
-            "AttachPolicy": throttle,
-            "AddThingToThingGroup": throttle,
-        }}),
-    );
+    throttle_every_register_call(&c.stack, 0.3);
     c.start().await;
     let (report, stats) = c.finish().await;
     let injected = throttles_injected(&stats);
@@ -292,22 +257,7 @@ async fn thirty_percent_throttling_on_an_empty_registry_reports_every_certificat
         "{}: {injected} throttles injected, {} throttled stops, {} chunk retries, {:?}",
         c.tag, report.throttled, report.chunk_retries, report.outcomes
     );
-    // The entries that stopped midway, as their chunks' progress recorded them.
-    let mut midway = 0;
-    for chunk in 0..report.chunks {
-        let Some(body) = c
-            .stack
-            .get(&format!("runs/{}/progress/{chunk:05}.jsonl", c.tag))
-            .await
-        else {
-            continue;
-        };
-        let lines: Vec<ProgressLine> = parse_jsonl(&body).unwrap();
-        midway += lines
-            .iter()
-            .filter(|line| matches!(line, ProgressLine::Partial { .. }))
-            .count();
-    }
+    let midway = c.entries_resumed_midway(&report).await;
     eprintln!("{}: {midway} entries resumed midway", c.tag);
     assert!(injected > 0, "no throttling injected: {stats}");
     assert!(
@@ -321,11 +271,58 @@ async fn thirty_percent_throttling_on_an_empty_registry_reports_every_certificat
         "{:?}",
         report.outcomes
     );
+    every_register_step_passed_once_per_entry(&stats, 80);
+}
+
+/// Throttles every call Register makes with probability `rate` for the whole run, so chunks
+/// stop mid-entry (a call still throttled after the SDK's three attempts) and resume.
+/// Split's profile check is left alone: the throttling is about Register's outcomes.
+fn throttle_every_register_call(stack: &Stack, rate: f64) {
+    let throttle = json!({"throttle": rate});
+    set_faults(
+        stack,
+        json!({"iot": {
+            "RegisterCertificateWithoutCA": throttle,
+            "DescribeCertificate": throttle,
+            "ListPrincipalThings": throttle,
+            "CreateThing": throttle,
+            "AttachThingPrincipal": throttle,
+            "AttachPolicy": throttle,
+            "AddThingToThingGroup": throttle,
+        }}),
+    );
+}
+
+impl Case {
+    /// The entries that stopped midway, as their chunks' progress recorded them.
+    async fn entries_resumed_midway(&self, report: &Report) -> usize {
+        let mut midway = 0;
+        for chunk in 0..report.chunks {
+            let Some(body) = self
+                .stack
+                .get(&format!("runs/{}/progress/{chunk:05}.jsonl", self.tag))
+                .await
+            else {
+                continue;
+            };
+            let lines: Vec<ProgressLine> = parse_jsonl(&body).unwrap();
+            midway += lines
+                .iter()
+                .filter(|line| matches!(line, ProgressLine::Partial { .. }))
+                .count();
+        }
+        midway
+    }
+}
+
+/// Each of Register's IoT steps reached IoT exactly `entries` times, and no certificate was
+/// described: a stopped entry resumed at the step it stopped on, never redoing one.
+fn every_register_step_passed_once_per_entry(stats: &Value, entries: u64) {
     // A throttled call never reaches IoT, so exactly one registration per certificate did:
     // no retried chunk registered a certificate again.
     assert_eq!(
-        counter(&stats, "RegisterCertificateWithoutCA", "passed"),
-        80,
+        counter(stats, "RegisterCertificateWithoutCA", "passed"),
+        entries,
         "{}",
         stats["operations"]["RegisterCertificateWithoutCA"]
     );
@@ -337,13 +334,13 @@ async fn thirty_percent_throttling_on_an_empty_registry_reports_every_certificat
         "AddThingToThingGroup",
     ] {
         assert_eq!(
-            counter(&stats, op, "passed"),
-            80,
+            counter(stats, op, "passed"),
+            entries,
             "{op}: {}",
             stats["operations"][op]
         );
     }
-    assert_eq!(counter(&stats, "DescribeCertificate", "calls"), 0);
+    assert_eq!(counter(stats, "DescribeCertificate", "calls"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,43 +439,15 @@ async fn deliver_twice(stack: &Stack, decorated: &Value) -> [Value; 2] {
 async fn a_chunk_delivered_twice_is_registered_and_counted_once() {
     let _exclusive = EDGE.write().await;
     let c = case("twice", 12, 6).await;
-    // Register never runs in the execution itself: every chunk is left decorated and
-    // unregistered, and the run ends IncompleteImport.
-    set_faults(&c.stack, json!({"lambda": {"register": {"crash": 1.0}}}));
-    c.start().await;
-    let run = c.stack.wait(&c.tag).await;
-    set_faults(&c.stack, json!({}));
-    assert_eq!(
-        run.error.as_deref(),
-        Some("Thingpress.IncompleteImport"),
-        "{:?}",
-        run.cause
-    );
-    assert!(
-        c.stack
-            .certificate_ids()
-            .await
-            .difference(&c.before)
-            .next()
-            .is_none()
-    );
+    c.run_with_register_crashing().await;
 
     // Both chunks delivered twice at once (Express children are at-least-once): both copies
     // call IoT, and each entry must still end as one certificate, one thing, one result.
-    edge(
-        &c.stack.state,
-        "POST",
-        "/_edge/reset",
-        Some(json!({"faults": true, "stats": true, "quotas": false})),
-    );
+    reset_edge(&c.stack);
     for chunk in 0..2 {
-        let payload = chunk_payload(&c.stack, &c.tag, chunk).await;
-        let decorated = invoke(&c.stack, "decorate", &payload);
-        assert!(decorated["decoratedKey"].is_string(), "{decorated}");
+        let decorated = decorate_chunk(&c.stack, &c.tag, chunk).await;
         for out in deliver_twice(&c.stack, &decorated).await {
-            let done = out["registered"].as_u64().unwrap_or(0)
-                + out["alreadyRegistered"].as_u64().unwrap_or(0);
-            assert_eq!(done, 6, "{out}");
+            assert_eq!(entries_done(&out), 6, "{out}");
         }
     }
     let stats = edge(&c.stack.state, "GET", "/_edge/stats", None);
@@ -486,32 +455,83 @@ async fn a_chunk_delivered_twice_is_registered_and_counted_once() {
         "{}: RegisterCertificateWithoutCA {}",
         c.tag, stats["operations"]["RegisterCertificateWithoutCA"]
     );
-    let summary = invoke(&c.stack, "summarize", &split_output(&c.stack, &c.tag).await);
-    assert_eq!(summary["status"], json!("complete"), "{summary}");
-    let report: Report = serde_json::from_slice(
-        &c.stack
-            .get(&format!("runs/{}/report.json", c.tag))
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let report = c.summarize_by_hand().await;
     c.accounted_for(&report).await;
 
     // A late duplicate of a finished chunk changes nothing and calls IoT no more.
-    edge(
-        &c.stack.state,
-        "POST",
-        "/_edge/reset",
-        Some(json!({"faults": true, "stats": true, "quotas": false})),
-    );
-    let payload = chunk_payload(&c.stack, &c.tag, 0).await;
-    let decorated = invoke(&c.stack, "decorate", &payload);
+    reset_edge(&c.stack);
+    let decorated = decorate_chunk(&c.stack, &c.tag, 0).await;
     let again = invoke(&c.stack, "register", &decorated);
-    let done = again["registered"].as_u64().unwrap_or(0)
-        + again["alreadyRegistered"].as_u64().unwrap_or(0);
-    assert_eq!(done, 6, "{again}");
+    assert_eq!(entries_done(&again), 6, "{again}");
     let stats = edge(&c.stack.state, "GET", "/_edge/stats", None);
-    let iot_calls: u64 = [
+    assert_eq!(
+        iot_calls(&stats),
+        0,
+        "a finished chunk called IoT again: {stats}"
+    );
+    c.accounted_for(&report).await;
+}
+
+impl Case {
+    /// Runs the import with Register crashing on every invocation: every chunk is left
+    /// decorated and unregistered, the run ends IncompleteImport, and IoT gained nothing.
+    async fn run_with_register_crashing(&self) {
+        set_faults(&self.stack, json!({"lambda": {"register": {"crash": 1.0}}}));
+        self.start().await;
+        let run = self.stack.wait(&self.tag).await;
+        set_faults(&self.stack, json!({}));
+        assert_eq!(
+            run.error.as_deref(),
+            Some("Thingpress.IncompleteImport"),
+            "{:?}",
+            run.cause
+        );
+        assert!(
+            self.stack
+                .certificate_ids()
+                .await
+                .difference(&self.before)
+                .next()
+                .is_none()
+        );
+    }
+
+    /// Invokes Summarize with Split's output, as the state machine would after the Map, and
+    /// returns the report.json it wrote (checked to say complete).
+    async fn summarize_by_hand(&self) -> Report {
+        let summary = invoke(
+            &self.stack,
+            "summarize",
+            &split_output(&self.stack, &self.tag).await,
+        );
+        assert_eq!(summary["status"], json!("complete"), "{summary}");
+        serde_json::from_slice(
+            &self
+                .stack
+                .get(&format!("runs/{}/report.json", self.tag))
+                .await
+                .unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+/// Invokes Decorate on chunk `n` of a run and returns its output (Register's input).
+async fn decorate_chunk(stack: &Stack, run_id: &str, n: usize) -> Value {
+    let payload = chunk_payload(stack, run_id, n).await;
+    let decorated = invoke(stack, "decorate", &payload);
+    assert!(decorated["decoratedKey"].is_string(), "{decorated}");
+    decorated
+}
+
+/// Entries a Register output counts as done: registered now or before.
+fn entries_done(out: &Value) -> u64 {
+    out["registered"].as_u64().unwrap_or(0) + out["alreadyRegistered"].as_u64().unwrap_or(0)
+}
+
+/// Calls Register's IoT operations made, by the edge's stats.
+fn iot_calls(stats: &Value) -> u64 {
+    [
         "RegisterCertificateWithoutCA",
         "CreateThing",
         "AttachThingPrincipal",
@@ -520,10 +540,8 @@ async fn a_chunk_delivered_twice_is_registered_and_counted_once() {
         "DescribeCertificate",
     ]
     .iter()
-    .map(|op| counter(&stats, op, "calls"))
-    .sum();
-    assert_eq!(iot_calls, 0, "a finished chunk called IoT again: {stats}");
-    c.accounted_for(&report).await;
+    .map(|op| counter(stats, op, "calls"))
+    .sum()
 }
 
 /// Split's output in the parent's history: what the Map and Summarize received.
