@@ -29,144 +29,204 @@ fn assert_adds_up(report: &Report) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_failed_by_crashing_register_is_completed_by_retry_failed() {
-    let stack = Stack::new().await;
-    let tag = unique("retry");
-    let (key, ids) = fresh_manifest(&stack, &tag, 20).await;
-    let mut profile = stack.resources(&tag, 1, 1).await;
-    profile["chunkSize"] = json!(5);
-    let before = stack.certificate_ids().await;
-    assert!(ids.iter().all(|(c, _)| !before.contains(c)));
-
+    let r = Retried::new().await;
     // Every Register invocation crashes for the run's whole duration: no chunk gets results.
-    let run = {
-        let _exclusive = EDGE.write().await;
-        edge(
-            &stack.state,
-            "POST",
-            "/_edge/faults",
-            Some(json!({"lambda": {"register": {"crash": 1.0}}})),
-        );
-        let run = stack.import(&tag, &key, profile.clone(), false).await;
-        edge(&stack.state, "POST", "/_edge/faults", Some(json!({})));
-        run
-    };
+    r.fail_by_crashing_register().await;
     let _shared = EDGE.read().await;
-    assert_eq!(run.status, ExecutionStatus::Failed, "{:?}", run.cause);
-    assert_eq!(run.error.as_deref(), Some("Thingpress.IncompleteImport"));
-    let failed = report_of(&stack, &tag).await;
-    assert_eq!(failed.status, RunStatus::Incomplete);
-    assert_eq!(failed.outcomes.total(), 0);
-
-    let ran = thingpress(&["retry-failed", &tag, "--wait"]).await.ok();
-    assert!(
-        ran.stdout.contains(&format!(
-            "run {tag}: retry 1 imports 4 of 4 chunks without results (20 entries)"
-        )),
-        "{}",
-        ran.stdout
-    );
-    assert!(
-        ran.stdout.contains(&format!("run {tag} SUCCEEDED")),
-        "{}",
-        ran.stdout
-    );
-    // Split did not run again: the source object's claim still names the first run only, and
-    // the retry has no objects of its own.
-    assert!(
-        stack
-            .get(&format!("runs/{tag}-retry1/run.json"))
-            .await
-            .is_none()
-    );
-    let report = report_of(&stack, &tag).await;
-    assert_adds_up(&report);
-    assert_eq!(report.outcomes.registered, 20, "{:?}", report.outcomes);
-    // Other tests register alongside: count this manifest's certificates (IoT has one per id;
-    // verify_registry checks one certificate per thing).
-    let registered = |all: &BTreeSet<String>| ids.iter().filter(|(c, _)| all.contains(c)).count();
-    assert_eq!(registered(&stack.certificate_ids().await), 20);
-    stack
-        .verify_registry(&profile, &ids, &BTreeSet::new())
-        .await;
+    r.retry_completes_the_run().await;
 
     // Nothing left to do.
-    let ran = thingpress(&["retry-failed", &tag]).await.ok();
+    let ran = thingpress(&["retry-failed", &r.tag]).await.ok();
     assert!(ran.stdout.contains("nothing to retry"), "{}", ran.stdout);
 
-    // A chunk whose results are lost is the only one imported again; its entries are already
-    // registered, never twice. The retry's own name leads to the run too.
-    let lost = format!("runs/{tag}/results/00002.jsonl");
-    stack
-        .s3
-        .delete_object()
-        .bucket(&stack.bucket)
-        .key(&lost)
-        .send()
-        .await
-        .unwrap();
-    let ran = thingpress(&["retry-failed", &format!("{tag}-retry1"), "--wait"])
-        .await
-        .ok();
-    assert!(
-        ran.stdout
-            .contains("retry 2 imports 1 of 4 chunks without results (5 entries)"),
-        "{}",
-        ran.stdout
-    );
-    let report = report_of(&stack, &tag).await;
-    assert_adds_up(&report);
-    assert_eq!(report.outcomes.registered, 15, "{:?}", report.outcomes);
-    assert_eq!(
-        report.outcomes.already_registered, 5,
-        "{:?}",
-        report.outcomes
-    );
-    assert_eq!(registered(&stack.certificate_ids().await), 20);
-
-    // An entry IoT rejected (recorded as such) is imported again with --include-rejected-by-iot;
-    // the chunk's other entries are not, and its old results are kept.
-    let chunk = format!("runs/{tag}/results/00001.jsonl");
-    let body = String::from_utf8(stack.get(&chunk).await.unwrap()).unwrap();
-    let mut lines: Vec<Value> = body
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    lines[2]["outcome"] = json!("rejected");
-    lines[2]["error"] = json!("Thingpress.RejectedByIot");
-    lines[2]["message"] = json!("CertificateValidationException: injected by the test");
-    let rewritten: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    stack.put(&chunk, rewritten.clone().into_bytes()).await;
-    let ran = thingpress(&["retry-failed", &tag]).await.ok();
-    assert!(ran.stdout.contains("nothing to retry"), "{}", ran.stdout);
-    let ran = thingpress(&["retry-failed", &tag, "--include-rejected-by-iot", "--wait"])
-        .await
-        .ok();
-    assert!(
-        ran.stdout.contains(
-            "retry 3 imports 0 of 4 chunks without results (0 entries) and 1 entries IoT \
-             rejected, in 1 chunks"
-        ),
-        "{}",
-        ran.stdout
-    );
-    let superseded = stack
-        .get(&format!("runs/{tag}/retries/00003/superseded/00001.jsonl"))
-        .await
-        .expect("the reopened chunk's old results");
-    assert_eq!(String::from_utf8(superseded).unwrap(), rewritten);
-    let report = report_of(&stack, &tag).await;
-    assert_adds_up(&report);
-    assert_eq!(report.outcomes.rejected, 0, "{:?}", report.outcomes);
-    assert_eq!(report.outcomes.registered, 14, "{:?}", report.outcomes);
-    assert_eq!(
-        report.outcomes.already_registered, 6,
-        "{:?}",
-        report.outcomes
-    );
-    stack
-        .verify_registry(&profile, &ids, &BTreeSet::new())
+    r.retry_imports_only_the_chunk_whose_results_are_lost()
         .await;
-    assert_eq!(registered(&stack.certificate_ids().await), 20);
+    r.retry_imports_an_entry_iot_rejected_only_when_asked()
+        .await;
+}
+
+/// The run [`a_run_failed_by_crashing_register_is_completed_by_retry_failed`] fails and
+/// retries: 20 fresh certificates in chunks of 5.
+struct Retried {
+    stack: Stack,
+    tag: String,
+    key: String,
+    ids: Vec<(String, String)>,
+    profile: Value,
+}
+
+impl Retried {
+    async fn new() -> Retried {
+        let stack = Stack::new().await;
+        let tag = unique("retry");
+        let (key, ids) = fresh_manifest(&stack, &tag, 20).await;
+        let mut profile = stack.resources(&tag, 1, 1).await;
+        profile["chunkSize"] = json!(5);
+        let before = stack.certificate_ids().await;
+        assert!(ids.iter().all(|(c, _)| !before.contains(c)));
+        Retried {
+            stack,
+            tag,
+            key,
+            ids,
+            profile,
+        }
+    }
+
+    /// Imports with every Register invocation crashing (holding the edge alone meanwhile):
+    /// the run fails IncompleteImport and its report has no outcomes.
+    async fn fail_by_crashing_register(&self) {
+        let run = {
+            let _exclusive = EDGE.write().await;
+            edge(
+                &self.stack.state,
+                "POST",
+                "/_edge/faults",
+                Some(json!({"lambda": {"register": {"crash": 1.0}}})),
+            );
+            let run = self
+                .stack
+                .import(&self.tag, &self.key, self.profile.clone(), false)
+                .await;
+            edge(&self.stack.state, "POST", "/_edge/faults", Some(json!({})));
+            run
+        };
+        assert_eq!(run.status, ExecutionStatus::Failed, "{:?}", run.cause);
+        assert_eq!(run.error.as_deref(), Some("Thingpress.IncompleteImport"));
+        let failed = report_of(&self.stack, &self.tag).await;
+        assert_eq!(failed.status, RunStatus::Incomplete);
+        assert_eq!(failed.outcomes.total(), 0);
+    }
+
+    /// The first retry imports every chunk and registers all 20, without running Split again.
+    async fn retry_completes_the_run(&self) {
+        let tag = &self.tag;
+        let ran = thingpress(&["retry-failed", tag, "--wait"]).await.ok();
+        assert!(
+            ran.stdout.contains(&format!(
+                "run {tag}: retry 1 imports 4 of 4 chunks without results (20 entries)"
+            )),
+            "{}",
+            ran.stdout
+        );
+        assert!(
+            ran.stdout.contains(&format!("run {tag} SUCCEEDED")),
+            "{}",
+            ran.stdout
+        );
+        // Split did not run again: the source object's claim still names the first run only,
+        // and the retry has no objects of its own.
+        assert!(
+            self.stack
+                .get(&format!("runs/{tag}-retry1/run.json"))
+                .await
+                .is_none()
+        );
+        let report = report_of(&self.stack, tag).await;
+        assert_adds_up(&report);
+        assert_eq!(report.outcomes.registered, 20, "{:?}", report.outcomes);
+        assert_eq!(self.registered_in_iot().await, 20);
+        self.stack
+            .verify_registry(&self.profile, &self.ids, &BTreeSet::new())
+            .await;
+    }
+
+    /// A chunk whose results are lost is the only one imported again; its entries are already
+    /// registered, never twice. The retry's own name leads to the run too.
+    async fn retry_imports_only_the_chunk_whose_results_are_lost(&self) {
+        let tag = &self.tag;
+        let lost = format!("runs/{tag}/results/00002.jsonl");
+        self.stack
+            .s3
+            .delete_object()
+            .bucket(&self.stack.bucket)
+            .key(&lost)
+            .send()
+            .await
+            .unwrap();
+        let ran = thingpress(&["retry-failed", &format!("{tag}-retry1"), "--wait"])
+            .await
+            .ok();
+        assert!(
+            ran.stdout
+                .contains("retry 2 imports 1 of 4 chunks without results (5 entries)"),
+            "{}",
+            ran.stdout
+        );
+        let report = report_of(&self.stack, tag).await;
+        assert_adds_up(&report);
+        assert_eq!(report.outcomes.registered, 15, "{:?}", report.outcomes);
+        assert_eq!(
+            report.outcomes.already_registered, 5,
+            "{:?}",
+            report.outcomes
+        );
+        assert_eq!(self.registered_in_iot().await, 20);
+    }
+
+    /// An entry IoT rejected (recorded as such) is imported again with
+    /// --include-rejected-by-iot; the chunk's other entries are not, and its old results are
+    /// kept.
+    async fn retry_imports_an_entry_iot_rejected_only_when_asked(&self) {
+        let tag = &self.tag;
+        let chunk = format!("runs/{tag}/results/00001.jsonl");
+        let rewritten = self.mark_rejected_by_iot(&chunk, 2).await;
+        let ran = thingpress(&["retry-failed", tag]).await.ok();
+        assert!(ran.stdout.contains("nothing to retry"), "{}", ran.stdout);
+        let ran = thingpress(&["retry-failed", tag, "--include-rejected-by-iot", "--wait"])
+            .await
+            .ok();
+        assert!(
+            ran.stdout.contains(
+                "retry 3 imports 0 of 4 chunks without results (0 entries) and 1 entries IoT \
+                 rejected, in 1 chunks"
+            ),
+            "{}",
+            ran.stdout
+        );
+        let superseded = self
+            .stack
+            .get(&format!("runs/{tag}/retries/00003/superseded/00001.jsonl"))
+            .await
+            .expect("the reopened chunk's old results");
+        assert_eq!(String::from_utf8(superseded).unwrap(), rewritten);
+        let report = report_of(&self.stack, tag).await;
+        assert_adds_up(&report);
+        assert_eq!(report.outcomes.rejected, 0, "{:?}", report.outcomes);
+        assert_eq!(report.outcomes.registered, 14, "{:?}", report.outcomes);
+        assert_eq!(
+            report.outcomes.already_registered, 6,
+            "{:?}",
+            report.outcomes
+        );
+        self.stack
+            .verify_registry(&self.profile, &self.ids, &BTreeSet::new())
+            .await;
+        assert_eq!(self.registered_in_iot().await, 20);
+    }
+
+    /// Rewrites line `line` of a results object as an entry IoT rejected; returns the new body.
+    async fn mark_rejected_by_iot(&self, key: &str, line: usize) -> String {
+        let body = String::from_utf8(self.stack.get(key).await.unwrap()).unwrap();
+        let mut lines: Vec<Value> = body
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines[line]["outcome"] = json!("rejected");
+        lines[line]["error"] = json!("Thingpress.RejectedByIot");
+        lines[line]["message"] = json!("CertificateValidationException: injected by the test");
+        let rewritten: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        self.stack.put(key, rewritten.clone().into_bytes()).await;
+        rewritten
+    }
+
+    /// How many of the manifest's certificates IoT holds. Other tests register alongside, so
+    /// only this manifest's are counted (IoT has one per id; verify_registry checks one
+    /// certificate per thing).
+    async fn registered_in_iot(&self) -> usize {
+        let all = self.stack.certificate_ids().await;
+        self.ids.iter().filter(|(c, _)| all.contains(c)).count()
+    }
 }
 
 /// A self-signed certificate whose CN is not a valid thing name.
@@ -184,75 +244,10 @@ async fn report_shows_rejected_entries_as_a_table_json_and_csv() {
     let _shared = EDGE.read().await;
     let stack = Stack::new().await;
     let tag = unique("report");
-    let mut profile = stack.resources(&tag, 1, 1).await;
-    profile["chunkSize"] = json!(2);
-    // base64(PEM) per line: Split rejects line 1; Decorate rejects line 3 (its thing name
-    // would hold a space); the rest register.
-    let good = fresh_certificates(&tag, 3);
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let lines = [
-        b64(&good[0]),
-        "!!!not base64!!!".to_owned(),
-        b64(&good[1]),
-        b64(&certificate_named("bad name")),
-        b64(&good[2]),
-    ];
-    let key = format!("runs/{tag}/manifest/mixed.txt");
-    stack
-        .put(&key, (lines.join("\n") + "\n").into_bytes())
-        .await;
-    let run = stack.import(&tag, &key, profile, false).await;
-    let report = stack.report(&run).await;
-    assert_adds_up(&report);
-    assert_eq!(report.entries, 5);
-    assert_eq!(report.outcomes.registered, 3);
-    assert_eq!(report.outcomes.rejected, 2);
+    let report = import_with_two_rejected(&stack, &tag).await;
 
-    let table = thingpress(&["report", &tag]).await.ok().stdout;
-    assert!(
-        table.starts_with(&format!("run {tag}: complete\n")),
-        "{table}"
-    );
-    let rows: Vec<&str> = table
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("INDEX"))
-        .skip(1)
-        .collect();
-    assert_eq!(rows.len(), 2, "{table}");
-    assert!(rows[0].trim_start().starts_with("1 "), "{}", rows[0]);
-    assert!(rows[1].trim_start().starts_with("3 "), "{}", rows[1]);
-    assert!(
-        rows[1].contains("Thingpress.InvalidThingName"),
-        "{}",
-        rows[1]
-    );
-    assert!(rows[1].contains("bad name"), "{}", rows[1]);
-
-    // JSON: the report as stored plus the rejected entries, in manifest order.
-    let arn = format!(
-        "{}:{tag}",
-        stack.machine.replace(":stateMachine:", ":execution:")
-    );
-    let json: Value = serde_json::from_str(
-        &thingpress(&["report", &arn, "--output", "json"])
-            .await
-            .ok()
-            .stdout,
-    )
-    .unwrap();
-    assert_eq!(json["report"], serde_json::to_value(&report).unwrap());
-    let rejected = json["rejected"].as_array().unwrap();
-    assert_eq!(rejected.len(), 2, "{json}");
-    assert_eq!(rejected[0]["index"], 1);
-    assert!(rejected[0]["certificateId"].is_null());
-    assert_eq!(rejected[1]["index"], 3);
-    assert_eq!(rejected[1]["error"], "Thingpress.InvalidThingName");
-    assert_eq!(rejected[1]["deviceId"], "bad name");
-    // Register keeps no certificate id for an entry Decorate rejected.
-    assert!(rejected[1]["certificateId"].is_null());
-    for r in rejected {
-        assert!(!r["message"].as_str().unwrap().is_empty(), "{r}");
-    }
+    table_lists_the_rejected_entries(&tag).await;
+    let rejected = json_adds_the_rejected_entries(&stack, &tag, &report).await;
 
     // --rejected-only JSON: one entry per line, the same entries.
     let jsonl = thingpress(&["report", &tag, "--output", "json", "--rejected-only"])
@@ -263,24 +258,9 @@ async fn report_shows_rejected_entries_as_a_table_json_and_csv() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(&entries, rejected);
+    assert_eq!(entries, rejected);
 
-    // CSV: a header and one row per rejected entry.
-    let csv_text = thingpress(&["report", &tag, "--output", "csv"])
-        .await
-        .ok()
-        .stdout;
-    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
-    assert_eq!(
-        reader.headers().unwrap(),
-        vec!["index", "deviceId", "certificateId", "error", "message"]
-    );
-    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    assert_eq!(records.len(), 2, "{csv_text}");
-    assert_eq!(&records[1][0], "3");
-    assert_eq!(&records[1][1], "bad name");
-    assert_eq!(&records[1][3], "Thingpress.InvalidThingName");
-    assert_eq!(&records[0][3], rejected[0]["error"].as_str().unwrap());
+    csv_has_a_row_per_rejected_entry(&tag, &rejected).await;
 
     // --rejected-only table: the header and the two rows, no counts.
     let only = thingpress(&["report", &tag, "--rejected-only"])
@@ -299,7 +279,114 @@ async fn report_shows_rejected_entries_as_a_table_json_and_csv() {
         );
     }
 
-    // Without report.json (as while the run is still going): what exists, and exit 1.
+    without_report_json_prints_what_exists(&stack, &tag).await;
+
+    // A run that does not exist.
+    let ran = thingpress(&["report", &format!("{tag}-absent")]).await;
+    assert!(ran.one_error_line().contains("the run does not exist"));
+}
+
+/// Imports five base64(PEM) lines in chunks of 2: Split rejects line 1; Decorate rejects
+/// line 3 (its thing name would hold a space); the rest register.
+async fn import_with_two_rejected(stack: &Stack, tag: &str) -> Report {
+    let mut profile = stack.resources(tag, 1, 1).await;
+    profile["chunkSize"] = json!(2);
+    let good = fresh_certificates(tag, 3);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let lines = [
+        b64(&good[0]),
+        "!!!not base64!!!".to_owned(),
+        b64(&good[1]),
+        b64(&certificate_named("bad name")),
+        b64(&good[2]),
+    ];
+    let key = format!("runs/{tag}/manifest/mixed.txt");
+    stack
+        .put(&key, (lines.join("\n") + "\n").into_bytes())
+        .await;
+    let run = stack.import(tag, &key, profile, false).await;
+    let report = stack.report(&run).await;
+    assert_adds_up(&report);
+    assert_eq!(report.entries, 5);
+    assert_eq!(report.outcomes.registered, 3);
+    assert_eq!(report.outcomes.rejected, 2);
+    report
+}
+
+/// The default table: the run's status first, then a row per rejected entry (1 and 3).
+async fn table_lists_the_rejected_entries(tag: &str) {
+    let table = thingpress(&["report", tag]).await.ok().stdout;
+    assert!(
+        table.starts_with(&format!("run {tag}: complete\n")),
+        "{table}"
+    );
+    let rows: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("INDEX"))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[0].trim_start().starts_with("1 "), "{}", rows[0]);
+    assert!(rows[1].trim_start().starts_with("3 "), "{}", rows[1]);
+    assert!(
+        rows[1].contains("Thingpress.InvalidThingName"),
+        "{}",
+        rows[1]
+    );
+    assert!(rows[1].contains("bad name"), "{}", rows[1]);
+}
+
+/// JSON, asked for by execution ARN: the report as stored plus the rejected entries, in
+/// manifest order. Returns those entries.
+async fn json_adds_the_rejected_entries(stack: &Stack, tag: &str, report: &Report) -> Vec<Value> {
+    let arn = format!(
+        "{}:{tag}",
+        stack.machine.replace(":stateMachine:", ":execution:")
+    );
+    let json: Value = serde_json::from_str(
+        &thingpress(&["report", &arn, "--output", "json"])
+            .await
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["report"], serde_json::to_value(report).unwrap());
+    let rejected = json["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{json}");
+    assert_eq!(rejected[0]["index"], 1);
+    assert!(rejected[0]["certificateId"].is_null());
+    assert_eq!(rejected[1]["index"], 3);
+    assert_eq!(rejected[1]["error"], "Thingpress.InvalidThingName");
+    assert_eq!(rejected[1]["deviceId"], "bad name");
+    // Register keeps no certificate id for an entry Decorate rejected.
+    assert!(rejected[1]["certificateId"].is_null());
+    for r in rejected {
+        assert!(!r["message"].as_str().unwrap().is_empty(), "{r}");
+    }
+    rejected.clone()
+}
+
+/// CSV: a header and one row per rejected entry, agreeing with the JSON's `rejected`.
+async fn csv_has_a_row_per_rejected_entry(tag: &str, rejected: &[Value]) {
+    let csv_text = thingpress(&["report", tag, "--output", "csv"])
+        .await
+        .ok()
+        .stdout;
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec!["index", "deviceId", "certificateId", "error", "message"]
+    );
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 2, "{csv_text}");
+    assert_eq!(&records[1][0], "3");
+    assert_eq!(&records[1][1], "bad name");
+    assert_eq!(&records[1][3], "Thingpress.InvalidThingName");
+    assert_eq!(&records[0][3], rejected[0]["error"].as_str().unwrap());
+}
+
+/// Without report.json (as while the run is still going): what exists, and exit 1.
+async fn without_report_json_prints_what_exists(stack: &Stack, tag: &str) {
     stack
         .s3
         .delete_object()
@@ -308,7 +395,7 @@ async fn report_shows_rejected_entries_as_a_table_json_and_csv() {
         .send()
         .await
         .unwrap();
-    let ran = thingpress(&["report", &tag]).await;
+    let ran = thingpress(&["report", tag]).await;
     let error = ran.one_error_line();
     assert!(error.contains("has no report"), "{error}");
     assert!(error.contains("2 of 2 chunks have results"), "{error}");
@@ -317,10 +404,6 @@ async fn report_shows_rejected_entries_as_a_table_json_and_csv() {
         "{}",
         ran.stdout
     );
-
-    // A run that does not exist.
-    let ran = thingpress(&["report", &format!("{tag}-absent")]).await;
-    assert!(ran.one_error_line().contains("the run does not exist"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
