@@ -8,7 +8,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
@@ -114,175 +114,232 @@ impl Drop for Faults<'_> {
 async fn registry_check_names_removed_attachments_and_summary_counts_them() {
     // Exclusive: part of the test injects throttles.
     let _edge = EDGE.write().await;
-    let stack = Stack::new().await;
-    let tag = unique("registry");
-    let profile = stack.resources(&tag, 2, 2).await;
-    stack
-        .put(
-            &format!("profiles/{tag}.json"),
-            profile.to_string().into_bytes(),
-        )
-        .await;
+    let imported = Imported::new(Stack::new().await).await;
+    imported.checks_clean();
+    imported.waits_out_throttles();
+    imported.summary_counts_the_import();
+    imported.remove_attachments().await;
+    imported.check_names_the_removed_attachments();
+    imported.table_names_the_removed_attachments();
+    imported.summary_sees_the_removed_member();
+    std::fs::remove_file(&imported.file).ok();
+}
 
-    // Six fresh certificates and one block the manifest reader rejects.
-    let mut bundle = fresh_certificates(&tag, 6).concat();
-    bundle.push_str("-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n");
-    let ids = manifest_ids(bundle.as_bytes(), &pem_options());
-    assert_eq!(ids.len(), 6);
-    let key = format!("runs/{tag}/manifest/certs.pem");
-    stack.put(&key, bundle.clone().into_bytes()).await;
-    let file = std::env::temp_dir().join(format!("{tag}.pem"));
-    std::fs::write(&file, &bundle).unwrap();
-    let run = stack.import(&tag, &key, profile.clone(), false).await;
-    let report = stack.report(&run).await;
-    assert_eq!(report.entries, 7);
+/// Six fresh certificates and one block the manifest reader rejects, imported with a profile
+/// of two groups and two policies, and kept in a local file for `registry check`.
+struct Imported {
+    stack: Stack,
+    tag: String,
+    profile: Value,
+    ids: Vec<(String, String)>,
+    file: PathBuf,
+}
 
-    // Everything as the profile says: only the summary, exit 0.
-    let out = check(&file, &tag, "jsonl");
-    assert!(out.status.success());
-    let (summary, entries) = parse_check(&out);
-    assert!(entries.is_empty(), "{entries:?}");
-    assert_eq!(summary["entries"], 7);
-    assert_eq!(summary["checked"], 6);
-    assert_eq!(summary["ok"], 6);
-    assert_eq!(summary["withProblems"], 0);
-    assert_eq!(
-        summary["rejectedByManifest"],
-        json!({"Thingpress.InvalidCertificate": 1})
-    );
-    assert_eq!(summary["profile"], tag.as_str());
+impl Imported {
+    async fn new(stack: Stack) -> Imported {
+        let tag = unique("registry");
+        let profile = stack.resources(&tag, 2, 2).await;
+        stack
+            .put(
+                &format!("profiles/{tag}.json"),
+                profile.to_string().into_bytes(),
+            )
+            .await;
+        let mut bundle = fresh_certificates(&tag, 6).concat();
+        bundle.push_str("-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n");
+        let ids = manifest_ids(bundle.as_bytes(), &pem_options());
+        assert_eq!(ids.len(), 6);
+        let key = format!("runs/{tag}/manifest/certs.pem");
+        stack.put(&key, bundle.clone().into_bytes()).await;
+        let file = std::env::temp_dir().join(format!("{tag}.pem"));
+        std::fs::write(&file, &bundle).unwrap();
+        let run = stack.import(&tag, &key, profile.clone(), false).await;
+        let report = stack.report(&run).await;
+        assert_eq!(report.entries, 7);
+        Imported {
+            stack,
+            tag,
+            profile,
+            ids,
+            file,
+        }
+    }
 
-    // Throttles that outlast the SDK's retry are waited out, not reported as problems.
-    let faults = Faults::inject(
-        &stack,
-        json!({"iot": {"DescribeCertificate": {"throttle": 0.5},
-                       "ListAttachedPolicies": {"throttle": 0.5}}}),
-    );
-    let stats_before = edge(&stack.state, "GET", "/_edge/stats", None);
-    let out = check(&file, &tag, "jsonl");
-    let stats = edge(&stack.state, "GET", "/_edge/stats", None);
-    drop(faults);
-    let injected = |stats: &Value| {
-        ["DescribeCertificate", "ListAttachedPolicies"]
-            .iter()
-            .map(|op| {
-                stats["operations"][op]["throttledInjected"]
-                    .as_u64()
-                    .unwrap_or(0)
-            })
-            .sum::<u64>()
-    };
-    assert!(
-        injected(&stats) > injected(&stats_before),
-        "no throttle injected: {stats}"
-    );
-    assert!(out.status.success());
-    let (summary, entries) = parse_check(&out);
-    assert!(entries.is_empty(), "{entries:?}");
-    assert_eq!(summary["ok"], 6);
+    fn type_name(&self) -> &str {
+        self.profile["thingType"].as_str().unwrap()
+    }
 
-    let type_name = profile["thingType"].as_str().unwrap();
-    let group = |i: usize| profile["thingGroups"][i].as_str().unwrap().to_owned();
-    let policy0 = profile["policies"][0].as_str().unwrap();
-    let thing = |i: usize| format!("{tag}-{}", ids[i].1);
-    let before = summary_json(&[]);
-    assert_eq!(before["thingsPerType"][type_name], 6, "{before}");
-    assert_eq!(before["thingsPerGroup"][group(0)], 6);
-    assert_eq!(before["thingsPerGroup"][group(1)], 6);
-    assert!(before["things"].as_u64().unwrap() >= 6);
-    assert!(before["certificates"].as_u64().unwrap() >= 6);
-    assert!(before["policies"].as_u64().unwrap() >= 2);
-    assert!(before["certificatesByStatus"]["ACTIVE"].as_u64().unwrap() >= 6);
+    fn group(&self, i: usize) -> String {
+        self.profile["thingGroups"][i].as_str().unwrap().to_owned()
+    }
 
-    // Entry 0 loses a policy, entry 1 a group, entry 2 its certificate.
-    let arn0 = certificate_arn(&stack, &ids[0].0).await;
-    stack
-        .iot
-        .detach_policy()
-        .policy_name(policy0)
-        .target(&arn0)
-        .send()
-        .await
-        .unwrap();
-    stack
-        .iot
-        .remove_thing_from_thing_group()
-        .thing_group_name(group(1))
-        .thing_name(thing(1))
-        .send()
-        .await
-        .unwrap();
-    let arn2 = certificate_arn(&stack, &ids[2].0).await;
-    stack
-        .iot
-        .detach_thing_principal()
-        .thing_name(thing(2))
-        .principal(&arn2)
-        .send()
-        .await
-        .unwrap();
+    fn policy0(&self) -> &str {
+        self.profile["policies"][0].as_str().unwrap()
+    }
 
-    let out = check(&file, &tag, "jsonl");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.starts_with("thingpress: error: 3 of 6 checked entries"),
-        "{stderr}"
-    );
-    let (summary, entries) = parse_check(&out);
-    assert_eq!(
-        entries,
-        BTreeMap::from([
-            (0, json!([{"kind": "policyNotAttached", "policy": policy0}])),
-            (1, json!([{"kind": "notInGroup", "group": group(1)}])),
-            (2, json!([{"kind": "principalNotAttached"}])),
-        ])
-    );
-    assert_eq!(
-        (summary["ok"].clone(), summary["withProblems"].clone()),
-        (json!(3), json!(3))
-    );
-    assert_eq!(
-        summary["problems"],
-        json!({"policyNotAttached": 1, "notInGroup": 1, "principalNotAttached": 1})
-    );
+    fn thing(&self, i: usize) -> String {
+        format!("{}-{}", self.tag, self.ids[i].1)
+    }
 
-    // The table names the same entries, one line each, then the counts.
-    let out = check(&file, &tag, "table");
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let entry_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("entry ")).collect();
-    assert_eq!(
-        entry_lines,
-        [
-            format!(
-                "entry 0 deviceId {} thing {}: policy {policy0} not attached to the certificate",
-                ids[0].1,
-                thing(0)
-            ),
-            format!(
-                "entry 1 deviceId {} thing {}: thing not in group {}",
-                ids[1].1,
-                thing(1),
-                group(1)
-            ),
-            format!(
-                "entry 2 deviceId {} thing {}: certificate not attached to the thing",
-                ids[2].1,
-                thing(2)
-            ),
-        ]
-    );
+    /// Everything as the profile says: only the summary, exit 0.
+    fn checks_clean(&self) {
+        let out = check(&self.file, &self.tag, "jsonl");
+        assert!(out.status.success());
+        let (summary, entries) = parse_check(&out);
+        assert!(entries.is_empty(), "{entries:?}");
+        assert_eq!(summary["entries"], 7);
+        assert_eq!(summary["checked"], 6);
+        assert_eq!(summary["ok"], 6);
+        assert_eq!(summary["withProblems"], 0);
+        assert_eq!(
+            summary["rejectedByManifest"],
+            json!({"Thingpress.InvalidCertificate": 1})
+        );
+        assert_eq!(summary["profile"], self.tag.as_str());
+    }
 
-    // The summary sees the removed member; filtered, it lists only the test's type and group.
-    let after = summary_json(&[]);
-    assert_eq!(after["thingsPerType"][type_name], 6);
-    assert_eq!(after["thingsPerGroup"][group(0)], 6);
-    assert_eq!(after["thingsPerGroup"][group(1)], 5);
-    let filtered = summary_json(&["--thing-type", type_name, "--group", &group(1)]);
-    assert_eq!(filtered["things"], 6, "{filtered}");
-    assert_eq!(filtered["thingsWithoutType"], 0);
-    assert_eq!(filtered["thingsPerType"], json!({type_name: 6}));
-    assert_eq!(filtered["thingsPerGroup"], json!({group(1): 5}));
-    std::fs::remove_file(&file).ok();
+    /// Throttles that outlast the SDK's retry are waited out, not reported as problems.
+    fn waits_out_throttles(&self) {
+        let faults = Faults::inject(
+            &self.stack,
+            json!({"iot": {"DescribeCertificate": {"throttle": 0.5},
+                           "ListAttachedPolicies": {"throttle": 0.5}}}),
+        );
+        let stats_before = edge(&self.stack.state, "GET", "/_edge/stats", None);
+        let out = check(&self.file, &self.tag, "jsonl");
+        let stats = edge(&self.stack.state, "GET", "/_edge/stats", None);
+        drop(faults);
+        let injected = |stats: &Value| {
+            ["DescribeCertificate", "ListAttachedPolicies"]
+                .iter()
+                .map(|op| {
+                    stats["operations"][op]["throttledInjected"]
+                        .as_u64()
+                        .unwrap_or(0)
+                })
+                .sum::<u64>()
+        };
+        assert!(
+            injected(&stats) > injected(&stats_before),
+            "no throttle injected: {stats}"
+        );
+        assert!(out.status.success());
+        let (summary, entries) = parse_check(&out);
+        assert!(entries.is_empty(), "{entries:?}");
+        assert_eq!(summary["ok"], 6);
+    }
+
+    /// The summary counts the import's things under its type and both groups (the stack is
+    /// shared, so the totals are only bounded below).
+    fn summary_counts_the_import(&self) {
+        let before = summary_json(&[]);
+        assert_eq!(before["thingsPerType"][self.type_name()], 6, "{before}");
+        assert_eq!(before["thingsPerGroup"][self.group(0)], 6);
+        assert_eq!(before["thingsPerGroup"][self.group(1)], 6);
+        assert!(before["things"].as_u64().unwrap() >= 6);
+        assert!(before["certificates"].as_u64().unwrap() >= 6);
+        assert!(before["policies"].as_u64().unwrap() >= 2);
+        assert!(before["certificatesByStatus"]["ACTIVE"].as_u64().unwrap() >= 6);
+    }
+
+    /// Entry 0 loses a policy, entry 1 a group, entry 2 its certificate.
+    async fn remove_attachments(&self) {
+        let iot = &self.stack.iot;
+        let arn0 = certificate_arn(&self.stack, &self.ids[0].0).await;
+        iot.detach_policy()
+            .policy_name(self.policy0())
+            .target(&arn0)
+            .send()
+            .await
+            .unwrap();
+        iot.remove_thing_from_thing_group()
+            .thing_group_name(self.group(1))
+            .thing_name(self.thing(1))
+            .send()
+            .await
+            .unwrap();
+        let arn2 = certificate_arn(&self.stack, &self.ids[2].0).await;
+        iot.detach_thing_principal()
+            .thing_name(self.thing(2))
+            .principal(&arn2)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// JSONL: exit 1, one entry line per damaged entry naming what is missing, and the counts.
+    fn check_names_the_removed_attachments(&self) {
+        let out = check(&self.file, &self.tag, "jsonl");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("thingpress: error: 3 of 6 checked entries"),
+            "{stderr}"
+        );
+        let (summary, entries) = parse_check(&out);
+        assert_eq!(
+            entries,
+            BTreeMap::from([
+                (
+                    0,
+                    json!([{"kind": "policyNotAttached", "policy": self.policy0()}])
+                ),
+                (1, json!([{"kind": "notInGroup", "group": self.group(1)}])),
+                (2, json!([{"kind": "principalNotAttached"}])),
+            ])
+        );
+        assert_eq!(
+            (summary["ok"].clone(), summary["withProblems"].clone()),
+            (json!(3), json!(3))
+        );
+        assert_eq!(
+            summary["problems"],
+            json!({"policyNotAttached": 1, "notInGroup": 1, "principalNotAttached": 1})
+        );
+    }
+
+    /// The table names the same entries, one line each, then the counts.
+    fn table_names_the_removed_attachments(&self) {
+        let out = check(&self.file, &self.tag, "table");
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let entry_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("entry ")).collect();
+        assert_eq!(
+            entry_lines,
+            [
+                format!(
+                    "entry 0 deviceId {} thing {}: policy {} not attached to the certificate",
+                    self.ids[0].1,
+                    self.thing(0),
+                    self.policy0()
+                ),
+                format!(
+                    "entry 1 deviceId {} thing {}: thing not in group {}",
+                    self.ids[1].1,
+                    self.thing(1),
+                    self.group(1)
+                ),
+                format!(
+                    "entry 2 deviceId {} thing {}: certificate not attached to the thing",
+                    self.ids[2].1,
+                    self.thing(2)
+                ),
+            ]
+        );
+    }
+
+    /// The summary sees the removed member; filtered, it lists only the test's type and group.
+    fn summary_sees_the_removed_member(&self) {
+        let type_name = self.type_name();
+        let group1 = self.group(1);
+        let after = summary_json(&[]);
+        assert_eq!(after["thingsPerType"][type_name], 6);
+        assert_eq!(after["thingsPerGroup"][self.group(0)], 6);
+        assert_eq!(after["thingsPerGroup"][&group1], 5);
+        let filtered = summary_json(&["--thing-type", type_name, "--group", &group1]);
+        assert_eq!(filtered["things"], 6, "{filtered}");
+        assert_eq!(filtered["thingsWithoutType"], 0);
+        assert_eq!(filtered["thingsPerType"], json!({type_name: 6}));
+        assert_eq!(filtered["thingsPerGroup"], json!({group1: 5}));
+    }
 }
