@@ -19,14 +19,15 @@
 //!   [`Limits::max_entry_bytes`](crate::Limits) is the only thing that ends the stream early.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::sync::Arc;
 
 use csv::{ByteRecord, ReaderBuilder, Trim};
 
 use crate::batch::validate_in_order;
 use crate::cert::{Certificate, pem_blocks};
-use crate::{Accepted, Entries, Entry, ErrorName, ManifestError, Options, Rejected, Supplier};
+use crate::metered::Metered;
+use crate::{Accepted, Entries, Entry, ErrorName, ManifestError, Options, Supplier};
 
 /// csv's internal read buffer; bytes it reads ahead count against an entry's budget.
 const CSV_BUFFER: usize = 64 * 1024;
@@ -37,13 +38,8 @@ pub(crate) fn entries<'a, R: BufRead + Send + 'a>(
     options: &Options,
 ) -> Result<Entries<'a>, ManifestError> {
     let max_entry = options.limits.max_entry_bytes;
-    let metered = Metered {
-        inner: reader,
-        used: 0,
-        // csv reads ahead up to its buffer size past the end of the current record.
-        limit: max_entry.saturating_add(CSV_BUFFER as u64),
-        tripped: false,
-    };
+    // csv reads ahead up to its buffer size past the end of the current record.
+    let metered = Metered::new(reader, max_entry.saturating_add(CSV_BUFFER as u64));
     let mut csv = ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -62,7 +58,7 @@ pub(crate) fn entries<'a, R: BufRead + Send + 'a>(
         if done {
             return None;
         }
-        csv.get_mut().used = 0;
+        csv.get_mut().reset();
         let this = index;
         let item = match csv.read_byte_record(&mut record) {
             Ok(true) => Ok(Row::Record {
@@ -168,15 +164,6 @@ enum Row {
     Broken { index: u64, reason: String },
 }
 
-fn reject(index: u64, error: ErrorName, message: String, device_id: Option<String>) -> Entry {
-    Entry::Rejected(Rejected {
-        index,
-        error,
-        message,
-        device_id,
-    })
-}
-
 /// The trimmed UTF-8 text of a column; `None` when the column is absent.
 fn column(record: &ByteRecord, column: usize) -> Option<Result<&str, ()>> {
     record
@@ -188,14 +175,14 @@ fn validate(columns: &Columns, row: Row) -> Entry {
     let (index, record) = match row {
         Row::Record { index, record } => (index, record),
         Row::Broken { index, reason } => {
-            return reject(index, ErrorName::InvalidCertificate, reason, None);
+            return Entry::rejected(index, ErrorName::InvalidCertificate, reason, None);
         }
     };
     let mac = match column(&record, columns.mac) {
         Some(Ok(mac)) => mac,
         Some(Err(())) => {
             let message = format!("record {index}: the MAC column is not UTF-8");
-            return reject(index, ErrorName::InvalidCertificate, message, None);
+            return Entry::rejected(index, ErrorName::InvalidCertificate, message, None);
         }
         None => "",
     };
@@ -204,11 +191,11 @@ fn validate(columns: &Columns, row: Row) -> Entry {
         Some(Ok(pem)) if !pem.is_empty() => pem,
         Some(Err(())) => {
             let message = format!("record {index} (MAC {mac:?}): the cert column is not UTF-8");
-            return reject(index, ErrorName::InvalidCertificate, message, named);
+            return Entry::rejected(index, ErrorName::InvalidCertificate, message, named);
         }
         _ => {
             let message = format!("record {index} (MAC {mac:?}): the cert column is empty");
-            return reject(index, ErrorName::MissingCertificate, message, named);
+            return Entry::rejected(index, ErrorName::MissingCertificate, message, named);
         }
     };
     let mut blocks = pem_blocks(pem);
@@ -222,13 +209,13 @@ fn validate(columns: &Columns, row: Row) -> Entry {
             "record {index} (MAC {mac:?}): the cert column holds more than one certificate \
              (an unbalanced quote?)"
         );
-        return reject(index, ErrorName::InvalidCertificate, message, named);
+        return Entry::rejected(index, ErrorName::InvalidCertificate, message, named);
     }
     let certificate = match parsed {
         Ok(certificate) => certificate,
         Err(reason) => {
             let message = format!("record {index} (MAC {mac:?}): {reason}");
-            return reject(index, ErrorName::InvalidCertificate, message, named);
+            return Entry::rejected(index, ErrorName::InvalidCertificate, message, named);
         }
     };
     let mut fields = BTreeMap::new();
@@ -239,7 +226,7 @@ fn validate(columns: &Columns, row: Row) -> Entry {
             }
             Some(Err(())) => {
                 let message = format!("record {index} (MAC {mac:?}): column {name} is not UTF-8");
-                return reject(index, ErrorName::InvalidCertificate, message, named);
+                return Entry::rejected(index, ErrorName::InvalidCertificate, message, named);
             }
             None => {}
         }
@@ -264,7 +251,7 @@ fn read_error(
     index: u64,
     max_entry: u64,
 ) -> ManifestError {
-    if csv.get_ref().tripped {
+    if csv.get_ref().tripped() {
         return ManifestError::LimitExceeded(format!(
             "espressif record {index} is over max_entry_bytes ({max_entry} bytes)"
         ));
@@ -273,28 +260,6 @@ fn read_error(
     match error.into_kind() {
         csv::ErrorKind::Io(e) => ManifestError::Io(e),
         _ => ManifestError::malformed(Supplier::Espressif, Some(index), message),
-    }
-}
-
-/// A reader that fails once more than `limit` bytes were read since the last reset, so a
-/// runaway record (an unbalanced quote in a huge file) cannot grow memory without bound.
-struct Metered<R> {
-    inner: R,
-    used: u64,
-    limit: u64,
-    tripped: bool,
-}
-
-impl<R: BufRead> Read for Metered<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.used > self.limit {
-            self.tripped = true;
-            return Err(std::io::Error::other("entry over max_entry_bytes"));
-        }
-        let n = Read::read(&mut self.inner.fill_buf()?, out)?;
-        self.inner.consume(n);
-        self.used = self.used.saturating_add(n as u64);
-        Ok(n)
     }
 }
 

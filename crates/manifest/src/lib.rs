@@ -13,6 +13,7 @@ pub mod espressif;
 #[doc(hidden)]
 pub mod fuzz_check;
 pub mod infineon;
+mod metered;
 pub mod microchip;
 pub mod names;
 pub mod pem;
@@ -197,6 +198,21 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// A rejected entry.
+    pub fn rejected(
+        index: u64,
+        error: ErrorName,
+        message: String,
+        device_id: Option<String>,
+    ) -> Entry {
+        Entry::Rejected(Rejected {
+            index,
+            error,
+            message,
+            device_id,
+        })
+    }
+
     /// The entry's position in the manifest.
     pub fn index(&self) -> u64 {
         match self {

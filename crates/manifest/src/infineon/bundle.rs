@@ -20,7 +20,7 @@ use std::sync::Arc;
 use sevenz_rust2::{Archive, ArchiveReader, EntryDecision, Password};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::{accepted, malformed, reject};
+use super::{accepted, malformed};
 use crate::batch::validate_in_order;
 use crate::cert::{Certificate, der_to_pem, pem_blocks};
 use crate::{Entries, Entry, ErrorName, Limits, ManifestError, Options, Slot, Supplier};
@@ -463,7 +463,7 @@ fn validate_pem(index: u64, file: RawPem, slot: Slot) -> Entry {
         }
         Err((error, reason, device_id)) => {
             let message = format!("{}, file {name}: {reason}", archive.archive_name);
-            reject(index, error, message, device_id)
+            Entry::rejected(index, error, message, device_id)
         }
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Cursor, Read};
 
 use crate::cert::{Certificate, der_to_pem};
-use crate::{Accepted, Entries, Entry, ErrorName, ManifestError, Options, Rejected, Supplier};
+use crate::{Accepted, Entries, Entry, ManifestError, Options, Supplier};
 
 pub(crate) use bundle::SEVEN_Z_MAGIC;
 
@@ -37,15 +37,6 @@ pub(crate) fn entries<'a, R: BufRead + Send + 'a>(
     } else {
         xml::entries(reader, options.limits)
     }
-}
-
-fn reject(index: u64, error: ErrorName, message: String, device_id: Option<String>) -> Entry {
-    Entry::Rejected(Rejected {
-        index,
-        error,
-        message,
-        device_id,
-    })
 }
 
 fn malformed(at: Option<u64>, reason: impl Into<String>) -> ManifestError {

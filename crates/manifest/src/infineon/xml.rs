@@ -13,15 +13,16 @@
 //! [`ManifestError::LimitExceeded`].
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 
 use quick_xml::Reader;
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesRef, BytesStart, Event};
 
-use super::{accepted, malformed, reject};
+use super::{accepted, malformed};
 use crate::batch::validate_in_order;
 use crate::cert::Certificate;
+use crate::metered::Metered;
 use crate::{Entries, Entry, ErrorName, Limits, ManifestError, Supplier};
 
 /// One certificate (or the lack of one) of a group, as read.
@@ -64,12 +65,7 @@ pub(super) fn entries<'a, R: BufRead + Send + 'a>(
     reader: R,
     limits: Limits,
 ) -> Result<Entries<'a>, ManifestError> {
-    let metered = Metered {
-        inner: reader,
-        used: 0,
-        limit: limits.max_entry_bytes,
-        tripped: false,
-    };
+    let metered = Metered::new(reader, limits.max_entry_bytes);
     let mut reader = Reader::from_reader(metered);
     let config = reader.config_mut();
     config.trim_text(false);
@@ -116,7 +112,7 @@ impl<R: BufRead> XmlGroups<R> {
     fn step(&mut self) -> Result<(), ManifestError> {
         if self.group.is_none() {
             // Outside a group every event is bounded on its own; inside, the whole group is.
-            self.reader.get_mut().used = 0;
+            self.reader.get_mut().reset();
         }
         // The event borrows the buffer, so it is taken out while the event is handled.
         let mut buf = std::mem::take(&mut self.buf);
@@ -132,7 +128,7 @@ impl<R: BufRead> XmlGroups<R> {
     /// Why the XML cannot be read on: a group over the entry limit, or bad XML.
     fn read_error(&self, e: &quick_xml::Error) -> ManifestError {
         let at = self.next_index;
-        if self.reader.get_ref().tripped {
+        if self.reader.get_ref().tripped() {
             return ManifestError::LimitExceeded(format!(
                 "infineon entry {at}: an XML group or element is over max_entry_bytes ({} bytes)",
                 self.max_entry
@@ -374,60 +370,28 @@ fn validate_xml(raw: RawXml) -> Entry {
             } else {
                 format!("{label} holds no <binaryhex> certificate")
             };
-            return reject(index, ErrorName::MissingCertificate, message, tpm_mac);
+            return Entry::rejected(index, ErrorName::MissingCertificate, message, tpm_mac);
         }
         Err(reason) => {
             let message = format!("{label}: {reason}");
-            return reject(index, ErrorName::InvalidCertificate, message, tpm_mac);
+            return Entry::rejected(index, ErrorName::InvalidCertificate, message, tpm_mac);
         }
     };
     let der = match hex::decode(&hex) {
         Ok(der) => der,
         Err(e) => {
             let message = format!("{label}: <binaryhex> is not hex: {e}");
-            return reject(index, ErrorName::InvalidCertificate, message, tpm_mac);
+            return Entry::rejected(index, ErrorName::InvalidCertificate, message, tpm_mac);
         }
     };
     let certificate = match Certificate::from_der(der) {
         Ok(certificate) => certificate,
         Err(reason) => {
             let message = format!("{label}: {reason}");
-            return reject(index, ErrorName::InvalidCertificate, message, tpm_mac);
+            return Entry::rejected(index, ErrorName::InvalidCertificate, message, tpm_mac);
         }
     };
     accepted(index, certificate, tpm_mac, Vec::new(), fields)
-}
-
-/// A reader that fails once more than `limit` bytes were consumed since the last reset, so one
-/// XML group or event cannot grow memory without bound.
-struct Metered<R> {
-    inner: R,
-    used: u64,
-    limit: u64,
-    tripped: bool,
-}
-
-impl<R: BufRead> Read for Metered<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let n = Read::read(&mut self.fill_buf()?, out)?;
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl<R: BufRead> BufRead for Metered<R> {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        if self.used > self.limit {
-            self.tripped = true;
-            return Err(std::io::Error::other("entry over max_entry_bytes"));
-        }
-        self.inner.fill_buf()
-    }
-
-    fn consume(&mut self, amount: usize) {
-        self.used = self.used.saturating_add(amount as u64);
-        self.inner.consume(amount);
-    }
 }
 
 #[cfg(test)]
