@@ -1,6 +1,7 @@
 //! The state machine (statemachine/import.asl.json), the SAM template (infra/template.yaml) and
 //! the code agree: every `${…}` has a substitution, every Lambda task retries with backoff and
-//! full jitter, the `Thingpress.*` names the ASL matches are the code's names used as their kind
+//! full jitter (a STANDARD child's Register loops on `done:false` instead of retrying
+//! `Thingpress.*`, and its loop fits the child's history quota), the `Thingpress.*` names the ASL matches are the code's names used as their kind
 //! says, and the template deploys exactly the packages under functions/ (IAM and the other
 //! security rules of the template: tests/template.rs).
 //!
@@ -52,6 +53,12 @@ const EXPRESS_RETRY: RetryTiming = (2.0, 1.0, 2.0, 4.0);
 const MAP_IO_ERRORS: [&str; 2] = ["States.ItemReaderFailed", "States.ResultWriterFailed"];
 /// The only Lambda integration the ASL uses.
 const LAMBDA_INVOKE: &str = "arn:aws:states:::lambda:invoke";
+/// The task that continues a chunk in a STANDARD child: it returns `done:false` instead of
+/// raising its retryable errors, so it has no Thingpress retrier.
+const CONTINUING_TASK: &str = "ImportChunks/Register";
+/// A Standard execution (each Distributed Map child has its own history) fails at its
+/// 25,000th event unless that is ExecutionSucceeded.
+const HISTORY_QUOTA: u64 = 25_000;
 
 // ------------------------------------------------------------------------------------ loading
 
@@ -311,11 +318,94 @@ fn check_retriers(asl: &Json) -> Vec<String> {
                 retriers.len()
             ));
         }
+        let continuing = path == CONTINUING_TASK;
         for (label, errors, timing) in expected_retriers(express) {
+            if continuing && label == "Thingpress" {
+                if retriers
+                    .iter()
+                    .any(|r| !error_equals(r).is_disjoint(&errors))
+                {
+                    problems.push(format!(
+                        "{path}: a Thingpress retrier on the continuing task (stalls are counted in the payload)"
+                    ));
+                }
+                continue;
+            }
             check_retrier(&path, &retriers, label, &errors, timing, &mut problems);
         }
     }
     problems
+}
+
+/// The STANDARD child's loop: Register → a Choice ending the child on `$.done` true → else a
+/// Wait on `$.continuation.waitSeconds` → Register.
+fn check_continuation_loop(asl: &Json) -> Vec<String> {
+    let mut problems = Vec::new();
+    let states = &asl["States"]["ImportChunks"]["ItemProcessor"]["States"];
+    let register = &states["Register"];
+    let choice_name = register["Next"].as_str().unwrap_or_default();
+    let choice = &states[choice_name];
+    if choice["Type"] != "Choice" {
+        problems.push(format!(
+            "{CONTINUING_TASK}: Next {choice_name:?} is not a Choice"
+        ));
+        return problems;
+    }
+    let done_rule = choice["Choices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["Variable"] == "$.done" && r["BooleanEquals"] == true);
+    match done_rule.and_then(|r| r["Next"].as_str()) {
+        Some(end) if states[end]["Type"] == "Succeed" => {}
+        _ => problems.push(format!(
+            "{choice_name}: no rule ending the child on $.done true"
+        )),
+    }
+    let wait_name = choice["Default"].as_str().unwrap_or_default();
+    let wait = &states[wait_name];
+    if wait["Type"] != "Wait" || wait["SecondsPath"] != "$.continuation.waitSeconds" {
+        problems.push(format!(
+            "{choice_name}: Default {wait_name:?} is not a Wait on $.continuation.waitSeconds"
+        ));
+    }
+    if wait["Next"] != "Register" {
+        problems.push(format!("{wait_name}: does not loop back to Register"));
+    }
+    problems
+}
+
+/// History events one pass of the continuation loop adds at worst, derived from the ASL: a
+/// Task state 5 (Entered, Scheduled, Started, Succeeded, Exited) plus 3 per retry (Scheduled,
+/// Started, Failed) for every retry its retriers allow, as if Step Functions reset the retry
+/// count on each entry (moto does; AWS does not say); a Choice or Wait 2 (Entered, Exited).
+fn loop_events(asl: &Json) -> u64 {
+    let states = &asl["States"]["ImportChunks"]["ItemProcessor"]["States"];
+    let mut name = "Register".to_owned();
+    let mut events = 0;
+    for _ in 0..8 {
+        let state = &states[&name];
+        events += match state["Type"].as_str() {
+            Some("Task") => {
+                let retries: u64 = state["Retry"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["MaxAttempts"].as_u64())
+                    .sum();
+                5 + 3 * retries
+            }
+            _ => 2,
+        };
+        name = match state["Type"].as_str() {
+            Some("Choice") => state["Default"].as_str().unwrap_or_default().to_owned(),
+            _ => state["Next"].as_str().unwrap_or_default().to_owned(),
+        };
+        if name == "Register" {
+            return events;
+        }
+    }
+    u64::MAX / 2
 }
 
 /// The retriers a Lambda task must have: the three standard ones, or in an EXPRESS child the
@@ -659,8 +749,9 @@ fn sample<T: serde::Serialize>(value: &T) -> Json {
 /// two: a started run and a skipped duplicate), or why the input does not fit.
 fn lambda_outputs(function: &str, input: &Json) -> Result<Vec<Json>, String> {
     use thingpress_run::payload::{
-        ChunkInput, ChunkSummary, DecoratedChunk, RunSummary, Skipped, SplitInput, SplitOutput,
-        Started, SummarizeInput, SummaryStatus,
+        ChildExecutionType, ChunkInput, ChunkSummary, Continuation, DecoratedChunk, Done,
+        RegisterOutput, RunSummary, Skipped, SplitInput, SplitOutput, Started, SummarizeInput,
+        SummaryStatus,
     };
     fn read<T: serde::de::DeserializeOwned>(input: &Json) -> Result<T, String> {
         thingpress_run::payload::from_value(input.clone()).map_err(|e| e.message)
@@ -698,18 +789,35 @@ fn lambda_outputs(function: &str, input: &Json) -> Result<Vec<Json>, String> {
                 bucket: input.bucket,
                 chunk: input.chunk,
                 child_execution_type: input.child_execution_type,
+                done: None,
+                continuation: None,
             })])
         }
         "${RegisterFunctionArn}" => {
             let input: DecoratedChunk = read(input)?;
             input.chunk_input().layout().map_err(|e| e.message)?;
-            Ok(vec![sample(&ChunkSummary {
-                run_id: input.run_id,
+            let finished = RegisterOutput::Finished(ChunkSummary {
+                run_id: input.run_id.clone(),
                 chunk: input.chunk.chunk,
                 registered: input.decorated,
                 already_registered: 0,
                 rejected: input.rejected,
-            })])
+                done: Done,
+            });
+            // A STANDARD child's first invocation may hand the chunk back; the next finishes.
+            let continues = input.child_execution_type != Some(ChildExecutionType::Express)
+                && input.continuation.is_none();
+            let mut outputs = vec![sample(&finished)];
+            if continues {
+                outputs.push(sample(&RegisterOutput::Continuing(input.continuing(
+                    Continuation {
+                        invocation: 1,
+                        stalls: 0,
+                        wait_seconds: 1,
+                    },
+                ))));
+            }
+            Ok(outputs)
         }
         "${SummarizeFunctionArn}" => {
             let input: SummarizeInput = read(input)?;
@@ -888,6 +996,9 @@ fn choose(rule: &Json, input: &Json, flow: &mut Flow, at: &str) -> bool {
     if let Some(want) = rule.get("StringEquals") {
         return &value == want;
     }
+    if let Some(want) = rule.get("BooleanEquals") {
+        return &value == want;
+    }
     flow.problems.push(format!(
         "{at}: a choice rule the contract check does not know: {rule}"
     ));
@@ -902,8 +1013,8 @@ fn run_machine(machine: &Json, prefix: &str, input: Json, flow: &mut Flow) {
     run_from(machine, prefix, &start, input, flow, 0);
 }
 
-/// One state, then its successors. Paths never loop in the ASL, but a bound keeps a broken copy
-/// from recursing forever.
+/// One state, then its successors. The only loop (Register's continuation) ends because the
+/// sample Register continues a chunk once; a bound keeps a broken copy from recursing forever.
 fn run_from(machine: &Json, prefix: &str, name: &str, input: Json, flow: &mut Flow, depth: u32) {
     let at = format!("{prefix}{name}");
     let Some(state) = machine["States"].get(name) else {
@@ -969,6 +1080,17 @@ fn run_from(machine: &Json, prefix: &str, name: &str, input: Json, flow: &mut Fl
                         .push(format!("{at}: {field} {path} is not in {}", short(&input)));
                 }
             }
+        }
+        "Wait" => {
+            if let Some(path) = state["SecondsPath"].as_str()
+                && resolve(path, &input, &flow.context).is_none_or(|v| !v.is_u64())
+            {
+                flow.problems.push(format!(
+                    "{at}: SecondsPath {path} is not a non-negative integer in {}",
+                    short(&input)
+                ));
+            }
+            next(flow, input.clone());
         }
         "Succeed" => {}
         other => flow.problems.push(format!(
@@ -1192,15 +1314,28 @@ fn every_lambda_task_has_the_three_standard_retriers() {
 
 #[test]
 fn retrier_check_catches_a_removed_or_weakened_retrier() {
-    // Register's Thingpress retrier removed.
+    // Decorate's Thingpress retrier removed.
     let mut broken = asl();
-    let retry = broken["States"]["ImportChunks"]["ItemProcessor"]["States"]["Register"]["Retry"]
+    let retry = broken["States"]["ImportChunks"]["ItemProcessor"]["States"]["Decorate"]["Retry"]
         .as_array_mut()
         .expect("Retry");
     retry.remove(1);
     assert_caught(
         check_retriers(&broken),
-        "ImportChunks/Register: no Thingpress retrier",
+        "ImportChunks/Decorate: no Thingpress retrier",
+    );
+
+    // A Thingpress retrier put back on the continuing Register: stalls would be counted twice.
+    let mut broken = asl();
+    let thingpress =
+        broken["States"]["ImportChunks"]["ItemProcessor"]["States"]["Decorate"]["Retry"][1].clone();
+    broken["States"]["ImportChunks"]["ItemProcessor"]["States"]["Register"]["Retry"]
+        .as_array_mut()
+        .expect("Retry")
+        .push(thingpress);
+    assert_caught(
+        check_retriers(&broken),
+        "ImportChunks/Register: a Thingpress retrier on the continuing task",
     );
 
     // Split's Lambda retrier removed.
@@ -1271,6 +1406,74 @@ fn retrier_check_catches_a_removed_or_weakened_retrier() {
 }
 
 #[test]
+fn a_standard_child_continues_register_through_a_choice_and_a_wait() {
+    assert_clean(check_continuation_loop(&asl()));
+}
+
+#[test]
+fn continuation_loop_check_catches_a_lost_loop_or_wait() {
+    let mut broken = asl();
+    broken["States"]["ImportChunks"]["ItemProcessor"]["States"]["RegisterPause"]["Next"] =
+        json!("ChunkRegistered");
+    assert_caught(
+        check_continuation_loop(&broken),
+        "RegisterPause: does not loop back to Register",
+    );
+    let mut broken = asl();
+    broken["States"]["ImportChunks"]["ItemProcessor"]["States"]["RegisterPause"]["SecondsPath"] =
+        json!("$.waitSeconds");
+    assert_caught(
+        check_continuation_loop(&broken),
+        "is not a Wait on $.continuation.waitSeconds",
+    );
+    let mut broken = asl();
+    broken["States"]["ImportChunks"]["ItemProcessor"]["States"]["RegisterDone"]["Choices"][0]["BooleanEquals"] =
+        json!(false);
+    assert_caught(
+        check_continuation_loop(&broken),
+        "RegisterDone: no rule ending the child on $.done true",
+    );
+    // The data-flow walk reads the Wait's path too.
+    let mut broken = asl();
+    broken["States"]["ImportChunks"]["ItemProcessor"]["States"]["RegisterPause"]["SecondsPath"] =
+        json!("$.continuation.seconds");
+    assert_caught(
+        check_payloads(&broken),
+        "RegisterPause: SecondsPath $.continuation.seconds is not a non-negative integer",
+    );
+}
+
+/// Register's `MAX_INVOCATIONS` passes of the loop, each at its worst (every retrier of
+/// Register exhausted but the last attempt succeeding), plus the rest of the child at its
+/// worst (ChooseChildType, Decorate with all its retries, the end), stay under the quota.
+#[test]
+fn the_continuation_loop_fits_the_child_history_quota() {
+    let asl = asl();
+    let per_loop = loop_events(&asl);
+    assert_eq!(
+        per_loop,
+        5 + 3 * (6 + 3) + 2 + 2,
+        "Register, RegisterDone, RegisterPause"
+    );
+    let states = &asl["States"]["ImportChunks"]["ItemProcessor"]["States"];
+    let decorate_retries: u64 = states["Decorate"]["Retry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["MaxAttempts"].as_u64())
+        .sum();
+    // ExecutionStarted, ChooseChildType, Decorate, RegisterDone and ChunkRegistered at the
+    // end, ExecutionSucceeded.
+    let rest = 1 + 2 + (5 + 3 * decorate_retries) + 2 + 2 + 1;
+    let worst = u64::from(thingpress_register::MAX_INVOCATIONS) * per_loop + rest;
+    assert!(
+        worst < HISTORY_QUOTA,
+        "{} invocations × {per_loop} events + {rest} = {worst} ≥ {HISTORY_QUOTA}",
+        thingpress_register::MAX_INVOCATIONS
+    );
+}
+
+#[test]
 fn the_map_retries_its_item_reader_and_result_writer() {
     assert_clean(check_map_retry(&asl()));
 }
@@ -1312,6 +1515,14 @@ fn every_retryable_name_in_the_code_is_retried() {
             .flatten()
             .flat_map(error_equals)
             .collect();
+        if path == CONTINUING_TASK {
+            // It continues on these instead (tests below).
+            assert!(
+                retryable.is_disjoint(&retried),
+                "{path} retries {retried:?}"
+            );
+            continue;
+        }
         let missing: Vec<_> = retryable.difference(&retried).collect();
         assert!(missing.is_empty(), "{path} does not retry {missing:?}");
     }

@@ -189,13 +189,46 @@ impl Stack {
         serde_json::from_slice(&body).unwrap()
     }
 
-    /// One Map child: Decorate then Register, as the ItemSelector builds its input.
-    async fn child(&self, run_id: &str, chunk: &ChunkDescriptor) -> Result<Value, TaskError> {
-        let item = json!({"runId": run_id, "bucket": BUCKET, "chunk": chunk});
+    /// The start of one STANDARD Map child: Decorate, as the ItemSelector builds its input,
+    /// then one Register invocation; its output is `done: true` or the chunk to continue.
+    async fn child_once(&self, run_id: &str, chunk: &ChunkDescriptor) -> Result<Value, TaskError> {
+        let item = json!({"runId": run_id, "bucket": BUCKET, "chunk": chunk,
+                          "childExecutionType": "STANDARD"});
         let decorated = self.decorate.decorate(from_value(item)?).await?;
+        self.register_json(serde_json::to_value(decorated).unwrap())
+            .await
+    }
+
+    /// One Register invocation on the JSON the state machine passes.
+    async fn register_json(&self, payload: Value) -> Result<Value, TaskError> {
         let far = SystemTime::now() + Duration::from_secs(900);
-        let summary = self.register.register(&decorated, far).await?;
-        Ok(serde_json::to_value(summary).unwrap())
+        let output = self.register.register(&from_value(payload)?, far).await?;
+        Ok(serde_json::to_value(output).unwrap())
+    }
+
+    /// One STANDARD Map child to its end: Decorate, then Register looped through the
+    /// `RegisterDone` Choice as the ASL does (the Wait is skipped, its seconds checked).
+    /// Ok(the child's output and how many Register invocations it took).
+    async fn child_looped(
+        &self,
+        run_id: &str,
+        chunk: &ChunkDescriptor,
+    ) -> Result<(Value, u32), TaskError> {
+        let mut output = self.child_once(run_id, chunk).await?;
+        let mut invocations = 1;
+        while output["done"] == false {
+            let wait = output["continuation"]["waitSeconds"].as_u64().unwrap();
+            assert!(wait <= 60, "{output}");
+            output = self.register_json(output).await?;
+            invocations += 1;
+        }
+        assert_eq!(output["done"], true, "{output}");
+        Ok((output, invocations))
+    }
+
+    /// One Map child to its end.
+    async fn child(&self, run_id: &str, chunk: &ChunkDescriptor) -> Result<Value, TaskError> {
+        Ok(self.child_looped(run_id, chunk).await?.0)
     }
 
     /// Summarize, given Split's output as the state machine passes it on.
@@ -282,8 +315,8 @@ async fn persistent_throttling_keeps_progress_and_the_retry_finishes_without_dup
         .unwrap();
     let chunks = stack.chunks("run-2").await;
 
-    let err = stack.child("run-2", &chunks[0]).await.unwrap_err();
-    assert_eq!(err.name, ErrorName::Throttled, "{err}");
+    let first = stack.child_once("run-2", &chunks[0]).await.unwrap();
+    assert_eq!(first["done"], false, "handed back to continue: {first}");
     let layout = RunLayout::new("run-2").unwrap();
     assert!(
         stack
@@ -308,14 +341,11 @@ async fn persistent_throttling_keeps_progress_and_the_retry_finishes_without_dup
         .count();
     assert!(done < 30, "stopped early: {done} done");
 
-    // The ASL retries the child until the throttling clears; then the rest of the run.
+    // The ASL continues the chunk until it is done; then the rest of the run.
+    stack.register_json(first).await.unwrap();
     for chunk in &chunks {
-        let mut attempts = 0;
-        while let Err(err) = stack.child("run-2", chunk).await {
-            assert_eq!(err.name, ErrorName::Throttled, "{err}");
-            attempts += 1;
-            assert!(attempts < 20, "throttling never cleared");
-        }
+        let (_, invocations) = stack.child_looped("run-2", chunk).await.unwrap();
+        assert!(invocations < 20, "throttling never cleared");
     }
     stack.summarize_json(&split).await.unwrap();
     let report = stack.report("run-2").await;
@@ -418,8 +448,8 @@ async fn a_chunk_stopped_mid_entry_resumes_there_and_reports_its_certificates_re
         .unwrap();
     let chunks = stack.chunks("run-7").await;
 
-    let err = stack.child("run-7", &chunks[0]).await.unwrap_err();
-    assert_eq!(err.name, ErrorName::Throttled, "{err}");
+    let first = stack.child_once("run-7", &chunks[0]).await.unwrap();
+    assert_eq!(first["done"], false, "handed back to continue: {first}");
     let layout = RunLayout::new("run-7").unwrap();
     let progress: Vec<ProgressLine> = parse_jsonl(
         &stack
@@ -445,12 +475,8 @@ async fn a_chunk_stopped_mid_entry_resumes_there_and_reports_its_certificates_re
     }
 
     for chunk in &chunks {
-        let mut attempts = 0;
-        while let Err(err) = stack.child("run-7", chunk).await {
-            assert_eq!(err.name, ErrorName::Throttled, "{err}");
-            attempts += 1;
-            assert!(attempts < 20, "throttling never cleared");
-        }
+        let (_, invocations) = stack.child_looped("run-7", chunk).await.unwrap();
+        assert!(invocations < 20, "throttling never cleared");
     }
     stack.summarize_json(&split).await.unwrap();
     let report = stack.report("run-7").await;
@@ -472,6 +498,138 @@ async fn a_chunk_stopped_mid_entry_resumes_there_and_reports_its_certificates_re
     // Each stop leaves one CreateThing operation per entry it interrupted; the rest once each.
     assert!(per_api("CreateThing") >= 100);
     assert_eq!(rules[4].num_calls(), 0, "DescribeCertificate");
+}
+
+/// IoT whose CreateThing is throttled on every SDK attempt of each thing's first call (so every
+/// entry stops once, after its certificate), or of every call when `always`; everything else
+/// succeeds. (A mock sequence, not a computed response: retries replay the rule without input.)
+fn iot_throttling_each_thing(always: bool) -> (Client, Vec<Rule>) {
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let rules = vec![
+        mock!(Client::describe_thing_type)
+            .then_output(|| DescribeThingTypeOutput::builder().build()),
+        mock!(Client::describe_thing_group)
+            .then_output(|| DescribeThingGroupOutput::builder().build()),
+        mock!(Client::get_policy).then_output(|| GetPolicyOutput::builder().build()),
+        mock!(Client::register_certificate_without_ca)
+            .match_requests(|_| true)
+            .then_compute_output(|req| {
+                let id = Certificate::from_pem(req.certificate_pem().unwrap())
+                    .unwrap()
+                    .id;
+                RegisterCertificateWithoutCaOutput::builder()
+                    .certificate_arn(format!("arn:aws:iot:us-east-1:123456789012:cert/{id}"))
+                    .certificate_id(id)
+                    .build()
+            }),
+        mock!(Client::create_thing)
+            .match_requests(move |req| {
+                let name = req.thing_name().unwrap_or_default().to_owned();
+                seen.lock().unwrap().insert(name) || always
+            })
+            .sequence()
+            .http_response(throttled)
+            .repeatedly()
+            .build(),
+        mock!(Client::create_thing).then_output(|| CreateThingOutput::builder().build()),
+        mock!(Client::attach_thing_principal)
+            .then_output(|| AttachThingPrincipalOutput::builder().build()),
+        mock!(Client::attach_policy).then_output(|| AttachPolicyOutput::builder().build()),
+        mock!(Client::add_thing_to_thing_group)
+            .then_output(|| AddThingToThingGroupOutput::builder().build()),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let client = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &refs, |c| c
+        .retry_config(thingpress_importer::sdk_retry_config()));
+    (client, rules)
+}
+
+#[tokio::test]
+async fn a_chunk_that_keeps_progressing_through_many_throttle_stops_ends_complete() {
+    // One chunk of 100; every entry's CreateThing is throttled past the SDK's retry once, so
+    // each invocation stops on throttling after some progress. The old ASL retrier gave a
+    // chunk 1 + 8 attempts; the continuation loop needs more and counts none as a stall.
+    let (client, _rules) = iot_throttling_each_thing(false);
+    let stack = Stack::new(client);
+    stack
+        .put(
+            "incoming/widget/certs.txt",
+            fixture("certificates_test.txt"),
+        )
+        .await;
+    let mut profile = widget_profile();
+    profile["chunkSize"] = json!(100);
+    stack.put_profile(profile).await;
+    let split = stack
+        .split("run-9", "incoming/widget/certs.txt", json!("widget"))
+        .await
+        .unwrap();
+    let chunks = stack.chunks("run-9").await;
+    assert_eq!(chunks.len(), 1);
+
+    let (output, invocations) = stack.child_looped("run-9", &chunks[0]).await.unwrap();
+    assert_eq!(output["registered"], 100, "{output}");
+    assert!(
+        invocations > 9,
+        "{invocations} invocations: more than the old 1 + 8 attempts"
+    );
+    let stats = stack
+        .store
+        .get(BUCKET, &RunLayout::new("run-9").unwrap().stats(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let stats: thingpress_run::records::ChunkStats = serde_json::from_slice(&stats).unwrap();
+    assert_eq!(stats.stalls, 0, "every stop made progress: {stats:?}");
+    assert_eq!(stats.continuations, u64::from(invocations - 1), "{stats:?}");
+    assert_eq!(stats.throttled, u64::from(invocations - 1), "{stats:?}");
+
+    stack.summarize_json(&split).await.unwrap();
+    let report = stack.report("run-9").await;
+    assert_eq!(report.status, RunStatus::Complete);
+    assert_eq!(report.outcomes.registered, 100, "{:?}", report.outcomes);
+    let results = stack.results("run-9", 0).await;
+    let indexes: Vec<u64> = results.iter().map(|r| r.index).collect();
+    assert_eq!(indexes, (0..100).collect::<Vec<u64>>(), "each entry once");
+    let per_api = |api: &str| report.api_calls.get(api).copied().unwrap_or_default();
+    assert_eq!(
+        per_api("RegisterCertificateWithoutCA"),
+        100,
+        "no certificate twice"
+    );
+    assert_eq!(per_api("AttachThingPrincipal"), 100, "no step repeated");
+}
+
+#[tokio::test]
+async fn a_chunk_that_stops_progressing_fails_throttled_after_the_stall_limit() {
+    // CreateThing always throttles: the first invocation registers certificates (progress),
+    // then every invocation stalls; after MAX_STALLS in a row the chunk fails Throttled.
+    let (client, _rules) = iot_throttling_each_thing(true);
+    let stack = Stack::new(client);
+    stack.put_widget_certificates().await;
+    stack
+        .split("run-10", "incoming/widget/certs.txt", json!("widget"))
+        .await
+        .unwrap();
+    let chunks = stack.chunks("run-10").await;
+    let mut output = stack.child_once("run-10", &chunks[0]).await.unwrap();
+    assert_eq!(output["continuation"]["stalls"], 0, "{output}");
+    let mut stalls = 0;
+    let err = loop {
+        match stack.register_json(output.clone()).await {
+            Ok(next) => {
+                stalls += 1;
+                assert_eq!(next["continuation"]["stalls"], stalls, "{next}");
+                let wait = next["continuation"]["waitSeconds"].as_u64().unwrap();
+                assert!(wait <= (2u64 << stalls).min(60), "{next}");
+                output = next;
+            }
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(stalls, thingpress_register::MAX_STALLS);
+    assert_eq!(err.name, ErrorName::Throttled, "{err}");
+    assert!(err.message.contains("without progress"), "{err}");
 }
 
 #[tokio::test]

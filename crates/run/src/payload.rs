@@ -287,9 +287,77 @@ pub struct DecoratedChunk {
     pub decorated: u64,
     /// Entries the profile could not name.
     pub rejected: u64,
+    /// `false` when Register hands the chunk back to be continued (absent from Decorate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<NotDone>,
+    /// Where a continued chunk stands (absent from Decorate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<Continuation>,
+}
+
+/// How far a STANDARD child's Register loop has gone for one chunk: the ASL waits
+/// `wait_seconds`, then passes the chunk back to Register.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Continuation {
+    /// Register invocations so far for this chunk in this child.
+    pub invocation: u32,
+    /// Invocations in a row that stopped without progress.
+    pub stalls: u32,
+    /// The Wait state's `SecondsPath`: a non-negative integer, as Step Functions requires.
+    pub wait_seconds: u32,
+}
+
+/// The literal `false` of `"done": false`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NotDone;
+
+/// The literal `true` of `"done": true`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Done;
+
+macro_rules! literal_bool {
+    ($type:ident, $value:literal) => {
+        impl Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bool($value)
+            }
+        }
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if bool::deserialize(d)? == $value {
+                    Ok($type)
+                } else {
+                    Err(serde::de::Error::custom(concat!("done is not ", $value)))
+                }
+            }
+        }
+    };
+}
+literal_bool!(NotDone, false);
+literal_bool!(Done, true);
+
+/// Register's output: the chunk's summary when it is finished, or, in a STANDARD child, the
+/// chunk handed back to be continued after a Wait (the ASL's `RegisterDone` Choice reads `done`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RegisterOutput {
+    /// `"done": true`: every entry has its outcome.
+    Finished(ChunkSummary),
+    /// `"done": false`: progress kept, Register's own input with where the loop stands.
+    Continuing(DecoratedChunk),
 }
 
 impl DecoratedChunk {
+    /// This chunk handed back to be continued at `continuation`.
+    pub fn continuing(&self, continuation: Continuation) -> DecoratedChunk {
+        DecoratedChunk {
+            done: Some(NotDone),
+            continuation: Some(continuation),
+            ..self.clone()
+        }
+    }
+
     /// The chunk input this came from.
     pub fn chunk_input(&self) -> ChunkInput {
         ChunkInput {
@@ -301,7 +369,7 @@ impl DecoratedChunk {
     }
 }
 
-/// Register's output: the outcomes of one finished chunk (the Map's result for the chunk).
+/// Register's output for a finished chunk: its outcomes (the Map's result for the chunk).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChunkSummary {
@@ -315,6 +383,8 @@ pub struct ChunkSummary {
     pub already_registered: u64,
     /// Entries rejected.
     pub rejected: u64,
+    /// Always `true`: the ASL's `RegisterDone` Choice ends the child on it.
+    pub done: Done,
 }
 
 /// Summarize's status word for a complete run (an incomplete one fails the task instead).
@@ -493,10 +563,57 @@ mod tests {
             decorated_key: "runs/r/decorated/00001.jsonl".into(),
             decorated: 29,
             rejected: 1,
+            done: None,
+            continuation: None,
         };
         let wire = serde_json::to_value(&decorated).unwrap();
         assert!(wire.get("childExecutionType").is_none(), "{wire}");
+        assert!(wire.get("done").is_none(), "{wire}");
         assert_eq!(decorated.chunk_input().chunk, descriptor());
+    }
+
+    #[test]
+    fn register_output_says_done_and_a_continuation_reads_back_as_register_input() {
+        let decorated = DecoratedChunk {
+            run_id: "r".into(),
+            bucket: "b".into(),
+            chunk: descriptor(),
+            child_execution_type: None,
+            decorated_key: "runs/r/decorated/00001.jsonl".into(),
+            decorated: 29,
+            rejected: 1,
+            done: None,
+            continuation: None,
+        };
+        let continuing = RegisterOutput::Continuing(decorated.continuing(Continuation {
+            invocation: 3,
+            stalls: 1,
+            wait_seconds: 4,
+        }));
+        let wire = serde_json::to_value(&continuing).unwrap();
+        assert_eq!(wire["done"], json!(false));
+        assert_eq!(
+            wire["continuation"],
+            json!({"invocation": 3, "stalls": 1, "waitSeconds": 4})
+        );
+        let again: DecoratedChunk = from_value(wire.clone()).unwrap();
+        assert_eq!(again.continuation.map(|c| c.invocation), Some(3));
+        assert_eq!(from_value::<RegisterOutput>(wire).unwrap(), continuing);
+
+        let finished = RegisterOutput::Finished(ChunkSummary {
+            run_id: "r".into(),
+            chunk: 1,
+            registered: 29,
+            already_registered: 0,
+            rejected: 1,
+            done: Done,
+        });
+        let wire = serde_json::to_value(&finished).unwrap();
+        assert_eq!(wire["done"], json!(true));
+        assert_eq!(from_value::<RegisterOutput>(wire).unwrap(), finished);
+        let wrong = json!({"runId": "r", "chunk": 1, "registered": 0, "alreadyRegistered": 0,
+                           "rejected": 0, "done": false});
+        assert!(from_value::<ChunkSummary>(wrong).is_err());
     }
 
     #[test]

@@ -113,6 +113,12 @@ pub struct ChunkStats {
     /// before deadline stops were counted apart from throttling).
     #[serde(default)]
     pub deadline_stops: u64,
+    /// Invocations that stopped with progress and handed the chunk back to be continued.
+    #[serde(default)]
+    pub continuations: u64,
+    /// Invocations that stopped without progress (a chunk fails after too many in a row).
+    #[serde(default)]
+    pub stalls: u64,
     /// First attempt's start, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
     /// Completion, milliseconds since the Unix epoch.

@@ -79,6 +79,8 @@ impl<S: Store + Clone> Task<S> {
             decorated_key,
             decorated,
             rejected,
+            done: None,
+            continuation: None,
         })
     }
 }

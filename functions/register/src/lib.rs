@@ -1,9 +1,17 @@
 //! Register: register every decorated entry of one chunk in IoT, paced at this child's share of
-//! the account quotas; keep progress when throttling or the deadline stops it early: the results
-//! of finished entries and, for an entry stopped midway, the steps it had done, so the retry
-//! resumes each entry where it stopped.
+//! the account quotas; keep progress when throttling, a transient fault or the deadline stops it
+//! early: the results of finished entries and, for an entry stopped midway, the steps it had
+//! done, so the next invocation resumes each entry where it stopped.
+//!
+//! In a STANDARD child such a stop is not an error: Register hands the chunk back
+//! (`"done": false`) and the ASL waits and calls it again. Only invocations that made no
+//! progress count toward failure, in the payload's `continuation.stalls`, so a chunk that keeps
+//! progressing through many throttles still finishes; [`MAX_STALLS`] of them in a row is a
+//! stall and fails the child with the stop's error (`Thingpress.Throttled` for throttling). An
+//! EXPRESS child keeps the error and its one ASL retry (it must end within 5 minutes).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
@@ -12,7 +20,9 @@ use lambda_runtime::LambdaEvent;
 use thingpress_importer::{EntryResult, EntrySteps, ImportError, Importer, Outcome, Pacer};
 use thingpress_manifest::ErrorName;
 use thingpress_product::Decorated;
-use thingpress_run::payload::{ChunkSummary, DecoratedChunk};
+use thingpress_run::payload::{
+    ChildExecutionType, ChunkSummary, Continuation, DecoratedChunk, Done, RegisterOutput,
+};
 use thingpress_run::records::{ChunkStats, DecoratedLine, ProgressLine, now_ms};
 use thingpress_run::{RunStore, Settings, Store, TaskError};
 
@@ -21,6 +31,17 @@ use thingpress_run::{RunStore, Settings, Store, TaskError};
 const ENTRIES_IN_FLIGHT: usize = 8;
 /// Time kept back before the Lambda deadline to save progress.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
+/// A STANDARD invocation hands the chunk back after this long at most, so progress is saved at
+/// least this often (a killed invocation loses only what it did since its start).
+pub const TIME_BOX: Duration = Duration::from_secs(300);
+/// Invocations in a row without progress after which the chunk is stalled and fails.
+pub const MAX_STALLS: u32 = 8;
+/// Invocations per chunk and child: keeps a child's history under Step Functions' 25,000
+/// events even if every pass exhausted Register's Lambda-service and crash retriers (36 events;
+/// tests/asl.rs derives them from the ASL and checks the product). A clean pass is 9 events.
+pub const MAX_INVOCATIONS: u32 = 640;
+/// The longest wait between two invocations without progress, as the old retrier's cap.
+const MAX_WAIT_SECONDS: u32 = 60;
 
 /// The register task.
 pub struct Task<S> {
@@ -64,7 +85,7 @@ impl<S: Store + Clone> Task<S> {
     pub async fn handle(
         &self,
         event: LambdaEvent<DecoratedChunk>,
-    ) -> Result<ChunkSummary, TaskError> {
+    ) -> Result<RegisterOutput, TaskError> {
         let now = SystemTime::now();
         let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
         // A deadline already past is not a real one (cargo lambda watch sends a constant
@@ -77,12 +98,20 @@ impl<S: Store + Clone> Task<S> {
         self.register(&event.payload, deadline).await
     }
 
-    /// Registers the chunk's entries, stopping to save progress before `deadline`.
+    /// Registers the chunk's entries, stopping to save progress before `deadline` (or, in a
+    /// STANDARD child, after [`TIME_BOX`]); a STANDARD child's stop is handed back to be
+    /// continued, an EXPRESS child's is an error.
     pub async fn register(
         &self,
         input: &DecoratedChunk,
         deadline: SystemTime,
-    ) -> Result<ChunkSummary, TaskError> {
+    ) -> Result<RegisterOutput, TaskError> {
+        let continues = input.child_execution_type != Some(ChildExecutionType::Express);
+        let deadline = if continues {
+            deadline.min(SystemTime::now() + TIME_BOX + DEADLINE_MARGIN)
+        } else {
+            deadline
+        };
         let run = RunStore::new(
             self.store.clone(),
             &self.settings.import_bucket,
@@ -91,13 +120,14 @@ impl<S: Store + Clone> Task<S> {
         let n = input.chunk.chunk;
         if let Some(done) = run.results(n).await? {
             // A redelivered or retried chunk that already finished: report, do nothing twice.
-            return Ok(summary(&input.run_id, n, &done));
+            return Ok(RegisterOutput::Finished(summary(&input.run_id, n, &done)));
         }
         let info = run.run_info().await?;
         let lines = run.decorated(n).await?.ok_or_else(|| {
             TaskError::invalid_input(format!("{} does not exist", run.layout().decorated(n)))
         })?;
         let Pending { mut results, todo } = pending(&lines, run.progress(n).await?);
+        let before = Progress::of(&results, todo.iter().map(|(_, steps)| steps));
         let mut stats = run.stats(n).await?.unwrap_or_default();
         if stats.started_at_ms == 0 {
             stats.started_at_ms = now_ms();
@@ -136,8 +166,13 @@ impl<S: Store + Clone> Task<S> {
                 attempts = stats.attempts,
                 "chunk registered"
             );
-            return Ok(summary(&input.run_id, n, &results));
+            return Ok(RegisterOutput::Finished(summary(
+                &input.run_id,
+                n,
+                &results,
+            )));
         };
+        let progressed = Progress::of(&results, partial.iter()).beyond(&before);
         let error = stop_error(stop, n, results.len(), lines.len(), &mut stats);
         let finished = results.len();
         // Progress first: the retry skips finished entries and resumes the others at the step
@@ -153,10 +188,121 @@ impl<S: Store + Clone> Task<S> {
             )
             .collect();
         run.put_progress(n, &kept).await?;
+        let next = if continues {
+            next_continuation(input.continuation, &error, progressed, jitter())
+        } else {
+            Err(String::new())
+        };
+        match &next {
+            Ok(_) if progressed => stats.continuations += 1,
+            _ if !progressed => stats.stalls += 1,
+            _ => {}
+        }
         run.put_stats(n, &stats).await?;
-        tracing::warn!(run_id = input.run_id, chunk = n, done = finished, of = lines.len(), error = %error, "chunk stopped early");
-        Err(error)
+        match next {
+            Ok(continuation) => {
+                tracing::info!(run_id = input.run_id, chunk = n, done = finished, of = lines.len(), stop = %error, progressed, invocation = continuation.invocation, stalls = continuation.stalls, wait_seconds = continuation.wait_seconds, "chunk handed back to continue");
+                Ok(RegisterOutput::Continuing(input.continuing(continuation)))
+            }
+            Err(why) => {
+                let error = if why.is_empty() {
+                    error
+                } else {
+                    TaskError::new(error.name, format!("{}; {why}", error.message))
+                };
+                tracing::warn!(run_id = input.run_id, chunk = n, done = finished, of = lines.len(), error = %error, "chunk stopped early");
+                Err(error)
+            }
+        }
     }
+}
+
+/// What an invocation has done to a chunk: entries finished and steps done on the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    finished: usize,
+    steps: usize,
+}
+
+impl Progress {
+    fn of<'a>(results: &[EntryResult], partial: impl Iterator<Item = &'a EntrySteps>) -> Progress {
+        Progress {
+            finished: results.len(),
+            steps: partial.map(steps_done).sum(),
+        }
+    }
+
+    /// Whether this is further than `before`: an entry finished, or a step done on one that
+    /// did not finish (a finished entry's steps leave `steps`, so it counts only as finished).
+    fn beyond(&self, before: &Progress) -> bool {
+        self.finished > before.finished || self.steps > before.steps
+    }
+}
+
+fn steps_done(steps: &EntrySteps) -> usize {
+    usize::from(steps.certificate.is_some())
+        + usize::from(steps.conflict_checked)
+        + usize::from(steps.thing)
+        + usize::from(steps.principal)
+        + steps.policies.len()
+        + steps.groups.len()
+}
+
+/// Where the loop goes after a stop with `error`, from where it stood (`None` on the first
+/// invocation): `Ok` to continue after the Wait, `Err(why)` to fail the chunk. Only a
+/// retryable stop continues; progress resets the stall count and waits little (none after a
+/// deadline or time-box stop), a stall backs off with full jitter (`random` picks in the
+/// envelope), and [`MAX_STALLS`] stalls in a row, or [`MAX_INVOCATIONS`], fail the chunk.
+pub fn next_continuation(
+    previous: Option<Continuation>,
+    error: &TaskError,
+    progressed: bool,
+    random: u64,
+) -> Result<Continuation, String> {
+    if error.name.kind() != thingpress_manifest::ErrorKind::Retryable {
+        return Err(String::new());
+    }
+    let previous = previous.unwrap_or_default();
+    let invocation = previous.invocation.saturating_add(1);
+    if invocation >= MAX_INVOCATIONS {
+        return Err(format!(
+            "continuation limit: {invocation} invocations for one chunk"
+        ));
+    }
+    if progressed {
+        let wait_seconds = u32::from(error.name != ErrorName::DeadlineReached);
+        return Ok(Continuation {
+            invocation,
+            stalls: 0,
+            wait_seconds,
+        });
+    }
+    let stalls = previous.stalls.saturating_add(1);
+    if stalls > MAX_STALLS {
+        return Err(format!("{MAX_STALLS} attempts in a row without progress"));
+    }
+    let envelope = 2u32
+        .saturating_mul(2u32.saturating_pow(stalls))
+        .min(MAX_WAIT_SECONDS);
+    let wait_seconds = u32::try_from(random % (u64::from(envelope) + 1)).unwrap_or(envelope);
+    Ok(Continuation {
+        invocation,
+        stalls,
+        wait_seconds,
+    })
+}
+
+/// A random number for the backoff's jitter (std's per-process random hash keys, no extra
+/// dependency; jitter needs spread, not strength).
+fn jitter() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
 }
 
 /// Sorts the chunk's lines into what is finished (kept progress, decoration rejections) and
@@ -279,6 +425,7 @@ fn summary(run_id: &str, chunk: u32, results: &[EntryResult]) -> ChunkSummary {
         registered: count(Outcome::Registered),
         already_registered: count(Outcome::AlreadyRegistered),
         rejected: count(Outcome::Rejected),
+        done: Done,
     }
 }
 
@@ -350,14 +497,26 @@ mod tests {
             decorated_key,
             decorated: 0,
             rejected: 1,
+            done: None,
+            continuation: None,
         };
-        let err = task.register(&input, SystemTime::now()).await.unwrap_err();
-        assert_eq!(err.name, ErrorName::DeadlineReached, "{err}");
-        assert!(err.message.contains("Lambda deadline near"), "{err}");
+        // STANDARD: handed back, a stall since nothing new was done.
+        let output = task.register(&input, SystemTime::now()).await.unwrap();
+        let RegisterOutput::Continuing(again) = output else {
+            panic!("a continuation, not {output:?}");
+        };
+        let continuation = again.continuation.unwrap();
+        assert_eq!((continuation.invocation, continuation.stalls), (1, 1));
+        assert!(continuation.wait_seconds <= 4, "{continuation:?}");
         let stats = run.stats(0).await.unwrap().unwrap();
         assert_eq!(
-            (stats.deadline_stops, stats.throttled, stats.attempts),
-            (1, 0, 1)
+            (
+                stats.deadline_stops,
+                stats.throttled,
+                stats.attempts,
+                stats.stalls
+            ),
+            (1, 0, 1, 1)
         );
         assert_eq!(
             run.progress(0).await.unwrap().len(),
@@ -365,5 +524,89 @@ mod tests {
             "the finished entry is kept"
         );
         assert_eq!(run.results(0).await.unwrap(), None);
+
+        // EXPRESS: the stop is the error, for the ASL's one retry.
+        let express = DecoratedChunk {
+            child_execution_type: Some(ChildExecutionType::Express),
+            ..input
+        };
+        let err = task
+            .register(&express, SystemTime::now())
+            .await
+            .unwrap_err();
+        assert_eq!(err.name, ErrorName::DeadlineReached, "{err}");
+        assert!(err.message.contains("Lambda deadline near"), "{err}");
+        let stats = run.stats(0).await.unwrap().unwrap();
+        assert_eq!((stats.deadline_stops, stats.attempts), (2, 2));
+    }
+
+    fn stop(name: ErrorName) -> TaskError {
+        TaskError::new(name, "stopped")
+    }
+
+    #[test]
+    fn progress_continues_at_once_and_resets_the_stall_count() {
+        let previous = Some(Continuation {
+            invocation: 7,
+            stalls: 5,
+            wait_seconds: 30,
+        });
+        let after_throttle = next_continuation(previous, &stop(ErrorName::Throttled), true, 99);
+        assert_eq!(
+            after_throttle,
+            Ok(Continuation {
+                invocation: 8,
+                stalls: 0,
+                wait_seconds: 1
+            })
+        );
+        let after_deadline =
+            next_continuation(previous, &stop(ErrorName::DeadlineReached), true, 99).unwrap();
+        assert_eq!(after_deadline.wait_seconds, 0);
+        let after_fault = next_continuation(None, &stop(ErrorName::Transient), true, 0).unwrap();
+        assert_eq!((after_fault.invocation, after_fault.stalls), (1, 0));
+    }
+
+    #[test]
+    fn stalls_back_off_with_full_jitter_and_fail_after_the_limit() {
+        let mut at = None;
+        for stalls in 1..=MAX_STALLS {
+            let envelope = (2 * 2u32.pow(stalls)).min(MAX_WAIT_SECONDS);
+            let low = next_continuation(at, &stop(ErrorName::Throttled), false, 0).unwrap();
+            let high =
+                next_continuation(at, &stop(ErrorName::Throttled), false, u64::from(envelope))
+                    .unwrap();
+            let wrapped = next_continuation(
+                at,
+                &stop(ErrorName::Throttled),
+                false,
+                u64::from(envelope) + 1,
+            )
+            .unwrap();
+            assert_eq!((low.stalls, low.wait_seconds), (stalls, 0));
+            assert_eq!(high.wait_seconds, envelope, "the envelope is reachable");
+            assert_eq!(wrapped.wait_seconds, 0, "and never exceeded");
+            at = Some(high);
+        }
+        let stalled = next_continuation(at, &stop(ErrorName::Throttled), false, 0).unwrap_err();
+        assert!(stalled.contains("without progress"), "{stalled}");
+        // One invocation with progress in between starts the count again.
+        let resumed = next_continuation(at, &stop(ErrorName::Throttled), true, 0).unwrap();
+        assert!(next_continuation(Some(resumed), &stop(ErrorName::Throttled), false, 0).is_ok());
+    }
+
+    #[test]
+    fn terminal_errors_and_the_invocation_limit_end_the_loop() {
+        assert_eq!(
+            next_continuation(None, &stop(ErrorName::InvalidInput), true, 0),
+            Err(String::new())
+        );
+        let last = Some(Continuation {
+            invocation: MAX_INVOCATIONS - 1,
+            stalls: 0,
+            wait_seconds: 0,
+        });
+        let limit = next_continuation(last, &stop(ErrorName::Throttled), true, 0).unwrap_err();
+        assert!(limit.contains("continuation limit"), "{limit}");
     }
 }
