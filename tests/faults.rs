@@ -18,7 +18,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use thingpress_run::records::ProgressLine;
+use thingpress_run::records::{ChunkStats, ProgressLine};
 use thingpress_run::report::{Report, RunStatus};
 use thingpress_run::store::parse_jsonl;
 
@@ -272,6 +272,46 @@ async fn thirty_percent_throttling_on_an_empty_registry_reports_every_certificat
         report.outcomes
     );
     every_register_step_passed_once_per_entry(&stats, 80);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_keeps_progressing_through_many_throttle_stops_ends_complete() {
+    let _exclusive = EDGE.write().await;
+    // One chunk of 40 under 70 % throttling of every Register call for the whole run: about
+    // one call in three is still throttled after the SDK's three attempts, so the chunk stops
+    // many times, each time after some progress. The old ASL retrier allowed 1 + 8 attempts;
+    // the continuation loop counts only stalls and the run ends complete.
+    let c = case("progress", 40, 40).await;
+    throttle_every_register_call(&c.stack, 0.7);
+    c.start().await;
+    let (report, stats) = c.finish().await;
+    let chunk: ChunkStats = serde_json::from_slice(
+        &c.stack
+            .get(&format!("runs/{}/stats/00000.json", c.tag))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    eprintln!(
+        "{}: {} throttles injected, {} invocations, {} continuations, {} stalls",
+        c.tag,
+        throttles_injected(&stats),
+        chunk.attempts,
+        chunk.continuations,
+        chunk.stalls
+    );
+    assert_eq!(report.chunks, 1);
+    assert!(
+        chunk.attempts > 9,
+        "{} invocations: the storm did not stop the chunk more than the old retrier allowed",
+        chunk.attempts
+    );
+    assert_eq!(
+        u64::from(chunk.attempts),
+        chunk.continuations + chunk.stalls + 1,
+        "every invocation but the last handed the chunk back: {chunk:?}"
+    );
+    every_register_step_passed_once_per_entry(&stats, 40);
 }
 
 /// Throttles every call Register makes with probability `rate` for the whole run, so chunks

@@ -49,7 +49,15 @@ pub struct Report {
     /// absent from reports written before these were counted apart.
     #[serde(default)]
     pub deadline_stops: u64,
-    /// Chunk invocations beyond the first (retries after throttling, faults or deadlines).
+    /// Register invocations that stopped with progress and handed their chunk back to be
+    /// continued (absent from reports written before continuation).
+    #[serde(default)]
+    pub continuations: u64,
+    /// Register invocations that stopped without progress (absent from older reports).
+    #[serde(default)]
+    pub stalls: u64,
+    /// Chunk invocations beyond the first (continuations and retries after throttling, faults
+    /// or deadlines).
     pub chunk_retries: u64,
     /// Split's start, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
@@ -114,6 +122,8 @@ pub struct ReportBuilder {
     api_calls: BTreeMap<String, u64>,
     throttled: u64,
     deadline_stops: u64,
+    continuations: u64,
+    stalls: u64,
     chunk_retries: u64,
     chunks_read: usize,
 }
@@ -136,6 +146,8 @@ impl ReportBuilder {
             }
             self.throttled += stats.throttled;
             self.deadline_stops += stats.deadline_stops;
+            self.continuations += stats.continuations;
+            self.stalls += stats.stalls;
             self.chunk_retries += u64::from(stats.attempts.saturating_sub(1));
         }
         let Some(tally) = chunk.results else {
@@ -162,6 +174,8 @@ impl ReportBuilder {
             api_calls,
             throttled,
             deadline_stops,
+            continuations,
+            stalls,
             chunk_retries,
             chunks_read,
         } = self;
@@ -207,6 +221,8 @@ impl ReportBuilder {
             api_calls,
             throttled,
             deadline_stops,
+            continuations,
+            stalls,
             chunk_retries,
             started_at_ms: run.started_at_ms,
             finished_at_ms,
@@ -299,6 +315,8 @@ mod tests {
                     attempts: 4,
                     throttled: 2,
                     deadline_stops: 1,
+                    continuations: 2,
+                    stalls: 1,
                     ..ChunkStats::default()
                 }),
             },
@@ -331,9 +349,11 @@ mod tests {
             (
                 report.throttled,
                 report.deadline_stops,
+                report.continuations,
+                report.stalls,
                 report.chunk_retries
             ),
-            (2, 1, 3)
+            (2, 1, 2, 1, 3)
         );
         // Stats and reports written before deadline stops were counted apart still read.
         let old: ChunkStats = serde_json::from_str(
@@ -344,6 +364,8 @@ mod tests {
         let mut wire = serde_json::to_value(&report).unwrap();
         assert_eq!(wire["deadlineStops"], 1);
         wire.as_object_mut().unwrap().remove("deadlineStops");
+        wire.as_object_mut().unwrap().remove("continuations");
+        wire.as_object_mut().unwrap().remove("stalls");
         let old: Report = serde_json::from_value(wire).unwrap();
         assert_eq!(old.deadline_stops, 0);
     }
