@@ -83,7 +83,12 @@ class FakeFunctions(BaseHTTPRequestHandler):
         if name == "decorate":
             return 200, {**event, "decorated": event["chunk"]["entries"], "rejected": 0}
         if name == "register":
-            return 200, {"runId": event["runId"], "chunk": event["chunk"]["chunk"], "registered": event["decorated"]}
+            # {"continue": n} in a chunk descriptor: hand the chunk back n times, as Register does
+            # after a stop with progress (the ASL's RegisterDone/RegisterPause loop).
+            invocation = (event.get("continuation") or {}).get("invocation", 0)
+            if invocation < event["chunk"].get("continue", 0):
+                return 200, {**event, "done": False, "continuation": {"invocation": invocation + 1, "stalls": 0, "waitSeconds": 0}}
+            return 200, {"runId": event["runId"], "chunk": event["chunk"]["chunk"], "registered": event["decorated"], "done": True}
         return 200, {"runId": event["runId"], "summarized": True}
 
 
@@ -192,8 +197,18 @@ def test_happy_path_runs_every_lambda_through_the_edge(local_stack):
     assert d["status"] == "SUCCEEDED", d
     assert json.loads(d["output"]) == {"runId": name, "summarized": True}
     assert calls == {"split": 1, "decorate": 3, "register": 3, "summarize": 1}
+    assert _map_run(local_stack, ex)["itemCounts"]["failed"] == 0  # moto swallows failed children
     keys = [o["Key"] for o in local_stack["s3"].list_objects_v2(Bucket=BUCKET, Prefix=f"runs/{name}/map/")["Contents"]]
     assert len(keys) == 1 and keys[0].endswith("/manifest.json")  # moto writes only the manifest
+
+
+def test_register_continuation_loops_through_choice_and_wait(local_stack):
+    chunks = _chunks(2)
+    chunks[1]["continue"] = 3
+    _, ex, d, calls = _run(local_stack, chunks)
+    assert d["status"] == "SUCCEEDED", d
+    assert calls["register"] == 1 + 4, calls
+    assert _map_run(local_stack, ex)["itemCounts"]["failed"] == 0
 
 
 def test_thingpress_error_names_reach_retry(local_stack):
