@@ -486,6 +486,13 @@ pub fn summary(report: &Report) -> String {
     if report.deadline_stops > 0 {
         counts.push(counted(report.deadline_stops, "deadline stop"));
     }
+    // Continuations and stalls (Register handing a STANDARD chunk back): shown when they happen.
+    if report.continuations > 0 {
+        counts.push(counted(report.continuations, "continuation"));
+    }
+    if report.stalls > 0 {
+        counts.push(counted(report.stalls, "stall"));
+    }
     counts.push(counted(report.chunk_retries, "chunk retry"));
     out.push_str(&format!(
         "  {}, {} at {:.1} certificates/s\n",
@@ -640,6 +647,14 @@ mod tests {
         };
         let line = "  1 chunk, 3 throttle stops, 2 deadline stops, 1 chunk retry, 1m05s at 0.1 certificates/s";
         let text = summary(&stopped);
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+        let continued = Report {
+            continuations: 5,
+            stalls: 1,
+            ..stopped
+        };
+        let line = "  1 chunk, 3 throttle stops, 2 deadline stops, 5 continuations, 1 stall, 1 chunk retry, 1m05s at 0.1 certificates/s";
+        let text = summary(&continued);
         assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
     }
 
