@@ -200,6 +200,32 @@ def quota_rate_defaults(template_path: Path) -> dict[str, float]:
     return rates
 
 
+_QUOTA_CODE = re.compile(r"^L-[0-9A-F]{8}$")
+
+
+def quota_codes(template_path: Path) -> dict[str, str]:
+    """The Service Quotas code of each IoT operation's rate quota, from the template's
+    `Metadata: Thingpress: QuotaCodes` (operation -> code; tests/template.rs holds it against
+    the importer's catalogue). A template without the block declares none."""
+    raw = _parse(template_path)
+    where = f"{template_path}: Metadata.Thingpress.QuotaCodes"
+    meta = raw.get("Metadata") or {}
+    block = (meta.get("Thingpress") or {}) if isinstance(meta, dict) else None
+    if not isinstance(block, dict):
+        raise TemplateError(f"{template_path}: Metadata.Thingpress must be a mapping")
+    codes = block.get("QuotaCodes", {})
+    if not isinstance(codes, dict):
+        raise TemplateError(f"{where} must map operation names to quota codes")
+    out: dict[str, str] = {}
+    for op, code in codes.items():
+        if not isinstance(code, str) or not _QUOTA_CODE.match(code):
+            raise TemplateError(f"{where}.{op}: {code!r} is not a Service Quotas code (L-XXXXXXXX)")
+        if code in out.values():
+            raise TemplateError(f"{where}.{op}: {code} is also another operation's code")
+        out[str(op)] = code
+    return out
+
+
 def load(
     template_path: str | Path,
     parameters: dict[str, str] | None = None,
