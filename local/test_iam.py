@@ -291,6 +291,75 @@ def test_cloudformation_describe_stacks():
     assert checks("POST", "/", "cloudformation", b"Action=DescribeStacks") == [("cloudformation:DescribeStacks", ["*"])]
 
 
+TABLE = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/tp-budget"
+
+
+def ddb(op, body):
+    return checks("POST", "/", "dynamodb", json.dumps(body).encode(), **{"X-Amz-Target": f"DynamoDB_20120810.{op}"})
+
+
+def test_dynamodb_requests():
+    holder = {"TableName": "tp-budget", "Key": {"pk": {"S": "holders"}, "sk": {"S": "r#chunk-00001"}}}
+    assert ddb("UpdateItem", holder) == [("dynamodb:UpdateItem", [TABLE])]
+    assert ddb("DeleteItem", holder) == [("dynamodb:DeleteItem", [TABLE])]
+    assert ddb("Query", {"TableName": "tp-budget", "ConsistentRead": True}) == [("dynamodb:Query", [TABLE])]
+    assert ddb("Query", {"TableName": "tp-budget", "IndexName": "byGroup"}) == [("dynamodb:Query", [f"{TABLE}/index/byGroup"])]
+    assert ddb("DescribeTable", {"TableName": TABLE}) == [("dynamodb:DescribeTable", [TABLE])]  # an ARN as the name
+    assert ddb("BatchWriteItem", {"RequestItems": {"tp-budget": [], "other": []}}) == [
+        ("dynamodb:BatchWriteItem", [TABLE, TABLE.replace("tp-budget", "other")])
+    ]
+    assert ddb("ListTables", {}) == [("dynamodb:ListTables", ["*"])]
+
+
+def test_dynamodb_requests_it_cannot_name_are_unmapped():
+    with pytest.raises(iam.UnmappedRequest, match="which table"):
+        ddb("UpdateItem", {"Key": {}})
+    with pytest.raises(iam.UnmappedRequest, match="not in the IAM definitions"):
+        ddb("NoSuchOperation", {"TableName": "t"})
+    with pytest.raises(iam.UnmappedRequest, match="not JSON"):
+        checks("POST", "/", "dynamodb", b"{", **{"X-Amz-Target": "DynamoDB_20120810.GetItem"})
+    with pytest.raises(iam.UnmappedRequest, match="X-Amz-Target"):
+        checks("POST", "/", "dynamodb", b"{}")
+
+
+def test_service_quotas_requests():
+    def sq(op, body):
+        return checks("POST", "/", "servicequotas", json.dumps(body).encode(), **{"X-Amz-Target": f"ServiceQuotasV20190624.{op}"})
+
+    quota = f"arn:aws:servicequotas:{REGION}:{ACCOUNT}:iot/L-4671C7C8"
+    assert sq("GetServiceQuota", {"ServiceCode": "iot", "QuotaCode": "L-4671C7C8"}) == [("servicequotas:GetServiceQuota", [quota])]
+    # No quota named, or an action without a resource type: "*".
+    assert sq("GetServiceQuota", {"ServiceCode": "iot"}) == [("servicequotas:GetServiceQuota", ["*"])]
+    assert sq("GetAWSDefaultServiceQuota", {"ServiceCode": "iot", "QuotaCode": "L-4671C7C8"}) == [
+        ("servicequotas:GetAWSDefaultServiceQuota", ["*"])
+    ]
+    assert sq("ListServiceQuotas", {"ServiceCode": "iot"}) == [("servicequotas:ListServiceQuotas", ["*"])]
+    with pytest.raises(iam.UnmappedRequest, match="not in the IAM definitions"):
+        sq("NoSuchOperation", {})
+
+
+def test_budget_and_quota_calls_are_allowed_with_the_grant_and_denied_without():
+    lease = ("POST", "/", "dynamodb", json.dumps({"TableName": "tp-budget"}).encode())
+    query = {"X-Amz-Target": "DynamoDB_20120810.Query"}
+    update = {"X-Amz-Target": "DynamoDB_20120810.UpdateItem"}
+    granted = principal(allow(["dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:DeleteItem"], TABLE))
+    assert iam.authorize(granted, request(*lease, **query)) is None
+    assert iam.authorize(granted, request(*lease, **update)) is None
+    other_table = ("POST", "/", "dynamodb", json.dumps({"TableName": "other"}).encode())
+    assert iam.authorize(granted, request(*other_table, **update)) is not None
+    denial = iam.authorize(principal(allow("dynamodb:Query", TABLE)), request(*lease, **update))
+    assert denial is not None and (denial.action, denial.resource) == ("dynamodb:UpdateItem", TABLE)
+    get = ("POST", "/", "servicequotas", json.dumps({"ServiceCode": "iot", "QuotaCode": "L-4671C7C8"}).encode())
+    target = {"X-Amz-Target": "ServiceQuotasV20190624.GetServiceQuota"}
+    quotas = principal(allow("servicequotas:GetServiceQuota", "arn:aws:servicequotas:*:*:iot/*"))
+    assert iam.authorize(quotas, request(*get, **target)) is None
+    vpc = ("POST", "/", "servicequotas", json.dumps({"ServiceCode": "vpc", "QuotaCode": "L-7E9ECCDB"}).encode())
+    assert iam.authorize(quotas, request(*vpc, **target)) is not None
+    default = {"X-Amz-Target": "ServiceQuotasV20190624.GetAWSDefaultServiceQuota"}
+    assert iam.authorize(quotas, request(*get, **default)) is not None
+    assert iam.authorize(principal(allow("servicequotas:GetAWSDefaultServiceQuota", "*")), request(*get, **default)) is None
+
+
 def test_unknown_service_and_unsigned_are_unmapped():
     with pytest.raises(iam.UnmappedRequest, match="sqs"):
         iam.request_from_http("POST", "/", signed("sqs"), b"")
@@ -459,7 +528,7 @@ def test_denied_answers_per_service():
     assert status == 403 and b"<Code>AccessDenied</Code>" in body
 
 
-@pytest.mark.parametrize("service", ["s3", "iot", "stepfunctions", "lambda", "cloudformation"])
+@pytest.mark.parametrize("service", ["s3", "iot", "stepfunctions", "lambda", "cloudformation", "dynamodb", "service-quotas"])
 def test_botocore_parses_the_denials_as_access_denied(service):
     """botocore's own parsers read our answers as AWS's error codes."""
     import botocore.session
@@ -467,7 +536,7 @@ def test_botocore_parses_the_denials_as_access_denied(service):
     from botocore.parsers import create_parser
 
     model = botocore.session.get_session().get_service_model(service)
-    signing = {"stepfunctions": "states"}.get(service, service)
+    signing = {"stepfunctions": "states", "service-quotas": "servicequotas"}.get(service, service)
     status, headers, body = iam.denied_answer(signing, "User: u is not authorized", "R")
     op = {
         "s3": "GetObject",
@@ -475,6 +544,8 @@ def test_botocore_parses_the_denials_as_access_denied(service):
         "stepfunctions": "StartExecution",
         "lambda": "Invoke",
         "cloudformation": "DescribeStacks",
+        "dynamodb": "UpdateItem",
+        "service-quotas": "GetServiceQuota",
     }[service]
     wire = HTTPHeaders()
     for k, v in headers.items():
