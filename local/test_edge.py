@@ -8,8 +8,10 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 import sys
 import threading
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -303,10 +305,15 @@ def test_stats_first_last_and_rate():
 
 
 class _Recorder(BaseHTTPRequestHandler):
-    """A stand-in for moto and cargo lambda watch that records what it receives."""
+    """A stand-in for moto and cargo lambda watch that records what it receives. Requests to
+    "slow" things (a DynamoDB target, an S3 path under /slow/, the function "slow") take 0.1 s,
+    and the most of them in flight at once is kept per kind."""
 
     protocol_version = "HTTP/1.1"
     seen: list = []
+    lock = threading.Lock()
+    in_flight: dict = {}
+    max_in_flight: dict = {}
 
     def log_message(self, *args):
         pass
@@ -319,9 +326,26 @@ class _Recorder(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "1234")
         self.end_headers()
 
+    def _slow(self) -> str | None:
+        if (self.headers.get("X-Amz-Target") or "").startswith("DynamoDB_20120810."):
+            return "dynamodb"
+        if self.path.startswith("/slow/"):
+            return "s3"
+        if self.path.startswith("/2015-03-31/functions/slow/"):
+            return "lambda"
+        return None
+
     def do_POST(self):  # noqa: N802
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.seen.append((self.command, self.path, body))
+        kind = self._slow()
+        if kind is not None:
+            with self.lock:
+                self.in_flight[kind] = self.in_flight.get(kind, 0) + 1
+                self.max_in_flight[kind] = max(self.max_in_flight.get(kind, 0), self.in_flight[kind])
+            time.sleep(0.1)
+            with self.lock:
+                self.in_flight[kind] -= 1
         if "denied" in self.path:
             out, status = b"<Error><Code>AccessDenied</Code></Error>", 403
         elif self.path.startswith("/2015-03-31/functions/failing/"):
@@ -343,6 +367,7 @@ class _Recorder(BaseHTTPRequestHandler):
 def stack():
     backend = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     _Recorder.seen = []
+    _Recorder.in_flight, _Recorder.max_in_flight = {}, {}
     url = f"http://127.0.0.1:{backend.server_address[1]}"
     state = edge.EdgeState(rng=random.Random(1))
     server = edge.EdgeServer(("127.0.0.1", 0), state, url, url)
@@ -673,3 +698,235 @@ def test_http_trigger_runs_as_the_rule_role(stack):
     _post(f"{url}/_edge/iam", allowed)
     assert _s3_put(url, "/b/incoming/p/reel2.pem") == 200
     assert _wait_for(lambda: [p for m, p, _ in _Recorder.seen if m == "POST" and p == "/"])
+
+
+# ------------------------------------------------------------------ Service Quotas for iot
+
+APIS_RS = Path(__file__).resolve().parent.parent / "crates" / "importer" / "src" / "apis.rs"
+REGISTER_CODE = "L-4671C7C8"
+
+
+def _catalogue_codes() -> dict[str, str]:
+    """operation -> quota_code of every row of the importer's catalogue (apis.rs's macro rows)."""
+    rows = re.findall(r"\n    (\w+) \{\s*env: \"\w+\",\s*quota: [\d.]+,\s*quota_code: \"([^\"]+)\"", APIS_RS.read_text())
+    assert rows, "no catalogue rows found in apis.rs"
+    return dict(rows)
+
+
+def test_template_quota_codes_are_the_catalogues_and_every_rated_operation_has_one():
+    codes = edge.template.quota_codes(edge.DEFAULT_TEMPLATE)
+    assert codes == _catalogue_codes()
+    assert set(codes) == set(edge.default_iot_quotas())
+    assert edge.iot_quota_codes()[REGISTER_CODE] == "RegisterCertificateWithoutCA"
+
+
+def test_quota_codes_for_unrated_operations_or_malformed_are_refused(tmp_path):
+    text = edge.DEFAULT_TEMPLATE.read_text()
+    assert "    QuotaCodes:\n" in text
+    stray = tmp_path / "stray.yaml"
+    stray.write_text(text.replace("    QuotaCodes:\n", "    QuotaCodes:\n      DescribeEndpoint: L-00000000\n", 1))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("    QuotaCodes:\n", "    QuotaCodes:\n      DescribeEndpoint: 7\n", 1))
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(text.replace("    QuotaCodes:\n", f"    QuotaCodes:\n      DescribeEndpoint: {REGISTER_CODE}\n", 1))
+    try:
+        with pytest.raises(ValueError, match="without a Quota\\* parameter: \\['DescribeEndpoint'\\]"):
+            edge.use_template(stray)
+        with pytest.raises(ValueError, match="not a Service Quotas code"):
+            edge.use_template(bad)
+        with pytest.raises(ValueError, match="also another operation's code"):
+            edge.use_template(twice)
+    finally:
+        edge.use_template(edge.DEFAULT_TEMPLATE)
+
+
+def _sq(state, op, **params):
+    target = f"ServiceQuotasV20190624.{op}"
+    return state.service_quotas_answer(target, json.dumps(params).encode(), "us-east-1", "123456789012")
+
+
+def test_service_quotas_for_iot_answer_the_edges_rates():
+    state, _ = _state()
+    status, headers, body = _sq(state, "GetServiceQuota", ServiceCode="iot", QuotaCode=REGISTER_CODE)
+    assert status == 200 and headers["Content-Type"] == "application/x-amz-json-1.1"
+    assert json.loads(body)["Quota"] == {
+        "ServiceCode": "iot",
+        "ServiceName": "AWS IoT",
+        "QuotaArn": f"arn:aws:servicequotas:us-east-1:123456789012:iot/{REGISTER_CODE}",
+        "QuotaCode": REGISTER_CODE,
+        "QuotaName": "RegisterCertificateWithoutCA API TPS",
+        "Value": 10.0,
+        "Unit": "None",
+        "Adjustable": True,
+        "GlobalQuota": False,
+        "Period": {"PeriodValue": 1, "PeriodUnit": "SECOND"},
+    }
+    # Applied = what the edge enforces now; the AWS default stays the template's, unscaled.
+    state.set_quotas({"scale": 1.5})
+    assert json.loads(_sq(state, "GetServiceQuota", ServiceCode="iot", QuotaCode=REGISTER_CODE)[2])["Quota"]["Value"] == 15.0
+    default = json.loads(_sq(state, "GetAWSDefaultServiceQuota", ServiceCode="iot", QuotaCode=REGISTER_CODE)[2])["Quota"]
+    assert default["Value"] == 10.0 and default["QuotaArn"] == f"arn:aws:servicequotas:us-east-1::iot/{REGISTER_CODE}"
+    state.set_quotas({"rates": {"RegisterCertificateWithoutCA": 4}})
+    assert json.loads(_sq(state, "GetServiceQuota", ServiceCode="iot", QuotaCode=REGISTER_CODE)[2])["Quota"]["Value"] == 6.0
+    listed = json.loads(_sq(state, "ListServiceQuotas", ServiceCode="iot")[2])["Quotas"]
+    assert {q["QuotaCode"]: q["Value"] for q in listed} == {
+        code: state.quotas.rates[op] * 1.5 for code, op in edge.iot_quota_codes().items()
+    }
+    listed = json.loads(_sq(state, "ListAWSDefaultServiceQuotas", ServiceCode="iot")[2])["Quotas"]
+    assert {q["QuotaCode"]: q["Value"] for q in listed} == {
+        code: edge.default_iot_quotas()[op] for code, op in edge.iot_quota_codes().items()
+    }
+
+
+def test_service_quotas_errors_and_what_goes_to_moto():
+    state, _ = _state()
+    status, headers, body = _sq(state, "GetServiceQuota", ServiceCode="iot", QuotaCode="L-00000000")
+    assert (status, json.loads(body)["__type"]) == (400, "NoSuchResourceException")
+    assert "L-00000000" in json.loads(body)["message"]
+    status, _, body = _sq(state, "GetAWSDefaultServiceQuota", ServiceCode="iot")
+    assert (status, json.loads(body)["__type"]) == (400, "IllegalArgumentException")
+    # Other services, other operations and unreadable bodies are moto's to answer.
+    assert _sq(state, "GetServiceQuota", ServiceCode="vpc", QuotaCode="L-7E9ECCDB") is None
+    assert _sq(state, "ListServices") is None
+    assert state.service_quotas_answer("ServiceQuotasV20190624.GetServiceQuota", b"{", "us-east-1", "1") is None
+    assert state.service_quotas_answer("Other.GetServiceQuota", b'{"ServiceCode": "iot"}', "us-east-1", "1") is None
+
+
+def test_http_service_quotas_as_boto3_reads_them(stack):
+    url, state = stack
+    sq = _client(url, "service-quotas", "test")
+    quota = sq.get_service_quota(ServiceCode="iot", QuotaCode=REGISTER_CODE)["Quota"]
+    assert quota["Value"] == 10.0 and quota["QuotaName"] == "RegisterCertificateWithoutCA API TPS"
+    assert sq.get_aws_default_service_quota(ServiceCode="iot", QuotaCode="L-64CBACAC")["Quota"]["Value"] == 100.0
+    assert len(sq.list_service_quotas(ServiceCode="iot")["Quotas"]) == len(edge.iot_quota_codes())
+    with pytest.raises(sq.exceptions.NoSuchResourceException):
+        sq.get_service_quota(ServiceCode="iot", QuotaCode="L-00000000")
+    assert _Recorder.seen == []  # answered by the edge
+    sq.get_service_quota(ServiceCode="vpc", QuotaCode="L-7E9ECCDB")
+    assert [(m, p) for m, p, _ in _Recorder.seen] == [("POST", "/")]  # forwarded to moto
+    ops = json.load(urllib.request.urlopen(f"{url}/_edge/stats"))["operations"]
+    assert ops["servicequotas:GetServiceQuota"]["calls"] == 3
+    assert ops["servicequotas:GetServiceQuota"]["statusCodes"] == {"200": 2, "400": 1}
+
+
+def test_http_service_quotas_go_through_iam(stack):
+    from botocore.exceptions import ClientError
+
+    url, state = stack
+    grant = {"Effect": "Allow", "Action": "servicequotas:GetServiceQuota", "Resource": "arn:aws:servicequotas:*:*:iot/*"}
+    _post(f"{url}/_edge/iam", {"principals": {"Operator": {"name": "Operator", "statements": [grant]}}})
+    sq = _client(url, "service-quotas", "Operator")
+    assert sq.get_service_quota(ServiceCode="iot", QuotaCode=REGISTER_CODE)["Quota"]["Value"] == 10.0
+    with pytest.raises(ClientError) as e:
+        sq.get_aws_default_service_quota(ServiceCode="iot", QuotaCode=REGISTER_CODE)
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "servicequotas:GetAWSDefaultServiceQuota on resource: *" in e.value.response["Error"]["Message"]
+
+
+# ------------------------------------------------------------------ DynamoDB
+
+
+def test_http_dynamodb_requests_are_served_one_at_a_time(stack):
+    url, state = stack
+    ddb = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0"
+    s3 = ddb.replace("/dynamodb/", "/s3/")
+
+    def call(path, headers):
+        _post(f"{url}{path}", {"TableName": "t"}, headers)
+
+    threads = [
+        threading.Thread(target=call, args=("/", {"Authorization": ddb, "X-Amz-Target": "DynamoDB_20120810.UpdateItem"}))
+        for _ in range(4)
+    ] + [threading.Thread(target=call, args=(f"/slow/k{i}", {"Authorization": s3})) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert _Recorder.max_in_flight["dynamodb"] == 1
+    assert _Recorder.max_in_flight["s3"] > 1  # other services stay concurrent
+    ops = json.load(urllib.request.urlopen(f"{url}/_edge/stats"))["operations"]
+    assert ops["dynamodb:UpdateItem"]["passed"] == 4 and ops["dynamodb:UpdateItem"]["maxInFlight"] > 1  # they queued
+
+
+# ------------------------------------------------------------------ the competing caller
+
+
+def test_competitor_bodies_are_checked():
+    ops = set(edge.default_iot_quotas())
+    assert edge.parse_competitors({"RegisterCertificateWithoutCA": 0.3}, ops) == {"RegisterCertificateWithoutCA": 0.3}
+    assert edge.parse_competitors({}, ops) == {}
+    for body, message in (
+        ({"DescribeEndpoint": 0.3}, "not an IoT operation with a rate quota"),
+        ({"RegisterCertificateWithoutCA": 0}, "0 < share < 1"),
+        ({"RegisterCertificateWithoutCA": 1}, "0 < share < 1"),
+        ({"RegisterCertificateWithoutCA": "0.3"}, "0 < share < 1"),
+        ({"RegisterCertificateWithoutCA": True}, "0 < share < 1"),
+        ([], "must be"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            edge.parse_competitors(body, ops)
+
+
+def test_competitor_takes_from_the_same_bucket():
+    state, clock = _state()
+    # The competitor takes 3 of the 10 tokens a full bucket holds: Thingpress gets 7.
+    assert [state.competitor_take("RegisterCertificateWithoutCA") for _ in range(3)] == [True] * 3
+    got = [state.decide_iot("RegisterCertificateWithoutCA").action for _ in range(10)]
+    assert got.count("forward") == 7
+    assert not state.competitor_take("RegisterCertificateWithoutCA")
+    s = state.stats["RegisterCertificateWithoutCA"]
+    assert (s["competitorCalls"], s["competitorThrottled"], s["throttledQuota"], s["calls"]) == (4, 1, 3, 0)
+    assert state.competitor_interval("RegisterCertificateWithoutCA", 0.5) == pytest.approx(0.2)
+    state.set_quotas({"scale": 2})
+    assert state.competitor_interval("RegisterCertificateWithoutCA", 0.5) == pytest.approx(0.1)
+
+
+def test_competitor_threads_run_at_their_share_and_stop():
+    state = edge.EdgeState(quotas=edge.QuotaConfig(rates={"CreateThing": 100}))
+    assert state.set_competitors({"CreateThing": 0.4}) == {"CreateThing": 0.4}  # 40 calls/s
+    assert state.config()["competitors"] == {"CreateThing": 0.4}
+    time.sleep(0.5)
+    state.set_competitors({})
+    n = state.snapshot()["operations"]["CreateThing"]["competitorCalls"]
+    assert 12 <= n <= 22, n  # 20 expected; loose for a busy machine
+    time.sleep(0.2)
+    assert state.snapshot()["operations"]["CreateThing"]["competitorCalls"] == n  # stopped
+    state.set_competitors({"CreateThing": 0.9})
+    state.reset(stats=False, faults=False, quotas=False)  # reset stops it too
+    n = state.snapshot()["operations"]["CreateThing"]["competitorCalls"]
+    time.sleep(0.2)
+    assert state.snapshot()["operations"]["CreateThing"]["competitorCalls"] == n
+    assert state.config()["competitors"] == {}
+
+
+def test_http_competitors_route(stack):
+    url, state = stack
+    status, _, body = _post(f"{url}/_edge/competitors", {"RegisterCertificateWithoutCA": 0.3})
+    assert status == 200 and json.loads(body) == {"competitors": {"RegisterCertificateWithoutCA": 0.3}}
+    assert _wait_for(lambda: json.load(urllib.request.urlopen(f"{url}/_edge/stats"))["operations"].get("RegisterCertificateWithoutCA", {}).get("competitorCalls", 0) >= 2)
+    status, _, body = _post(f"{url}/_edge/competitors", {"RegisterCertificateWithoutCA": 1.5})
+    assert status == 400 and b"0 < share < 1" in body
+    assert state.competitors == {"RegisterCertificateWithoutCA": 0.3}  # unchanged
+    _post(f"{url}/_edge/reset", {"stats": False, "faults": False, "quotas": False, "competitors": False})
+    assert state.competitors == {"RegisterCertificateWithoutCA": 0.3}  # kept when asked
+    status, _, body = _post(f"{url}/_edge/reset", {"stat": True})
+    assert status == 400 and b"reset takes" in body
+    assert _post(f"{url}/_edge/reset")[0] == 200
+    assert json.load(urllib.request.urlopen(f"{url}/_edge/config"))["competitors"] == {}
+
+
+# ------------------------------------------------------------------ Lambda billed time
+
+
+def test_http_lambda_invocations_and_duration_are_counted(stack):
+    url, state = stack
+    for _ in range(2):
+        assert _post(f"{url}/2015-03-31/functions/slow/invocations", {"a": 1})[0] == 200
+    _post(f"{url}/2015-03-31/functions/split/invocations", {})
+    state.set_faults({"lambda": {"split": {"crash": 1}}})
+    _post(f"{url}/2015-03-31/functions/split/invocations", {})  # injected: the function never ran
+    ops = json.load(urllib.request.urlopen(f"{url}/_edge/stats"))["operations"]
+    slow = ops["Lambda.Invoke:slow"]
+    assert slow["invocations"] == 2 and 200.0 <= slow["durationMs"] < 2000.0
+    split = ops["Lambda.Invoke:split"]
+    assert (split["calls"], split["invocations"]) == (2, 1) and 0.0 < split["durationMs"] < slow["durationMs"]
