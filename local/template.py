@@ -150,6 +150,35 @@ class TriggerRule:
 
 
 @dataclass(frozen=True)
+class Table:
+    """A DynamoDB table, with its definition in the shapes CreateTable and UpdateTimeToLive take."""
+
+    logical_id: str
+    name: str
+    arn: str
+    key_schema: list[dict[str, str]]
+    attribute_definitions: list[dict[str, str]]
+    billing_mode: str
+    provisioned_throughput: dict[str, int] | None
+    global_secondary_indexes: list[dict[str, Any]]
+    ttl_attribute: str | None  # TimeToLiveSpecification's AttributeName when Enabled
+
+    def create_table_request(self) -> dict[str, Any]:
+        """CreateTable's arguments for this table."""
+        out: dict[str, Any] = {
+            "TableName": self.name,
+            "KeySchema": self.key_schema,
+            "AttributeDefinitions": self.attribute_definitions,
+            "BillingMode": self.billing_mode,
+        }
+        if self.provisioned_throughput:
+            out["ProvisionedThroughput"] = self.provisioned_throughput
+        if self.global_secondary_indexes:
+            out["GlobalSecondaryIndexes"] = self.global_secondary_indexes
+        return out
+
+
+@dataclass(frozen=True)
 class Stack:
     """What the local stack deploys from the template."""
 
@@ -162,6 +191,7 @@ class Stack:
     state_machine: StateMachine
     trigger_rules: list[TriggerRule]
     roles: dict[str, Role] = field(default_factory=dict)
+    tables: dict[str, Table] = field(default_factory=dict)
 
     def function_by_name(self, name: str) -> Function | None:
         """The function deployed under `name`."""
@@ -538,6 +568,7 @@ class Resolver:
             "AWS::SQS::Queue": "QueueName",
             "AWS::Events::Rule": "Name",
             "AWS::SNS::Topic": "TopicName",
+            "AWS::DynamoDB::Table": "TableName",
         }.get(kind)
         if name_prop is None:
             raise TemplateError(f"{at}: the local stack cannot name a {kind} ({logical_id})")
@@ -592,6 +623,7 @@ class Resolver:
             ("AWS::Events::Rule", "Arn"): lambda: f"arn:{p}:events:{r}:{a}:rule/{n()}",
             ("AWS::SNS::Topic", "Arn"): lambda: f"arn:{p}:sns:{r}:{a}:{n()}",
             ("AWS::SNS::Topic", "TopicName"): n,
+            ("AWS::DynamoDB::Table", "Arn"): lambda: f"arn:{p}:dynamodb:{r}:{a}:table/{n()}",
         }
         fn = known.get((kind, attr))
         if fn is None:
@@ -635,7 +667,14 @@ class Resolver:
         raise TemplateError(f"{at}: the role must be Fn::GetAtt <a role of this template>.Arn to be enforced locally, got {value!r}")
 
     def _of_type(self, kind: str) -> list[str]:
-        return [k for k, v in self.resources.items() if isinstance(v, dict) and v.get("Type") == kind]
+        """The resources of a type that the stack creates (their Condition, if any, holds)."""
+        return [
+            k
+            for k, v in self.resources.items()
+            if isinstance(v, dict)
+            and v.get("Type") == kind
+            and ("Condition" not in v or self.condition(str(v["Condition"]), f"{k}.Condition"))
+        ]
 
     def bucket(self) -> Bucket:
         """The one S3 bucket of the stack."""
@@ -689,6 +728,43 @@ class Resolver:
             timeout=timeout,
             memory=memory,
             role=self._role_of(props.get("Role"), f"{where}.Role"),
+        )
+
+    def table(self, logical_id: str) -> Table:
+        """One DynamoDB table, resolved."""
+        where = f"{logical_id}.Properties"
+        props = self.resolve(self._props(logical_id), where)
+        keys = props.get("KeySchema")
+        attrs = props.get("AttributeDefinitions")
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, dict) for k in keys):
+            raise TemplateError(f"{where}.KeySchema: a list of {{AttributeName, KeyType}} is required")
+        if not isinstance(attrs, list) or not all(isinstance(a, dict) for a in attrs):
+            raise TemplateError(f"{where}.AttributeDefinitions: a list of {{AttributeName, AttributeType}} is required")
+        billing = _scalar_text(props.get("BillingMode", "PROVISIONED"))
+        if billing not in ("PROVISIONED", "PAY_PER_REQUEST"):
+            raise TemplateError(f"{where}.BillingMode: {billing!r} is not PROVISIONED or PAY_PER_REQUEST")
+        throughput = None
+        if billing == "PROVISIONED":
+            raw = props.get("ProvisionedThroughput") or {}
+            throughput = {
+                k: _int(raw.get(k), f"{where}.ProvisionedThroughput.{k}") for k in ("ReadCapacityUnits", "WriteCapacityUnits")
+            }
+        ttl = props.get("TimeToLiveSpecification") or {}
+        ttl_attribute = None
+        if ttl and _bool(ttl.get("Enabled", False), f"{where}.TimeToLiveSpecification.Enabled"):
+            ttl_attribute = ttl.get("AttributeName")
+            if not isinstance(ttl_attribute, str) or not ttl_attribute:
+                raise TemplateError(f"{where}.TimeToLiveSpecification.AttributeName is required when Enabled")
+        return Table(
+            logical_id=logical_id,
+            name=self.name_of(logical_id, where),
+            arn=self.get_att(logical_id, "Arn", where),
+            key_schema=[{k: _scalar_text(v) for k, v in key.items()} for key in keys],
+            attribute_definitions=[{k: _scalar_text(v) for k, v in a.items()} for a in attrs],
+            billing_mode=billing,
+            provisioned_throughput=throughput,
+            global_secondary_indexes=list(props.get("GlobalSecondaryIndexes") or []),
+            ttl_attribute=ttl_attribute,
         )
 
     def _prop(self, props: dict[str, Any], key: str, default: Any, where: str) -> Any:
@@ -764,7 +840,8 @@ class Resolver:
             if rule.role is not None:
                 roles[rule.role.logical_id] = rule.role
         params = {k: v for k, v in self.values.items() if not k.startswith("AWS::")}
-        return Stack(self.stack_name, self.region, self.account_id, params, self.bucket(), functions, sm, rules, roles)
+        tables = {lid: self.table(lid) for lid in self._of_type("AWS::DynamoDB::Table")}
+        return Stack(self.stack_name, self.region, self.account_id, params, self.bucket(), functions, sm, rules, roles, tables)
 
 
 def substitute(text: str, subs: dict[str, str], what: str = "definition") -> str:

@@ -293,3 +293,98 @@ def test_s3_trigger_accepts_only_what_the_edge_emulates():
     ):
         with pytest.raises(template.TemplateError):
             template.s3_trigger(template.TriggerRule("R", "T", pattern, rule.target_arn, None))
+
+
+# ---------------------------------------------------------------- DynamoDB tables
+
+# The budget table as infra/template.yaml declares it (created unless a shared table is named).
+TABLE = """
+  BudgetTableName:
+    Type: String
+    Default: ""
+Conditions:
+  CreateBudgetTable: !Equals [!Ref BudgetTableName, ""]
+"""
+TABLE_RESOURCES = """
+  BudgetTable:
+    Type: AWS::DynamoDB::Table
+    Condition: CreateBudgetTable
+    Properties:
+      TableName: !Sub "${AWS::StackName}-budget"
+      BillingMode: PAY_PER_REQUEST
+      AttributeDefinitions:
+        - {AttributeName: pk, AttributeType: S}
+        - {AttributeName: sk, AttributeType: S}
+      KeySchema:
+        - {AttributeName: pk, KeyType: HASH}
+        - {AttributeName: sk, KeyType: RANGE}
+      TimeToLiveSpecification: {AttributeName: expiresAt, Enabled: true}
+      SSESpecification: {SSEEnabled: true}
+  Unnamed:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      AttributeDefinitions: [{AttributeName: id, AttributeType: S}]
+      KeySchema: [{AttributeName: id, KeyType: HASH}]
+      ProvisionedThroughput: {ReadCapacityUnits: 2, WriteCapacityUnits: "3"}
+"""
+
+
+def _with_tables(text: str = SYNTHETIC, resources: str = TABLE_RESOURCES) -> str:
+    text = text.replace("Conditions:\n", TABLE, 1)
+    budget_env = '        BUDGET_TABLE: !If [CreateBudgetTable, !Ref BudgetTable, !Ref BudgetTableName]\n'
+    text = text.replace("        NAMES: !Join", budget_env + "        NAMES: !Join", 1)
+    return text.replace("Resources:\n", "Resources:\n" + resources.lstrip("\n"), 1)
+
+
+def test_tables_are_named_and_resolved(tmp_path):
+    s = template.load(_write(tmp_path, _with_tables()), {}, **KW)
+    budget = s.tables["BudgetTable"]
+    assert (budget.name, budget.arn) == ("tp-budget", "arn:aws:dynamodb:us-east-1:123456789012:table/tp-budget")
+    assert budget.ttl_attribute == "expiresAt"
+    assert budget.create_table_request() == {
+        "TableName": "tp-budget",
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    unnamed = s.tables["Unnamed"]
+    assert unnamed.name == "tp-Unnamed" and unnamed.ttl_attribute is None  # generated, not lower-cased
+    assert unnamed.create_table_request()["ProvisionedThroughput"] == {"ReadCapacityUnits": 2, "WriteCapacityUnits": 3}
+    # Ref gives the name: it reaches the functions' environment.
+    assert s.functions["WorkFunction"].environment["BUDGET_TABLE"] == "tp-budget"
+
+
+def test_a_table_whose_condition_is_false_is_not_created(tmp_path):
+    s = template.load(_write(tmp_path, _with_tables()), {"BudgetTableName": "shared-budget"}, **KW)
+    assert set(s.tables) == {"Unnamed"}
+    assert s.functions["WorkFunction"].environment["BUDGET_TABLE"] == "shared-budget"
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("      KeySchema: [{AttributeName: id, KeyType: HASH}]\n", "", "KeySchema"),
+        ("ProvisionedThroughput: {ReadCapacityUnits: 2, WriteCapacityUnits: \"3\"}", "BillingMode: ON_DEMAND", "BillingMode"),
+        ("{AttributeName: expiresAt, Enabled: true}", "{Enabled: true}", "AttributeName is required"),
+        ("Condition: CreateBudgetTable", "Condition: NoSuchCondition", "NoSuchCondition"),
+    ],
+)
+def test_table_errors_name_the_property(tmp_path, old, new, message):
+    assert old in TABLE_RESOURCES
+    with pytest.raises(template.TemplateError, match=message):
+        template.load(_write(tmp_path, _with_tables(resources=TABLE_RESOURCES.replace(old, new))), {}, **KW)
+
+
+def test_quota_codes_block(tmp_path):
+    assert template.quota_codes(_write(tmp_path, SYNTHETIC)) == {}  # none declared
+    meta = "Metadata:\n  Thingpress:\n    QuotaCodes:\n      CreateThing: L-64CBACAC\n"
+    assert template.quota_codes(_write(tmp_path, meta + SYNTHETIC.lstrip("\n"))) == {"CreateThing": "L-64CBACAC"}
+    for bad, message in (
+        ("      CreateThing: l-64cbacac\n", "not a Service Quotas code"),
+        ("      CreateThing: L-64CBACAC\n      UpdateThing: L-64CBACAC\n", "also another operation's code"),
+    ):
+        doc = meta.replace("      CreateThing: L-64CBACAC\n", bad) + SYNTHETIC.lstrip("\n")
+        with pytest.raises(template.TemplateError, match=message):
+            template.quota_codes(_write(tmp_path, doc))
+    with pytest.raises(template.TemplateError, match="must map"):
+        template.quota_codes(_write(tmp_path, "Metadata:\n  Thingpress:\n    QuotaCodes: [x]\n" + SYNTHETIC.lstrip("\n")))
