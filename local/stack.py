@@ -367,7 +367,7 @@ def parameter_overrides(args: argparse.Namespace, template_path: Path) -> dict[s
     for flag, name in (
         ("chunk_size", "ChunkSize"),
         ("max_concurrency", "MaxConcurrency"),
-        ("safety_factor", "QuotaSafetyFactor"),
+        ("reserve", "QuotaReserve"),
         ("rust_log", "LogLevel"),
     ):
         value = getattr(args, flag, None)
@@ -1103,7 +1103,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", type=int, help="seed for the edge's fault injection")
     up.add_argument("--max-concurrency", type=int, help="template parameter MaxConcurrency")
     up.add_argument("--chunk-size", type=int, help="template parameter ChunkSize")
-    up.add_argument("--safety-factor", type=float, help="template parameter QuotaSafetyFactor")
+    up.add_argument("--reserve", type=float, help="template parameter QuotaReserve")
     up.add_argument("--rust-log", help="template parameter LogLevel (error, warn, info, debug, trace)")
     up.add_argument("--lambda-concurrency", type=int, default=8, help="instances per function in its cargo lambda watch")
     up.add_argument("--reload", action="store_true", help="let cargo lambda watch rebuild on source changes")

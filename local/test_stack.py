@@ -19,10 +19,10 @@ def _up_args(*extra: str):
 
 
 def test_options_become_template_parameter_overrides():
-    args = _up_args("--quota-scale", "20", "--chunk-size", "50", "--safety-factor", "0.5", "--parameter", "QuotaAttachPolicy=7")
+    args = _up_args("--quota-scale", "20", "--chunk-size", "50", "--reserve", "0.25", "--parameter", "QuotaAttachPolicy=7")
     over = stack.parameter_overrides(args, stack.DEFAULT_TEMPLATE)
     defaults = stack.template.parameter_defaults(stack.DEFAULT_TEMPLATE)
-    assert over["ChunkSize"] == "50" and over["QuotaSafetyFactor"] == "0.5"
+    assert over["ChunkSize"] == "50" and over["QuotaReserve"] == "0.25"
     assert over["QuotaRegisterCertificateWithoutCA"] == f"{float(defaults['QuotaRegisterCertificateWithoutCA']) * 20:g}"
     assert over["QuotaAttachPolicy"] == "7"  # an explicit value wins over the scale
     assert "MaxConcurrency" not in over  # not given: the template's default

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use thingpress_importer::{Api, SAFETY_FACTOR_ENV_VAR, new_certificates_per_second};
+use thingpress_importer::{Api, RESERVE_ENV_VAR, new_certificates_per_second};
 use thingpress_run::Settings;
 
 /// AWS unit prices, us-east-1, first tier (USD).
@@ -80,7 +80,7 @@ pub struct Measured {
     pub decorate_seconds_per_chunk: f64,
     /// Summarize's seconds (one invocation, every chunk).
     pub summarize_seconds: f64,
-    /// Achieved RegisterCertificateWithoutCA rate ÷ the paced rate (quota × safety factor):
+    /// Achieved RegisterCertificateWithoutCA rate ÷ the paced rate (quota × reserve):
     /// how close to its pacing target the pipeline ran.
     pub achieved_fraction_of_paced: f64,
     /// State transitions of the parent execution, counted in its history.
@@ -105,8 +105,8 @@ pub struct Deployment {
     pub certificates: u64,
     /// Account quotas per API, requests/s (IoT names); missing APIs use AWS's defaults.
     pub quotas: BTreeMap<String, f64>,
-    /// QuotaSafetyFactor.
-    pub safety_factor: f64,
+    /// QuotaReserve.
+    pub quota_reserve: f64,
     /// MaxConcurrency.
     pub max_concurrency: u32,
     /// ChunkSize (before the cap).
@@ -175,8 +175,8 @@ fn settings(d: &Deployment) -> Result<Settings, String> {
     let mut env: BTreeMap<String, String> = [
         ("IMPORT_BUCKET".to_owned(), "cost-model".to_owned()),
         (
-            SAFETY_FACTOR_ENV_VAR.to_owned(),
-            d.safety_factor.to_string(),
+            RESERVE_ENV_VAR.to_owned(),
+            d.quota_reserve.to_string(),
         ),
         (
             "REGISTER_TIMEOUT_SECONDS".to_owned(),
@@ -189,10 +189,14 @@ fn settings(d: &Deployment) -> Result<Settings, String> {
     Settings::from_lookup(|name| env.get(name).cloned())
 }
 
-/// Certificates per second the quotas allow: the slowest API's quota × safety factor ÷ its
+/// Certificates per second the quotas allow: the slowest API's quota less the reserve ÷ its
 /// calls per new certificate (the importer's catalogue says which APIs and how often).
 pub fn paced_per_second(d: &Deployment, policies: usize, groups: usize) -> f64 {
-    new_certificates_per_second(|api| quota(d, api) * d.safety_factor, policies, groups)
+    new_certificates_per_second(
+        |api| quota(d, api) * (1.0 - d.quota_reserve),
+        policies,
+        groups,
+    )
 }
 
 /// Projects the measured run onto a deployment.
@@ -437,7 +441,7 @@ mod tests {
             label: "t".into(),
             certificates: 1_000_000,
             quotas: [("RegisterCertificateWithoutCA".to_owned(), register_quota)].into(),
-            safety_factor: 0.8,
+            quota_reserve: 0.2,
             max_concurrency: 10,
             chunk_size: 500,
             express,

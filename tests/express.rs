@@ -308,7 +308,7 @@ fn check_chunk_sizing(template: &Yaml, asl: &Json) -> Vec<String> {
         for (policies, groups) in [(0, 0), (1, 1), (4, 3)] {
             let chunk = settings.chunk_size(Some(10_000), concurrency, policies, groups);
             // The child's paced rate: its share of each quota over that API's calls per entry.
-            let share = settings.safety_factor / f64::from(concurrency);
+            let share = (1.0 - settings.quota_reserve) / f64::from(concurrency);
             let rate = [
                 (
                     settings

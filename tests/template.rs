@@ -20,7 +20,7 @@
 use std::collections::BTreeSet;
 
 use serde_norway::Value as Yaml;
-use thingpress_importer::{Api, SAFETY_FACTOR_ENV_VAR};
+use thingpress_importer::{Api, RESERVE_ENV_VAR};
 use thingpress_tests::checks::{assert_caught, assert_clean, get, intrinsic, template, yaml_at};
 
 /// Actions that have no resource type in the Service Authorization Reference, so IAM only
@@ -680,8 +680,8 @@ fn check_logs(template: &Yaml) -> Vec<String> {
     problems
 }
 
-/// The template parameter of the safety factor: a `Quota*` parameter that is not an API's.
-const SAFETY_FACTOR_PARAMETER: &str = "QuotaSafetyFactor";
+/// The template parameter of the reserve: a `Quota*` parameter that is not an API's.
+const RESERVE_PARAMETER: &str = "QuotaReserve";
 
 /// A function's environment variable as the template sets it: its own, else the Globals'.
 fn function_env<'a>(template: &'a Yaml, function: &str, var: &str) -> Option<&'a Yaml> {
@@ -743,7 +743,7 @@ fn check_quota_catalogue(template: &Yaml) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter_map(|(k, _)| k.as_str());
-    for name in parameters.filter(|n| n.starts_with("Quota") && *n != SAFETY_FACTOR_PARAMETER) {
+    for name in parameters.filter(|n| n.starts_with("Quota") && *n != RESERVE_PARAMETER) {
         if !Api::ALL.iter().any(|api| api.template_parameter() == name) {
             problems.push(format!(
                 "{name}: a quota parameter of no API in the importer's catalogue"
@@ -770,7 +770,7 @@ fn check_quota_catalogue(template: &Yaml) -> Vec<String> {
         .filter_map(Yaml::as_mapping)
         .flatten()
         .filter_map(|(k, _)| k.as_str());
-    for var in vars.filter(|v| v.starts_with("QUOTA_") && *v != SAFETY_FACTOR_ENV_VAR) {
+    for var in vars.filter(|v| v.starts_with("QUOTA_") && *v != RESERVE_ENV_VAR) {
         if !Api::ALL.iter().any(|api| api.quota_env_var() == var) {
             problems.push(format!(
                 "{var}: a quota variable the importer does not read"

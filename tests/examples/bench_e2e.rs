@@ -293,7 +293,7 @@ async fn run(a: Args) -> Result<(), String> {
     let key = format!("bench/{tag}.pem");
     stack.put(&key, bundle).await;
 
-    let (Bottleneck { quota, safety }, max_concurrency) = pacing(&stack, &a);
+    let (Bottleneck { quota, usable }, max_concurrency) = pacing(&stack, &a);
 
     edge(
         &stack.state,
@@ -303,7 +303,7 @@ async fn run(a: Args) -> Result<(), String> {
     );
     let load_before = load_average();
     eprintln!(
-        "importing {} certificates (RegisterCertificateWithoutCA quota {quota}/s × safety {safety}, {max_concurrency} children, chunks of {}), load {load_before}",
+        "importing {} certificates (RegisterCertificateWithoutCA quota {quota}/s × usable {usable}, {max_concurrency} children, chunks of {}), load {load_before}",
         a.certificates, a.chunk_size
     );
     let started = Instant::now();
@@ -319,7 +319,7 @@ async fn run(a: Args) -> Result<(), String> {
     let load_after = load_average();
     if status != ExecutionStatus::Succeeded {
         // Keep what the edge saw: a failed run still shows the rates and where it broke.
-        let bottleneck = Bottleneck { quota, safety };
+        let bottleneck = Bottleneck { quota, usable };
         let partial = failed_run_json(
             &a,
             &stack,
@@ -347,13 +347,13 @@ async fn run(a: Args) -> Result<(), String> {
         wall,
         started_epoch,
         loads: (&load_before, &load_after),
-        bottleneck: Bottleneck { quota, safety },
+        bottleneck: Bottleneck { quota, usable },
         max_concurrency,
     })
     .await
 }
 
-/// The bottleneck API's quota at the edge and the safety factor Register paces by (the
+/// The bottleneck API's quota at the edge and the share of it Register paces at (1 − QUOTA_RESERVE) (the
 /// stack's function environment), and the children a run gets.
 fn pacing(stack: &Stack, a: &Args) -> (Bottleneck, f64) {
     let env = &stack.state["functionEnv"];
@@ -363,7 +363,8 @@ fn pacing(stack: &Stack, a: &Args) -> (Bottleneck, f64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    let safety = number("QUOTA_SAFETY_FACTOR");
+    // The share Register may use: what the reserve leaves.
+    let usable = 1.0 - number("QUOTA_RESERVE");
     let quota = stack.state["quotas"]["RegisterCertificateWithoutCA"]
         .as_f64()
         .unwrap_or(0.0);
@@ -371,7 +372,7 @@ fn pacing(stack: &Stack, a: &Args) -> (Bottleneck, f64) {
         .max_concurrency
         .map(f64::from)
         .unwrap_or_else(|| number("DEFAULT_MAX_CONCURRENCY"));
-    (Bottleneck { quota, safety }, max_concurrency)
+    (Bottleneck { quota, usable }, max_concurrency)
 }
 
 /// A run that succeeded, with what was measured while it ran.
@@ -405,7 +406,7 @@ async fn finish(f: Finished<'_>) -> Result<(), String> {
         wall,
         started_epoch,
         loads: (load_before, load_after),
-        bottleneck: Bottleneck { quota, safety },
+        bottleneck: Bottleneck { quota, usable },
         max_concurrency,
     } = f;
     let report: Report = serde_json::from_slice(
@@ -440,7 +441,7 @@ async fn finish(f: Finished<'_>) -> Result<(), String> {
     let n = a.certificates as f64;
     let per_1000 = |x: f64| x * 1000.0 / n;
     let achieved = passed_rate(stats, "RegisterCertificateWithoutCA");
-    let paced = quota * safety;
+    let paced = quota * usable;
     let api = api_json(stats, &report, n);
     let invocations = invocations(stats);
     let total_invocations: u64 = invocations.values().sum();
@@ -486,12 +487,12 @@ async fn finish(f: Finished<'_>) -> Result<(), String> {
         "maxConcurrency": max_concurrency,
         "quotaScale": stack.state["quotaScale"],
         "quotas": stack.state["quotas"],
-        "safetyFactor": safety,
+        "usableShare": usable,
         "wallClockSeconds": wall,
         "reportSeconds": report.duration_seconds,
         "certificatesPerSecond": certificates as f64 / wall,
         "startedAt": started_epoch,
-        "bottleneck": bottleneck_json(stats, Bottleneck { quota, safety }, achieved, measured.achieved_fraction_of_paced),
+        "bottleneck": bottleneck_json(stats, Bottleneck { quota, usable }, achieved, measured.achieved_fraction_of_paced),
         "outcomes": report.outcomes,
         "accountedFor": accounted,
         "newCertificatesInIot": new_certificates,
@@ -538,8 +539,8 @@ async fn finish(f: Finished<'_>) -> Result<(), String> {
 
 /// The bottleneck API's quota, paced and achieved rates, and what limited the run.
 fn bottleneck_json(stats: &Value, b: Bottleneck, achieved: f64, fraction_of_paced: f64) -> Value {
-    let Bottleneck { quota, safety } = b;
-    let paced = quota * safety;
+    let Bottleneck { quota, usable } = b;
+    let paced = quota * usable;
     let iot_passed: u64 = Api::ALL
         .iter()
         .map(|o| count(stats, o.as_str(), "passed"))
@@ -556,7 +557,7 @@ fn bottleneck_json(stats: &Value, b: Bottleneck, achieved: f64, fraction_of_pace
     // moto answers ~115 IoT calls/s on this machine (local/README.md): close to that, and well
     // below the paced rate, the local stack limited the run.
     let limited_by = if achieved >= 0.85 * paced {
-        "quota pacing (the edge's quotas × safety factor)"
+        "quota pacing (the edge's quotas less the reserve)"
     } else if iot_per_second >= 80.0 {
         "the local stack (moto's IoT throughput)"
     } else {
@@ -610,11 +611,11 @@ fn accounted_for(
         && ids.iter().all(|(c, _)| after.contains(c))
 }
 
-/// AWS's default quota of the bottleneck API and the stack's safety factor.
+/// AWS's default quota of the bottleneck API and the share the stack's reserve leaves.
 #[derive(Clone, Copy)]
 struct Bottleneck {
     quota: f64,
-    safety: f64,
+    usable: f64,
 }
 
 /// What a run that did not succeed leaves: its status and the edge's counters.
@@ -632,7 +633,7 @@ fn failed_run_json(
     wall: f64,
     (load_before, load_after): (&str, &str),
 ) -> Value {
-    let Bottleneck { quota, safety } = bottleneck;
+    let Bottleneck { quota, usable } = bottleneck;
     let achieved = passed_rate(stats, "RegisterCertificateWithoutCA");
     json!({
         "date": chrono_date(),
@@ -647,7 +648,7 @@ fn failed_run_json(
         "loadAfter": load_after,
         "bottleneck": {
             "quotaPerSecond": quota,
-            "pacedPerSecond": quota * safety,
+            "pacedPerSecond": quota * usable,
             "achievedPerSecond": achieved,
             "fractionOfQuota": if quota > 0.0 { achieved / quota } else { 0.0 },
         },
@@ -750,7 +751,7 @@ fn projections(measured: &Measured) -> Result<Vec<cost::Projection>, String> {
             .into_iter()
             .map(|(k, v)| (k, v * scale))
             .collect(),
-        safety_factor: 0.8,
+        quota_reserve: 0.2,
         max_concurrency: 10,
         chunk_size: 500,
         express,
@@ -866,7 +867,7 @@ fn print_table(r: &Value, projections: &[cost::Projection]) {
         r["s3"]["per1000"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "\n1,000,000 certificates (prices {} {}, MaxConcurrency 10, safety 0.8, measured fraction of the paced rate):",
+        "\n1,000,000 certificates (prices {} {}, MaxConcurrency 10, reserve 0.2, measured fraction of the paced rate):",
         PRICES.region, PRICES.date
     );
     println!(

@@ -143,7 +143,7 @@ pub fn describe(progress: &RunProgress, observed: Option<f64>, since_change: f64
 /// once no chunk is left: the rate of one child would then read as the run's.
 pub fn paced_rate(
     quotas: &Quotas,
-    safety_factor: f64,
+    reserve: f64,
     profile: &Profile,
     max_concurrency: u32,
     chunks_left: u64,
@@ -151,7 +151,7 @@ pub fn paced_rate(
     if chunks_left == 0 {
         return None;
     }
-    let pacer: Pacer = Pacer::new(quotas, safety_factor, max_concurrency).ok()?;
+    let pacer: Pacer = Pacer::new(quotas, reserve, max_concurrency).ok()?;
     let children = chunks_left.min(u64::from(max_concurrency.max(1))) as f64;
     let rate = new_certificates_per_second(
         |api| pacer.rate(api) * children,
@@ -233,11 +233,11 @@ impl Poller {
             progress.certificates_total = Some(index.iter().map(|c| c.entries).sum());
             let with_results = chunks_with_results(&self.store, &self.bucket, &self.run).await?;
             (progress.chunks_done, progress.certificates_done) = count_done(index, &with_results);
-            if let (Some(info), Some((quotas, safety))) = (&self.info, &self.pacing) {
+            if let (Some(info), Some((quotas, reserve))) = (&self.info, &self.pacing) {
                 let chunks_left = (index.len() as u64).saturating_sub(progress.chunks_done);
                 progress.paced_rate = paced_rate(
                     quotas,
-                    *safety,
+                    *reserve,
                     &info.profile,
                     info.max_concurrency,
                     chunks_left,

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_iot::config::{Credentials, Region};
 use serde_json::Value;
-use thingpress_importer::{Api, Quotas, SAFETY_FACTOR_ENV_VAR, safety_factor_from_env};
+use thingpress_importer::{Api, Quotas, RESERVE_ENV_VAR, reserve_from_env};
 use thingpress_run::AllowList;
 use thingpress_run::settings::{ALLOWED_POLICIES_ENV_VAR, ALLOWED_THING_GROUPS_ENV_VAR};
 
@@ -230,12 +230,12 @@ impl Target {
         aws_sdk_iot::Client::new(&self.config)
     }
 
-    /// The quotas and safety factor Register paces by (see `pacing_env`).
+    /// The quotas and the reserve Register paces by (see `pacing_env`).
     pub fn pacing(&self) -> anyhow::Result<(Quotas, f64)> {
         let lookup = |name: &str| self.pacing_env.get(name).cloned();
         let quotas = Quotas::from_env(lookup).context("the stack's quota settings")?;
-        let safety = safety_factor_from_env(lookup).context("the stack's quota settings")?;
-        Ok((quotas, safety))
+        let reserve = reserve_from_env(lookup).context("the stack's quota settings")?;
+        Ok((quotas, reserve))
     }
 
     /// The ARN of execution `name` of the import state machine.
@@ -248,7 +248,7 @@ impl Target {
     }
 }
 
-/// A deployed stack's `Quota<Api>` and `QuotaSafetyFactor` parameters (infra/template.yaml) under
+/// A deployed stack's `Quota<Api>` and `QuotaReserve` parameters (infra/template.yaml) under
 /// the names of the Lambda environment variables they fill.
 fn pacing_env_of_parameters(parameters: &BTreeMap<&str, &str>) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
@@ -257,8 +257,8 @@ fn pacing_env_of_parameters(parameters: &BTreeMap<&str, &str>) -> BTreeMap<Strin
             env.insert(api.quota_env_var().to_owned(), (*value).to_owned());
         }
     }
-    if let Some(value) = parameters.get("QuotaSafetyFactor") {
-        env.insert(SAFETY_FACTOR_ENV_VAR.to_owned(), (*value).to_owned());
+    if let Some(value) = parameters.get("QuotaReserve") {
+        env.insert(RESERVE_ENV_VAR.to_owned(), (*value).to_owned());
     }
     env
 }
@@ -298,7 +298,7 @@ mod tests {
             ("QuotaRegisterCertificateWithoutCA", "20"),
             ("QuotaAttachPolicy", "30"),
             ("QuotaListPrincipalThings", "40"),
-            ("QuotaSafetyFactor", "0.5"),
+            ("QuotaReserve", "0.25"),
             ("RunRetentionDays", "30"),
         ]
         .into();
@@ -313,6 +313,6 @@ mod tests {
             quotas.get(Api::CreateThing),
             Quotas::default().get(Api::CreateThing)
         );
-        assert_eq!(safety_factor_from_env(lookup).unwrap(), 0.5);
+        assert_eq!(reserve_from_env(lookup).unwrap(), 0.25);
     }
 }

@@ -19,7 +19,7 @@ use thingpress_manifest::ErrorName;
 
 pub use apis::{Api, PerNewCertificate, new_certificates_per_second};
 pub use pacer::{PacedApi, Pacer, TokenBucket};
-pub use quotas::{DEFAULT_SAFETY_FACTOR, Quotas, SAFETY_FACTOR_ENV_VAR, safety_factor_from_env};
+pub use quotas::{DEFAULT_RESERVE, MAX_RESERVE, Quotas, RESERVE_ENV_VAR, reserve_from_env};
 pub use register::{ApiCalls, CertificateStep, EntryResult, EntrySteps, Importer, Outcome};
 pub use resources::check_profile_resources;
 
@@ -44,7 +44,7 @@ pub enum ImportError {
         /// Each missing or unusable resource.
         problems: Vec<String>,
     },
-    /// Quotas, safety factor or share are not usable numbers.
+    /// Quotas, reserve or share are not usable numbers.
     #[error("invalid pacing configuration: {0}")]
     InvalidConfig(String),
 }

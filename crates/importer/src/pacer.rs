@@ -1,7 +1,7 @@
 //! Client-side pacing: one token bucket per API so a child stays under its share of the quota.
 //!
 //! The account's quota is shared by the Map's `MaxConcurrency` children, each pacing on its own,
-//! so each bucket runs at `quota × safety factor ÷ share` with a burst of one token: with any
+//! so each bucket runs at `quota × (1 − reserve) ÷ share` with a burst of one token: with any
 //! larger burst, children that start together would each spend it at once and their sum would
 //! exceed the quota exactly when AWS measures it. With a burst of one, a child never exceeds its
 //! share in any window, so neither does the sum of the children.
@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::ImportError;
 use crate::apis::Api;
-use crate::quotas::Quotas;
+use crate::quotas::{MAX_RESERVE, Quotas};
 
 /// A token bucket in its GCRA form (pure: time is passed in as the offset from any origin).
 ///
@@ -92,13 +92,13 @@ pub struct Pacer<A = Api> {
 }
 
 impl Pacer<Api> {
-    /// Paces each API at `quota × safety_factor ÷ share` calls a second, burst 1.
-    /// `safety_factor` must be in (0, 1]; `share` (the Map's MaxConcurrency) at least 1.
-    pub fn new(quotas: &Quotas, safety_factor: f64, share: u32) -> Result<Pacer, ImportError> {
+    /// Paces each API at `quota × (1 − reserve) ÷ share` calls a second, burst 1.
+    /// `reserve` must be in [0, [`MAX_RESERVE`]]; `share` (the Map's MaxConcurrency) at least 1.
+    pub fn new(quotas: &Quotas, reserve: f64, share: u32) -> Result<Pacer, ImportError> {
         quotas.validate()?;
-        if !(safety_factor > 0.0 && safety_factor <= 1.0) {
+        if !(0.0..=MAX_RESERVE).contains(&reserve) {
             return Err(ImportError::InvalidConfig(format!(
-                "safety factor must be in (0, 1], got {safety_factor}"
+                "quota reserve must be in [0, {MAX_RESERVE}], got {reserve}"
             )));
         }
         if share == 0 {
@@ -106,7 +106,7 @@ impl Pacer<Api> {
                 "quota share (MaxConcurrency) must be at least 1".into(),
             ));
         }
-        Pacer::with_rates(|api| quotas.get(api) * safety_factor / f64::from(share))
+        Pacer::with_rates(|api| quotas.get(api) * (1.0 - reserve) / f64::from(share))
     }
 }
 
@@ -197,17 +197,17 @@ mod tests {
         assert!(TokenBucket::new(0.0, 1).is_err());
         assert!(TokenBucket::new(f64::NAN, 1).is_err());
         let q = Quotas::default();
-        assert!(Pacer::new(&q, 0.0, 1).is_err());
-        assert!(Pacer::new(&q, 1.5, 1).is_err());
-        assert!(Pacer::new(&q, 0.8, 0).is_err());
+        assert!(Pacer::new(&q, -0.1, 1).is_err());
+        assert!(Pacer::new(&q, 0.6, 1).is_err());
+        assert!(Pacer::new(&q, 0.2, 0).is_err());
         let mut bad = q;
         bad.set(Api::AttachPolicy, -1.0);
-        assert!(Pacer::new(&bad, 0.8, 1).is_err());
+        assert!(Pacer::new(&bad, 0.2, 1).is_err());
     }
 
     #[test]
-    fn rate_is_quota_times_safety_over_share() {
-        let p = Pacer::new(&Quotas::default(), 0.8, 4).unwrap();
+    fn rate_is_quota_less_the_reserve_over_share() {
+        let p = Pacer::new(&Quotas::default(), 0.2, 4).unwrap();
         assert_eq!(p.rate(Api::CreateThing), 20.0);
         assert_eq!(p.rate(Api::RegisterCertificateWithoutCA), 2.0);
         assert!((p.rate(Api::AttachPolicy) - 3.0).abs() < 1e-9);

@@ -4,10 +4,14 @@
 use crate::ImportError;
 use crate::apis::Api;
 
-/// The environment variable holding the share of each quota Thingpress may use (0 < f ≤ 1).
-pub const SAFETY_FACTOR_ENV_VAR: &str = "QUOTA_SAFETY_FACTOR";
-/// Leaves a fifth of every quota to the account's other users of the IoT control plane.
-pub const DEFAULT_SAFETY_FACTOR: f64 = 0.8;
+/// The environment variable holding the share of each quota kept for the account's other
+/// callers (0 ≤ r ≤ [`MAX_RESERVE`]); Thingpress paces at quota × (1 − r).
+pub const RESERVE_ENV_VAR: &str = "QUOTA_RESERVE";
+/// A tenth of every quota stays with the account's devices, tools and people; when they take
+/// more, throttling tells Thingpress to back off.
+pub const DEFAULT_RESERVE: f64 = 0.10;
+/// More than half kept back would make an import crawl; Service Quotas is the way to share less.
+pub const MAX_RESERVE: f64 = 0.5;
 
 /// Account-level requests per second per API (all adjustable in Service Quotas).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,19 +75,16 @@ impl Quotas {
     }
 }
 
-/// `QUOTA_SAFETY_FACTOR` from `lookup`, or [`DEFAULT_SAFETY_FACTOR`]; must be in (0, 1].
-pub fn safety_factor_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<f64, ImportError> {
-    match lookup(SAFETY_FACTOR_ENV_VAR) {
-        None => Ok(DEFAULT_SAFETY_FACTOR),
-        Some(value) => {
-            let factor = parse_positive(SAFETY_FACTOR_ENV_VAR, &value)?;
-            if factor > 1.0 {
-                return Err(ImportError::InvalidConfig(format!(
-                    "{SAFETY_FACTOR_ENV_VAR}={value:?}: must be at most 1"
-                )));
-            }
-            Ok(factor)
-        }
+/// `QUOTA_RESERVE` from `lookup`, or [`DEFAULT_RESERVE`]; must be in [0, [`MAX_RESERVE`]].
+pub fn reserve_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<f64, ImportError> {
+    let Some(value) = lookup(RESERVE_ENV_VAR) else {
+        return Ok(DEFAULT_RESERVE);
+    };
+    match value.trim().parse::<f64>() {
+        Ok(r) if (0.0..=MAX_RESERVE).contains(&r) => Ok(r),
+        _ => Err(ImportError::InvalidConfig(format!(
+            "{RESERVE_ENV_VAR}={value:?}: expected a share between 0 and {MAX_RESERVE}"
+        ))),
     }
 }
 
@@ -119,24 +120,24 @@ mod tests {
         let env = HashMap::from([
             ("QUOTA_CREATE_THING", "250"),
             ("QUOTA_UPDATE_THING", "7"),
-            ("QUOTA_SAFETY_FACTOR", "0.5"),
+            ("QUOTA_RESERVE", "0.25"),
         ]);
         let lookup = |k: &str| env.get(k).map(|v| v.to_string());
         let q = Quotas::from_env(lookup).unwrap();
         assert_eq!(q.get(Api::CreateThing), 250.0);
         assert_eq!(q.get(Api::UpdateThing), 7.0);
         assert_eq!(q.get(Api::AttachPolicy), 15.0);
-        assert_eq!(safety_factor_from_env(lookup).unwrap(), 0.5);
-        assert_eq!(
-            safety_factor_from_env(|_| None).unwrap(),
-            DEFAULT_SAFETY_FACTOR
-        );
+        assert_eq!(reserve_from_env(lookup).unwrap(), 0.25);
+        assert_eq!(reserve_from_env(|_| None).unwrap(), DEFAULT_RESERVE);
+        assert_eq!(reserve_from_env(|_| Some("0".into())).unwrap(), 0.0);
 
         for (var, value) in [("QUOTA_ATTACH_POLICY", "0"), ("QUOTA_ATTACH_POLICY", "ten")] {
             let err = Quotas::from_env(|k| (k == var).then(|| value.to_owned())).unwrap_err();
             assert!(err.to_string().contains(var), "{err}");
         }
-        let err = safety_factor_from_env(|_| Some("1.5".into())).unwrap_err();
-        assert!(err.to_string().contains("at most 1"), "{err}");
+        for bad in ["0.6", "-0.1", "a tenth"] {
+            let err = reserve_from_env(|_| Some(bad.into())).unwrap_err();
+            assert!(err.to_string().contains("QUOTA_RESERVE"), "{err}");
+        }
     }
 }

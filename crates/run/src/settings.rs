@@ -1,7 +1,7 @@
 //! The Lambdas' environment: the stack's bucket, defaults, the account's IoT quotas, and the
 //! policies and thing groups a profile may name.
 
-use thingpress_importer::{Quotas, new_certificates_per_second, safety_factor_from_env};
+use thingpress_importer::{Quotas, new_certificates_per_second, reserve_from_env};
 
 /// The environment variable holding the stack parameter `AllowedPolicies`.
 pub const ALLOWED_POLICIES_ENV_VAR: &str = "ALLOWED_POLICIES";
@@ -21,8 +21,8 @@ pub struct Settings {
     pub default_chunk_size: u32,
     /// The account's IoT rate quotas per API.
     pub quotas: Quotas,
-    /// The fraction of each quota Thingpress may use.
-    pub safety_factor: f64,
+    /// The share of each quota kept for the account's other callers.
+    pub quota_reserve: f64,
     /// Register's Lambda timeout: chunks are sized to finish well inside it.
     pub register_timeout_seconds: u32,
     /// The policies and thing groups a profile may name.
@@ -56,7 +56,7 @@ impl Settings {
             default_max_concurrency: number("DEFAULT_MAX_CONCURRENCY", 10)?,
             default_chunk_size: number("DEFAULT_CHUNK_SIZE", 500)?,
             quotas: Quotas::from_env(&lookup).map_err(|e| e.to_string())?,
-            safety_factor: safety_factor_from_env(&lookup).map_err(|e| e.to_string())?,
+            quota_reserve: reserve_from_env(&lookup).map_err(|e| e.to_string())?,
             register_timeout_seconds: number(REGISTER_TIMEOUT_ENV_VAR, 900)?,
             allow_list: AllowList::from_lookup(&lookup)?,
         })
@@ -71,7 +71,7 @@ impl Settings {
         policies: usize,
         groups: usize,
     ) -> u32 {
-        let share = self.safety_factor / f64::from(max_concurrency.max(1));
+        let share = (1.0 - self.quota_reserve) / f64::from(max_concurrency.max(1));
         let entries_per_second =
             new_certificates_per_second(|api| self.quotas.get(api) * share, policies, groups);
         let cap = (entries_per_second * f64::from(self.register_timeout_seconds) / 2.0).floor();
@@ -228,17 +228,20 @@ mod tests {
 
     #[test]
     fn chunks_are_capped_by_the_paced_rate() {
-        // AWS defaults: RegisterCertificateWithoutCA 10/s × 0.8 ÷ 10 children = 0.8/s per child;
-        // 900 s timeout ÷ 2 → at most 360 entries per chunk.
-        let s = settings(&[("IMPORT_BUCKET", "b"), ("QUOTA_SAFETY_FACTOR", "0.8")]).unwrap();
+        // AWS defaults: RegisterCertificateWithoutCA 10/s × (1 − 0.2) ÷ 10 children = 0.8/s per
+        // child; 900 s timeout ÷ 2 → at most 360 entries per chunk.
+        let s = settings(&[("IMPORT_BUCKET", "b"), ("QUOTA_RESERVE", "0.2")]).unwrap();
         assert_eq!(s.chunk_size(Some(5000), 10, 1, 1), 360);
         assert_eq!(s.chunk_size(Some(100), 10, 1, 1), 100);
         // Four policies on AttachPolicy 15/s: 15 × 0.8 ÷ 10 ÷ 4 = 0.3/s → 135.
         assert_eq!(s.chunk_size(None, 10, 4, 0), 135);
+        // The default reserve (a tenth): 10 × 0.9 ÷ 10 = 0.9/s → 405.
+        let s = settings(&[("IMPORT_BUCKET", "b")]).unwrap();
+        assert_eq!(s.chunk_size(Some(5000), 10, 1, 1), 405);
         // EXPRESS children: Register's timeout is shorter, so are the chunks.
         let s = settings(&[
             ("IMPORT_BUCKET", "b"),
-            ("QUOTA_SAFETY_FACTOR", "0.8"),
+            ("QUOTA_RESERVE", "0.2"),
             (REGISTER_TIMEOUT_ENV_VAR, "100"),
         ])
         .unwrap();

@@ -136,7 +136,7 @@ impl<S: Store + Clone> Task<S> {
 
         let pacer = Pacer::new(
             &self.settings.quotas,
-            self.settings.safety_factor,
+            self.settings.quota_reserve,
             info.max_concurrency,
         )
         .map_err(TaskError::from)?;

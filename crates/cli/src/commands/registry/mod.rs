@@ -34,7 +34,7 @@ pub enum Command {
     ///
     /// Lists page by page, paced below the list APIs' quotas (ListThings, ListThingTypes,
     /// ListThingGroups, ListCertificates and ListPolicies 10/s, ListThingsInThingGroup 25/s,
-    /// each × 0.8), so an import running at the same time keeps its share. Group counts are
+    /// each less the 10 % reserve), so an import running at the same time keeps its share. Group counts are
     /// direct members.
     Summary(SummaryArgs),
     /// Check that IoT holds, for each entry of a manifest, what the profile says.
@@ -46,8 +46,8 @@ pub enum Command {
     /// the policies to the certificate, and the thing is in the groups. Prints only the entries
     /// with problems, then counts; exits 1 if any entry has a problem. Entries the manifest or
     /// the profile rejects are counted, not checked. About five paced calls per entry
-    /// (DescribeCertificate, ListThingPrincipals and ListAttachedPolicies 10/s × 0.8 each, so
-    /// about 8 entries a second at the default quotas).
+    /// (DescribeCertificate, ListThingPrincipals and ListAttachedPolicies 10/s less the 10 % reserve, so
+    /// about 9 entries a second at the default quotas).
     Check(CheckArgs),
 }
 
@@ -69,7 +69,7 @@ pub struct SummaryArgs {
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
     /// Multiply every API's default quota by this (quotas raised in Service Quotas, or the
-    /// local stack); the pacing stays at 0.8 of the result.
+    /// local stack); the pacing keeps the 10 % reserve of the result.
     #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
     pub quota_scale: f64,
 }
@@ -99,7 +99,7 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
     /// Multiply every API's default quota by this (quotas raised in Service Quotas, or the
-    /// local stack); the pacing stays at 0.8 of the result.
+    /// local stack); the pacing keeps the 10 % reserve of the result.
     #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
     pub quota_scale: f64,
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
-use thingpress_importer::{Api, DEFAULT_SAFETY_FACTOR, PacedApi, Pacer};
+use thingpress_importer::{Api, DEFAULT_RESERVE, PacedApi, Pacer};
 
 use crate::target::sdk_message;
 
@@ -98,20 +98,21 @@ pages! {
 }
 
 /// The importer's token buckets (burst 1) over the read APIs, at `default quota × scale ×
-/// safety factor`.
+/// (1 − reserve)`.
 #[derive(Debug)]
 pub struct ReadPacer {
     pacer: Pacer<ReadApi>,
 }
 
 impl ReadPacer {
-    /// Paces every API at its default quota × `scale` × the importer's safety factor (0.8).
+    /// Paces every API at its default quota × `scale`, less the importer's default reserve.
     pub fn new(scale: f64) -> anyhow::Result<ReadPacer> {
         if !(scale.is_finite() && scale > 0.0) {
             bail!("--quota-scale must be a positive number, got {scale}");
         }
-        let pacer =
-            Pacer::with_rates(|api: ReadApi| api.default_quota() * scale * DEFAULT_SAFETY_FACTOR)?;
+        let pacer = Pacer::with_rates(|api: ReadApi| {
+            api.default_quota() * scale * (1.0 - DEFAULT_RESERVE)
+        })?;
         Ok(ReadPacer { pacer })
     }
 
@@ -192,11 +193,11 @@ mod tests {
     #[test]
     fn rates_follow_the_quotas() {
         let pacer = ReadPacer::new(1.0).unwrap();
-        assert!((pacer.rate(ReadApi::DescribeCertificate) - 8.0).abs() < 1e-9);
-        assert!((pacer.rate(ReadApi::DescribeThing) - 280.0).abs() < 1e-9);
-        assert!((pacer.rate(ReadApi::ListThingsInThingGroup) - 20.0).abs() < 1e-9);
+        assert!((pacer.rate(ReadApi::DescribeCertificate) - 9.0).abs() < 1e-9);
+        assert!((pacer.rate(ReadApi::DescribeThing) - 315.0).abs() < 1e-9);
+        assert!((pacer.rate(ReadApi::ListThingsInThingGroup) - 22.5).abs() < 1e-9);
         let fast = ReadPacer::new(10.0).unwrap();
-        assert!((fast.rate(ReadApi::ListThings) - 80.0).abs() < 1e-9);
+        assert!((fast.rate(ReadApi::ListThings) - 90.0).abs() < 1e-9);
         assert!(ReadPacer::new(0.0).is_err());
         assert!(ReadPacer::new(f64::NAN).is_err());
     }
@@ -205,10 +206,10 @@ mod tests {
     async fn calls_are_spaced_by_the_rate() {
         let pacer = ReadPacer::new(1.0).unwrap();
         let start = Instant::now();
-        for _ in 0..9 {
+        for _ in 0..10 {
             pacer.pacer.acquire(ReadApi::ListThings).await;
         }
-        // 8/s, burst 1: the ninth call waits a full second (real time: about one second).
+        // 9/s, burst 1: the tenth call waits a full second (real time: about one second).
         assert!(start.elapsed() >= Duration::from_secs(1));
         let other = Instant::now();
         pacer.pacer.acquire(ReadApi::DescribeThing).await;
