@@ -209,7 +209,7 @@ def parameter_defaults(template_path: Path) -> dict[str, Any]:
 
 
 # `Quota*` parameters that are not an IoT operation's rate.
-QUOTA_NOT_RATES = {"QuotaSafetyFactor"}
+QUOTA_NOT_RATES = {"QuotaReserve"}
 
 
 def quota_rate_defaults(template_path: Path) -> dict[str, float]:
