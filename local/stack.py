@@ -5,7 +5,8 @@ Subcommands (run from anywhere; paths are relative to the repository root):
   up       start moto, the edge and each function's watcher (environment, timeout and memory
            from the template), wait until they answer, write .local/stack.json
   deploy   create what the template declares that moto can hold: the bucket with its
-           versioning, encryption and lifecycle, the IAM roles with their inline policies, the
+           versioning, encryption and lifecycle, the DynamoDB tables with their keys and TTL
+           attribute, the IAM roles with their inline policies, the
            state machine from its DefinitionUri with its DefinitionSubstitutions; point the
            edge's S3 trigger at it from the template's EventPattern and give the edge each
            role's statements to authorize calls with; plus profiles and IoT thing types,
@@ -761,6 +762,10 @@ def cmd_env(_args: argparse.Namespace) -> int:
     arn = (state.get("deployed") or {}).get("stateMachineArn")
     if arn:
         lines["THINGPRESS_STATE_MACHINE_ARN"] = arn
+    # The budget table the functions use (the stack's BudgetTableName output on AWS).
+    table = (state.get("functionEnv") or {}).get("BUDGET_TABLE")
+    if table:
+        lines["THINGPRESS_BUDGET_TABLE"] = table
     for k, v in lines.items():
         print(f"export {k}={_shell_quote(v)}")
     return 0
@@ -794,7 +799,7 @@ def clients(state: dict[str, Any]):
         # Deploy must not trip the edge's IoT quotas; standard retries absorb a throttle.
         "config": Config(retries={"mode": "standard", "max_attempts": 10}),
     }
-    return {name: boto3.client(name, **kw) for name in ("s3", "iot", "iam", "stepfunctions")}
+    return {name: boto3.client(name, **kw) for name in ("s3", "iot", "iam", "stepfunctions", "dynamodb")}
 
 
 def _ignore_exists(fn, *exists_codes: str) -> bool:
@@ -932,6 +937,27 @@ def deploy_bucket(s3: Any, bucket: template.Bucket) -> None:
     # EventBridge notifications: the edge plays S3 → EventBridge (see edge_triggers).
 
 
+def deploy_tables(ddb: Any, tables: list[template.Table]) -> None:
+    """Each table with the template's keys, and its TTL attribute enabled; a table that exists
+    is kept (with its items) when its keys are the template's."""
+    for table in tables:
+        created = _ignore_exists(lambda t=table: ddb.create_table(**t.create_table_request()), "ResourceInUseException")
+        if not created:
+            keys = ddb.describe_table(TableName=table.name)["Table"].get("KeySchema")
+            if keys != table.key_schema:
+                raise StackError(
+                    f"table {table.name} exists with keys {keys}, the template declares {table.key_schema}: "
+                    "restart the stack (`script/local down && script/local up`) to recreate it"
+                )
+        if table.ttl_attribute:
+            ttl = ddb.describe_time_to_live(TableName=table.name).get("TimeToLiveDescription") or {}
+            if ttl.get("TimeToLiveStatus") != "ENABLED" or ttl.get("AttributeName") != table.ttl_attribute:
+                # moto records the setting but never expires items (readers filter on it, as on AWS).
+                ddb.update_time_to_live(
+                    TableName=table.name, TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute}
+                )
+
+
 def deploy_roles(iam: Any, stack: template.Stack) -> None:
     """Every role with the template's trust policy and exactly its inline policies."""
     for role in stack.roles.values():
@@ -963,6 +989,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     res = deploy_resources(args)
     c = clients(state)
     deploy_bucket(c["s3"], stack.bucket)
+    deploy_tables(c["dynamodb"], list(stack.tables.values()))
     deploy_run_resources(c, bucket, res)
     deploy_roles(c["iam"], stack)
     sm = stack.state_machine
@@ -994,6 +1021,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         "roles": {r.logical_id: r.arn for r in stack.roles.values()},
         "iamPrincipals": sorted(principals["principals"]),
         "bucketVersioned": stack.bucket.versioned,
+        "tables": {t.logical_id: t.name for t in stack.tables.values()},
         "thingTypes": res.get("thingTypes") or [],
         "thingGroups": res.get("thingGroups") or [],
         "policies": sorted(res.get("policies") or {}),

@@ -115,3 +115,60 @@ def test_deploy_refuses_a_template_that_changes_the_running_functions():
     assert any("environment differs" in d for d in stack.drift(state, changed, 4566))
     state["functions"]["SplitFunction"]["timeout"] = 1
     assert any(d.startswith("SplitFunction:") for d in stack.drift(state, st, 4566))
+
+
+# ---------------------------------------------------------------- DynamoDB tables
+
+
+def _budget_stack(tmp_path, **parameters):
+    from test_template import _with_tables, _write
+
+    path = _write(tmp_path, _with_tables())
+    return stack.load_stack(path, parameters, "tp", "bkt")
+
+
+def test_budget_table_reaches_every_functions_env_and_script_local_env(tmp_path, monkeypatch, capsys):
+    st = _budget_stack(tmp_path)
+    envs = {lid: stack.function_env(f, 4566) for lid, f in st.functions.items()}
+    common = stack.common_env(list(envs.values()))
+    assert common["BUDGET_TABLE"] == st.tables["BudgetTable"].name == "tp-budget"
+    state_file = tmp_path / "stack.json"
+    state_file.write_text(json.dumps({"endpoint": "http://127.0.0.1:4566", "bucket": "bkt", "functionEnv": common}))
+    monkeypatch.setattr(stack, "STATE_FILE", state_file)
+    assert stack.cmd_env(None) == 0
+    assert "export THINGPRESS_BUDGET_TABLE='tp-budget'\n" in capsys.readouterr().out
+    # A shared table named by the parameter: nothing to create, the name goes through as is.
+    shared = _budget_stack(tmp_path, BudgetTableName="shared-budget")
+    assert "BudgetTable" not in shared.tables
+    assert all(f.environment["BUDGET_TABLE"] == "shared-budget" for f in shared.functions.values())
+
+
+def test_deploy_tables_creates_each_table_once_with_its_ttl(tmp_path):
+    import boto3
+    from moto import mock_aws
+
+    st = _budget_stack(tmp_path)
+    tables = list(st.tables.values())
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name=stack.REGION, aws_access_key_id="test", aws_secret_access_key="test")
+        stack.deploy_tables(ddb, tables)
+        assert sorted(ddb.list_tables()["TableNames"]) == ["tp-Unnamed", "tp-budget"]
+        desc = ddb.describe_table(TableName="tp-budget")["Table"]
+        assert desc["KeySchema"] == tables[0].key_schema and desc["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        ttl = ddb.describe_time_to_live(TableName="tp-budget")["TimeToLiveDescription"]
+        assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expiresAt"}
+        assert ddb.describe_time_to_live(TableName="tp-Unnamed")["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED"
+        # A redeploy keeps the table and its items.
+        ddb.put_item(TableName="tp-budget", Item={"pk": {"S": "holders"}, "sk": {"S": "r#chunk-00000"}})
+        stack.deploy_tables(ddb, tables)
+        assert ddb.scan(TableName="tp-budget")["Count"] == 1
+        # A table of that name with other keys is an error naming both.
+        ddb.delete_table(TableName="tp-budget")
+        ddb.create_table(
+            TableName="tp-budget",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        with pytest.raises(stack.StackError, match="tp-budget exists with keys"):
+            stack.deploy_tables(ddb, tables)
