@@ -11,6 +11,8 @@
 - AWS IoT calls pass per-API token buckets (AWS default quotas, scalable, or off); an
   empty bucket answers like AWS: HTTP 400, `x-amzn-ErrorType: ThrottlingException`,
   {"message": "Rate exceeded"}, which the AWS SDKs classify as a throttling error.
+- Per Lambda function, /_edge/stats counts the runs that reached it (`invocations`) and their
+  summed wall-clock (`durationMs`, what Lambda bills).
 - Faults can be injected per IoT operation (throttle / 5xx probability, latency) and per
   Lambda function (crash, timeout, Lambda throttle, latency).
 - The stack's S3 trigger (AWS: bucket → EventBridge rule → StartExecution): a successful
