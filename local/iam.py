@@ -930,10 +930,16 @@ def fill_placeholders(value: Any, values: dict[str, str], where: str = "policy")
 
 
 def operator_principal(
-    policy: dict[str, Any], bucket: str, state_machine_arn: str, region: str, account: str, stack_name: str
+    policy: dict[str, Any],
+    bucket: str,
+    state_machine_arn: str,
+    region: str,
+    account: str,
+    stack_name: str,
+    budget_table: str | None = None,
 ) -> dict[str, Any]:
     """POST /_edge/iam's entry for the operator: infra/operator-policy.json filled in the way its
-    README paragraph tells a user to fill it."""
+    README paragraph tells a user to fill it (placeholders named after the stack's outputs)."""
     values = {
         "ImportBucketName": bucket,
         "ImportStateMachineArn": state_machine_arn,
@@ -942,6 +948,8 @@ def operator_principal(
         "AWS::AccountId": account,
         "AWS::StackName": stack_name,
     }
+    if budget_table:
+        values["BudgetTableName"] = budget_table
     filled = fill_placeholders(policy, values, "operator policy")
     parse_statements(filled, "operator policy")  # refused here, not at the edge
     return {

@@ -888,7 +888,7 @@ def iam_principals(stack: template.Stack) -> dict[str, Any]:
     try:
         policy = json.loads(OPERATOR_POLICY.read_text())
         principals[iam.OPERATOR_KEY] = iam.operator_principal(
-            policy, stack.bucket.name, sm.arn, stack.region, stack.account_id, stack.stack_name
+            policy, stack.bucket.name, sm.arn, stack.region, stack.account_id, stack.stack_name, budget_table(stack)
         )
     except (OSError, ValueError) as e:
         raise StackError(f"{OPERATOR_POLICY}: {e}") from None
@@ -901,10 +901,22 @@ def operator_principal(stack: template.Stack) -> dict[str, Any]:
     try:
         policy = json.loads(path.read_text())
         return iam.operator_principal(
-            policy, stack.bucket.name, stack.state_machine.arn, stack.region, stack.account_id, stack.stack_name
+            policy,
+            stack.bucket.name,
+            stack.state_machine.arn,
+            stack.region,
+            stack.account_id,
+            stack.stack_name,
+            budget_table(stack),
         )
     except (OSError, ValueError) as e:
         raise StackError(f"{path}: {e}") from None
+
+
+def budget_table(stack: template.Stack) -> str | None:
+    """The budget table the functions use (their shared BUDGET_TABLE: the stack's table, or a
+    shared one the BudgetTableName parameter names), None when they have none."""
+    return common_env([f.environment for f in stack.functions.values()]).get("BUDGET_TABLE") or None
 
 
 def drift(state: dict[str, Any], stack: template.Stack, edge_port: int) -> list[str]:

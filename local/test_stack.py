@@ -172,3 +172,21 @@ def test_deploy_tables_creates_each_table_once_with_its_ttl(tmp_path):
         )
         with pytest.raises(stack.StackError, match="tp-budget exists with keys"):
             stack.deploy_tables(ddb, tables)
+
+
+def test_the_operator_policy_may_name_the_budget_table(tmp_path):
+    import iam
+
+    st = _budget_stack(tmp_path)
+    assert stack.budget_table(st) == "tp-budget"
+    grant = {
+        "Effect": "Allow",
+        "Action": "dynamodb:Query",
+        "Resource": "arn:aws:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${BudgetTableName}",
+    }
+    policy = {"Version": "2012-10-17", "Statement": [grant]}
+    args = (policy, "bkt", "arn:aws:states:us-east-1:123456789012:stateMachine:tp-import", "us-east-1", "123456789012", "tp")
+    entry = iam.operator_principal(*args, stack.budget_table(st))
+    assert entry["statements"][0]["Resource"] == "arn:aws:dynamodb:us-east-1:123456789012:table/tp-budget"
+    with pytest.raises(ValueError, match=r"no value for \$\{BudgetTableName\}"):
+        iam.operator_principal(*args)
