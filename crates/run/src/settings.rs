@@ -10,13 +10,27 @@ pub const ALLOWED_THING_GROUPS_ENV_VAR: &str = "ALLOWED_THING_GROUPS";
 /// The environment variable holding Register's timeout (seconds), which sizes chunks.
 pub const REGISTER_TIMEOUT_ENV_VAR: &str = "REGISTER_TIMEOUT_SECONDS";
 
+/// The environment variable holding the stack parameter `MaxConcurrency` (0 = size the Map).
+pub const MAX_CONCURRENCY_ENV_VAR: &str = "DEFAULT_MAX_CONCURRENCY";
+/// The environment variable holding the stack parameter `ChildCapacity`.
+pub const CHILD_CAPACITY_ENV_VAR: &str = "CHILD_CAPACITY";
+/// A Register child keeps 8 entries in flight through ~5 sequential IoT calls of tens of
+/// milliseconds each on AWS, so it can do well over 20 certificates/s; 20 errs on the side of
+/// one child too many (billed, mostly waiting) rather than one too few (quota unused).
+pub const DEFAULT_CHILD_CAPACITY: f64 = 20.0;
+/// The most children sizing asks for on its own; the profile or `MaxConcurrency` may set more.
+pub const AUTO_MAX_CONCURRENCY: u32 = 100;
+
 /// Settings read once per container from the environment the template sets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// The stack's bucket: profiles, runs, claims.
     pub import_bucket: String,
-    /// Map concurrency when the profile does not set one.
-    pub default_max_concurrency: u32,
+    /// Map concurrency when the profile does not set one; `None` sizes the Map from the quotas
+    /// and [`Settings::child_capacity`].
+    pub default_max_concurrency: Option<u32>,
+    /// Certificates per second one Register child reaches when it never waits for tokens.
+    pub child_capacity: f64,
     /// Entries per chunk when the profile does not set one.
     pub default_chunk_size: u32,
     /// The account's IoT rate quotas per API.
@@ -53,13 +67,40 @@ impl Settings {
         };
         Ok(Settings {
             import_bucket,
-            default_max_concurrency: number("DEFAULT_MAX_CONCURRENCY", 10)?,
-            default_chunk_size: number("DEFAULT_CHUNK_SIZE", 500)?,
+            default_max_concurrency: match number_or_auto(&lookup, MAX_CONCURRENCY_ENV_VAR)? {
+                0 => None,
+                n => Some(n),
+            },
+            child_capacity: positive(&lookup, CHILD_CAPACITY_ENV_VAR, DEFAULT_CHILD_CAPACITY)?,
+            default_chunk_size: number("DEFAULT_CHUNK_SIZE", 2000)?,
             quotas: Quotas::from_env(&lookup).map_err(|e| e.to_string())?,
             quota_reserve: reserve_from_env(&lookup).map_err(|e| e.to_string())?,
             register_timeout_seconds: number(REGISTER_TIMEOUT_ENV_VAR, 900)?,
             allow_list: AllowList::from_lookup(&lookup)?,
         })
+    }
+
+    /// Certificates per second the quotas allow all of Thingpress: the slowest API's quota less
+    /// the reserve, over its calls per new certificate.
+    pub fn budget_per_second(&self, policies: usize, groups: usize) -> f64 {
+        let usable = 1.0 - self.quota_reserve;
+        new_certificates_per_second(|api| self.quotas.get(api) * usable, policies, groups)
+    }
+
+    /// The Map's concurrency: the profile's, else the stack's `MaxConcurrency`, else (0, the
+    /// default) as many children as it takes to use the budget when each runs at its capacity.
+    /// More children than that would only wait for tokens while Lambda bills them.
+    pub fn max_concurrency(&self, requested: Option<u32>, policies: usize, groups: usize) -> u32 {
+        if let Some(n) = requested.or(self.default_max_concurrency) {
+            return n.max(1);
+        }
+        let children = (self.budget_per_second(policies, groups) / self.child_capacity).ceil();
+        if children.is_finite() && children < f64::from(AUTO_MAX_CONCURRENCY) {
+            // Below AUTO_MAX_CONCURRENCY here, so the cast cannot truncate.
+            (children as u32).max(1)
+        } else {
+            AUTO_MAX_CONCURRENCY
+        }
     }
 
     /// The entries per chunk: the profile's (or the default) size, capped so that one child,
@@ -71,9 +112,8 @@ impl Settings {
         policies: usize,
         groups: usize,
     ) -> u32 {
-        let share = (1.0 - self.quota_reserve) / f64::from(max_concurrency.max(1));
         let entries_per_second =
-            new_certificates_per_second(|api| self.quotas.get(api) * share, policies, groups);
+            self.budget_per_second(policies, groups) / f64::from(max_concurrency.max(1));
         let cap = (entries_per_second * f64::from(self.register_timeout_seconds) / 2.0).floor();
         let requested = requested.unwrap_or(self.default_chunk_size);
         if cap.is_finite() && cap < f64::from(requested) {
@@ -82,6 +122,34 @@ impl Settings {
         } else {
             requested
         }
+    }
+}
+
+/// A whole number where 0 is allowed (it means "automatic"); unset is 0.
+fn number_or_auto(lookup: impl Fn(&str) -> Option<String>, name: &str) -> Result<u32, String> {
+    match lookup(name) {
+        None => Ok(0),
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{name}={v:?} is not a whole number (0 = automatic)")),
+    }
+}
+
+/// A positive finite number, or `default` when unset.
+fn positive(
+    lookup: impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: f64,
+) -> Result<f64, String> {
+    match lookup(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n > 0.0)
+            .ok_or_else(|| format!("{name}={v:?} is not a positive number")),
     }
 }
 
@@ -220,10 +288,47 @@ mod tests {
     #[test]
     fn reads_defaults_and_rejects_bad_numbers() {
         let s = settings(&[("IMPORT_BUCKET", "b")]).unwrap();
-        assert_eq!(s.default_max_concurrency, 10);
+        assert_eq!(s.default_max_concurrency, None);
+        assert_eq!(s.child_capacity, DEFAULT_CHILD_CAPACITY);
+        let s = settings(&[("IMPORT_BUCKET", "b"), (MAX_CONCURRENCY_ENV_VAR, "0")]).unwrap();
+        assert_eq!(s.default_max_concurrency, None);
+        let s = settings(&[("IMPORT_BUCKET", "b"), (MAX_CONCURRENCY_ENV_VAR, "4")]).unwrap();
+        assert_eq!(s.default_max_concurrency, Some(4));
+        for (var, bad) in [(MAX_CONCURRENCY_ENV_VAR, "-1"), (CHILD_CAPACITY_ENV_VAR, "0")] {
+            let err = settings(&[("IMPORT_BUCKET", "b"), (var, bad)]).unwrap_err();
+            assert!(err.contains(var), "{err}");
+        }
         assert!(settings(&[]).unwrap_err().contains("IMPORT_BUCKET"));
         let err = settings(&[("IMPORT_BUCKET", "b"), ("DEFAULT_CHUNK_SIZE", "0")]).unwrap_err();
         assert!(err.contains("DEFAULT_CHUNK_SIZE"), "{err}");
+    }
+
+    #[test]
+    fn the_map_is_sized_so_children_run_near_their_capacity() {
+        // AWS defaults, reserve 0.1: RegisterCertificateWithoutCA 9/s ÷ 20/s per child → 1.
+        let s = settings(&[("IMPORT_BUCKET", "b")]).unwrap();
+        assert_eq!(s.max_concurrency(None, 1, 1), 1);
+        // Quotas ×10 (90/s of RegisterCertificateWithoutCA; AttachPolicy 150/s × 0.9 = 135/s)
+        // → 90 ÷ 20 → 5 children.
+        let raised: Vec<(String, String)> = thingpress_importer::Api::ALL
+            .iter()
+            .map(|api| (api.quota_env_var().to_owned(), (api.default_quota() * 10.0).to_string()))
+            .chain([("IMPORT_BUCKET".to_owned(), "b".to_owned())])
+            .collect();
+        let s = Settings::from_lookup(|n| {
+            raised.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
+        })
+        .unwrap();
+        assert_eq!(s.max_concurrency(None, 1, 1), 5);
+        // A slower child needs more of them; the profile and the stack's value win.
+        let s = settings(&[("IMPORT_BUCKET", "b"), (CHILD_CAPACITY_ENV_VAR, "2")]).unwrap();
+        assert_eq!(s.max_concurrency(None, 1, 1), 5);
+        assert_eq!(s.max_concurrency(Some(3), 1, 1), 3);
+        let s = settings(&[("IMPORT_BUCKET", "b"), (MAX_CONCURRENCY_ENV_VAR, "10")]).unwrap();
+        assert_eq!(s.max_concurrency(None, 1, 1), 10);
+        // Never more than AUTO_MAX_CONCURRENCY on its own.
+        let s = settings(&[("IMPORT_BUCKET", "b"), (CHILD_CAPACITY_ENV_VAR, "0.001")]).unwrap();
+        assert_eq!(s.max_concurrency(None, 1, 1), AUTO_MAX_CONCURRENCY);
     }
 
     #[test]

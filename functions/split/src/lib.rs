@@ -291,10 +291,11 @@ impl<S: Store + Clone + 'static> Task<S> {
 
     /// The Map's concurrency and the chunk size for this profile.
     fn sizes(&self, profile: &Profile) -> (u32, u32) {
-        let max_concurrency = profile
-            .max_concurrency
-            .unwrap_or(self.settings.default_max_concurrency)
-            .max(1);
+        let max_concurrency = self.settings.max_concurrency(
+            profile.max_concurrency,
+            profile.policies.len(),
+            profile.thing_groups.len(),
+        );
         let chunk_size = self
             .settings
             .chunk_size(
