@@ -1,375 +1,10 @@
-//! What an import costs and how long it takes, projected from one measured local run
-//! (`script/bench --e2e`) to any certificate count, quotas and concurrency. The unit prices live
-//! here and nowhere else.
-//!
-//! Register paces every IoT call, so its billed time is mostly waiting for tokens: the total is
-//! certificates × concurrency ÷ achieved rate, whatever the chunk size. The rest (Split,
-//! Decorate, Summarize, S3 requests, state transitions) scales with entries or chunks.
+//! The cost model (`thingpress_run::cost`, re-exported here for `bench_e2e` and the tests) held
+//! against what it must reproduce: the template's memory sizes, the $8.28 per 1,000,000
+//! certificates of the pipeline before issue 12, and what issue 12's sizing makes of it.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use thingpress_importer::{Api, RESERVE_ENV_VAR, new_certificates_per_second};
-use thingpress_run::Settings;
-
-/// AWS unit prices, us-east-1, first tier (USD).
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Prices {
-    /// When the prices were recorded (aws.amazon.com/{lambda,step-functions,s3}/pricing; not
-    /// re-read from the build machine, which has no route to it).
-    pub date: &'static str,
-    /// The Region they apply to.
-    pub region: &'static str,
-    /// Lambda duration, arm64, per GB-second.
-    pub lambda_arm64_gb_second: f64,
-    /// Lambda requests, per request.
-    pub lambda_request: f64,
-    /// Step Functions Standard, per state transition.
-    pub standard_transition: f64,
-    /// Step Functions Express, per request (execution started).
-    pub express_request: f64,
-    /// Step Functions Express duration, per GB-second (first tier).
-    pub express_gb_second: f64,
-    /// S3 Standard PUT, COPY, POST, LIST, per request.
-    pub s3_put: f64,
-    /// S3 Standard GET and all other requests, per request.
-    pub s3_get: f64,
-    /// AWS IoT Core registry operation (CreateThing, AttachThingPrincipal and
-    /// AddThingToThingGroup are metered as such), per operation. From the IoT Core pricing page
-    /// as remembered, not re-read on that date: check it before quoting.
-    pub iot_registry_operation: f64,
-}
-
-/// The prices every projection uses.
-pub const PRICES: Prices = Prices {
-    date: "2026-11-29",
-    region: "us-east-1",
-    lambda_arm64_gb_second: 0.000_013_333_4,
-    lambda_request: 0.20 / 1_000_000.0,
-    standard_transition: 0.025 / 1_000.0,
-    express_request: 1.00 / 1_000_000.0,
-    express_gb_second: 0.000_016_67,
-    s3_put: 0.005 / 1_000.0,
-    s3_get: 0.0004 / 1_000.0,
-    iot_registry_operation: 1.25 / 1_000_000.0,
-};
-
-/// Express workflows are billed in 64 MB steps; a child that only calls two Lambdas needs the
-/// smallest.
-pub const EXPRESS_MEMORY_MB: f64 = 64.0;
-
-/// The four functions, in pipeline order.
-pub const FUNCTIONS: [&str; 4] = ["split", "decorate", "register", "summarize"];
-
-/// One measured run, as `bench_e2e` reads it from the edge, the report and the history.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Measured {
-    /// Manifest entries.
-    pub entries: u64,
-    /// Chunks in the run's index.
-    pub chunks: u64,
-    /// Entries per chunk in that run.
-    pub chunk_size: u64,
-    /// Lambda invocations per function (retries included).
-    pub invocations: BTreeMap<String, u64>,
-    /// Split's seconds (one invocation, whole manifest).
-    pub split_seconds: f64,
-    /// Decorate's seconds per chunk (warm invocation).
-    pub decorate_seconds_per_chunk: f64,
-    /// Summarize's seconds (one invocation, every chunk).
-    pub summarize_seconds: f64,
-    /// Achieved RegisterCertificateWithoutCA rate ÷ the paced rate (quota × reserve):
-    /// how close to its pacing target the pipeline ran.
-    pub achieved_fraction_of_paced: f64,
-    /// State transitions of the parent execution, counted in its history.
-    pub parent_transitions: u64,
-    /// S3 GET/HEAD requests by the functions (the edge's count).
-    pub s3_get: u64,
-    /// S3 PUT/LIST/POST requests by the functions (the edge's count).
-    pub s3_put: u64,
-    /// Policies and groups per thing in the profile (they set the slowest API).
-    pub policies: usize,
-    /// See `policies`.
-    pub groups: usize,
-}
-
-/// Where the projection is deployed.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Deployment {
-    /// A name for tables ("AWS defaults", "raised ×10").
-    pub label: String,
-    /// Certificates to import.
-    pub certificates: u64,
-    /// Account quotas per API, requests/s (IoT names); missing APIs use AWS's defaults.
-    pub quotas: BTreeMap<String, f64>,
-    /// QuotaReserve.
-    pub quota_reserve: f64,
-    /// MaxConcurrency.
-    pub max_concurrency: u32,
-    /// ChunkSize (before the cap).
-    pub chunk_size: u32,
-    /// Children are EXPRESS (Register's timeout 110 s, infra/template.yaml) rather than STANDARD (900 s).
-    pub express: bool,
-    /// Lambda memory per function, MB (infra/template.yaml).
-    pub memory_mb: BTreeMap<String, f64>,
-}
-
-/// One line of the bill.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Item {
-    /// What is billed.
-    pub what: String,
-    /// How many units.
-    pub quantity: f64,
-    /// The unit.
-    pub unit: &'static str,
-    /// USD.
-    pub usd: f64,
-}
-
-/// A projection of one deployment.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Projection {
-    /// The deployment.
-    pub deployment: Deployment,
-    /// Entries per chunk after the timeout cap.
-    pub chunk_size: u32,
-    /// Chunks.
-    pub chunks: u64,
-    /// Certificates per second the quotas allow (paced rate of the slowest API).
-    pub paced_per_second: f64,
-    /// Certificates per second expected (paced × the measured achieved fraction).
-    pub expected_per_second: f64,
-    /// Wall-clock seconds: Split + registration + Summarize.
-    pub wall_clock_seconds: f64,
-    /// The bill.
-    pub items: Vec<Item>,
-    /// Sum of the bill.
-    pub total_usd: f64,
-}
-
-/// AWS's default quotas (requests/s) per IoT API, from the importer's catalogue (the template's
-/// parameters default to the same, tests/template.rs checks).
-pub fn default_quotas() -> BTreeMap<String, f64> {
-    Api::ALL
-        .iter()
-        .map(|api| (api.as_str().to_owned(), api.default_quota()))
-        .collect()
-}
-
-/// The deployment's quota of one API: its own, or AWS's default.
-fn quota(d: &Deployment, api: Api) -> f64 {
-    d.quotas
-        .get(api.as_str())
-        .copied()
-        .unwrap_or_else(|| api.default_quota())
-}
-
-/// The pipeline's settings for a deployment (for its chunk-size cap).
-fn settings(d: &Deployment) -> Result<Settings, String> {
-    let mut env: BTreeMap<String, String> = [
-        ("IMPORT_BUCKET".to_owned(), "cost-model".to_owned()),
-        (
-            RESERVE_ENV_VAR.to_owned(),
-            d.quota_reserve.to_string(),
-        ),
-        (
-            "REGISTER_TIMEOUT_SECONDS".to_owned(),
-            if d.express { "110" } else { "900" }.to_owned(),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    env.extend(Api::ALL.map(|api| (api.quota_env_var().to_owned(), quota(d, api).to_string())));
-    Settings::from_lookup(|name| env.get(name).cloned())
-}
-
-/// Certificates per second the quotas allow: the slowest API's quota less the reserve ÷ its
-/// calls per new certificate (the importer's catalogue says which APIs and how often).
-pub fn paced_per_second(d: &Deployment, policies: usize, groups: usize) -> f64 {
-    new_certificates_per_second(
-        |api| quota(d, api) * (1.0 - d.quota_reserve),
-        policies,
-        groups,
-    )
-}
-
-/// Projects the measured run onto a deployment.
-pub fn project(m: &Measured, d: &Deployment, prices: &Prices) -> Result<Projection, String> {
-    if m.entries == 0 || m.chunks == 0 {
-        return Err("the measured run has no entries or no chunks".into());
-    }
-    let chunk_size =
-        settings(d)?.chunk_size(Some(d.chunk_size), d.max_concurrency, m.policies, m.groups);
-    let n = d.certificates as f64;
-    let chunks = d.certificates.div_ceil(u64::from(chunk_size.max(1)));
-    let per_entry = n / m.entries as f64;
-    let per_chunk = chunks as f64 / m.chunks as f64;
-    let paced = paced_per_second(d, m.policies, m.groups);
-    let fraction = m.achieved_fraction_of_paced.clamp(0.01, 1.0);
-    let expected = paced * fraction;
-    let registering = n / expected;
-    let split_seconds = m.split_seconds * per_entry;
-    let summarize_seconds = m.summarize_seconds * per_entry;
-    let wall_clock_seconds = split_seconds + registering + summarize_seconds;
-
-    // Each of the (at most) MaxConcurrency children is busy for the whole registration phase.
-    let children = f64::from(d.max_concurrency).min(chunks as f64);
-    let register_seconds = registering * children;
-    let decorate_seconds =
-        m.decorate_seconds_per_chunk * chunks as f64 * f64::from(chunk_size) / m.chunk_size as f64;
-    let seconds: BTreeMap<&str, f64> = [
-        ("split", split_seconds),
-        ("decorate", decorate_seconds),
-        ("register", register_seconds),
-        ("summarize", summarize_seconds),
-    ]
-    .into_iter()
-    .collect();
-    let invocation = |f: &str| m.invocations.get(f).copied().unwrap_or(0) as f64;
-    // Split and Summarize run once per run; Decorate and Register once per chunk plus the
-    // retries measured per chunk.
-    let requests = invocation("split")
-        + invocation("summarize")
-        + (invocation("decorate") + invocation("register")) * per_chunk;
-    let mut items = lambda_items(d, prices, &seconds, requests)?;
-    let retries = (invocation("decorate") + invocation("register") - 2.0 * m.chunks as f64)
-        .max(0.0)
-        * per_chunk;
-    items.extend(step_functions_items(
-        m,
-        d,
-        prices,
-        chunks,
-        register_seconds + decorate_seconds,
-        retries,
-    ));
-    items.extend(storage_and_registry_items(m, prices, per_chunk, n));
-    let total_usd = items.iter().map(|i| i.usd).sum();
-    Ok(Projection {
-        deployment: d.clone(),
-        chunk_size,
-        chunks,
-        paced_per_second: paced,
-        expected_per_second: expected,
-        wall_clock_seconds,
-        items,
-        total_usd,
-    })
-}
-
-/// What Lambda bills for the projected run: each function's GB-seconds and the requests.
-fn lambda_items(
-    d: &Deployment,
-    prices: &Prices,
-    seconds: &BTreeMap<&str, f64>,
-    requests: f64,
-) -> Result<Vec<Item>, String> {
-    let mut items = Vec::new();
-    for f in FUNCTIONS {
-        let memory = d
-            .memory_mb
-            .get(f)
-            .copied()
-            .ok_or_else(|| format!("no memory size for {f}"))?;
-        let gbs = seconds.get(f).copied().unwrap_or(0.0) * memory / 1024.0;
-        items.push(Item {
-            what: format!("Lambda {f} duration ({memory} MB, arm64)"),
-            quantity: gbs,
-            unit: "GB-s",
-            usd: gbs * prices.lambda_arm64_gb_second,
-        });
-    }
-    items.push(Item {
-        what: "Lambda requests".into(),
-        quantity: requests,
-        unit: "requests",
-        usd: requests * prices.lambda_request,
-    });
-    Ok(items)
-}
-
-/// What S3 (requests, scaled from the measured run per chunk) and the IoT registry (per
-/// certificate) bill for the projected run.
-fn storage_and_registry_items(m: &Measured, prices: &Prices, per_chunk: f64, n: f64) -> Vec<Item> {
-    let mut items = Vec::new();
-    let s3_put = m.s3_put as f64 * per_chunk;
-    let s3_get = m.s3_get as f64 * per_chunk;
-    items.push(Item {
-        what: "S3 PUT/LIST requests".into(),
-        quantity: s3_put,
-        unit: "requests",
-        usd: s3_put * prices.s3_put,
-    });
-    items.push(Item {
-        what: "S3 GET/HEAD requests".into(),
-        quantity: s3_get,
-        unit: "requests",
-        usd: s3_get * prices.s3_get,
-    });
-    // CreateThing + AttachThingPrincipal + AddThingToThingGroup per group, per certificate.
-    let registry = n * (2.0 + m.groups as f64);
-    items.push(Item {
-        what: "IoT Core registry operations".into(),
-        quantity: registry,
-        unit: "operations",
-        usd: registry * prices.iot_registry_operation,
-    });
-    items
-}
-
-/// What Step Functions bills for the projected run: the parent's transitions and, per chunk,
-/// an EXPRESS child's request and duration or a STANDARD child's transitions.
-fn step_functions_items(
-    m: &Measured,
-    d: &Deployment,
-    prices: &Prices,
-    chunks: u64,
-    children_seconds: f64,
-    retries: f64,
-) -> Vec<Item> {
-    let mut items = Vec::new();
-    if d.express {
-        // The parent's states, plus one transition per child started; children bill per request
-        // and duration (Decorate + Register of one chunk).
-        let transitions = m.parent_transitions as f64 + chunks as f64;
-        items.push(Item {
-            what: "Step Functions Standard transitions (parent, one per child started)".into(),
-            quantity: transitions,
-            unit: "transitions",
-            usd: transitions * prices.standard_transition,
-        });
-        items.push(Item {
-            what: "Step Functions Express requests (children)".into(),
-            quantity: chunks as f64,
-            unit: "requests",
-            usd: chunks as f64 * prices.express_request,
-        });
-        let child_seconds = children_seconds / chunks.max(1) as f64;
-        let gbs = chunks as f64 * child_seconds * EXPRESS_MEMORY_MB / 1024.0;
-        items.push(Item {
-            what: format!("Step Functions Express duration ({EXPRESS_MEMORY_MB} MB)"),
-            quantity: gbs,
-            unit: "GB-s",
-            usd: gbs * prices.express_gb_second,
-        });
-    } else {
-        // Per STANDARD child: its start (billed to the Map) + Decorate + Register + retries.
-        let transitions = m.parent_transitions as f64 + chunks as f64 * 3.0 + retries;
-        items.push(Item {
-            what: "Step Functions Standard transitions".into(),
-            quantity: transitions,
-            unit: "transitions",
-            usd: transitions * prices.standard_transition,
-        });
-    }
-    items
-}
+pub use thingpress_run::cost::*;
 
 /// Lambda memory sizes per function from the SAM template's text: each `<Name>Function`
 /// resource's `MemorySize`, else `Globals.Function.MemorySize`.
@@ -403,6 +38,40 @@ pub fn memory_from_template(
         out.insert(f.to_owned(), memory);
     }
     Ok(out)
+}
+
+/// Today's (before issue 12) deployment of the README's projections: MaxConcurrency 10, a fifth
+/// of every quota left unused (reserve 0.2, the old safety factor 0.8), chunks of 500 capped.
+pub fn static_deployment(label: &str, scale: f64, express: bool) -> Deployment {
+    Deployment {
+        label: label.to_owned(),
+        certificates: 1_000_000,
+        quotas: default_quotas()
+            .into_iter()
+            .map(|(k, v)| (k, v * scale))
+            .collect(),
+        quota_reserve: 0.2,
+        max_concurrency: Some(10),
+        max_children: 10,
+        child_capacity: DEFAULT_CHILD_CAPACITY,
+        chunk_size: Some(500),
+        express,
+        memory_mb: template_memory_mb(),
+        pipeline: Pipeline::Static,
+    }
+}
+
+/// Issue 12's deployment at the template's defaults: reserve 0.1, children and chunks sized.
+pub fn budget_deployment(label: &str, scale: f64, child_capacity: f64) -> Deployment {
+    Deployment {
+        quota_reserve: 0.1,
+        max_concurrency: None,
+        max_children: 0,
+        child_capacity,
+        chunk_size: None,
+        pipeline: Pipeline::Budget,
+        ..static_deployment(label, scale, false)
+    }
 }
 
 #[cfg(test)]
@@ -442,10 +111,13 @@ mod tests {
             certificates: 1_000_000,
             quotas: [("RegisterCertificateWithoutCA".to_owned(), register_quota)].into(),
             quota_reserve: 0.2,
-            max_concurrency: 10,
-            chunk_size: 500,
+            max_concurrency: Some(10),
+            max_children: 10,
+            child_capacity: DEFAULT_CHILD_CAPACITY,
+            chunk_size: Some(500),
             express,
             memory_mb: FUNCTIONS.iter().map(|f| (f.to_string(), 1024.0)).collect(),
+            pipeline: Pipeline::Static,
         }
     }
 
@@ -476,6 +148,9 @@ mod tests {
             "{transitions:?}"
         );
         assert!((p.total_usd - p.items.iter().map(|i| i.usd).sum::<f64>()).abs() < 1e-12);
+        // Before issue 12: no lease table, no continuations.
+        assert!(p.items.iter().all(|i| i.service != Service::DynamoDB));
+        assert_eq!(p.continuations, 0.0);
     }
 
     #[test]
@@ -519,13 +194,76 @@ mod tests {
         assert!(project(&m, &deployment(10.0, false), &PRICES).is_err());
     }
 
-    #[test]
-    fn memory_sizes_come_from_the_template() {
+    fn template_memory() -> BTreeMap<String, f64> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let text = std::fs::read_to_string(root.join("infra/template.yaml")).unwrap();
         let template: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-        let memory = memory_from_template(&template).unwrap();
+        memory_from_template(&template).unwrap()
+    }
+
+    #[test]
+    fn memory_sizes_come_from_the_template() {
+        let memory = template_memory();
         assert_eq!(memory.len(), 4);
         assert!(memory.values().all(|m| *m >= 128.0), "{memory:?}");
+        // The library's copy (what `thingpress plan` prices) is the template's.
+        assert_eq!(memory, template_memory_mb());
+    }
+
+    fn usd(p: &Projection, service: Service) -> f64 {
+        p.by_service().get(&service).copied().unwrap_or(0.0)
+    }
+
+    /// Issue 12's "Cost" line: at AWS default quotas, 1,000,000 certificates, the model before
+    /// issue 12 (MaxConcurrency 10, reserve 0.2) gives the README's $8.28 with IoT's registry
+    /// charges in it; issue 12's sizing (reserve 0.1, children from the budget ÷ a child's
+    /// capacity) brings Lambda + Step Functions + S3 + DynamoDB to ≤ $1.00 with one child, IoT
+    /// apart. The projections print with `cargo test -p thingpress-tests --lib -- --nocapture`.
+    #[test]
+    fn default_quotas_cost_before_and_after_issue_12() {
+        let m = reference_run();
+        let before = project(&m, &static_deployment("before", 1.0, false), &PRICES).unwrap();
+        let before_total = before.total_usd + before.iot_usd;
+        assert_eq!(format!("{before_total:.2}"), "8.28", "{before:#?}");
+
+        assert_eq!(format!("{:.2}", before.iot_usd), "3.75");
+        assert_eq!(before.children, 10);
+        assert_eq!(before.chunk_size, 360);
+
+        // A child that reaches the 9/s budget alone: one child, chunks of 2,000.
+        let one = project(&m, &budget_deployment("1 child", 1.0, 9.0), &PRICES).unwrap();
+        assert_eq!(one.children, 1);
+        assert_eq!(one.chunk_size, 2_000);
+        assert!((one.paced_per_second - 9.0).abs() < 1e-9);
+        assert_eq!(one.continuations, 0.0);
+        assert!(one.total_usd <= 1.00, "{one:#?}");
+        assert!(usd(&one, Service::DynamoDB) > 0.0);
+        assert_eq!(format!("{:.2}", one.iot_usd), "3.75");
+
+        // The capacity measured behind moto (4.6/s) sizes two children: Register bills twice.
+        let two = project(
+            &m,
+            &budget_deployment("4.6/s", 1.0, DEFAULT_CHILD_CAPACITY),
+            &PRICES,
+        )
+        .unwrap();
+        assert_eq!(two.children, 2);
+        assert!(two.total_usd > one.total_usd);
+        for p in [&before, &one, &two] {
+            println!(
+                "{:<8} children {:>2} chunk {:>5} {:>6.2}/s {:>5.1} h  Lambda {:.2} SFN {:.2} S3 {:.2} DynamoDB {:.3}  total {:.2}  + IoT {:.2}",
+                p.deployment.label,
+                p.children,
+                p.chunk_size,
+                p.expected_per_second,
+                p.wall_clock_seconds / 3600.0,
+                usd(p, Service::Lambda),
+                usd(p, Service::StepFunctions),
+                usd(p, Service::S3),
+                usd(p, Service::DynamoDB),
+                p.total_usd,
+                p.iot_usd
+            );
+        }
     }
 }

@@ -745,17 +745,8 @@ fn projections(measured: &Measured) -> Result<Vec<cost::Projection>, String> {
     .map_err(|e| format!("infra/template.yaml: {e}"))?;
     let memory = cost::memory_from_template(&template)?;
     let deployment = |label: &str, scale: f64, express: bool| Deployment {
-        label: label.to_owned(),
-        certificates: 1_000_000,
-        quotas: cost::default_quotas()
-            .into_iter()
-            .map(|(k, v)| (k, v * scale))
-            .collect(),
-        quota_reserve: 0.2,
-        max_concurrency: 10,
-        chunk_size: 500,
-        express,
         memory_mb: memory.clone(),
+        ..cost::static_deployment(label, scale, express)
     };
     [
         ("AWS default quotas, STANDARD children", 1.0, false),

@@ -12,7 +12,7 @@ use aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput;
 use aws_sdk_sfn::types::ExecutionStatus;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
-use thingpress_importer::{Pacer, Quotas, new_certificates_per_second};
+use thingpress_importer::{Quotas, new_certificates_per_second};
 use thingpress_product::Profile;
 use thingpress_run::RunLayout;
 use thingpress_run::payload::SplitOutput;
@@ -137,28 +137,25 @@ pub fn describe(progress: &RunProgress, observed: Option<f64>, since_change: f64
     line
 }
 
-/// Certificates per second the pacing allows a run (new certificates): each API's paced rate
-/// per chunk execution times the chunk executions that can run at once (MaxConcurrency, or
-/// fewer chunks left), over that API's calls per certificate; the slowest API bounds it. None
-/// once no chunk is left: the rate of one child would then read as the run's.
+/// Certificates per second the pacing allows a run (new certificates), the plan's rate: every
+/// API's quota less the reserve over its calls per certificate, the slowest API bounding it.
+/// The run's children share that budget, however many run, so it is the run's rate until it
+/// has an observed one. None once no chunk is left, or when the quotas allow nothing.
 pub fn paced_rate(
     quotas: &Quotas,
     reserve: f64,
     profile: &Profile,
-    max_concurrency: u32,
     chunks_left: u64,
 ) -> Option<f64> {
-    if chunks_left == 0 {
+    if chunks_left == 0 || !(0.0..1.0).contains(&reserve) {
         return None;
     }
-    let pacer: Pacer = Pacer::new(quotas, reserve, max_concurrency).ok()?;
-    let children = chunks_left.min(u64::from(max_concurrency.max(1))) as f64;
     let rate = new_certificates_per_second(
-        |api| pacer.rate(api) * children,
+        |api| quotas.get(api) * (1.0 - reserve),
         profile.policies.len(),
         profile.thing_groups.len(),
     );
-    rate.is_finite().then_some(rate)
+    (rate.is_finite() && rate > 0.0).then_some(rate)
 }
 
 /// The error and cause of a failed execution on one line; a JSON cause is reduced to its
@@ -235,13 +232,7 @@ impl Poller {
             (progress.chunks_done, progress.certificates_done) = count_done(index, &with_results);
             if let (Some(info), Some((quotas, reserve))) = (&self.info, &self.pacing) {
                 let chunks_left = (index.len() as u64).saturating_sub(progress.chunks_done);
-                progress.paced_rate = paced_rate(
-                    quotas,
-                    *reserve,
-                    &info.profile,
-                    info.max_concurrency,
-                    chunks_left,
-                );
+                progress.paced_rate = paced_rate(quotas, *reserve, &info.profile, chunks_left);
             }
         }
         // The map run's counts are extra detail: a failing query keeps the last counts for a
@@ -596,22 +587,42 @@ mod tests {
     }
 
     #[test]
-    fn the_paced_rate_is_that_of_the_slowest_api_per_certificate() {
+    fn the_paced_rate_is_the_whole_budget_of_the_slowest_api() {
         let mut profile = Profile::named("p");
         let quotas = Quotas::default();
-        // RegisterCertificateWithoutCA 10/s × 0.5 is the bound with no policies or groups.
-        let rate = paced_rate(&quotas, 0.5, &profile, 4, 100).unwrap();
-        assert!((rate - 5.0).abs() < 1e-9, "{rate}");
+        // RegisterCertificateWithoutCA 10/s × (1 − 0.1) is the bound with no policies or groups.
+        let rate = paced_rate(&quotas, 0.1, &profile, 100).unwrap();
+        assert!((rate - 9.0).abs() < 1e-9, "{rate}");
         // Three policies: AttachPolicy 15/s × 0.5 ÷ 3 = 2.5 certificates/s.
         profile.policies = vec!["a".into(), "b".into(), "c".into()];
-        let rate = paced_rate(&quotas, 0.5, &profile, 4, 100).unwrap();
+        let rate = paced_rate(&quotas, 0.5, &profile, 100).unwrap();
         assert!((rate - 2.5).abs() < 1e-9, "{rate}");
-        // One chunk left of MaxConcurrency 4: one child, a quarter of the rate.
-        let rate = paced_rate(&quotas, 0.5, &profile, 4, 1).unwrap();
-        assert!((rate - 0.625).abs() < 1e-9, "{rate}");
-        assert_eq!(paced_rate(&quotas, 0.0, &profile, 4, 1), None);
-        // A finished run has no paced rate (it used to show one child's).
-        assert_eq!(paced_rate(&quotas, 0.5, &profile, 4, 0), None);
+        // One chunk left: its child holds the whole budget, not a 1/MaxConcurrency share.
+        let rate = paced_rate(&quotas, 0.5, &profile, 1).unwrap();
+        assert!((rate - 2.5).abs() < 1e-9, "{rate}");
+        // No reserve is a valid setting (the whole quota); all of it reserved allows nothing.
+        let rate = paced_rate(&quotas, 0.0, &profile, 1).unwrap();
+        assert!((rate - 5.0).abs() < 1e-9, "{rate}");
+        assert_eq!(paced_rate(&quotas, 1.0, &profile, 1), None);
+        // A finished run has no paced rate.
+        assert_eq!(paced_rate(&quotas, 0.5, &profile, 0), None);
+    }
+
+    #[test]
+    fn the_eta_takes_the_observed_rate_once_there_is_one() {
+        let progress = RunProgress {
+            chunks_total: Some(10),
+            certificates_total: Some(1_000),
+            chunks_done: 1,
+            certificates_done: 100,
+            chunks_running: 1,
+            chunks_failed: 0,
+            paced_rate: paced_rate(&Quotas::default(), 0.1, &Profile::named("p"), 9),
+        };
+        // Nothing observed yet: 900 left at the budget's 9/s.
+        assert!(describe(&progress, None, 0.0).ends_with("ETA 1m40s"));
+        // Observed 4.5/s (one child below the budget): the observed rate wins.
+        assert!(describe(&progress, Some(4.5), 0.0).ends_with("ETA 3m20s"));
     }
 
     #[test]

@@ -34,6 +34,9 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Store, show, list and validate product profiles in the stack's bucket.
     Profile(commands::profile::Args),
+    /// Before an import: entries, IoT calls per API, the account's quotas (Service Quotas), the
+    /// bottleneck, the ETA and the cost.
+    Plan(commands::plan::Args),
     /// Upload a manifest (the upload starts the import) or start the import directly.
     Import(commands::import::Args),
     /// Follow a run: chunks and certificates done, rate, ETA; exits non-zero if it fails.
@@ -78,6 +81,7 @@ async fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Profile(args) => commands::profile::run(target, args).await,
+        Command::Plan(args) => commands::plan::run(target, args).await,
         Command::Import(args) => commands::import::run(target, args).await,
         Command::Watch(args) => commands::watch::run(target, args).await,
         Command::Report(args) => commands::report::run(target, args).await,

@@ -16,6 +16,15 @@ use thingpress_run::settings::{ALLOWED_POLICIES_ENV_VAR, ALLOWED_THING_GROUPS_EN
 /// What Split's allow-list variables start with.
 const ALLOWED_PREFIX: &str = "ALLOWED_";
 
+/// Split's variables that size a run (`thingpress plan` reads them): children, chunk size, a
+/// child's capacity, Register's timeout (EXPRESS children have the short one).
+pub const SIZING_VARS: [&str; 4] = [
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_CHUNK_SIZE",
+    "CHILD_CAPACITY",
+    thingpress_run::settings::REGISTER_TIMEOUT_ENV_VAR,
+];
+
 /// Options every stack command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetArgs {
@@ -47,6 +56,9 @@ pub struct Target {
     /// Split's allow-list settings (`ALLOWED_POLICIES`, `ALLOWED_THING_GROUPS`) from the same
     /// places; empty when the stack's setting cannot be read.
     pub allow_env: BTreeMap<String, String>,
+    /// Split's sizing settings ([`SIZING_VARS`]) from the same places; missing ones take the
+    /// template's defaults.
+    pub sizing_env: BTreeMap<String, String>,
 }
 
 impl Target {
@@ -72,6 +84,9 @@ impl Target {
                     .collect(),
                 allow_env: std::env::vars()
                     .filter(|(name, _)| name.starts_with(ALLOWED_PREFIX))
+                    .collect(),
+                sizing_env: std::env::vars()
+                    .filter(|(name, _)| SIZING_VARS.contains(&name.as_str()))
                     .collect(),
             }),
             _ => bail!(
@@ -137,22 +152,29 @@ impl Target {
                     .collect()
             })
             .unwrap_or_default();
-        let allow_env = state
-            .pointer("/functionEnvs/SplitFunction")
-            .and_then(Value::as_object)
-            .map(|env| {
-                env.iter()
-                    .filter(|(name, _)| name.starts_with(ALLOWED_PREFIX))
-                    .filter_map(|(name, value)| Some((name.clone(), value.as_str()?.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let split_env = |keep: &dyn Fn(&str) -> bool| -> BTreeMap<String, String> {
+            state
+                .pointer("/functionEnvs/SplitFunction")
+                .and_then(Value::as_object)
+                .map(|env| {
+                    env.iter()
+                        .filter(|(name, _)| keep(name))
+                        .filter_map(|(name, value)| {
+                            Some((name.clone(), value.as_str()?.to_owned()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let allow_env = split_env(&|name| name.starts_with(ALLOWED_PREFIX));
+        let sizing_env = split_env(&|name| SIZING_VARS.contains(&name));
         Ok(Target {
             config,
             bucket,
             state_machine_arn,
             pacing_env,
             allow_env,
+            sizing_env,
         })
     }
 
@@ -204,6 +226,7 @@ impl Target {
             config,
             pacing_env,
             allow_env,
+            sizing_env: sizing_env_of_parameters(&parameters),
         })
     }
 
@@ -228,6 +251,25 @@ impl Target {
 
     pub fn iot(&self) -> aws_sdk_iot::Client {
         aws_sdk_iot::Client::new(&self.config)
+    }
+
+    /// Service Quotas (the account's applied IoT quotas; the local edge answers it too).
+    pub fn service_quotas(&self) -> aws_sdk_servicequotas::Client {
+        aws_sdk_servicequotas::Client::new(&self.config)
+    }
+
+    /// A sizing setting ([`SIZING_VARS`]) as a number, `None` when the stack does not say.
+    pub fn sizing(&self, name: &str) -> anyhow::Result<Option<f64>> {
+        match self.sizing_env.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .map(Some)
+                .with_context(|| format!("the stack's {name}={v:?} is not a number")),
+        }
     }
 
     /// The quotas and the reserve Register paces by (see `pacing_env`).
@@ -259,6 +301,29 @@ fn pacing_env_of_parameters(parameters: &BTreeMap<&str, &str>) -> BTreeMap<Strin
     }
     if let Some(value) = parameters.get("QuotaReserve") {
         env.insert(RESERVE_ENV_VAR.to_owned(), (*value).to_owned());
+    }
+    env
+}
+
+/// A deployed stack's sizing parameters (infra/template.yaml) under Split's variable names;
+/// `ChildExecutionType` becomes Register's timeout (110 s EXPRESS, 900 s STANDARD).
+fn sizing_env_of_parameters(parameters: &BTreeMap<&str, &str>) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (parameter, var) in [
+        ("MaxConcurrency", "DEFAULT_MAX_CONCURRENCY"),
+        ("ChunkSize", "DEFAULT_CHUNK_SIZE"),
+        ("ChildCapacity", "CHILD_CAPACITY"),
+    ] {
+        if let Some(value) = parameters.get(parameter) {
+            env.insert(var.to_owned(), (*value).to_owned());
+        }
+    }
+    if let Some(kind) = parameters.get("ChildExecutionType") {
+        let timeout = if *kind == "EXPRESS" { "110" } else { "900" };
+        env.insert(
+            thingpress_run::settings::REGISTER_TIMEOUT_ENV_VAR.to_owned(),
+            timeout.to_owned(),
+        );
     }
     env
 }
@@ -314,5 +379,22 @@ mod tests {
             Quotas::default().get(Api::CreateThing)
         );
         assert_eq!(reserve_from_env(lookup).unwrap(), 0.25);
+    }
+
+    #[test]
+    fn stack_parameters_become_splits_sizing_variables() {
+        let parameters: BTreeMap<&str, &str> = [
+            ("MaxConcurrency", "0"),
+            ("ChunkSize", "500"),
+            ("ChildExecutionType", "EXPRESS"),
+            ("QuotaReserve", "0.25"),
+        ]
+        .into();
+        let env = sizing_env_of_parameters(&parameters);
+        assert_eq!(env.len(), 3, "{env:?}");
+        assert_eq!(env["DEFAULT_MAX_CONCURRENCY"], "0");
+        assert_eq!(env["REGISTER_TIMEOUT_SECONDS"], "110");
+        let standard = sizing_env_of_parameters(&[("ChildExecutionType", "STANDARD")].into());
+        assert_eq!(standard["REGISTER_TIMEOUT_SECONDS"], "900");
     }
 }

@@ -1,7 +1,8 @@
 //! The run contract: what the state machine, the Lambdas and the CLI agree on about one import:
 //! the run layout in S3, every stored record and its typed reads and writes ([`RunStore`]), the
-//! state-machine payloads, settings, and the task error (`Thingpress.*`).
+//! state-machine payloads, settings, the cost model, and the task error (`Thingpress.*`).
 
+pub mod cost;
 mod error;
 pub mod layout;
 pub mod payload;

@@ -15,6 +15,7 @@ use thingpress_run::layout::{incoming_key, profile_key};
 use thingpress_run::resolve::execution_name;
 use thingpress_run::{S3Store, Store};
 
+use crate::commands::plan;
 use crate::follow::follow;
 use crate::output::outln;
 use crate::target::{Target, TargetArgs, sdk_message};
@@ -50,6 +51,10 @@ pub struct Args {
     /// Seconds between progress lines with --wait when stderr is not a terminal.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub interval: u64,
+    /// Do not print the plan (`thingpress plan`) before uploading: it reads the whole manifest
+    /// here first.
+    #[arg(long)]
+    pub no_plan: bool,
 }
 
 /// Runs the command.
@@ -82,6 +87,9 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
             args.profile,
             target.bucket
         );
+    }
+    if !args.no_plan {
+        print_plan(&target, &args.file, &args.profile).await;
     }
 
     let arn = if let Some(run) = run {
@@ -123,6 +131,20 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
         follow(&target, &arn, Duration::from_secs(args.interval)).await?;
     }
     Ok(())
+}
+
+/// The plan on stderr (stdout keeps the lines scripts read: uploaded, run, execution). A plan
+/// that cannot be made is a warning, not a failure: Split is the judge of the manifest.
+async fn print_plan(target: &Target, file: &Path, profile: &str) {
+    let mut text = Vec::new();
+    let made = match plan::make(target, file, profile).await {
+        Ok(plan) => plan::write_table(&mut text, &plan),
+        Err(e) => Err(e),
+    };
+    match made {
+        Ok(()) => eprint!("{}", String::from_utf8_lossy(&text)),
+        Err(e) => eprintln!("thingpress: warning: no plan: {e:#}"),
+    }
 }
 
 /// An uploaded manifest object.

@@ -52,9 +52,57 @@ fn parse_slot(s: &str) -> Result<Slot, String> {
 
 /// Runs the command.
 pub fn run(args: &Args) -> Result<()> {
-    let name = args.file.display().to_string();
     let options = options(args)?;
-    let file = File::open(&args.file).with_context(|| format!("cannot open {name}"))?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let jsonl = args.output == Output::Jsonl;
+    let counted = read(&args.file, &options, |entry| {
+        if jsonl {
+            write_line(&mut out, &entry_json(entry))
+        } else {
+            Ok(true)
+        }
+    })?;
+    // Stdout closed early (`| head`): nothing more is wanted.
+    let Some(counted) = counted else {
+        return Ok(());
+    };
+    if args.output == Output::Summary {
+        let name = args.file.display().to_string();
+        write_summary(
+            &mut out,
+            &name,
+            counted.supplier,
+            &counted.tally,
+            counted.elapsed_s,
+        )?;
+    }
+    match out.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
+}
+
+/// What reading a whole manifest found.
+#[derive(Debug)]
+pub struct Counted {
+    /// The format.
+    pub supplier: Supplier,
+    /// Counts per outcome.
+    pub tally: Tally,
+    /// Seconds the read took.
+    pub elapsed_s: f64,
+}
+
+/// Streams the manifest at `path` with a progress bar on stderr, handing each entry to `each`
+/// (`false` stops the read: `None`). `inspect` and `plan` both count through it.
+pub fn read(
+    path: &std::path::Path,
+    options: &Options,
+    mut each: impl FnMut(&Entry) -> Result<bool>,
+) -> Result<Option<Counted>> {
+    let name = path.display().to_string();
+    let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or_default();
     let read = Arc::new(AtomicU64::new(0));
     let reader = BufReader::with_capacity(
@@ -65,18 +113,15 @@ pub fn run(args: &Args) -> Result<()> {
         },
     );
     let started = Instant::now();
-    let entries = read_entries(reader, &options).with_context(|| name.clone())?;
+    let entries = read_entries(reader, options).with_context(|| name.clone())?;
     let supplier = entries.supplier();
     let progress = Progress::bytes(size);
-
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
     let mut tally = Tally::default();
     for entry in entries {
         let entry = entry.with_context(|| name.clone())?;
         tally.count(&entry);
-        if args.output == Output::Jsonl && !write_line(&mut out, &entry_json(&entry))? {
-            return Ok(());
+        if !each(&entry)? {
+            return Ok(None);
         }
         if tally.entries.is_multiple_of(PROGRESS_EVERY) {
             progress.position(read.load(Ordering::Relaxed));
@@ -84,14 +129,11 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     progress.finish();
-    if args.output == Output::Summary {
-        let elapsed = started.elapsed().as_secs_f64();
-        write_summary(&mut out, &name, supplier, &tally, elapsed)?;
-    }
-    match out.flush() {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("cannot write to stdout"),
-    }
+    Ok(Some(Counted {
+        supplier,
+        tally,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    }))
 }
 
 fn options(args: &Args) -> Result<Options> {
@@ -113,10 +155,13 @@ fn options(args: &Args) -> Result<Options> {
 
 /// Counts per outcome and per rejection name.
 #[derive(Debug, Default)]
-struct Tally {
-    entries: u64,
-    accepted: u64,
-    rejected: BTreeMap<ErrorName, u64>,
+pub struct Tally {
+    /// Entries read.
+    pub entries: u64,
+    /// Entries an import would register.
+    pub accepted: u64,
+    /// Rejected entries per error name.
+    pub rejected: BTreeMap<ErrorName, u64>,
 }
 
 impl Tally {

@@ -2,6 +2,7 @@
 
 pub mod import;
 pub mod inspect;
+pub mod plan;
 pub mod profile;
 pub mod redrive;
 pub mod registry;

@@ -193,7 +193,7 @@ async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> 
 }
 
 /// The stored profile `profiles/<name>.json`, read as Split reads it.
-async fn load_profile(target: &Target, name: &str) -> anyhow::Result<Profile> {
+pub async fn load_profile(target: &Target, name: &str) -> anyhow::Result<Profile> {
     let key = profile_key(name)?;
     let store = thingpress_run::S3Store::new(target.s3());
     let body = store.get(&target.bucket, &key).await?.with_context(|| {
