@@ -8,8 +8,8 @@ pub(crate) use thingpress_aws::service_message;
 
 use crate::ImportError;
 
-/// Turns a failed call into a task error. The SDK's own short retry has already run, so a
-/// throttle that is still there ends the task (`Throttled`) and the ASL backs off; faults are
+/// Turns a failed call into a task error. The importer's paced retries have already run, so a
+/// throttle that is still there ends the task (`Throttled`) and the chunk continues later; faults are
 /// `Transient`; everything else (access denied, resource quota, missing type/group/policy) is
 /// `AwsRejected`, with the API and the resource named.
 pub(crate) fn classify<E>(

@@ -12,21 +12,25 @@ mod quotas;
 mod register;
 mod resources;
 
-use std::time::Duration;
-
 use aws_sdk_iot::config::retry::RetryConfig;
 use thingpress_manifest::ErrorName;
 
 pub use apis::{Api, PerNewCertificate, new_certificates_per_second};
-pub use pacer::{PacedApi, Pacer, TokenBucket};
+pub use pacer::{
+    AIMD_DECREASE, AIMD_DECREASE_SPACING, AIMD_FLOOR, AIMD_INCREASE, AIMD_INCREASE_EVERY, Aimd,
+    PacedApi, Pacer, TokenBucket,
+};
 pub use quotas::{DEFAULT_RESERVE, MAX_RESERVE, Quotas, RESERVE_ENV_VAR, reserve_from_env};
-pub use register::{ApiCalls, CertificateStep, EntryResult, EntrySteps, Importer, Outcome};
+pub use register::{
+    ApiCalls, CALL_ATTEMPTS, CallStats, CertificateStep, EntryResult, EntrySteps, Importer,
+    Outcome, THROTTLE_PATIENCE, TRANSIENT_ATTEMPTS,
+};
 pub use resources::check_profile_resources;
 
 /// Why a registration task cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    /// IoT still throttles after the SDK's short retry; the ASL retries the task with backoff.
+    /// IoT still throttles after the importer's paced retries; the chunk stops and continues.
     #[error("throttled: {0}")]
     Throttled(String),
     /// A network fault, timeout or 5xx; worth another try.
@@ -62,14 +66,11 @@ impl ImportError {
     }
 }
 
-/// The SDK retry for IoT clients: standard mode, 3 attempts, 50 ms initial and 1 s maximum
-/// backoff. It absorbs brief throttles and blips; the state machine's retry does the long,
-/// jittered backoff, so a long SDK retry would only burn Lambda time.
+/// The SDK retry for IoT clients: none (one attempt). The importer retries throttles and
+/// faults itself, each retry after a paced token, so every throttle reaches the pacer's AIMD and
+/// no retry goes out unpaced; the profile check retries its few calls itself too.
 pub fn sdk_retry_config() -> RetryConfig {
-    RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(Duration::from_millis(50))
-        .with_max_backoff(Duration::from_secs(1))
+    RetryConfig::standard().with_max_attempts(1)
 }
 
 #[cfg(test)]
@@ -99,9 +100,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_config_is_short() {
-        let c = sdk_retry_config();
-        assert_eq!(c.max_attempts(), 3);
-        assert!(c.max_backoff() <= Duration::from_secs(1));
+    fn the_sdk_leaves_retries_to_the_importer() {
+        assert_eq!(sdk_retry_config().max_attempts(), 1);
     }
 }

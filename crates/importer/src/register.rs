@@ -1,8 +1,12 @@
 //! Registering one decorated entry: certificate, thing, attachments — each step idempotent.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use aws_sdk_iot::config::http::HttpResponse;
+use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_iot::operation::add_thing_to_thing_group::AddThingToThingGroupError;
 use aws_sdk_iot::operation::attach_policy::AttachPolicyError;
 use aws_sdk_iot::operation::attach_thing_principal::AttachThingPrincipalError;
@@ -12,8 +16,10 @@ use aws_sdk_iot::operation::register_certificate_without_ca::RegisterCertificate
 use aws_sdk_iot::operation::update_thing::UpdateThingError;
 use aws_sdk_iot::types::{AttributePayload, CertificateStatus as IotCertificateStatus};
 use serde::{Deserialize, Serialize};
+use thingpress_aws::Class;
 use thingpress_manifest::ErrorName;
 use thingpress_product::{CertificateStatus, Decorated, OnThingConflict};
+use tokio::time::Instant;
 
 use crate::ImportError;
 use crate::apis::Api;
@@ -86,7 +92,7 @@ impl EntryResult {
     }
 }
 
-/// Calls made per API (one per operation; the SDK's internal retries are not counted).
+/// A tally per API: calls (one per operation), attempts or throttles.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ApiCalls(pub BTreeMap<Api, u64>);
@@ -109,6 +115,32 @@ impl ApiCalls {
         }
     }
 }
+
+/// What an importer's calls cost: operations, the attempts they took, the throttles among
+/// those attempts, and the time spent waiting for tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Operations, one per step (however many attempts each took).
+    pub calls: ApiCalls,
+    /// Requests sent: calls plus their retries.
+    pub attempts: ApiCalls,
+    /// Attempts IoT answered with a throttle.
+    pub throttles: ApiCalls,
+    /// Time callers waited for the pacer's tokens, summed over concurrent callers.
+    pub token_wait: Duration,
+}
+
+/// Attempts per call at most: a call throttled this often in a row (each retry a paced token
+/// later, at a rate AIMD lowers every second) meets a storm that a stop and continuation rides
+/// out better, with progress saved and no Lambda time spent waiting.
+pub const CALL_ATTEMPTS: u32 = 6;
+/// Throttling time per call at most, whatever the attempts: past it, the chunk stops and is
+/// continued.
+pub const THROTTLE_PATIENCE: Duration = Duration::from_secs(10);
+/// Attempts of a call that meets faults (5xx, timeouts), as the SDK's standard retry made.
+pub const TRANSIENT_ATTEMPTS: u32 = 3;
+/// The first backoff after a fault, doubling (the SDK's standard retry started at 50 ms).
+const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The steps of one entry already done in IoT. Register keeps them in a chunk's progress when
 /// the chunk stops mid-entry (throttled, deadline), so the retry resumes after the last step
@@ -198,15 +230,41 @@ pub struct Importer {
     client: aws_sdk_iot::Client,
     pacer: Pacer,
     calls: [AtomicU64; Api::ALL.len()],
+    attempts: [AtomicU64; Api::ALL.len()],
+    throttles: [AtomicU64; Api::ALL.len()],
+    token_wait_nanos: AtomicU64,
+}
+
+/// Adds one to an API's counter.
+fn count(counters: &[AtomicU64; Api::ALL.len()], api: Api) {
+    if let Some(n) = counters.get(api.slot()) {
+        n.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The non-zero counters as a tally.
+fn tally(counters: &[AtomicU64; Api::ALL.len()]) -> ApiCalls {
+    ApiCalls(
+        Api::ALL
+            .iter()
+            .zip(counters)
+            .map(|(api, n)| (*api, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
+    )
 }
 
 impl Importer {
-    /// An importer using `client` (build it with [`crate::sdk_retry_config`]) and `pacer`.
+    /// An importer using `client` (build it with [`crate::sdk_retry_config`], which leaves
+    /// retries to the importer) and `pacer`.
     pub fn new(client: aws_sdk_iot::Client, pacer: Pacer) -> Importer {
         Importer {
             client,
             pacer,
             calls: Default::default(),
+            attempts: Default::default(),
+            throttles: Default::default(),
+            token_wait_nanos: AtomicU64::new(0),
         }
     }
 
@@ -215,23 +273,69 @@ impl Importer {
         &self.pacer
     }
 
-    /// The calls made so far, per API.
+    /// The calls made so far, per API (one per operation, not per attempt).
     pub fn api_calls(&self) -> ApiCalls {
-        ApiCalls(
-            Api::ALL
-                .iter()
-                .zip(&self.calls)
-                .map(|(api, n)| (*api, n.load(Ordering::Relaxed)))
-                .filter(|(_, n)| *n > 0)
-                .collect(),
-        )
+        tally(&self.calls)
     }
 
-    /// Waits for the API's token and counts the call.
-    async fn begin(&self, api: Api) {
-        self.pacer.acquire(api).await;
-        if let Some(n) = self.calls.get(api.slot()) {
-            n.fetch_add(1, Ordering::Relaxed);
+    /// Calls, attempts, throttles and token waits so far.
+    pub fn call_stats(&self) -> CallStats {
+        CallStats {
+            calls: tally(&self.calls),
+            attempts: tally(&self.attempts),
+            throttles: tally(&self.throttles),
+            token_wait: Duration::from_nanos(self.token_wait_nanos.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Sends one call of `api`, each attempt after a token of the pacer's: a throttle lowers
+    /// the pacer's rate and is tried again (up to [`CALL_ATTEMPTS`] or [`THROTTLE_PATIENCE`]),
+    /// a fault is tried again after a short backoff (up to [`TRANSIENT_ATTEMPTS`]); the last
+    /// answer is returned as it is, for the caller to read or classify.
+    async fn call<T, E, Fut>(
+        &self,
+        api: Api,
+        send: impl Fn() -> Fut,
+    ) -> Result<T, SdkError<E, HttpResponse>>
+    where
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        count(&self.calls, api);
+        let mut attempts = 0;
+        let mut faults = 0;
+        let mut throttled_since = None;
+        loop {
+            let waited = self.pacer.acquire(api).await;
+            let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+            self.token_wait_nanos.fetch_add(nanos, Ordering::Relaxed);
+            count(&self.attempts, api);
+            attempts += 1;
+            let result = send().await;
+            let Err(err) = &result else {
+                return result;
+            };
+            let again = match thingpress_aws::classify(err).class {
+                Class::Throttled => {
+                    count(&self.throttles, api);
+                    self.pacer.throttled(api);
+                    let since = *throttled_since.get_or_insert_with(Instant::now);
+                    attempts < CALL_ATTEMPTS && since.elapsed() < THROTTLE_PATIENCE
+                }
+                Class::Transient => {
+                    faults += 1;
+                    let again = faults < TRANSIENT_ATTEMPTS && attempts < CALL_ATTEMPTS;
+                    if again {
+                        tokio::time::sleep(TRANSIENT_BACKOFF.saturating_mul(1 << (faults - 1)))
+                            .await;
+                    }
+                    again
+                }
+                Class::Rejected => false,
+            };
+            if !again {
+                return result;
+            }
         }
     }
 
@@ -344,13 +448,14 @@ impl Importer {
         entry: &Decorated,
         arn: &str,
     ) -> Result<Result<(), EntryResult>, ImportError> {
-        self.begin(Api::AttachThingPrincipal).await;
         let attached = self
-            .client
-            .attach_thing_principal()
-            .thing_name(&entry.thing_name)
-            .principal(arn)
-            .send()
+            .call(Api::AttachThingPrincipal, || {
+                self.client
+                    .attach_thing_principal()
+                    .thing_name(&entry.thing_name)
+                    .principal(arn)
+                    .send()
+            })
             .await;
         let Err(err) = attached else {
             return Ok(Ok(()));
@@ -383,13 +488,14 @@ impl Importer {
         policy: &str,
         arn: &str,
     ) -> Result<Result<(), EntryResult>, ImportError> {
-        self.begin(Api::AttachPolicy).await;
         let result = self
-            .client
-            .attach_policy()
-            .policy_name(policy)
-            .target(arn)
-            .send()
+            .call(Api::AttachPolicy, || {
+                self.client
+                    .attach_policy()
+                    .policy_name(policy)
+                    .target(arn)
+                    .send()
+            })
             .await;
         let Err(err) = result else {
             return Ok(Ok(()));
@@ -412,13 +518,14 @@ impl Importer {
         group: &str,
         arn: &str,
     ) -> Result<Result<(), EntryResult>, ImportError> {
-        self.begin(Api::AddThingToThingGroup).await;
         let result = self
-            .client
-            .add_thing_to_thing_group()
-            .thing_group_name(group)
-            .thing_name(&entry.thing_name)
-            .send()
+            .call(Api::AddThingToThingGroup, || {
+                self.client
+                    .add_thing_to_thing_group()
+                    .thing_group_name(group)
+                    .thing_name(&entry.thing_name)
+                    .send()
+            })
             .await;
         let Err(err) = result else {
             return Ok(Ok(()));
@@ -446,13 +553,14 @@ impl Importer {
             CertificateStatus::Active => IotCertificateStatus::Active,
             CertificateStatus::Inactive => IotCertificateStatus::Inactive,
         };
-        self.begin(Api::RegisterCertificateWithoutCA).await;
         let result = self
-            .client
-            .register_certificate_without_ca()
-            .certificate_pem(&entry.certificate_pem)
-            .status(status)
-            .send()
+            .call(Api::RegisterCertificateWithoutCA, || {
+                self.client
+                    .register_certificate_without_ca()
+                    .certificate_pem(&entry.certificate_pem)
+                    .status(status.clone())
+                    .send()
+            })
             .await;
         let resource = format!("certificate {}", entry.certificate_id);
         let err = match result {
@@ -509,12 +617,13 @@ impl Importer {
     /// re-activated, and one being transferred to another account is not ours to use; any
     /// other status is left as it is (Thingpress never calls UpdateCertificate).
     async fn existing_certificate(&self, entry: &Decorated) -> Result<Certificate, ImportError> {
-        self.begin(Api::DescribeCertificate).await;
         let result = self
-            .client
-            .describe_certificate()
-            .certificate_id(&entry.certificate_id)
-            .send()
+            .call(Api::DescribeCertificate, || {
+                self.client
+                    .describe_certificate()
+                    .certificate_id(&entry.certificate_id)
+                    .send()
+            })
             .await;
         let out = match result {
             Ok(out) => out,
@@ -581,13 +690,14 @@ impl Importer {
         let mut others = Vec::new();
         let mut token = None;
         loop {
-            self.begin(Api::ListPrincipalThings).await;
             let out = self
-                .client
-                .list_principal_things()
-                .principal(arn)
-                .set_next_token(token)
-                .send()
+                .call(Api::ListPrincipalThings, || {
+                    self.client
+                        .list_principal_things()
+                        .principal(arn)
+                        .set_next_token(token.clone())
+                        .send()
+                })
                 .await
                 .map_err(|err| {
                     classify(
@@ -640,21 +750,25 @@ impl Importer {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        self.begin(Api::CreateThing).await;
-        let mut request = self
-            .client
-            .create_thing()
-            .thing_name(&entry.thing_name)
-            .set_thing_type_name(entry.thing_type.clone());
-        if !attributes.is_empty() {
-            request = request.attribute_payload(
-                AttributePayload::builder()
-                    .set_attributes(Some(attributes.clone()))
-                    .build(),
-            );
-        }
+        let create = || {
+            let request = self
+                .client
+                .create_thing()
+                .thing_name(&entry.thing_name)
+                .set_thing_type_name(entry.thing_type.clone());
+            if attributes.is_empty() {
+                request
+            } else {
+                request.attribute_payload(
+                    AttributePayload::builder()
+                        .set_attributes(Some(attributes.clone()))
+                        .build(),
+                )
+            }
+            .send()
+        };
         let resource = format!("thing {}", entry.thing_name);
-        let err = match request.send().await {
+        let err = match self.call(Api::CreateThing, create).await {
             Ok(_) => return Ok(Ok(())),
             Err(err) => err,
         };
@@ -694,22 +808,24 @@ impl Importer {
         arn: &str,
         attributes: HashMap<String, String>,
     ) -> Result<Result<(), EntryResult>, ImportError> {
-        self.begin(Api::UpdateThing).await;
-        let mut request = self
-            .client
-            .update_thing()
-            .thing_name(&entry.thing_name)
-            .attribute_payload(
-                AttributePayload::builder()
-                    .set_attributes(Some(attributes))
-                    .merge(false)
-                    .build(),
-            );
-        request = match &entry.thing_type {
-            Some(thing_type) => request.thing_type_name(thing_type),
-            None => request.remove_thing_type(true),
+        let update = || {
+            let request = self
+                .client
+                .update_thing()
+                .thing_name(&entry.thing_name)
+                .attribute_payload(
+                    AttributePayload::builder()
+                        .set_attributes(Some(attributes.clone()))
+                        .merge(false)
+                        .build(),
+                );
+            match &entry.thing_type {
+                Some(thing_type) => request.thing_type_name(thing_type),
+                None => request.remove_thing_type(true),
+            }
+            .send()
         };
-        match request.send().await {
+        match self.call(Api::UpdateThing, update).await {
             Ok(_) => Ok(Ok(())),
             Err(err) => match err.as_service_error() {
                 Some(UpdateThingError::InvalidRequestException(e)) => {

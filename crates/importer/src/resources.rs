@@ -19,7 +19,7 @@ use thingpress_product::Profile;
 use crate::ImportError;
 use crate::classify::classify;
 
-/// Attempts per check call, on top of the SDK's own retry: a few, because the state machine
+/// Attempts per check call (the SDK makes one each): a few, because the state machine
 /// does the long backoff and Split must not sit on its Lambda time.
 const PROFILE_CHECK_ATTEMPTS: u32 = 4;
 /// The first wait between attempts; it doubles each time (0.2 s, 0.4 s, 0.8 s).

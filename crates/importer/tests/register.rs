@@ -22,7 +22,7 @@ use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use thingpress_importer::{
-    Api, CertificateStep, EntrySteps, ImportError, Importer, Outcome, Pacer, Quotas,
+    Api, CALL_ATTEMPTS, CertificateStep, EntrySteps, ImportError, Importer, Outcome, Pacer, Quotas,
     check_profile_resources, sdk_retry_config,
 };
 use thingpress_manifest::ErrorName;
@@ -64,7 +64,7 @@ fn aws_error(status: u16, code: &'static str, extra: serde_json::Value) -> HttpR
 
 fn importer(client: Client) -> Importer {
     // Far above any test's call count, so pacing never slows these tests.
-    let pacer = Pacer::new(&Quotas::default().scaled(1000.0), 1.0, 1).unwrap();
+    let pacer = Pacer::new(&Quotas::default().scaled(1000.0), 0.0, 1).unwrap();
     Importer::new(client, pacer)
 }
 
@@ -426,7 +426,7 @@ fn throttle() -> HttpResponse {
 }
 
 #[tokio::test]
-async fn throttling_that_clears_is_absorbed_by_the_sdk_retry() {
+async fn throttling_that_clears_is_absorbed_by_the_paced_retry() {
     let register = mock!(Client::register_certificate_without_ca)
         .sequence()
         .http_response(throttle)
@@ -451,10 +451,39 @@ async fn throttling_that_clears_is_absorbed_by_the_sdk_retry() {
     let result = importer.register(&entry()).await.unwrap();
     assert_eq!(result.outcome, Outcome::Registered);
     assert_eq!(rules[0].num_calls(), 3);
-    // The pacer counts operations, not the SDK's attempts.
-    assert_eq!(
-        importer.api_calls().get(Api::RegisterCertificateWithoutCA),
-        1
+    // Calls are operations; the attempts and throttles are counted apart.
+    let stats = importer.call_stats();
+    assert_eq!(stats.calls, importer.api_calls());
+    assert_eq!(stats.calls.get(Api::RegisterCertificateWithoutCA), 1);
+    assert_eq!(stats.attempts.get(Api::RegisterCertificateWithoutCA), 3);
+    assert_eq!(stats.throttles.get(Api::RegisterCertificateWithoutCA), 2);
+    assert_eq!(stats.throttles.total(), 2);
+    assert_eq!(stats.attempts.get(Api::CreateThing), 1);
+    // The throttles reached the pacer: that API alone slowed (once: they came within a second).
+    let pacer = importer.pacer();
+    let slowed = pacer.rate(Api::RegisterCertificateWithoutCA);
+    let grant = pacer.grant(Api::RegisterCertificateWithoutCA);
+    assert!((slowed - grant * 0.9).abs() < 1e-6, "{slowed} of {grant}");
+    assert_eq!(pacer.rate(Api::CreateThing), pacer.grant(Api::CreateThing));
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_for_tokens_are_counted() {
+    let rules = every_step();
+    let refs: Vec<&Rule> = rules.iter().collect();
+    // AttachPolicy at 1 call a second, the rest unpaced in effect: the second policy waits 1 s.
+    let pacer = Pacer::with_rates(|api| match api {
+        Api::AttachPolicy => 1.0,
+        _ => 1000.0,
+    })
+    .unwrap();
+    let importer = Importer::new(client(&refs), pacer);
+    importer.register(&entry()).await.unwrap();
+    let waited = importer.call_stats().token_wait;
+    assert!(
+        waited >= std::time::Duration::from_secs(1)
+            && waited < std::time::Duration::from_millis(1100),
+        "{waited:?}"
     );
 }
 
@@ -464,7 +493,7 @@ async fn throttling_that_persists_ends_the_task_as_throttled() {
     let policy = mock!(Client::attach_policy)
         .sequence()
         .http_response(throttle)
-        .times(3)
+        .times(CALL_ATTEMPTS as usize)
         .build();
     let refs: Vec<&Rule> = rules.iter().chain([&policy]).collect();
     let importer = importer(client(&refs));
@@ -477,9 +506,15 @@ async fn throttling_that_persists_ends_the_task_as_throttled() {
     );
     assert_eq!(
         policy.num_calls(),
-        3,
-        "the SDK tries 3 times before giving up"
+        CALL_ATTEMPTS as usize,
+        "the importer tries CALL_ATTEMPTS times before giving up"
     );
+    let stats = importer.call_stats();
+    assert_eq!(
+        stats.throttles.get(Api::AttachPolicy),
+        u64::from(CALL_ATTEMPTS)
+    );
+    assert_eq!(stats.calls.get(Api::AttachPolicy), 1);
 }
 
 /// The calls of `entry()` for a new certificate, in order, each answered with success.
@@ -494,33 +529,33 @@ fn every_step() -> Vec<Rule> {
     ]
 }
 
-/// Step `n` of [`every_step`] throttled on every SDK attempt, so the entry stops there.
+/// Step `n` of [`every_step`] throttled on every attempt, so the entry stops there.
 fn throttled_step(n: usize) -> Rule {
     match n {
         0 => mock!(Client::register_certificate_without_ca)
             .sequence()
             .http_response(throttle)
-            .times(3)
+            .times(CALL_ATTEMPTS as usize)
             .build(),
         1 => mock!(Client::create_thing)
             .sequence()
             .http_response(throttle)
-            .times(3)
+            .times(CALL_ATTEMPTS as usize)
             .build(),
         2 => mock!(Client::attach_thing_principal)
             .sequence()
             .http_response(throttle)
-            .times(3)
+            .times(CALL_ATTEMPTS as usize)
             .build(),
         3 | 4 => mock!(Client::attach_policy)
             .sequence()
             .http_response(throttle)
-            .times(3)
+            .times(CALL_ATTEMPTS as usize)
             .build(),
         _ => mock!(Client::add_thing_to_thing_group)
             .sequence()
             .http_response(throttle)
-            .times(3)
+            .times(CALL_ATTEMPTS as usize)
             .build(),
     }
 }

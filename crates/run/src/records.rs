@@ -103,11 +103,22 @@ pub enum ProgressLine {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChunkStats {
-    /// Calls per IoT API, over every attempt of the chunk.
+    /// Calls per IoT API (one per step), over every attempt of the chunk.
     pub api_calls: BTreeMap<String, u64>,
+    /// Requests sent per IoT API: the calls and their paced retries (absent in stats written
+    /// before Register retried calls itself).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_attempts: BTreeMap<String, u64>,
+    /// Requests IoT answered with a throttle, per API; each one slowed Register's pacing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_throttles: BTreeMap<String, u64>,
+    /// Time Register's calls waited for their pacing tokens, in milliseconds, summed over the
+    /// entries in flight: busy time less this is what the chunk would take unpaced.
+    #[serde(default)]
+    pub token_wait_ms: u64,
     /// How many attempts the chunk took (1 when it finished in one invocation).
     pub attempts: u32,
-    /// Attempts that stopped on an IoT call still throttled after the SDK's retry.
+    /// Attempts that stopped on an IoT call still throttled after Register's paced retries.
     pub throttled: u64,
     /// Attempts that stopped because the Lambda deadline drew near (absent in stats written
     /// before deadline stops were counted apart from throttling).
@@ -175,6 +186,26 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use thingpress_importer::{CertificateStep, Outcome};
+
+    #[test]
+    fn chunk_stats_of_older_registers_still_read() {
+        let old: ChunkStats = serde_json::from_str(
+            r#"{"apiCalls":{"CreateThing":3},"attempts":1,"throttled":0,"startedAtMs":1,"finishedAtMs":2}"#,
+        )
+        .unwrap();
+        assert_eq!(old.token_wait_ms, 0);
+        assert!(old.api_attempts.is_empty() && old.api_throttles.is_empty());
+        let new = ChunkStats {
+            api_attempts: [("CreateThing".to_owned(), 4)].into(),
+            api_throttles: [("CreateThing".to_owned(), 1)].into(),
+            token_wait_ms: 1500,
+            ..old
+        };
+        let json = serde_json::to_value(&new).unwrap();
+        assert_eq!(json["tokenWaitMs"], 1500);
+        assert_eq!(json["apiThrottles"]["CreateThing"], 1);
+        assert_eq!(serde_json::from_value::<ChunkStats>(json).unwrap(), new);
+    }
 
     #[test]
     fn progress_lines_are_results_or_the_steps_of_an_entry_stopped_midway() {
