@@ -52,8 +52,8 @@ pub fn static_deployment(label: &str, scale: f64, express: bool) -> Deployment {
             .collect(),
         quota_reserve: 0.2,
         max_concurrency: Some(10),
-        max_children: 10,
-        child_capacity: DEFAULT_CHILD_CAPACITY,
+        stack_max_concurrency: 10,
+        child_capacity: LOCAL_CHILD_CAPACITY,
         chunk_size: Some(500),
         express,
         memory_mb: template_memory_mb(),
@@ -61,12 +61,13 @@ pub fn static_deployment(label: &str, scale: f64, express: bool) -> Deployment {
     }
 }
 
-/// Issue 12's deployment at the template's defaults: reserve 0.1, children and chunks sized.
+/// Issue 12's deployment at the template's defaults: reserve 0.1, MaxConcurrency 0 (children
+/// sized from the budget ÷ `child_capacity`), Split's default chunk size.
 pub fn budget_deployment(label: &str, scale: f64, child_capacity: f64) -> Deployment {
     Deployment {
         quota_reserve: 0.1,
         max_concurrency: None,
-        max_children: 0,
+        stack_max_concurrency: 0,
         child_capacity,
         chunk_size: None,
         pipeline: Pipeline::Budget,
@@ -112,8 +113,8 @@ mod tests {
             quotas: [("RegisterCertificateWithoutCA".to_owned(), register_quota)].into(),
             quota_reserve: 0.2,
             max_concurrency: Some(10),
-            max_children: 10,
-            child_capacity: DEFAULT_CHILD_CAPACITY,
+            stack_max_concurrency: 10,
+            child_capacity: LOCAL_CHILD_CAPACITY,
             chunk_size: Some(500),
             express,
             memory_mb: FUNCTIONS.iter().map(|f| (f.to_string(), 1024.0)).collect(),
@@ -230,8 +231,18 @@ mod tests {
         assert_eq!(before.children, 10);
         assert_eq!(before.chunk_size, 360);
 
-        // A child that reaches the 9/s budget alone: one child, chunks of 2,000.
-        let one = project(&m, &budget_deployment("1 child", 1.0, 9.0), &PRICES).unwrap();
+        // The template's ChildCapacity (20/s) reaches the 9/s budget alone: one child, chunks of
+        // 2,000.
+        let one = project(
+            &m,
+            &budget_deployment(
+                "1 child",
+                1.0,
+                thingpress_run::settings::DEFAULT_CHILD_CAPACITY,
+            ),
+            &PRICES,
+        )
+        .unwrap();
         assert_eq!(one.children, 1);
         assert_eq!(one.chunk_size, 2_000);
         assert!((one.paced_per_second - 9.0).abs() < 1e-9);
@@ -243,7 +254,7 @@ mod tests {
         // The capacity measured behind moto (4.6/s) sizes two children: Register bills twice.
         let two = project(
             &m,
-            &budget_deployment("4.6/s", 1.0, DEFAULT_CHILD_CAPACITY),
+            &budget_deployment("4.6/s", 1.0, LOCAL_CHILD_CAPACITY),
             &PRICES,
         )
         .unwrap();

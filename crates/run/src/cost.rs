@@ -11,7 +11,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use thingpress_importer::{Api, new_certificates_per_second};
+use thingpress_importer::{Api, RESERVE_ENV_VAR, new_certificates_per_second};
+
+use crate::Settings;
+use crate::settings::{CHILD_CAPACITY_ENV_VAR, MAX_CONCURRENCY_ENV_VAR, REGISTER_TIMEOUT_ENV_VAR};
 
 /// AWS unit prices, us-east-1, first tier (USD).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -70,10 +73,10 @@ pub const EXPRESS_MEMORY_MB: f64 = 64.0;
 /// The four functions, in pipeline order.
 pub const FUNCTIONS: [&str; 4] = ["split", "decorate", "register", "summarize"];
 
-/// Certificates per second one Register child reaches when it never waits for tokens. The
-/// README's measured ×20 figure ("Each child ran 4.6 certificates/s here", behind moto's IoT
-/// ceiling), until a measurement on AWS replaces it.
-pub const DEFAULT_CHILD_CAPACITY: f64 = 4.6;
+/// Certificates per second one Register child reached on the local stack (the README's ×20
+/// run: "Each child ran 4.6 certificates/s here", behind moto's IoT ceiling). The stack's
+/// `ChildCapacity` (Split's [`crate::settings::DEFAULT_CHILD_CAPACITY`]) is the estimate for AWS.
+pub const LOCAL_CHILD_CAPACITY: f64 = 4.6;
 
 /// A STANDARD child's Register hands its chunk back (`done: false`) after this long, and the
 /// ASL loops Register → RegisterDone → RegisterPause: three transitions per time-box.
@@ -82,14 +85,8 @@ pub const TIME_BOX_SECONDS: f64 = 300.0;
 pub const TRANSITIONS_PER_CONTINUATION: f64 = 3.0;
 /// A budget holder writes its lease and Query-reads the table once per heartbeat.
 pub const HEARTBEAT_SECONDS: f64 = 3.0;
-/// STANDARD chunks are sized to take this long at a child's share of the budget…
-pub const CHUNK_SECONDS: f64 = 240.0;
-/// …within these bounds (entries).
-pub const CHUNK_BOUNDS: (u32, u32) = (100, 2_000);
-/// Entries per chunk when neither the profile nor the sizing sets one (the template's ChunkSize).
-pub const DEFAULT_CHUNK_SIZE: u32 = 500;
-/// The most chunks a Distributed Map runs at once (the profile's maxConcurrency limit).
-pub const MAX_CHILDREN: u32 = 10_000;
+/// Entries per chunk before issue 12 when the profile did not set one (the template's ChunkSize).
+pub const STATIC_CHUNK_SIZE: u32 = 500;
 
 /// Lambda memory per function in infra/template.yaml (tests/cost.rs holds the two equal).
 pub const TEMPLATE_MEMORY_MB: [(&str, f64); 4] = [
@@ -194,14 +191,14 @@ pub struct Deployment {
     pub quotas: BTreeMap<String, f64>,
     /// QuotaReserve: the share of each quota left to the account's other callers.
     pub quota_reserve: f64,
-    /// Children at once when fixed (the profile's maxConcurrency; before issue 12 the stack's
-    /// MaxConcurrency); `None` sizes them: see [`children`].
+    /// The profile's maxConcurrency (before issue 12: the stack's MaxConcurrency, required).
     pub max_concurrency: Option<u32>,
-    /// The most children the sizing may choose (the stack's MaxConcurrency; 0 = no bound).
-    pub max_children: u32,
-    /// Certificates per second one child reaches without waiting for tokens.
+    /// The stack's MaxConcurrency: 0 sizes the children from the budget (Split's
+    /// `Settings::max_concurrency`).
+    pub stack_max_concurrency: u32,
+    /// Certificates per second one child reaches without waiting for tokens (ChildCapacity).
     pub child_capacity: f64,
-    /// Entries per chunk when fixed (the profile's chunkSize); `None` sizes them.
+    /// Entries per chunk: the profile's, else the stack's ChunkSize, else Split's default.
     pub chunk_size: Option<u32>,
     /// Children are EXPRESS (Register's timeout 110 s, infra/template.yaml) rather than STANDARD (900 s).
     pub express: bool,
@@ -323,46 +320,53 @@ pub fn paced_per_second(d: &Deployment, policies: usize, groups: usize) -> f64 {
     )
 }
 
-/// The sizing rule (issue 12): the fewest children whose capacity reaches the budget,
-/// clamp(ceil(budget ÷ capacity), 1, max) where `max` 0 means [`MAX_CHILDREN`].
-pub fn children(budget_per_second: f64, child_capacity: f64, max: u32) -> u32 {
-    let max = if max == 0 {
-        MAX_CHILDREN
-    } else {
-        max.min(MAX_CHILDREN)
-    };
-    if !(budget_per_second.is_finite() && child_capacity > 0.0) {
-        return max;
-    }
-    let wanted = (budget_per_second / child_capacity).ceil();
-    // Clamped below MAX_CHILDREN first, so the cast cannot truncate.
-    (wanted.min(f64::from(max)) as u32).clamp(1, max)
+/// Split's settings for a deployment (issue 12's sizing).
+fn settings(d: &Deployment) -> Result<Settings, String> {
+    let mut env: BTreeMap<String, String> = [
+        ("IMPORT_BUCKET", "cost-model".to_owned()),
+        (RESERVE_ENV_VAR, d.quota_reserve.to_string()),
+        (MAX_CONCURRENCY_ENV_VAR, d.stack_max_concurrency.to_string()),
+        (CHILD_CAPACITY_ENV_VAR, d.child_capacity.to_string()),
+        (
+            REGISTER_TIMEOUT_ENV_VAR,
+            if d.express { "110" } else { "900" }.to_owned(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.extend(Api::ALL.map(|api| (api.quota_env_var().to_owned(), quota(d, api).to_string())));
+    Settings::from_lookup(|name| env.get(name).cloned())
 }
 
-/// Entries per chunk: the fixed size, else for STANDARD children (Budget) what one child
-/// registers in [`CHUNK_SECONDS`] at its share of the budget within [`CHUNK_BOUNDS`]. EXPRESS
-/// children, and every child before issue 12, cap it so one child registers it in half of
-/// Register's timeout.
-pub fn chunk_size(d: &Deployment, budget_per_second: f64, children: u32) -> u32 {
-    let per_child = budget_per_second / f64::from(children.max(1));
-    if d.pipeline == Pipeline::Budget && !d.express {
-        return d.chunk_size.unwrap_or_else(|| {
-            let (low, high) = CHUNK_BOUNDS;
-            let size = (per_child * CHUNK_SECONDS).floor();
-            if size.is_finite() {
-                (size.min(f64::from(high)) as u32).clamp(low, high)
+/// Children and entries per chunk. Issue 12: as Split sizes them (`Settings`). Before it: the
+/// fixed MaxConcurrency, and a chunk capped so one child, paced at its 1/MaxConcurrency share,
+/// registers it in half of Register's timeout.
+pub fn sizes(d: &Deployment, policies: usize, groups: usize) -> Result<(u32, u32), String> {
+    match d.pipeline {
+        Pipeline::Budget => {
+            let s = settings(d)?;
+            let children = s.max_concurrency(d.max_concurrency, policies, groups);
+            let chunk = s.chunk_size(d.chunk_size, children, policies, groups);
+            Ok((children, chunk))
+        }
+        Pipeline::Static => {
+            let children = d
+                .max_concurrency
+                .ok_or("before issue 12 MaxConcurrency is fixed: set max_concurrency")?
+                .max(1);
+            let per_child = paced_per_second(d, policies, groups) / f64::from(children);
+            let timeout = if d.express { 110.0 } else { 900.0 };
+            let cap = (per_child * timeout / 2.0).floor();
+            let requested = d.chunk_size.unwrap_or(STATIC_CHUNK_SIZE);
+            let chunk = if cap.is_finite() && cap < f64::from(requested) {
+                // Below a u32 here, so the cast cannot truncate.
+                (cap as u32).max(1)
             } else {
-                high
-            }
-        });
-    }
-    let timeout = if d.express { 110.0 } else { 900.0 };
-    let cap = (per_child * timeout / 2.0).floor();
-    let requested = d.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
-    if cap.is_finite() && cap < f64::from(requested) {
-        (cap as u32).max(1)
-    } else {
-        requested
+                requested
+            };
+            Ok((children, chunk))
+        }
     }
 }
 
@@ -378,11 +382,7 @@ pub fn project(m: &Measured, d: &Deployment, prices: &Prices) -> Result<Projecti
     if !(paced.is_finite() && paced > 0.0) {
         return Err("the quotas allow no certificates per second".into());
     }
-    let sized = d
-        .max_concurrency
-        .unwrap_or_else(|| children(paced, d.child_capacity, d.max_children))
-        .max(1);
-    let chunk_size = chunk_size(d, paced, sized);
+    let (sized, chunk_size) = sizes(d, m.policies, m.groups)?;
     let n = d.certificates as f64;
     let chunks = d.certificates.div_ceil(u64::from(chunk_size.max(1)));
     let per_entry = n / m.entries as f64;
@@ -613,7 +613,7 @@ mod tests {
             quotas: default_quotas(),
             quota_reserve: 0.1,
             max_concurrency: None,
-            max_children: 0,
+            stack_max_concurrency: 0,
             child_capacity: 4.0,
             chunk_size: None,
             express: false,
@@ -623,29 +623,30 @@ mod tests {
     }
 
     #[test]
-    fn children_reach_the_budget_and_no_more() {
-        assert_eq!(children(9.0, 4.6, 0), 2);
-        assert_eq!(children(9.0, 9.0, 0), 1);
-        assert_eq!(children(9.0, 20.0, 0), 1);
-        assert_eq!(children(90.0, 4.0, 10), 10);
-        assert_eq!(children(90.0, 4.0, 0), 23);
-        assert_eq!(children(f64::INFINITY, 4.0, 0), MAX_CHILDREN);
-        assert_eq!(children(9.0, 0.0, 3), 3);
-    }
-
-    #[test]
-    fn standard_chunks_are_sized_by_time_within_bounds() {
-        let d = deployment();
-        // 9/s for 1 child × 240 s = 2,160 → 2,000.
-        assert_eq!(chunk_size(&d, 9.0, 1), 2_000);
-        // 9/s over 3 children: 720.
-        assert_eq!(chunk_size(&d, 9.0, 3), 720);
-        assert_eq!(chunk_size(&d, 0.1, 1), 100);
+    fn issue_12_sizes_as_split_does() {
+        // 9/s at 4/s a child: 3 children; Split's default 2,000 capped at 3/s × 450 s.
+        assert_eq!(sizes(&deployment(), 1, 1).unwrap(), (3, 1_350));
+        let d = Deployment {
+            child_capacity: 20.0,
+            ..deployment()
+        };
+        assert_eq!(sizes(&d, 1, 1).unwrap(), (1, 2_000));
         let fixed = Deployment {
+            max_concurrency: Some(2),
             chunk_size: Some(50),
             ..deployment()
         };
-        assert_eq!(chunk_size(&fixed, 9.0, 1), 50);
+        assert_eq!(sizes(&fixed, 1, 1).unwrap(), (2, 50));
+        let stack = Deployment {
+            stack_max_concurrency: 7,
+            ..deployment()
+        };
+        assert_eq!(sizes(&stack, 1, 1).unwrap().0, 7);
+        let unset = Deployment {
+            pipeline: Pipeline::Static,
+            ..deployment()
+        };
+        assert!(sizes(&unset, 1, 1).is_err());
     }
 
     #[test]
@@ -664,17 +665,17 @@ mod tests {
 
     #[test]
     fn long_chunks_continue_every_time_box() {
-        // 1,800 entries at 9 × 0.9926/s for one child: ~201 s, no continuation; a fixed
-        // 10,000-entry chunk takes ~1,119 s: 3 continuations each.
+        // One child at 9 × 0.99375/s: a 2,000-entry chunk takes ~224 s, no continuation; a
+        // fixed 4,000-entry chunk (under the 4,050 cap) ~447 s: one continuation each.
         let d = Deployment {
             child_capacity: 100.0,
-            chunk_size: Some(10_000),
+            chunk_size: Some(4_000),
             ..deployment()
         };
         let p = project(&reference_run(), &d, &PRICES).unwrap();
-        assert_eq!(p.children, 1);
+        assert_eq!((p.children, p.chunk_size, p.chunks), (1, 4_000, 250));
         assert!(
-            (p.continuations - 100.0 * 3.0).abs() < 1e-9,
+            (p.continuations - 250.0).abs() < 1e-9,
             "{}",
             p.continuations
         );
@@ -687,6 +688,7 @@ mod tests {
             &PRICES,
         )
         .unwrap();
+        assert_eq!(auto.chunk_size, 2_000);
         assert_eq!(auto.continuations, 0.0);
     }
 

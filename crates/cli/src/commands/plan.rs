@@ -76,11 +76,12 @@ pub async fn make(target: &Target, file: &std::path::Path, profile: &str) -> Res
     let (stack_quotas, reserve) = target.pacing()?;
     let account = account_quotas(&target.service_quotas()).await;
     let sizing = StackSizing {
-        max_children: target.sizing("DEFAULT_MAX_CONCURRENCY")?.unwrap_or(0.0),
+        max_concurrency: target.sizing("DEFAULT_MAX_CONCURRENCY")?.unwrap_or(0.0),
+        chunk_size: target.sizing("DEFAULT_CHUNK_SIZE")?,
         child_capacity: target
             .sizing("CHILD_CAPACITY")?
             .filter(|c| *c > 0.0)
-            .unwrap_or(cost::DEFAULT_CHILD_CAPACITY),
+            .unwrap_or(thingpress_run::settings::DEFAULT_CHILD_CAPACITY),
         express: target
             .sizing(thingpress_run::settings::REGISTER_TIMEOUT_ENV_VAR)?
             .is_some_and(|t| t < 900.0),
@@ -234,8 +235,10 @@ async fn account_quota(
 /// The stack's sizing settings the plan needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackSizing {
-    /// The stack's MaxConcurrency: the most children the sizing may choose (0 = no bound).
-    pub max_children: f64,
+    /// The stack's MaxConcurrency (0: sized from the budget and `child_capacity`).
+    pub max_concurrency: f64,
+    /// The stack's ChunkSize.
+    pub chunk_size: Option<f64>,
     /// Certificates per second one child reaches without waiting for tokens.
     pub child_capacity: f64,
     /// Children are EXPRESS.
@@ -377,10 +380,12 @@ pub fn build(
             .collect(),
         quota_reserve: reserve,
         max_concurrency: profile.max_concurrency,
-        // A whole number the stack validated; beyond u32 there is no bound anyway.
-        max_children: sizing.max_children.min(f64::from(u32::MAX)) as u32,
+        // Whole numbers Split validates; the casts saturate.
+        stack_max_concurrency: sizing.max_concurrency as u32,
         child_capacity: sizing.child_capacity,
-        chunk_size: profile.chunk_size,
+        chunk_size: profile
+            .chunk_size
+            .or(sizing.chunk_size.map(|c| c as u32).filter(|c| *c > 0)),
         express: sizing.express,
         memory_mb: cost::template_memory_mb(),
         pipeline: Pipeline::Budget,
@@ -658,7 +663,8 @@ mod tests {
 
     fn sizing(capacity: f64) -> StackSizing {
         StackSizing {
-            max_children: 0.0,
+            max_concurrency: 0.0,
+            chunk_size: None,
             child_capacity: capacity,
             express: false,
         }
