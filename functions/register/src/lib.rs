@@ -10,14 +10,20 @@
 //! stall and fails the child with the stop's error (`Thingpress.Throttled` for throttling). An
 //! EXPRESS child keeps the error and its one ASL retry (it must end within 5 minutes).
 
+pub mod lease;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
-use thingpress_importer::{EntryResult, EntrySteps, ImportError, Importer, Outcome, Pacer};
+use thingpress_budget::{DynamoLeases, LeaseTable};
+use thingpress_importer::{
+    ApiCalls, EntryResult, EntrySteps, ImportError, Importer, Outcome, Pacer,
+};
 use thingpress_manifest::ErrorName;
 use thingpress_product::Decorated;
 use thingpress_run::payload::{
@@ -48,6 +54,8 @@ pub struct Task<S> {
     store: S,
     iot: aws_sdk_iot::Client,
     settings: Settings,
+    /// The account-wide budget's lease table; none paces at the static share.
+    budget: Option<Arc<dyn LeaseTable>>,
 }
 
 /// Why a chunk stopped before its end.
@@ -64,21 +72,33 @@ struct Pending<'a> {
 }
 
 impl<S: Store + Clone> Task<S> {
-    /// Builds the task once per container; the IoT client gets the importer's short retry.
+    /// Builds the task once per container: the IoT client leaves retries to the importer, and
+    /// the lease table named by `BUDGET_TABLE` (if any) gets its DynamoDB client here, once.
     pub fn new(store: S, config: &SdkConfig, settings: Settings) -> Self {
         let iot = aws_sdk_iot::config::Builder::from(config)
             .retry_config(thingpress_importer::sdk_retry_config())
             .build();
-        Task::with_iot(store, aws_sdk_iot::Client::from_conf(iot), settings)
+        let budget =
+            thingpress_budget::table_name_from_env(|name| std::env::var(name).ok()).map(|table| {
+                tracing::info!(table, "pacing by the account-wide budget");
+                Arc::new(DynamoLeases::from_config(config, table)) as Arc<dyn LeaseTable>
+            });
+        Task::with_iot(store, aws_sdk_iot::Client::from_conf(iot), settings).with_budget(budget)
     }
 
-    /// Builds the task with a given IoT client (tests pass a mock).
+    /// Builds the task with a given IoT client (tests pass a mock), without a budget table.
     pub fn with_iot(store: S, iot: aws_sdk_iot::Client, settings: Settings) -> Self {
         Task {
             store,
             iot,
             settings,
+            budget: None,
         }
+    }
+
+    /// The same task holding leases in `budget` (tests pass `MemLeases`).
+    pub fn with_budget(self, budget: Option<Arc<dyn LeaseTable>>) -> Self {
+        Task { budget, ..self }
     }
 
     /// Handles one chunk.
@@ -134,19 +154,72 @@ impl<S: Store + Clone> Task<S> {
         }
         stats.attempts += 1;
 
+        // Until the budget grants more (or less), each child runs at its static share.
         let pacer = Pacer::new(
             &self.settings.quotas,
             self.settings.quota_reserve,
             info.max_concurrency,
         )
         .map_err(TaskError::from)?;
+        let shares = lease::Shares::new(
+            &self.settings.quotas,
+            self.settings.quota_reserve,
+            info.max_concurrency,
+        );
+        let holder = lease::holder(
+            self.budget.as_ref(),
+            lease::holder_id(&input.run_id, n),
+            &shares,
+        );
         let importer = Importer::new(self.iot.clone(), pacer);
         let mut partial: Vec<EntrySteps> = Vec::new();
-        let stop = register_all(&importer, todo, deadline, &mut results, &mut partial).await;
-        for (api, calls) in &importer.api_calls().0 {
-            *stats.api_calls.entry(api.as_str().to_owned()).or_default() += calls;
-        }
+        let stop = lease::holding(
+            holder.as_ref(),
+            &shares,
+            importer.pacer(),
+            register_all(&importer, todo, deadline, &mut results, &mut partial),
+        )
+        .await;
+        let calls = importer.call_stats();
+        add_calls(&mut stats.api_calls, &calls.calls);
+        add_calls(&mut stats.api_attempts, &calls.attempts);
+        add_calls(&mut stats.api_throttles, &calls.throttles);
+        stats.token_wait_ms = stats
+            .token_wait_ms
+            .saturating_add(u64::try_from(calls.token_wait.as_millis()).unwrap_or(u64::MAX));
         results.sort_by_key(|r| r.index);
+        let output = self
+            .finish(
+                input, &lines, stop, before, results, partial, stats, continues,
+            )
+            .await;
+        // The lease goes on with a continuation of the chunk, and ends with the chunk.
+        if !matches!(output, Ok(RegisterOutput::Continuing(_))) {
+            lease::release(holder.as_ref()).await;
+        }
+        output
+    }
+
+    /// Saves what the invocation did and says what comes next: the chunk finished, handed back
+    /// to be continued, or failed.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        input: &DecoratedChunk,
+        lines: &[DecoratedLine],
+        stop: Option<Stop>,
+        before: Progress,
+        results: Vec<EntryResult>,
+        mut partial: Vec<EntrySteps>,
+        mut stats: ChunkStats,
+        continues: bool,
+    ) -> Result<RegisterOutput, TaskError> {
+        let n = input.chunk.chunk;
+        let run = RunStore::new(
+            self.store.clone(),
+            &self.settings.import_bucket,
+            input.chunk_input().layout()?,
+        );
 
         let Some(stop) = stop else {
             if results.len() != lines.len() {
@@ -214,6 +287,13 @@ impl<S: Store + Clone> Task<S> {
                 Err(error)
             }
         }
+    }
+}
+
+/// Adds an invocation's per-API tally to the chunk's, by operation name.
+fn add_calls(into: &mut BTreeMap<String, u64>, calls: &ApiCalls) {
+    for (api, n) in &calls.0 {
+        *into.entry(api.as_str().to_owned()).or_default() += n;
     }
 }
 

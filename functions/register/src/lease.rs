@@ -1,0 +1,240 @@
+//! Register's lease on the account-wide budget: while a chunk registers, a heartbeat every
+//! [`BudgetHolder::PERIOD`] publishes what the child could use and what it runs at, and applies
+//! the grant it gets back to the pacer. Until the first grant comes, the pacer runs at its
+//! static share (cap ÷ MaxConcurrency); AIMD works on top of either.
+//!
+//! The lease outlives an invocation that hands the chunk back (`done:false`): the next one
+//! heartbeats it again well within its TTL. It is released when the chunk is done or fails.
+//! A table that keeps failing is logged once, and the child goes on at its static share.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use thingpress_budget::{BudgetError, BudgetHolder, HolderId, LeaseTable, Rates};
+use thingpress_importer::{Api, Pacer, Quotas};
+
+/// Heartbeats failing in a row after which the grant is dropped for the static share: one or
+/// two failures keep the last grant (the lease outlives them), three mean the table is gone.
+pub const FAILURES_BEFORE_FALLBACK: u32 = 3;
+
+/// The rates of a chunk's holder: the caps it shares with every other holder, and the share
+/// it runs at without a grant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shares {
+    /// quota × (1 − reserve) per API, by operation name.
+    pub caps: Rates,
+    /// caps ÷ MaxConcurrency per API.
+    pub fallback: Rates,
+}
+
+impl Shares {
+    /// The caps and static shares of `quotas` with `reserve` kept back, over `children`.
+    pub fn new(quotas: &Quotas, reserve: f64, children: u32) -> Shares {
+        let cap = |api: Api| quotas.get(api) * (1.0 - reserve);
+        let children = f64::from(children.max(1));
+        Shares {
+            caps: by_name(cap),
+            fallback: by_name(|api| cap(api) / children),
+        }
+    }
+}
+
+/// One rate per API, by operation name.
+fn by_name(rate: impl Fn(Api) -> f64) -> Rates {
+    Api::ALL
+        .iter()
+        .map(|api| (api.as_str().to_owned(), rate(*api)))
+        .collect()
+}
+
+/// The holder of chunk `chunk` of run `run_id`: one per chunk, so a continuation of the chunk
+/// heartbeats the lease the previous invocation held.
+pub fn holder_id(run_id: &str, chunk: u32) -> HolderId {
+    HolderId {
+        group: run_id.to_owned(),
+        holder: format!("chunk-{chunk:05}"),
+    }
+}
+
+/// Applies granted rates to the pacer (APIs the grant does not name keep their rate).
+fn apply(pacer: &Pacer, rates: &Rates) {
+    let known = Api::ALL.iter().filter_map(|api| {
+        let rate = rates.get(api.as_str())?;
+        Some((*api, *rate))
+    });
+    if let Err(e) = pacer.set_rates(known) {
+        // The budget checks rates before handing them out; a bad one keeps the old rates.
+        tracing::warn!(error = %e, "budget grant not applied");
+    }
+}
+
+/// Runs `work` while heartbeating `holder` (when there is a table), and returns its output.
+/// The lease is not released here: the caller knows whether the chunk goes on.
+pub async fn holding<T>(
+    holder: Option<&BudgetHolder>,
+    shares: &Shares,
+    pacer: &Pacer,
+    work: impl Future<Output = T>,
+) -> T {
+    let Some(holder) = holder else {
+        return work.await;
+    };
+    tokio::select! {
+        output = work => output,
+        never = heartbeats(holder, shares, pacer) => match never {},
+    }
+}
+
+/// Heartbeats every period until dropped, applying each grant; after
+/// [`FAILURES_BEFORE_FALLBACK`] failures in a row, warns once and runs at the static share.
+async fn heartbeats(holder: &BudgetHolder, shares: &Shares, pacer: &Pacer) -> Infallible {
+    let mut failures = 0;
+    let mut warned = false;
+    loop {
+        let granted = by_name(|api| pacer.rate(api));
+        match holder.heartbeat(&shares.caps, &granted).await {
+            Ok(grant) => {
+                failures = 0;
+                apply(pacer, &grant);
+            }
+            Err(error) => {
+                failures += 1;
+                if failures >= FAILURES_BEFORE_FALLBACK {
+                    apply(pacer, &shares.fallback);
+                    if !warned {
+                        warned = true;
+                        tracing::warn!(%error, failures, "budget table unreachable: pacing at the static share");
+                    }
+                } else {
+                    tracing::debug!(%error, failures, "budget heartbeat failed");
+                }
+            }
+        }
+        tokio::time::sleep(BudgetHolder::PERIOD).await;
+    }
+}
+
+/// Gives the lease back (chunk done or failed); a failure only delays others by the TTL.
+pub async fn release(holder: Option<&BudgetHolder>) {
+    if let Some(holder) = holder
+        && let Err(error) = holder.release().await
+    {
+        log_release_failure(&error);
+    }
+}
+
+fn log_release_failure(error: &BudgetError) {
+    tracing::warn!(%error, "budget lease not released; it expires with its TTL");
+}
+
+/// A holder for the chunk, when the container has a table.
+pub fn holder(
+    table: Option<&Arc<dyn LeaseTable>>,
+    id: HolderId,
+    shares: &Shares,
+) -> Option<BudgetHolder> {
+    table.map(|table| BudgetHolder::new(Arc::clone(table), id, shares.caps.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use thingpress_budget::MemLeases;
+
+    fn pacer(shares: &Shares) -> Pacer {
+        Pacer::with_rates(|api: Api| shares.fallback[api.as_str()]).unwrap()
+    }
+
+    const REGISTER: Api = Api::RegisterCertificateWithoutCA;
+
+    #[test]
+    fn caps_keep_the_reserve_and_the_static_share_divides_them() {
+        let shares = Shares::new(&Quotas::default(), 0.1, 4);
+        assert!((shares.caps[REGISTER.as_str()] - 9.0).abs() < 1e-9);
+        assert!((shares.fallback[REGISTER.as_str()] - 2.25).abs() < 1e-9);
+        assert_eq!(shares.caps.len(), Api::ALL.len());
+        let id = holder_id("run-1", 7);
+        assert_eq!(
+            (id.group.as_str(), id.holder.as_str()),
+            ("run-1", "chunk-00007")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_holder_gets_the_cap_and_releases_its_lease() {
+        let table = Arc::new(MemLeases::new());
+        let dyn_table: Arc<dyn LeaseTable> = table.clone();
+        let shares = Shares::new(&Quotas::default(), 0.1, 4);
+        let pacer = pacer(&shares);
+        let holder = holder(Some(&dyn_table), holder_id("r", 0), &shares);
+        assert_eq!(pacer.rate(REGISTER), 2.25, "the static share until a grant");
+        let seen = holding(holder.as_ref(), &shares, &pacer, async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            pacer.rate(REGISTER)
+        })
+        .await;
+        assert!((seen - 9.0).abs() < 1e-9, "alone, the whole cap: {seen}");
+        let leases = table.all();
+        assert_eq!(leases.len(), 1);
+        assert_eq!(leases[0].id, holder_id("r", 0));
+        assert!((leases[0].demand[REGISTER.as_str()] - 9.0).abs() < 1e-9);
+        release(holder.as_ref()).await;
+        assert!(table.all().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_runs_share_the_cap_after_a_heartbeat() {
+        let table: Arc<dyn LeaseTable> = Arc::new(MemLeases::new());
+        let shares = Shares::new(&Quotas::default(), 0.1, 1);
+        let (first, second) = (pacer(&shares), pacer(&shares));
+        let a = holder(Some(&table), holder_id("a", 0), &shares);
+        let b = holder(Some(&table), holder_id("b", 0), &shares);
+        let (ra, rb) = tokio::join!(
+            holding(a.as_ref(), &shares, &first, async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                first.rate(REGISTER)
+            }),
+            holding(b.as_ref(), &shares, &second, async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                second.rate(REGISTER)
+            }),
+        );
+        assert!(
+            (ra - 4.5).abs() < 1e-9 && (rb - 4.5).abs() < 1e-9,
+            "{ra} {rb}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_table_falls_back_to_the_static_share() {
+        let table = Arc::new(MemLeases::new());
+        let dyn_table: Arc<dyn LeaseTable> = table.clone();
+        let shares = Shares::new(&Quotas::default(), 0.1, 3);
+        let pacer = pacer(&shares);
+        let holder = holder(Some(&dyn_table), holder_id("r", 1), &shares);
+        let (granted, fell_back) = holding(holder.as_ref(), &shares, &pacer, async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let granted = pacer.rate(REGISTER);
+            table.set_unavailable(true);
+            // Two failures keep the grant; the third drops to the static share.
+            tokio::time::sleep(BudgetHolder::PERIOD * 2).await;
+            assert_eq!(pacer.rate(REGISTER), granted);
+            tokio::time::sleep(BudgetHolder::PERIOD).await;
+            (granted, pacer.rate(REGISTER))
+        })
+        .await;
+        assert!((granted - 9.0).abs() < 1e-9, "{granted}");
+        assert!((fell_back - 3.0).abs() < 1e-9, "{fell_back}");
+    }
+
+    #[tokio::test]
+    async fn no_table_is_the_static_share() {
+        let shares = Shares::new(&Quotas::default(), 0.1, 2);
+        let pacer = pacer(&shares);
+        let rate = holding(None, &shares, &pacer, async { pacer.rate(REGISTER) }).await;
+        assert!((rate - 4.5).abs() < 1e-9);
+        release(None).await;
+    }
+}
