@@ -659,14 +659,14 @@ OPERATOR_POLICY = HERE.parent / "infra" / "operator-policy.json"
 
 def operator():
     doc = json.loads(OPERATOR_POLICY.read_text())
-    entry = iam.operator_principal(doc, "bkt", SM, REGION, ACCOUNT, "tp")
+    entry = iam.operator_principal(doc, "bkt", SM, REGION, ACCOUNT, "tp", "tp-budget")
     return iam.parse_principals({"principals": {"Operator": entry}})["Operator"]
 
 
 def test_operator_policy_is_filled_and_lints_clean():
     doc = json.loads(OPERATOR_POLICY.read_text())
     assert iam.lint(doc) == []
-    entry = iam.operator_principal(doc, "bkt", SM, REGION, ACCOUNT, "tp")
+    entry = iam.operator_principal(doc, "bkt", SM, REGION, ACCOUNT, "tp", "tp-budget")
     assert entry["name"] == "Operator" and "${" not in json.dumps(entry)
     with pytest.raises(ValueError, match=r"Statement\[0\]\.Resource: no value for \$\{AWS::AccountId\}, \$\{AWS::StackName\}"):
         iam.fill_placeholders(doc, {"AWS::Region": REGION})
@@ -705,6 +705,11 @@ MAP_RUN = f"arn:aws:states:{REGION}:{ACCOUNT}:mapRun:tp-import/ImportChunks:1"
         ("GET", "/things", "iot", b"", {}),
         ("GET", "/thing-groups/fleet/things", "iot", b"", {}),
         ("POST", "/", "cloudformation", b"Action=DescribeStacks&StackName=tp", {}),
+        ("POST", "/", "dynamodb", json.dumps({"TableName": "tp-budget"}).encode(), {"X-Amz-Target": "DynamoDB_20120810.UpdateItem"}),
+        ("POST", "/", "dynamodb", json.dumps({"TableName": "tp-budget"}).encode(), {"X-Amz-Target": "DynamoDB_20120810.Query"}),
+        ("POST", "/", "dynamodb", json.dumps({"TableName": "tp-budget"}).encode(), {"X-Amz-Target": "DynamoDB_20120810.DeleteItem"}),
+        ("POST", "/", "servicequotas", json.dumps({"ServiceCode": "iot", "QuotaCode": "L-4671C7C8"}).encode(), {"X-Amz-Target": "ServiceQuotasV20190624.GetServiceQuota"}),
+        ("POST", "/", "servicequotas", json.dumps({"ServiceCode": "iot", "QuotaCode": "L-4671C7C8"}).encode(), {"X-Amz-Target": "ServiceQuotasV20190624.GetAWSDefaultServiceQuota"}),
     ],
 )
 def test_operator_may_do_what_the_cli_does(method, path, service, body, headers):
@@ -723,6 +728,9 @@ def test_operator_may_do_what_the_cli_does(method, path, service, body, headers)
         ("POST", "/certificate/register-no-ca", "iot", b"{}", {}),
         ("PUT", "/target-policies/P", "iot", json.dumps({"target": CERT}).encode(), {}),
         ("POST", "/", "cloudformation", b"Action=DescribeStacks&StackName=other", {}),
+        ("POST", "/", "dynamodb", json.dumps({"TableName": "other"}).encode(), {"X-Amz-Target": "DynamoDB_20120810.UpdateItem"}),
+        ("POST", "/", "dynamodb", json.dumps({"TableName": "tp-budget"}).encode(), {"X-Amz-Target": "DynamoDB_20120810.Scan"}),
+        ("POST", "/", "servicequotas", json.dumps({"ServiceCode": "vpc", "QuotaCode": "L-7E9ECCDB"}).encode(), {"X-Amz-Target": "ServiceQuotasV20190624.GetServiceQuota"}),
     ],
 )
 def test_operator_may_not_do_more(method, path, service, body, headers):

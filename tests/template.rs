@@ -5,7 +5,9 @@
 //! and log groups that all have a retention (no function logs to a never-expiring default).
 //! Also the IoT API catalogue (`thingpress_importer::Api`) against the template: every API has
 //! its `Quota<Api>` parameter with AWS's default, wired to Register's `QUOTA_*` variable, and
-//! the template declares no quota the catalogue does not know.
+//! the template declares no quota the catalogue does not know. And the budget's lease table
+//! (`thingpress_budget`): the table or a named one, `BUDGET_TABLE` for every function, the lease
+//! grants for Register only, and infra/operator-policy.json held to the same least privilege.
 //!
 //! CloudFormation's short tags (`!Ref`, `!Sub`, `!GetAtt`, `!If`) load as serde_norway tagged
 //! values. Each check returns the problems it finds; the tests also run every check on a broken
@@ -20,6 +22,7 @@
 use std::collections::BTreeSet;
 
 use serde_norway::Value as Yaml;
+use thingpress_budget::{BUDGET_TABLE_ENV_VAR, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use thingpress_importer::{Api, RESERVE_ENV_VAR};
 use thingpress_tests::checks::{assert_caught, assert_clean, get, intrinsic, template, yaml_at};
 
@@ -45,6 +48,32 @@ const NO_RESOURCE_TYPE: &[(&str, &str)] = &[
     ("xray:PutTelemetryRecords", "tracing"),
     ("xray:GetSamplingRules", "tracing"),
     ("xray:GetSamplingTargets", "tracing"),
+    // The operator's registry listings: AWS IoT's List* calls name no resource.
+    ("iot:ListAttachedPolicies", "registry listing"),
+    ("iot:ListCertificates", "registry listing"),
+    ("iot:ListPolicies", "registry listing"),
+    ("iot:ListThings", "registry listing"),
+    ("iot:ListThingGroups", "registry listing"),
+    ("iot:ListThingTypes", "registry listing"),
+    // `thingpress plan` falls back to AWS's default quota when none is applied; Service Quotas
+    // lists no resource type for this call (GetServiceQuota has quota).
+    (
+        "servicequotas:GetAWSDefaultServiceQuota",
+        "default quota lookup",
+    ),
+];
+
+/// The DynamoDB actions a budget holder makes: write its lease, read all, delete its own.
+const BUDGET_ACTIONS: &[&str] = &[
+    "dynamodb:UpdateItem",
+    "dynamodb:Query",
+    "dynamodb:DeleteItem",
+];
+
+/// The budget table's ARN when the stack creates it, and when a shared one is named.
+const BUDGET_TABLE_ARNS: &[&str] = &[
+    "${BudgetTable.Arn}",
+    "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${BudgetTableName}",
 ];
 
 /// The resource types of every IoT action the template grants, as the Service Authorization
@@ -111,15 +140,27 @@ fn render(value: &Yaml) -> Option<String> {
 }
 
 /// A value that may be one item or a list, as a list of rendered strings (`<unrenderable>`
-/// for an intrinsic that cannot be read).
+/// for an intrinsic that cannot be read). `!If [c, a, b]` is both branches: a grant must be
+/// narrow whichever way its condition goes.
 fn rendered_list(value: Option<&Yaml>) -> Vec<String> {
-    let items: Vec<&Yaml> = match value {
-        None => Vec::new(),
-        Some(Yaml::Sequence(items)) => items.iter().collect(),
-        Some(one) => vec![one],
-    };
-    items
-        .into_iter()
+    fn items<'a>(value: &'a Yaml, out: &mut Vec<&'a Yaml>) {
+        match (value, intrinsic(value, "If").and_then(Yaml::as_sequence)) {
+            (_, Some(branches)) if branches.len() == 3 => {
+                for branch in &branches[1..] {
+                    if intrinsic(branch, "Ref").and_then(Yaml::as_str) != Some("AWS::NoValue") {
+                        items(branch, out);
+                    }
+                }
+            }
+            (Yaml::Sequence(list), _) => list.iter().for_each(|item| items(item, out)),
+            (one, _) => out.push(one),
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(value) = value {
+        items(value, &mut out);
+    }
+    out.into_iter()
         .map(|item| render(item).unwrap_or_else(|| "<unrenderable>".to_owned()))
         .collect()
 }
@@ -233,6 +274,9 @@ fn resource_scope(resource: &str, template: &Yaml) -> Result<&'static str, Strin
     }
     if resource == "${ImportStateMachine}" {
         return Ok("states");
+    }
+    if BUDGET_TABLE_ARNS.contains(&resource) {
+        return Ok("dynamodb");
     }
     let states = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:";
     if let Some(rest) = resource.strip_prefix(states) {
@@ -780,6 +824,238 @@ fn check_quota_catalogue(template: &Yaml) -> Vec<String> {
     problems
 }
 
+/// `!If [CreateBudgetTable, !Ref BudgetTable, !Ref BudgetTableName]`: the stack's table, or the
+/// shared one the parameter names.
+fn is_budget_table_name(value: Option<&Yaml>) -> bool {
+    let Some(branches) = value
+        .and_then(|v| intrinsic(v, "If"))
+        .and_then(Yaml::as_sequence)
+    else {
+        return false;
+    };
+    let names: Vec<Option<String>> = branches.iter().map(render).collect();
+    branches.first().and_then(Yaml::as_str) == Some("CreateBudgetTable")
+        && names[1..]
+            == [
+                Some("${BudgetTable}".to_owned()),
+                Some("${BudgetTableName}".to_owned()),
+            ]
+}
+
+/// The budget's lease table: created unless a shared one is named, keyed and expiring as
+/// `thingpress_budget` writes it, named to every function in `BUDGET_TABLE` and in the stack's
+/// outputs; Register alone holds leases, with exactly the three calls a holder makes, on that
+/// table only.
+fn check_budget(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    let parameter = path(template, &["Parameters", "BudgetTableName"]);
+    if parameter
+        .and_then(|p| get(p, "Type"))
+        .and_then(Yaml::as_str)
+        != Some("String")
+        || parameter
+            .and_then(|p| get(p, "Default"))
+            .and_then(Yaml::as_str)
+            != Some("")
+    {
+        problems.push("parameter BudgetTableName: not a String defaulting to \"\"".to_owned());
+    }
+    let condition = path(template, &["Conditions", "CreateBudgetTable"])
+        .and_then(|c| intrinsic(c, "Equals"))
+        .and_then(Yaml::as_sequence)
+        .map(|pair| pair.iter().map(render).collect::<Vec<_>>());
+    if condition
+        != Some(vec![
+            Some("${BudgetTableName}".to_owned()),
+            Some(String::new()),
+        ])
+    {
+        problems.push(
+            "condition CreateBudgetTable: not !Equals [!Ref BudgetTableName, \"\"]".to_owned(),
+        );
+    }
+
+    let table = path(template, &["Resources", "BudgetTable"]);
+    let props = table.and_then(properties);
+    let prop = |keys: &[&str]| props.and_then(|p| path(p, keys));
+    if table.and_then(|t| get(t, "Type")).and_then(Yaml::as_str) != Some("AWS::DynamoDB::Table") {
+        problems.push("BudgetTable: not an AWS::DynamoDB::Table".to_owned());
+    }
+    if table
+        .and_then(|t| get(t, "Condition"))
+        .and_then(Yaml::as_str)
+        != Some("CreateBudgetTable")
+    {
+        problems.push(
+            "BudgetTable: not Condition CreateBudgetTable (a named shared table would be shadowed)"
+                .to_owned(),
+        );
+    }
+    if prop(&["BillingMode"]).and_then(Yaml::as_str) != Some("PAY_PER_REQUEST") {
+        problems.push("BudgetTable: BillingMode is not PAY_PER_REQUEST".to_owned());
+    }
+    if prop(&["TableName"]).and_then(render).as_deref() != Some("${AWS::StackName}-budget") {
+        problems.push("BudgetTable: TableName is not ${AWS::StackName}-budget".to_owned());
+    }
+    let pairs = |keys: &[&str], a: &str, b: &str| -> Vec<(String, String)> {
+        prop(keys)
+            .and_then(Yaml::as_sequence)
+            .into_iter()
+            .flatten()
+            .map(|item| {
+                let field = |k: &str| {
+                    get(item, k)
+                        .and_then(Yaml::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                (field(a), field(b))
+            })
+            .collect()
+    };
+    let key = |name: &str, kind: &str| (name.to_owned(), kind.to_owned());
+    if pairs(&["KeySchema"], "AttributeName", "KeyType")
+        != [key(PARTITION_KEY, "HASH"), key(SORT_KEY, "RANGE")]
+    {
+        problems.push(format!(
+            "BudgetTable: KeySchema is not {PARTITION_KEY} HASH + {SORT_KEY} RANGE"
+        ));
+    }
+    let mut attributes = pairs(&["AttributeDefinitions"], "AttributeName", "AttributeType");
+    attributes.sort();
+    if attributes != [key(PARTITION_KEY, "S"), key(SORT_KEY, "S")] {
+        problems.push(format!(
+            "BudgetTable: AttributeDefinitions are not {PARTITION_KEY} S and {SORT_KEY} S"
+        ));
+    }
+    if prop(&["TimeToLiveSpecification", "AttributeName"]).and_then(Yaml::as_str)
+        != Some(TTL_ATTRIBUTE)
+        || prop(&["TimeToLiveSpecification", "Enabled"]).and_then(Yaml::as_bool) != Some(true)
+    {
+        problems.push(format!(
+            "BudgetTable: TTL is not enabled on {TTL_ATTRIBUTE} (lapsed leases would pile up)"
+        ));
+    }
+
+    for (id, _) in of_type(template, "AWS::Serverless::Function") {
+        if !is_budget_table_name(function_env(template, &id, BUDGET_TABLE_ENV_VAR)) {
+            problems.push(format!(
+                "{id}: {BUDGET_TABLE_ENV_VAR} is not !If [CreateBudgetTable, !Ref BudgetTable, !Ref BudgetTableName]"
+            ));
+        }
+    }
+    if !is_budget_table_name(path(template, &["Outputs", "BudgetTableName", "Value"])) {
+        problems.push(
+            "output BudgetTableName: not the table's name (the CLI and other stacks read it)"
+                .to_owned(),
+        );
+    }
+
+    let mut register = BTreeSet::new();
+    for (at, statement) in statements(template) {
+        if get(statement, "Effect").and_then(Yaml::as_str) != Some("Allow") {
+            continue;
+        }
+        let actions = rendered_list(get(statement, "Action"));
+        let dynamodb: Vec<&String> = actions
+            .iter()
+            .filter(|a| a.starts_with("dynamodb:"))
+            .collect();
+        if dynamodb.is_empty() {
+            continue;
+        }
+        let at = format!("{at}/{}", sid(statement));
+        if !at.starts_with("RegisterFunction/") {
+            problems.push(format!("{at}: only Register holds budget leases"));
+            continue;
+        }
+        let resources = rendered_list(get(statement, "Resource"));
+        let mut expected: Vec<&str> = BUDGET_TABLE_ARNS.to_vec();
+        expected.sort_unstable();
+        let mut got: Vec<&str> = resources.iter().map(String::as_str).collect();
+        got.sort_unstable();
+        if got != expected {
+            problems.push(format!(
+                "{at}: {dynamodb:?} on {resources:?}, not the budget table (either way)"
+            ));
+        }
+        for action in dynamodb {
+            if !BUDGET_ACTIONS.contains(&action.as_str()) {
+                problems.push(format!("{at}: {action} is more than a lease holder needs"));
+            }
+            register.insert(action.clone());
+        }
+    }
+    for action in BUDGET_ACTIONS {
+        if !register.contains(*action) {
+            problems.push(format!("RegisterFunction: no {action} on the budget table"));
+        }
+    }
+    problems
+}
+
+/// infra/operator-policy.json as YAML (JSON is YAML): its placeholders stay `${Name}`.
+fn operator_policy() -> Yaml {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/operator-policy.json");
+    let text = std::fs::read_to_string(&path).expect("infra/operator-policy.json is readable");
+    serde_norway::from_str(&text).expect("infra/operator-policy.json is JSON")
+}
+
+/// The operator's policy: no wildcard action, `*` only for actions that take no resource, the
+/// budget's three calls on the stack's table (`${BudgetTableName}`, the output) and the IoT
+/// quotas readable.
+fn check_operator_policy(policy: &Yaml) -> Vec<String> {
+    let no_resource_type: BTreeSet<&str> = NO_RESOURCE_TYPE.iter().map(|(a, _)| *a).collect();
+    let mut problems = Vec::new();
+    let statements: Vec<&Yaml> = get(policy, "Statement")
+        .and_then(Yaml::as_sequence)
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut granted: Vec<(String, String)> = Vec::new();
+    for statement in statements {
+        if get(statement, "Effect").and_then(Yaml::as_str) != Some("Allow") {
+            continue;
+        }
+        let at = format!("operator policy/{}", sid(statement));
+        let actions = rendered_list(get(statement, "Action"));
+        let resources = rendered_list(get(statement, "Resource"));
+        for action in &actions {
+            if action.contains('*') {
+                problems.push(format!("{at}: Allow of wildcard action {action}"));
+            }
+            for resource in &resources {
+                if resource == "*" && !no_resource_type.contains(action.as_str()) {
+                    problems.push(format!(
+                        "{at}: Resource \"*\" for {action}, which supports resource-level permissions"
+                    ));
+                }
+                granted.push((action.clone(), resource.clone()));
+            }
+        }
+    }
+    let table = "arn:aws:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${BudgetTableName}";
+    let quotas = "arn:aws:servicequotas:${AWS::Region}:${AWS::AccountId}:iot/*";
+    let needed = BUDGET_ACTIONS.iter().map(|a| (*a, table)).chain([
+        ("servicequotas:GetServiceQuota", quotas),
+        ("servicequotas:GetAWSDefaultServiceQuota", "*"),
+    ]);
+    for (action, resource) in needed {
+        if !granted.iter().any(|(a, r)| a == action && r == resource) {
+            problems.push(format!("operator policy: no {action} on {resource}"));
+        }
+    }
+    for (action, resource) in &granted {
+        if action.starts_with("dynamodb:") && resource != table {
+            problems.push(format!(
+                "operator policy: {action} on {resource}, not the budget table"
+            ));
+        }
+    }
+    problems
+}
+
 // ------------------------------------------------------------------------------- tests
 
 /// A SAM function's policy statement by Sid, mutably.
@@ -809,7 +1085,8 @@ fn yaml(text: &str) -> Yaml {
 #[test]
 fn intrinsic_tags_load_and_render() {
     let value = yaml(
-        "[!Ref Bucket, !GetAtt Fn.Arn, !Sub 'a-${X}', {\"Fn::GetAtt\": [Q, Arn]}, !If [C, a, b]]",
+        "[!Ref Bucket, !GetAtt Fn.Arn, !Sub 'a-${X}', {\"Fn::GetAtt\": [Q, Arn]}, !If [C, a, b], \
+         !If [D, c, !Ref AWS::NoValue], !Join ['', [d]]]",
     );
     assert_eq!(
         rendered_list(Some(&value)),
@@ -818,6 +1095,9 @@ fn intrinsic_tags_load_and_render() {
             "${Fn.Arn}",
             "a-${X}",
             "${Q.Arn}",
+            "a",
+            "b",
+            "c",
             "<unrenderable>"
         ]
     );
@@ -1011,14 +1291,22 @@ fn iam_check_catches_wildcards_and_unscoped_resources() {
         "SummarizeFunction: a policy that is not an inline document",
     );
 
-    // An intrinsic the check cannot read is not taken on trust.
+    // An intrinsic the check cannot read is not taken on trust, and both branches of an !If
+    // must be narrow.
     let mut t = template();
     set(
         function_statement(&mut t, "DecorateFunction", "ReadProfiles"),
         "Resource",
-        yaml("!If [C, '*', x]"),
+        yaml("!Join ['', [x]]"),
     );
     assert_caught(check_iam(&t), "<unrenderable>");
+    let mut t = template();
+    set(
+        function_statement(&mut t, "DecorateFunction", "ReadProfiles"),
+        "Resource",
+        yaml("!If [C, !Sub '${ImportBucket.Arn}/profiles/*', '*']"),
+    );
+    assert_caught(check_iam(&t), "Resource \"*\" for s3:GetObject");
 
     // Any principal trusted, or trust without the account pinned.
     let mut t = template();
@@ -1204,4 +1492,142 @@ fn quota_check_catches_a_missing_wrong_or_stray_quota() {
         "QuotaDescribeThing: a quota parameter of no API",
     );
     assert_caught(problems, "QUOTA_DESCRIBE_THING: a quota variable");
+}
+
+#[test]
+fn the_budget_table_is_the_one_register_and_every_function_are_given() {
+    assert_clean(check_budget(&template()));
+}
+
+#[test]
+fn budget_check_catches_a_wrong_table_a_lost_variable_and_a_stray_grant() {
+    let mut t = template();
+    let props = yaml_at(&mut t, &["Resources", "BudgetTable", "Properties"]);
+    set(props, "BillingMode", yaml("PROVISIONED"));
+    set(
+        props,
+        "TimeToLiveSpecification",
+        yaml("{AttributeName: ttl, Enabled: true}"),
+    );
+    set(
+        props,
+        "KeySchema",
+        yaml("[{AttributeName: pk, KeyType: HASH}]"),
+    );
+    let problems = check_budget(&t);
+    assert_caught(problems.clone(), "BillingMode is not PAY_PER_REQUEST");
+    assert_caught(problems.clone(), "TTL is not enabled on expiresAt");
+    assert_caught(problems, "KeySchema is not pk HASH + sk RANGE");
+
+    let mut t = template();
+    yaml_at(&mut t, &["Resources", "BudgetTable"])
+        .as_mapping_mut()
+        .expect("mapping")
+        .remove("Condition");
+    set(
+        yaml_at(&mut t, &["Globals", "Function", "Environment", "Variables"]),
+        BUDGET_TABLE_ENV_VAR,
+        yaml("!Ref BudgetTable"),
+    );
+    let problems = check_budget(&t);
+    assert_caught(problems.clone(), "not Condition CreateBudgetTable");
+    assert_caught(problems, "RegisterFunction: BUDGET_TABLE is not !If");
+
+    // Register on every table, Summarize holding leases, a call a holder does not make.
+    let mut t = template();
+    set(
+        function_statement(&mut t, "RegisterFunction", "HoldBudgetLeases"),
+        "Resource",
+        yaml("!Sub 'arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/*'"),
+    );
+    let problems = check_budget(&t);
+    assert_caught(problems.clone(), "not the budget table (either way)");
+    assert_caught(check_iam(&t), "table/* is not scoped to this stack");
+    let mut t = template();
+    set(
+        function_statement(&mut t, "SummarizeFunction", "ReadWriteRun"),
+        "Action",
+        yaml("[s3:GetObject, dynamodb:Query]"),
+    );
+    assert_caught(
+        check_budget(&t),
+        "SummarizeFunction/ReadWriteRun: only Register holds budget leases",
+    );
+    let mut t = template();
+    set(
+        function_statement(&mut t, "RegisterFunction", "HoldBudgetLeases"),
+        "Action",
+        yaml("[dynamodb:UpdateItem, dynamodb:Scan, dynamodb:DeleteItem]"),
+    );
+    let problems = check_budget(&t);
+    assert_caught(
+        problems.clone(),
+        "dynamodb:Scan is more than a lease holder needs",
+    );
+    assert_caught(
+        problems,
+        "RegisterFunction: no dynamodb:Query on the budget table",
+    );
+
+    let mut t = template();
+    yaml_at(&mut t, &["Outputs"])
+        .as_mapping_mut()
+        .expect("mapping")
+        .remove("BudgetTableName");
+    assert_caught(check_budget(&t), "output BudgetTableName");
+}
+
+#[test]
+fn the_operator_policy_is_least_privilege_and_shares_the_budget() {
+    assert_clean(check_operator_policy(&operator_policy()));
+}
+
+#[test]
+fn operator_policy_check_catches_wide_or_missing_grants() {
+    let statement = |policy: &mut Yaml, sid: &str| -> Yaml {
+        let list = yaml_at(policy, &["Statement"])
+            .as_sequence_mut()
+            .expect("list");
+        let i = list
+            .iter()
+            .position(|s| get(s, "Sid").and_then(Yaml::as_str) == Some(sid))
+            .unwrap_or_else(|| panic!("no statement {sid}"));
+        list.remove(i)
+    };
+    let mut p = operator_policy();
+    statement(&mut p, "ShareTheBudget");
+    let problems = check_operator_policy(&p);
+    assert_caught(problems.clone(), "no dynamodb:UpdateItem on");
+    assert_caught(problems, "no dynamodb:DeleteItem on");
+
+    let mut p = operator_policy();
+    let mut quotas = statement(&mut p, "ReadIotQuotas");
+    set(&mut quotas, "Resource", yaml("'*'"));
+    yaml_at(&mut p, &["Statement"])
+        .as_sequence_mut()
+        .expect("list")
+        .push(quotas);
+    assert_caught(
+        check_operator_policy(&p),
+        "Resource \"*\" for servicequotas:GetServiceQuota",
+    );
+
+    let mut p = operator_policy();
+    let mut budget = statement(&mut p, "ShareTheBudget");
+    set(
+        &mut budget,
+        "Resource",
+        yaml("'arn:aws:dynamodb:${AWS::Region}:${AWS::AccountId}:table/*'"),
+    );
+    set(&mut budget, "Action", yaml("[dynamodb:*]"));
+    yaml_at(&mut p, &["Statement"])
+        .as_sequence_mut()
+        .expect("list")
+        .push(budget);
+    let problems = check_operator_policy(&p);
+    assert_caught(problems.clone(), "wildcard action dynamodb:*");
+    assert_caught(
+        problems,
+        "dynamodb:* on arn:aws:dynamodb:${AWS::Region}:${AWS::AccountId}:table/*, not the budget table",
+    );
 }

@@ -18,6 +18,12 @@ use crate::lease::{BudgetError, HolderId, Lease, LeaseFuture, LeaseTable, Rates}
 
 /// The partition every lease lives in.
 pub const PARTITION: &str = "holders";
+/// The table's partition key (a string attribute).
+pub const PARTITION_KEY: &str = "pk";
+/// The table's sort key (a string attribute): `<group>#<holder>`.
+pub const SORT_KEY: &str = "sk";
+/// The lease's expiry, epoch seconds: the table's TTL attribute.
+pub const TTL_ATTRIBUTE: &str = "expiresAt";
 
 /// Leases in a DynamoDB table (the stack's `BudgetTable`, or a table shared by several stacks).
 #[derive(Debug, Clone)]
@@ -64,8 +70,8 @@ impl DynamoLeases {
         self.client
             .update_item()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(PARTITION.into()))
-            .key("sk", AttributeValue::S(sk))
+            .key(PARTITION_KEY, AttributeValue::S(PARTITION.into()))
+            .key(SORT_KEY, AttributeValue::S(sk))
             // `group` is a DynamoDB reserved word: every name goes through a placeholder.
             .update_expression(
                 "SET #group = :group, #holder = :holder, #demand = :demand, \
@@ -75,7 +81,7 @@ impl DynamoLeases {
             .expression_attribute_names("#holder", "holder")
             .expression_attribute_names("#demand", "demand")
             .expression_attribute_names("#granted", "granted")
-            .expression_attribute_names("#expiresAt", "expiresAt")
+            .expression_attribute_names("#expiresAt", TTL_ATTRIBUTE)
             .expression_attribute_names("#updatedAt", "updatedAt")
             .expression_attribute_values(":group", AttributeValue::S(lease.id.group.clone()))
             .expression_attribute_values(":holder", AttributeValue::S(lease.id.holder.clone()))
@@ -97,7 +103,8 @@ impl DynamoLeases {
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PARTITION_KEY)
                 .expression_attribute_values(":pk", AttributeValue::S(PARTITION.into()))
                 // A holder must see the lease it has just written, and the others' latest.
                 .consistent_read(true)
@@ -112,7 +119,7 @@ impl DynamoLeases {
                     // A foreign or damaged item must not stop every holder's budget.
                     Err(reason) => warn!(
                         table = %self.table,
-                        sk = ?item.get("sk").and_then(|v| v.as_s().ok()),
+                        sk = ?item.get(SORT_KEY).and_then(|v| v.as_s().ok()),
                         %reason,
                         "budget: skipping an unreadable lease"
                     ),
@@ -131,8 +138,8 @@ impl DynamoLeases {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(PARTITION.into()))
-            .key("sk", AttributeValue::S(sk))
+            .key(PARTITION_KEY, AttributeValue::S(PARTITION.into()))
+            .key(SORT_KEY, AttributeValue::S(sk))
             .send()
             .await
             .map_err(|e| self.failed("DeleteItem", e))?;
@@ -209,7 +216,7 @@ fn lease_from_item(item: &HashMap<String, AttributeValue>) -> Result<Lease, Stri
         },
         demand: rates("demand")?,
         granted: rates("granted")?,
-        expires_at: epoch("expiresAt")?,
+        expires_at: epoch(TTL_ATTRIBUTE)?,
     })
 }
 
@@ -301,7 +308,7 @@ mod tests {
             .match_requests(|r| {
                 r.consistent_read() == Some(true)
                     && r.exclusive_start_key().is_none()
-                    && r.key_condition_expression() == Some("pk = :pk")
+                    && r.key_condition_expression() == Some("#pk = :pk")
             })
             .then_output(move || {
                 QueryOutput::builder()

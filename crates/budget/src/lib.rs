@@ -14,7 +14,7 @@ mod holder;
 mod lease;
 
 pub use allocate::allocate;
-pub use dynamo::{DynamoLeases, PARTITION};
+pub use dynamo::{DynamoLeases, PARTITION, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 pub use holder::BudgetHolder;
 pub use lease::{
     BudgetError, HolderId, Lease, LeaseFuture, LeaseTable, MAX_RATE, MemLeases, Rates,
