@@ -754,6 +754,7 @@ def test_the_templates_roles_allow_the_pipelines_calls():
     import, authorized against infra/template.yaml's roles as the local stack deploys them."""
     st, principals = _template_principals()
     split_fn = next(f.name for f in st.functions.values() if f.logical_id == "SplitFunction")
+    lease = json.dumps({"TableName": st.tables["BudgetTable"].name}).encode()
     calls = {
         "SplitFunction": [
             ("HEAD", "/bkt/incoming/p/x.pem", "s3", b"", {}),
@@ -778,6 +779,10 @@ def test_the_templates_roles_allow_the_pipelines_calls():
             ("PUT", "/thing-groups/addThingToThingGroup", "iot", b'{"thingName": "t", "thingGroupName": "G"}', {}),
             ("GET", "/bkt/runs/r/decorated/00000.jsonl", "s3", b"", {}),
             ("PUT", "/bkt/runs/r/results/00000.jsonl", "s3", b"", {}),
+            # The budget: its own lease written and deleted, every lease read.
+            ("POST", "/", "dynamodb", lease, {"X-Amz-Target": "DynamoDB_20120810.UpdateItem"}),
+            ("POST", "/", "dynamodb", lease, {"X-Amz-Target": "DynamoDB_20120810.Query"}),
+            ("POST", "/", "dynamodb", lease, {"X-Amz-Target": "DynamoDB_20120810.DeleteItem"}),
         ],
         "ImportStateMachine": [
             ("POST", f"/2015-03-31/functions/arn:aws:lambda:{REGION}:{ACCOUNT}:function:{split_fn}/invocations", "lambda", b"", {}),
@@ -796,6 +801,9 @@ def test_the_templates_roles_allow_the_pipelines_calls():
     assert iam.authorize(principals["DecorateFunction"], request("PUT", "/bkt/claims/abc", "s3")) is not None
     assert iam.authorize(principals["SplitFunction"], request(*ATTACH_POLICY)) is not None
     assert iam.authorize(principals["ImportTriggerRule"], request("GET", "/bkt/runs/r/chunks.json", "s3")) is not None
+    scan = request("POST", "/", "dynamodb", lease, **{"X-Amz-Target": "DynamoDB_20120810.Scan"})
+    assert iam.authorize(principals["RegisterFunction"], scan) is not None
+    assert iam.authorize(principals["SplitFunction"], request("POST", "/", "dynamodb", lease, **{"X-Amz-Target": "DynamoDB_20120810.Query"})) is not None
 
 
 def test_the_templates_policies_lint_clean():
