@@ -190,3 +190,12 @@ def test_the_operator_policy_may_name_the_budget_table(tmp_path):
     assert entry["statements"][0]["Resource"] == "arn:aws:dynamodb:us-east-1:123456789012:table/tp-budget"
     with pytest.raises(ValueError, match=r"no value for \$\{BudgetTableName\}"):
         iam.operator_principal(*args)
+
+
+def test_the_real_templates_budget_table_reaches_functionenv():
+    st = stack.load_stack(stack.DEFAULT_TEMPLATE, {}, "thingpress", "bkt")
+    common = stack.common_env([stack.function_env(f, 4566) for f in st.functions.values()])
+    assert common["BUDGET_TABLE"] == st.tables["BudgetTable"].name == stack.budget_table(st) == "thingpress-budget"
+    assert st.tables["BudgetTable"].ttl_attribute == "expiresAt"
+    shared = stack.load_stack(stack.DEFAULT_TEMPLATE, {"BudgetTableName": "other-budget"}, "thingpress", "bkt")
+    assert shared.tables == {} and stack.budget_table(shared) == "other-budget"
