@@ -557,6 +557,62 @@ fn whitespace_crlf_and_many_batches_keep_order() {
     }
 }
 
+#[test]
+fn parallel_validation_matches_serial_in_file_order_with_bad_signatures_mixed_in() {
+    let signer = TestSigner::new("ES256");
+    let stranger = TestSigner::new("ES256");
+    let devices: Vec<Device> = (0..16)
+        .map(|i| device(false, Some(&format!("dev{i}"))))
+        .collect();
+    // Four batches and a short one, so several are validated ahead of the consumer at once.
+    let n = 4 * 1024 + 100;
+    let entries: Vec<Value> = (0..n)
+        .map(|i| {
+            let id = format!("{i:06x}");
+            let body = payload(&id, &devices[i % devices.len()]);
+            match i % 11 {
+                // Signed over another payload: the signature does not verify.
+                2 | 9 => {
+                    let mut entry = jws(&signer, &id, &body);
+                    entry["signature"] =
+                        jws(&signer, &id, &payload("other", &devices[0]))["signature"].clone();
+                    entry
+                }
+                5 => jws(&stranger, &id, &body),
+                _ => jws(&signer, &id, &body),
+            }
+        })
+        .collect();
+    let bytes = manifest(&entries);
+    let options = options(signer.verifiers());
+    // On a one-thread pool batches are validated in place, one entry after another.
+    let serial_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let serial = serial_pool.install(|| read(&bytes, &options));
+    // From a thread outside the pool, batches are validated ahead on every core.
+    let parallel = read(&bytes, &options);
+    assert_eq!(parallel.len(), n);
+    let mut seen = std::collections::HashSet::new();
+    for (i, entry) in parallel.iter().enumerate() {
+        assert_eq!(entry.index(), i as u64);
+        let expected = match i % 11 {
+            2 | 9 => Some(ErrorName::InvalidSignature),
+            5 => Some(ErrorName::UnknownSigner),
+            // Each device's certificate is accepted once, at its first good entry.
+            _ if seen.insert(i % devices.len()) => None,
+            _ => Some(ErrorName::DuplicateCertificate),
+        };
+        let error = match entry {
+            Entry::Rejected(r) => Some(r.error),
+            Entry::Accepted(_) => None,
+        };
+        assert_eq!(error, expected, "entry {i}");
+    }
+    assert!(parallel == serial, "parallel and serial validation differ");
+}
+
 fn fatal(bytes: &[u8], options: &Options) -> ManifestError {
     match read_entries(bytes, options) {
         Err(e) => e,
