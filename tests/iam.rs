@@ -9,6 +9,10 @@
 //! deployed again, imports the same kind of manifest cleanly. It redeploys the shared stack's
 //! roles, so it holds the write half of `EDGE`, and redeploys the template `script/local up`
 //! used even when it fails.
+//!
+//! The budget's lease table is held the same way: Register's role and the operator's policy
+//! may write, read and delete leases in the deployed table (through `thingpress_budget`, as they
+//! do), and another function's role is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -17,8 +21,11 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use aws_config::BehaviorVersion;
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::Value;
+use thingpress_budget::aws_sdk_dynamodb::config::{Credentials, Region};
+use thingpress_budget::{DynamoLeases, HolderId, Lease, LeaseTable, Rates};
 use thingpress_run::report::RunStatus;
 
 use support::*;
@@ -328,3 +335,79 @@ fn removing_a_grant_that_is_not_there_is_an_error() {
     let real = std::fs::read_to_string(workspace_root().join("infra/template.yaml")).unwrap();
     without_action(&real, "SplitFunction", "s3:DeleteBucket");
 }
+
+/// The stack's lease table, as a principal of the edge signs for it: a function's access key is
+/// its logical id, the CLI's is `Operator`.
+async fn leases_as(stack: &Stack, key: &str, table: &str) -> DynamoLeases {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(stack.state["endpoint"].as_str().unwrap())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(key, "test", None, None, "e2e"))
+        .load()
+        .await;
+    DynamoLeases::from_config(&config, table)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_and_the_operator_hold_budget_leases_and_other_functions_may_not() {
+    let _shared = EDGE.read().await;
+    let stack = Stack::new().await;
+    let table = stack.state["functionEnv"]["BUDGET_TABLE"]
+        .as_str()
+        .expect("the deployed functions have a BUDGET_TABLE")
+        .to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // An API nobody paces, so a concurrent import's holders give it no share.
+    let rates: Rates = [("ThingpressIamProbe".to_owned(), 1.5)].into();
+    let group = unique("iam-budget");
+    for key in ["RegisterFunction", OPERATOR] {
+        let leases = leases_as(&stack, key, &table).await;
+        let lease = Lease {
+            id: HolderId {
+                group: group.clone(),
+                holder: key.to_lowercase(),
+            },
+            demand: rates.clone(),
+            granted: rates.clone(),
+            expires_at: now + 60,
+        };
+        leases.put(&lease).await.unwrap();
+        let live = leases.live(now).await.unwrap();
+        assert!(live.contains(&lease), "{key}: {lease:?} not in {live:?}");
+        leases.delete(&lease.id).await.unwrap();
+        let live = leases.live(now).await.unwrap();
+        assert!(live.iter().all(|l| l.id != lease.id), "{key}: not deleted");
+    }
+
+    let before = edge(&stack.state, "GET", "/_edge/stats", None);
+    let summarize = leases_as(&stack, "SummarizeFunction", &table).await;
+    let err = summarize.live(now).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&table) && err.contains("Query") && err.contains("(Rejected)"),
+        "{err}"
+    );
+    let after = edge(&stack.state, "GET", "/_edge/stats", None);
+    let by = |stats: &Value| {
+        stats["iam"]["byPrincipal"]["SummarizeFunction"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        by(&after) > by(&before),
+        "no denial counted: {}",
+        after["iam"]
+    );
+    assert!(
+        denials(&after)
+            .iter()
+            .any(|(who, action, _)| who == "SummarizeFunction" && action == "dynamodb:Query"),
+        "{:?}",
+        denials(&after)
+    );
+}
+
+/// The access key the CLI signs with on the local stack (local/iam.py's OPERATOR_KEY).
+const OPERATOR: &str = "Operator";
