@@ -772,6 +772,17 @@ fn check_quota_catalogue(template: &Yaml) -> Vec<String> {
                 api.quota_code()
             ));
         }
+        let code = path(
+            template,
+            &["Metadata", "Thingpress", "QuotaCodes", api.as_str()],
+        )
+        .and_then(Yaml::as_str);
+        if code != Some(api.quota_code()) {
+            problems.push(format!(
+                "Metadata.Thingpress.QuotaCodes.{api} is {code:?}, not {}",
+                api.quota_code()
+            ));
+        }
         let var = api.quota_env_var();
         let wired = function_env(template, "RegisterFunction", var)
             .and_then(|v| intrinsic(v, "Ref"))
@@ -787,6 +798,18 @@ fn check_quota_catalogue(template: &Yaml) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter_map(|(k, _)| k.as_str());
+    let codes = path(template, &["Metadata", "Thingpress", "QuotaCodes"])
+        .and_then(Yaml::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| k.as_str());
+    for op in codes {
+        if !Api::ALL.iter().any(|api| api.as_str() == op) {
+            problems.push(format!(
+                "Metadata.Thingpress.QuotaCodes.{op}: a quota code of no API in the importer's catalogue"
+            ));
+        }
+    }
     for name in parameters.filter(|n| n.starts_with("Quota") && *n != RESERVE_PARAMETER) {
         if !Api::ALL.iter().any(|api| api.template_parameter() == name) {
             problems.push(format!(
@@ -1492,6 +1515,28 @@ fn quota_check_catches_a_missing_wrong_or_stray_quota() {
         "QuotaDescribeThing: a quota parameter of no API",
     );
     assert_caught(problems, "QUOTA_DESCRIBE_THING: a quota variable");
+
+    let mut t = template();
+    set(
+        yaml_at(&mut t, &["Metadata", "Thingpress", "QuotaCodes"]),
+        "CreateThing",
+        yaml("L-2904683A"),
+    );
+    assert_caught(
+        check_quota_catalogue(&t),
+        "Metadata.Thingpress.QuotaCodes.CreateThing is Some(\"L-2904683A\"), not L-64CBACAC",
+    );
+
+    let mut t = template();
+    set(
+        yaml_at(&mut t, &["Metadata", "Thingpress", "QuotaCodes"]),
+        "DescribeThing",
+        yaml("L-00000000"),
+    );
+    assert_caught(
+        check_quota_catalogue(&t),
+        "QuotaCodes.DescribeThing: a quota code of no API",
+    );
 }
 
 #[test]
