@@ -748,9 +748,10 @@ fn function_env<'a>(template: &'a Yaml, function: &str, var: &str) -> Option<&'a
     })
 }
 
-/// Every catalogue API has its `Quota<Api>` Number parameter defaulting to AWS's quota, Register
-/// gets it as the API's `QUOTA_*` variable, and no other `Quota*` parameter or `QUOTA_*`
-/// variable exists (one the importer would ignore, or an API whose quota cannot be tuned).
+/// Every catalogue API has its `Quota<Api>` Number parameter defaulting to AWS's quota and its
+/// Service Quotas code in `Metadata.Thingpress.QuotaCodes`, Register gets it as the API's
+/// `QUOTA_*` variable, and no other `Quota*` parameter, quota code or `QUOTA_*` variable exists
+/// (one the importer would ignore, or an API whose quota cannot be tuned).
 fn check_quota_catalogue(template: &Yaml) -> Vec<String> {
     let mut problems = Vec::new();
     for api in Api::ALL {
