@@ -304,9 +304,10 @@ async fn every_entry_is_registered_once_with_all_its_attachments() {
 
 #[tokio::test]
 async fn persistent_throttling_keeps_progress_and_the_retry_finishes_without_duplicates() {
-    // Each entry calls AttachPolicy twice; 3 SDK attempts per call, 8 entries in flight. Throttle
-    // enough responses that some call sees three in a row and chunk 0 gives up early.
-    let (client, _rules) = iot(40);
+    // Each entry calls AttachPolicy twice; CALL_ATTEMPTS (6) per call, at most 8 entries in
+    // flight. 60 throttles in a row outlast what 8 calls can absorb without one giving up
+    // (8 × 5), so chunk 0 gives up early.
+    let (client, _rules) = iot(60);
     let stack = Stack::new(client);
     stack.put_widget_certificates().await;
     let split = stack
@@ -438,8 +439,9 @@ fn iot_with_memory(throttle_create_thing: usize) -> (Client, Vec<Rule>, Arc<Atom
 #[tokio::test]
 async fn a_chunk_stopped_mid_entry_resumes_there_and_reports_its_certificates_registered() {
     // Enough throttled CreateThing responses that chunk 0 stops with entries whose
-    // certificates are registered but whose things are not.
-    let (client, rules, conflicts) = iot_with_memory(30);
+    // certificates are registered but whose things are not: more in a row than 8 calls in
+    // flight absorb without one giving up (8 × (CALL_ATTEMPTS − 1)).
+    let (client, rules, conflicts) = iot_with_memory(60);
     let stack = Stack::new(client);
     stack.put_widget_certificates().await;
     let split = stack
@@ -500,11 +502,12 @@ async fn a_chunk_stopped_mid_entry_resumes_there_and_reports_its_certificates_re
     assert_eq!(rules[4].num_calls(), 0, "DescribeCertificate");
 }
 
-/// IoT whose CreateThing is throttled on every SDK attempt of each thing's first call (so every
-/// entry stops once, after its certificate), or of every call when `always`; everything else
-/// succeeds. (A mock sequence, not a computed response: retries replay the rule without input.)
+/// IoT whose CreateThing is throttled on every attempt of each thing's first call (Register's
+/// CALL_ATTEMPTS, so every entry stops once, after its certificate), or of every call when
+/// `always`; everything else succeeds. (A mock sequence, not a computed response: retries replay
+/// the rule without input.)
 fn iot_throttling_each_thing(always: bool) -> (Client, Vec<Rule>) {
-    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let rules = vec![
         mock!(Client::describe_thing_type)
             .then_output(|| DescribeThingTypeOutput::builder().build()),
@@ -525,7 +528,10 @@ fn iot_throttling_each_thing(always: bool) -> (Client, Vec<Rule>) {
         mock!(Client::create_thing)
             .match_requests(move |req| {
                 let name = req.thing_name().unwrap_or_default().to_owned();
-                seen.lock().unwrap().insert(name) || always
+                let mut seen = seen.lock().unwrap();
+                let attempts = seen.entry(name).or_default();
+                *attempts += 1;
+                *attempts <= thingpress_importer::CALL_ATTEMPTS || always
             })
             .sequence()
             .http_response(throttled)
@@ -546,7 +552,7 @@ fn iot_throttling_each_thing(always: bool) -> (Client, Vec<Rule>) {
 
 #[tokio::test]
 async fn a_chunk_that_keeps_progressing_through_many_throttle_stops_ends_complete() {
-    // One chunk of 100; every entry's CreateThing is throttled past the SDK's retry once, so
+    // One chunk of 100; every entry's CreateThing is throttled past Register's retries once, so
     // each invocation stops on throttling after some progress. The old ASL retrier gave a
     // chunk 1 + 8 attempts; the continuation loop needs more and counts none as a stall.
     let (client, _rules) = iot_throttling_each_thing(false);
