@@ -305,6 +305,8 @@ pub struct Plan {
     /// The cost model's projection (`items`: Lambda, Step Functions, S3, DynamoDB;
     /// `iotItems`: AWS IoT's registry, apart).
     pub cost: Projection,
+    /// The same deployment's projection of 1,000,000 certificates, to compare with the README.
+    pub cost_per_million: Projection,
     /// Things to check before importing.
     pub warnings: Vec<String>,
 }
@@ -390,8 +392,14 @@ pub fn build(
         memory_mb: cost::template_memory_mb(),
         pipeline: Pipeline::Budget,
     };
+    let per_million = Deployment {
+        certificates: 1_000_000,
+        ..deployment.clone()
+    };
     let projection =
         cost::project(&measured, &deployment, &cost::PRICES).map_err(anyhow::Error::msg)?;
+    let cost_per_million =
+        cost::project(&measured, &per_million, &cost::PRICES).map_err(anyhow::Error::msg)?;
     let children = projection.children.max(1);
     let capacity = f64::from(children) * sizing.child_capacity;
     let (rate, limited_by) = if capacity < budget {
@@ -429,6 +437,7 @@ pub fn build(
         chunks: projection.chunks,
         eta_seconds,
         cost: projection,
+        cost_per_million,
         warnings,
     })
 }
@@ -476,12 +485,12 @@ pub fn write_table(out: &mut impl Write, plan: &Plan) -> Result<()> {
     )?;
     writeln!(
         out,
-        "sizing    {} children, {} chunks of up to {}",
+        "sizing    children {}, chunks {} of up to {} entries",
         plan.children, plan.chunks, plan.chunk_size
     )?;
     writeln!(
         out,
-        "ETA       {} = parse {:.1} s + {} ÷ {:.2}/s + {} s × {} chunks per child",
+        "ETA       {} = parse {:.1} s + {} ÷ {:.2}/s + {} s × {} chunk(s) per child",
         human_duration(plan.eta_seconds),
         plan.parse_seconds,
         plan.accepted,
@@ -489,24 +498,41 @@ pub fn write_table(out: &mut impl Write, plan: &Plan) -> Result<()> {
         CHUNK_OVERHEAD_SECONDS,
         plan.chunks.div_ceil(u64::from(plan.children.max(1)))
     )?;
-    let p = &plan.cost;
+    let (p, m) = (&plan.cost, &plan.cost_per_million);
     writeln!(
         out,
         "\ncost (USD, {} prices of {}, projected from the README's reference run):",
         cost::PRICES.region,
         cost::PRICES.date
     )?;
-    for (service, usd) in p.by_service() {
-        writeln!(out, "  {:<16} {usd:>12.4}", service.as_str())?;
-    }
-    writeln!(out, "  {:<16} {:>12.4}", "total", p.total_usd)?;
-    for i in &p.iot_items {
+    writeln!(
+        out,
+        "  {:<16} {:>12} {:>14}",
+        "", "this manifest", "per 1,000,000"
+    )?;
+    let (here, million) = (p.by_service(), m.by_service());
+    for (service, usd) in &here {
+        let per_million = million.get(service).copied().unwrap_or_default();
         writeln!(
             out,
-            "  and, billed by AWS IoT Core apart: {} {:.0} {} = {:.4} (price from memory: verify)",
-            i.what, i.quantity, i.unit, i.usd
+            "  {:<16} {usd:>12.4} {per_million:>14.2}",
+            service.as_str()
         )?;
     }
+    writeln!(
+        out,
+        "  {:<16} {:>12.4} {:>14.2}",
+        "total", p.total_usd, m.total_usd
+    )?;
+    writeln!(
+        out,
+        "  {:<16} {:>12.4} {:>14.2}  billed apart: {:.0} registry operations (price from \
+         memory: verify)",
+        "AWS IoT Core",
+        p.iot_usd,
+        m.iot_usd,
+        p.iot_items.iter().map(|i| i.quantity).sum::<f64>()
+    )?;
     for w in &plan.warnings {
         writeln!(out, "warning: {w}")?;
     }
@@ -731,7 +757,9 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("limited by AttachPolicy"), "{text}");
         assert!(text.contains("applied"), "{text}");
-        assert!(text.contains("AWS IoT Core apart"), "{text}");
+        assert!(text.contains("billed apart"), "{text}");
+        // Per 1,000,000 at AttachPolicy's 6.75/s: the same sizing, a million certificates.
+        assert_eq!(two.cost_per_million.iot_items[0].quantity, 3_000_000.0);
     }
 
     #[test]
