@@ -294,7 +294,10 @@ mod tests {
         assert_eq!(s.default_max_concurrency, None);
         let s = settings(&[("IMPORT_BUCKET", "b"), (MAX_CONCURRENCY_ENV_VAR, "4")]).unwrap();
         assert_eq!(s.default_max_concurrency, Some(4));
-        for (var, bad) in [(MAX_CONCURRENCY_ENV_VAR, "-1"), (CHILD_CAPACITY_ENV_VAR, "0")] {
+        for (var, bad) in [
+            (MAX_CONCURRENCY_ENV_VAR, "-1"),
+            (CHILD_CAPACITY_ENV_VAR, "0"),
+        ] {
             let err = settings(&[("IMPORT_BUCKET", "b"), (var, bad)]).unwrap_err();
             assert!(err.contains(var), "{err}");
         }
@@ -312,13 +315,17 @@ mod tests {
         // → 90 ÷ 20 → 5 children.
         let raised: Vec<(String, String)> = thingpress_importer::Api::ALL
             .iter()
-            .map(|api| (api.quota_env_var().to_owned(), (api.default_quota() * 10.0).to_string()))
+            .map(|api| {
+                (
+                    api.quota_env_var().to_owned(),
+                    (api.default_quota() * 10.0).to_string(),
+                )
+            })
             .chain([("IMPORT_BUCKET".to_owned(), "b".to_owned())])
             .collect();
-        let s = Settings::from_lookup(|n| {
-            raised.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
-        })
-        .unwrap();
+        let s =
+            Settings::from_lookup(|n| raised.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
+                .unwrap();
         assert_eq!(s.max_concurrency(None, 1, 1), 5);
         // A slower child needs more of them; the profile and the stack's value win.
         let s = settings(&[("IMPORT_BUCKET", "b"), (CHILD_CAPACITY_ENV_VAR, "2")]).unwrap();
