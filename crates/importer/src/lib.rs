@@ -1,9 +1,11 @@
-//! IoT registration of decorated entries: per-API pacing below the account quota share,
-//! idempotent steps, and error classes the state machine can act on.
+//! IoT registration of decorated entries: per-API pacing at a granted rate that throttles lower
+//! (AIMD), paced retries of throttles and faults, idempotent steps, and error classes the state
+//! machine can act on.
 //!
 //! [`Importer::register`] returns `Ok` with a per-entry [`EntryResult`] (registered, already
 //! registered, or rejected with a `Thingpress.*` name) or `Err` with an [`ImportError`] that ends
-//! the task: `Throttled`/`Transient` are retried by the ASL, `AwsRejected` is terminal.
+//! the task: `Throttled`/`Transient` once the importer's own retries are spent (Register saves
+//! progress and the chunk continues), `AwsRejected` is terminal.
 
 mod apis;
 mod classify;

@@ -1,5 +1,7 @@
-//! Register: register every decorated entry of one chunk in IoT, paced at this child's share of
-//! the account quotas; keep progress when throttling, a transient fault or the deadline stops it
+//! Register: register every decorated entry of one chunk in IoT, paced at this child's grant of
+//! the account-wide budget (`lease`: a lease heartbeated while it runs; the static share
+//! quota × (1 − reserve) ÷ MaxConcurrency without a table) and slowed by throttles (AIMD in the
+//! importer's pacer); keep progress when throttling, a transient fault or the deadline stops it
 //! early: the results of finished entries and, for an entry stopped midway, the steps it had
 //! done, so the next invocation resumes each entry where it stopped.
 //!
