@@ -43,7 +43,15 @@ pub struct Report {
     pub problems: Vec<String>,
     /// IoT calls made, per API.
     pub api_calls: BTreeMap<String, u64>,
-    /// Chunk attempts stopped by an IoT call still throttled after the SDK's retry.
+    /// IoT calls IoT throttled, per API (each one Register retried after a new token and fed
+    /// to its AIMD); absent from reports written before Register retried calls itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_throttles: BTreeMap<String, u64>,
+    /// Milliseconds Register's calls waited for pacing tokens, over all chunks (absent from
+    /// older reports).
+    #[serde(default)]
+    pub token_wait_ms: u64,
+    /// Chunk attempts stopped by an IoT call still throttled after Register's own retries.
     pub throttled: u64,
     /// Chunk attempts stopped because the Lambda deadline drew near (progress kept, retried);
     /// absent from reports written before these were counted apart.
@@ -120,6 +128,8 @@ pub struct ReportBuilder {
     outcomes: OutcomeCounts,
     problems: Vec<String>,
     api_calls: BTreeMap<String, u64>,
+    api_throttles: BTreeMap<String, u64>,
+    token_wait_ms: u64,
     throttled: u64,
     deadline_stops: u64,
     continuations: u64,
@@ -144,6 +154,10 @@ impl ReportBuilder {
             for (api, n) in &stats.api_calls {
                 *self.api_calls.entry(api.clone()).or_default() += n;
             }
+            for (api, n) in &stats.api_throttles {
+                *self.api_throttles.entry(api.clone()).or_default() += n;
+            }
+            self.token_wait_ms += stats.token_wait_ms;
             self.throttled += stats.throttled;
             self.deadline_stops += stats.deadline_stops;
             self.continuations += stats.continuations;
@@ -172,6 +186,8 @@ impl ReportBuilder {
             outcomes,
             mut problems,
             api_calls,
+            api_throttles,
+            token_wait_ms,
             throttled,
             deadline_stops,
             continuations,
@@ -219,6 +235,8 @@ impl ReportBuilder {
             chunks: u32::try_from(index.len()).unwrap_or(u32::MAX),
             problems,
             api_calls,
+            api_throttles,
+            token_wait_ms,
             throttled,
             deadline_stops,
             continuations,
@@ -317,6 +335,8 @@ mod tests {
                     deadline_stops: 1,
                     continuations: 2,
                     stalls: 1,
+                    api_throttles: [("CreateThing".to_owned(), 3)].into(),
+                    token_wait_ms: 1500,
                     ..ChunkStats::default()
                 }),
             },
@@ -345,6 +365,8 @@ mod tests {
             1
         );
         assert_eq!(report.api_calls["CreateThing"], 2);
+        assert_eq!(report.api_throttles["CreateThing"], 3);
+        assert_eq!(report.token_wait_ms, 1500);
         assert_eq!(
             (
                 report.throttled,
