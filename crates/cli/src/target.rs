@@ -4,14 +4,22 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_iot::config::{Credentials, Region};
 use serde_json::Value;
+use thingpress_budget::{DynamoLeases, LeaseTable};
 use thingpress_importer::{Api, Quotas, RESERVE_ENV_VAR, reserve_from_env};
 use thingpress_run::AllowList;
 use thingpress_run::settings::{ALLOWED_POLICIES_ENV_VAR, ALLOWED_THING_GROUPS_ENV_VAR};
+
+/// The stack output naming the budget's lease table (infra/template.yaml).
+pub const BUDGET_TABLE_OUTPUT: &str = "BudgetTableName";
+
+/// The variable naming the lease table when the stack comes from the environment.
+pub const BUDGET_TABLE_CLI_ENV_VAR: &str = "THINGPRESS_BUDGET_TABLE";
 
 /// What Split's allow-list variables start with.
 const ALLOWED_PREFIX: &str = "ALLOWED_";
@@ -59,6 +67,10 @@ pub struct Target {
     /// Split's sizing settings ([`SIZING_VARS`]) from the same places; missing ones take the
     /// template's defaults.
     pub sizing_env: BTreeMap<String, String>,
+    /// The account-wide budget's lease table: a deployed stack's `BudgetTableName` output, the
+    /// local stack's `BUDGET_TABLE`, or `THINGPRESS_BUDGET_TABLE` (what `script/local env`
+    /// exports). `None` when the stack has none (one from before the budget).
+    pub budget_table: Option<String>,
 }
 
 impl Target {
@@ -88,6 +100,7 @@ impl Target {
                 sizing_env: std::env::vars()
                     .filter(|(name, _)| SIZING_VARS.contains(&name.as_str()))
                     .collect(),
+                budget_table: non_blank(std::env::var(BUDGET_TABLE_CLI_ENV_VAR).ok()),
             }),
             _ => bail!(
                 "no stack named: pass --stack NAME or --local (or set THINGPRESS_BUCKET and \
@@ -168,6 +181,13 @@ impl Target {
         };
         let allow_env = split_env(&|name| name.starts_with(ALLOWED_PREFIX));
         let sizing_env = split_env(&|name| SIZING_VARS.contains(&name));
+        let budget_table = thingpress_budget::table_name_from_env(|name| {
+            state
+                .pointer("/functionEnv")?
+                .get(name)?
+                .as_str()
+                .map(str::to_owned)
+        });
         Ok(Target {
             config,
             bucket,
@@ -175,6 +195,7 @@ impl Target {
             pacing_env,
             allow_env,
             sizing_env,
+            budget_table,
         })
     }
 
@@ -227,6 +248,8 @@ impl Target {
             pacing_env,
             allow_env,
             sizing_env: sizing_env_of_parameters(&parameters),
+            // Optional: a stack from before the budget has no table.
+            budget_table: non_blank(output(BUDGET_TABLE_OUTPUT).ok()),
         })
     }
 
@@ -256,6 +279,13 @@ impl Target {
     /// Service Quotas (the account's applied IoT quotas; the local edge answers it too).
     pub fn service_quotas(&self) -> aws_sdk_servicequotas::Client {
         aws_sdk_servicequotas::Client::new(&self.config)
+    }
+
+    /// The lease table of the account-wide budget, with its DynamoDB client (built here, once
+    /// per command); `None` when the stack names no table.
+    pub fn lease_table(&self) -> Option<Arc<dyn LeaseTable>> {
+        let table = self.budget_table.as_deref()?;
+        Some(Arc::new(DynamoLeases::from_config(&self.config, table)))
     }
 
     /// A sizing setting ([`SIZING_VARS`]) as a number, `None` when the stack does not say.
@@ -288,6 +318,11 @@ impl Target {
                 .replacen(":stateMachine:", ":execution:", 1)
         )
     }
+}
+
+/// A blank name is no name.
+fn non_blank(name: Option<String>) -> Option<String> {
+    name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty())
 }
 
 /// A deployed stack's `Quota<Api>` and `QuotaReserve` parameters (infra/template.yaml) under
@@ -396,5 +431,31 @@ mod tests {
         assert_eq!(env["REGISTER_TIMEOUT_SECONDS"], "110");
         let standard = sizing_env_of_parameters(&[("ChildExecutionType", "STANDARD")].into());
         assert_eq!(standard["REGISTER_TIMEOUT_SECONDS"], "900");
+    }
+
+    #[tokio::test]
+    async fn the_local_stacks_budget_table_is_its_functions_budget_table() {
+        let dir = std::env::temp_dir().join(format!("thingpress-target-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("stack.json");
+        let state = |table: &str| {
+            serde_json::json!({
+                "endpoint": "http://127.0.0.1:1",
+                "bucket": "b",
+                "deployed": {"stateMachineArn": "arn:aws:states:us-east-1:1:stateMachine:s"},
+                "functionEnv": {"BUDGET_TABLE": table, "QUOTA_RESERVE": "0.2"},
+            })
+            .to_string()
+        };
+        std::fs::write(&file, state("tp-budget")).unwrap();
+        let target = Target::local(&file).await.unwrap();
+        assert_eq!(target.budget_table.as_deref(), Some("tp-budget"));
+        assert!(target.lease_table().is_some());
+        assert_eq!(target.pacing().unwrap().1, 0.2);
+        std::fs::write(&file, state(" ")).unwrap();
+        let target = Target::local(&file).await.unwrap();
+        assert_eq!(target.budget_table, None);
+        assert!(target.lease_table().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

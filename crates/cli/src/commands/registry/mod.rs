@@ -17,7 +17,8 @@ use thingpress_run::layout::profile_key;
 use crate::output::Output;
 use crate::progress::Progress;
 use crate::target::{Target, TargetArgs};
-use pace::ReadPacer;
+use pace::{ReadApi, ReadPacer};
+use thingpress_budget::{BudgetError, HolderId};
 
 /// Options of `thingpress registry`.
 #[derive(Debug, clap::Args)]
@@ -34,8 +35,8 @@ pub enum Command {
     ///
     /// Lists page by page, paced below the list APIs' quotas (ListThings, ListThingTypes,
     /// ListThingGroups, ListCertificates and ListPolicies 10/s, ListThingsInThingGroup 25/s,
-    /// each less the 10 % reserve), so an import running at the same time keeps its share. Group counts are
-    /// direct members.
+    /// each less the stack's QuotaReserve) and sharing them with running imports and other
+    /// registry commands through the stack's budget table. Group counts are direct members.
     Summary(SummaryArgs),
     /// Check that IoT holds, for each entry of a manifest, what the profile says.
     ///
@@ -46,8 +47,9 @@ pub enum Command {
     /// the policies to the certificate, and the thing is in the groups. Prints only the entries
     /// with problems, then counts; exits 1 if any entry has a problem. Entries the manifest or
     /// the profile rejects are counted, not checked. About five paced calls per entry
-    /// (DescribeCertificate, ListThingPrincipals and ListAttachedPolicies 10/s less the 10 % reserve, so
-    /// about 9 entries a second at the default quotas).
+    /// (DescribeCertificate, ListThingPrincipals and ListAttachedPolicies 10/s less the stack's
+    /// QuotaReserve, so about 9 entries a second at the default quotas), shared with running
+    /// imports through the stack's budget table.
     Check(CheckArgs),
 }
 
@@ -69,7 +71,7 @@ pub struct SummaryArgs {
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
     /// Multiply every API's default quota by this (quotas raised in Service Quotas, or the
-    /// local stack); the pacing keeps the 10 % reserve of the result.
+    /// local stack); the pacing keeps the stack's QuotaReserve of the result.
     #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
     pub quota_scale: f64,
 }
@@ -99,7 +101,7 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
     /// Multiply every API's default quota by this (quotas raised in Service Quotas, or the
-    /// local stack); the pacing keeps the 10 % reserve of the result.
+    /// local stack); the pacing keeps the stack's QuotaReserve of the result.
     #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
     pub quota_scale: f64,
 }
@@ -116,16 +118,43 @@ pub async fn run(target: &TargetArgs, args: &Args) -> anyhow::Result<()> {
     }
 }
 
+/// The APIs `registry summary` calls: its lease asks for these only.
+const SUMMARY_APIS: [ReadApi; 6] = [
+    ReadApi::ListThingTypes,
+    ReadApi::ListThings,
+    ReadApi::ListThingGroups,
+    ReadApi::ListThingsInThingGroup,
+    ReadApi::ListCertificates,
+    ReadApi::ListPolicies,
+];
+
+/// The APIs `registry check` calls: its lease asks for these only.
+const CHECK_APIS: [ReadApi; 5] = [
+    ReadApi::DescribeCertificate,
+    ReadApi::DescribeThing,
+    ReadApi::ListThingPrincipals,
+    ReadApi::ListAttachedPolicies,
+    ReadApi::ListThingGroupsForThing,
+];
+
 async fn run_summary(target: &TargetArgs, args: &SummaryArgs) -> anyhow::Result<()> {
-    let pacer = ReadPacer::new(args.quota_scale)?;
+    pace::check_scale(args.quota_scale)?;
     let target = Target::resolve(target).await?;
     let filter = summary::Filter {
         thing_type: args.thing_type.clone(),
         group: args.group.clone(),
     };
+    let mut pacer = read_pacer(&target, args.quota_scale, &SUMMARY_APIS).await?;
     let progress = Progress::spinner();
-    let result = summary::summarize(&target.iot(), &pacer, &filter, &progress).await;
+    let result = interruptible(summary::summarize(
+        &target.iot(),
+        &pacer,
+        &filter,
+        &progress,
+    ))
+    .await;
     progress.finish();
+    release(&mut pacer).await;
     let summary = result?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -140,7 +169,7 @@ async fn run_summary(target: &TargetArgs, args: &SummaryArgs) -> anyhow::Result<
 }
 
 async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> {
-    let pacer = ReadPacer::new(args.quota_scale)?;
+    pace::check_scale(args.quota_scale)?;
     let format = match args.output {
         Output::Jsonl => check::Format::Jsonl,
         _ => check::Format::Table,
@@ -157,6 +186,7 @@ async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> 
         anyhow::anyhow!("profile {}: {error}: {message}", args.profile)
     })?;
 
+    let mut pacer = read_pacer(&target, args.quota_scale, &CHECK_APIS).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let progress = Progress::spinner();
@@ -166,7 +196,7 @@ async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> 
         pacer: &pacer,
         decorator: &decorator,
     };
-    let result = check::check(
+    let result = interruptible(check::check(
         &checker,
         &args.file,
         options,
@@ -174,9 +204,10 @@ async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> 
         format,
         &mut out,
         &progress,
-    )
+    ))
     .await;
     progress.finish();
+    release(&mut pacer).await;
     let tally = result?;
     check::write_summary(&mut out, format, &args.file, &args.profile, &tally)?;
     out.flush().context("cannot write to stdout")?;
@@ -190,6 +221,63 @@ async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> 
         );
     }
     Ok(())
+}
+
+/// A registry command's pacer: a lease on the account-wide budget for `uses` when the stack
+/// has a lease table and it answers, so the command shares each quota with running imports;
+/// otherwise each API at its cap, said once on stderr.
+async fn read_pacer(target: &Target, scale: f64, uses: &[ReadApi]) -> anyhow::Result<ReadPacer> {
+    let (_, reserve) = target.pacing()?;
+    let mut pacer = ReadPacer::new(scale, reserve)?;
+    let Some(table) = target.lease_table() else {
+        eprintln!(
+            "thingpress: warning: the stack names no budget table (BudgetTableName): registry \
+             reads are paced at quota × (1 − reserve), not shared with running imports"
+        );
+        return Ok(pacer);
+    };
+    let id = HolderId {
+        group: format!("cli-{}", uuid::Uuid::new_v4()),
+        holder: "cli".to_owned(),
+    };
+    let lost = |error: &BudgetError| {
+        eprintln!(
+            "thingpress: warning: {error}: registry reads are paced at quota × (1 − reserve) \
+             from now on, not shared with running imports"
+        );
+    };
+    if let Err(error) = pacer.share(table, id, uses, lost).await {
+        eprintln!(
+            "thingpress: warning: {error}: registry reads are paced at quota × (1 − reserve), \
+             not shared with running imports"
+        );
+    }
+    Ok(pacer)
+}
+
+/// `work`, or an error when Ctrl-C comes first (so the lease is given back before exiting).
+async fn interruptible<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::select! {
+        result = work => result,
+        () = ctrl_c() => bail!("interrupted"),
+    }
+}
+
+/// Resolves on Ctrl-C; never, if the handler cannot be installed.
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Gives the budget lease back; if that fails it lapses by itself.
+async fn release(pacer: &mut ReadPacer) {
+    if let Err(error) = pacer.release().await {
+        eprintln!(
+            "thingpress: warning: {error}: the budget lease lapses within {} s",
+            thingpress_budget::BudgetHolder::TTL.as_secs()
+        );
+    }
 }
 
 /// The stored profile `profiles/<name>.json`, read as Split reads it.

@@ -1,15 +1,28 @@
-//! Pacing of the registry's read APIs: each has its own account-level quota, which an import
-//! running at the same time also uses, so `registry` stays at a conservative share of it. The
-//! buckets are the importer's [`Pacer`]; this adds the registry's throttle retry and the one
-//! paced pagination every list call goes through.
+//! Pacing of the registry's read APIs. Each has its own account-level quota, which imports
+//! running at the same time may also use: DescribeCertificate is one of an import's APIs, and
+//! the others are shared with any other `registry` command. So a command holds a lease on the
+//! account-wide budget (thingpress_budget) under the same operation names as Register's, and
+//! runs at the share it is granted; without a budget table it runs at the cap, quota × (1 −
+//! reserve). Either way AIMD slows an API that IoT throttles. The buckets are the importer's
+//! [`Pacer`]; this adds the registry's throttle retry and the one paced pagination every list
+//! call goes through.
 
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
-use thingpress_importer::{Api, DEFAULT_RESERVE, PacedApi, Pacer};
+use thingpress_budget::{BudgetError, BudgetHolder, HolderId, LeaseTable, Rates};
+use thingpress_importer::{Api, MAX_RESERVE, PacedApi, Pacer};
+use tokio::task::JoinHandle;
 
 use crate::target::sdk_message;
+
+/// Heartbeats failing in a row after which the grant is dropped for the cap, as Register does:
+/// one or two failures keep the last grant (the lease outlives them), three mean the table is
+/// gone.
+pub const FAILURES_BEFORE_FALLBACK: u32 = 3;
 
 /// An AWS IoT read API that `registry` calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +41,24 @@ pub enum ReadApi {
 }
 
 impl ReadApi {
+    /// The AWS operation name, under which the budget shares the API. The APIs an import calls
+    /// too take the importer catalogue's name, so their leases and Register's are one budget.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadApi::DescribeCertificate => Api::DescribeCertificate.as_str(),
+            ReadApi::DescribeThing => "DescribeThing",
+            ReadApi::ListThingPrincipals => "ListThingPrincipals",
+            ReadApi::ListAttachedPolicies => "ListAttachedPolicies",
+            ReadApi::ListThingGroupsForThing => "ListThingGroupsForThing",
+            ReadApi::ListCertificates => "ListCertificates",
+            ReadApi::ListThings => "ListThings",
+            ReadApi::ListThingTypes => "ListThingTypes",
+            ReadApi::ListThingGroups => "ListThingGroups",
+            ReadApi::ListThingsInThingGroup => "ListThingsInThingGroup",
+            ReadApi::ListPolicies => "ListPolicies",
+        }
+    }
+
     /// AWS's default requests per second per account and Region (Service Quotas "<Op> API TPS").
     /// ListCertificates, ListAttachedPolicies and ListPolicies have no published per-API figure:
     /// 10, the lowest of the registry's list quotas, is assumed for them.
@@ -97,23 +128,96 @@ pages! {
     aws_sdk_iot::operation::list_policies::ListPoliciesOutput => next_marker,
 }
 
-/// The importer's token buckets (burst 1) over the read APIs, at `default quota × scale ×
-/// (1 − reserve)`.
+/// The importer's token buckets (burst 1) over the read APIs, each at its cap (`default quota ×
+/// scale × (1 − reserve)`), or at its share of the account-wide budget once
+/// [`ReadPacer::share`] holds a lease.
 #[derive(Debug)]
 pub struct ReadPacer {
-    pacer: Pacer<ReadApi>,
+    pacer: Arc<Pacer<ReadApi>>,
+    caps: Rates,
+    lease: Option<Held>,
+}
+
+/// A lease on the budget and the task that heartbeats it.
+struct Held {
+    holder: Arc<BudgetHolder>,
+    task: JoinHandle<Infallible>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("holder", self.holder.id())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReadPacer {
-    /// Paces every API at its default quota × `scale`, less the importer's default reserve.
-    pub fn new(scale: f64) -> anyhow::Result<ReadPacer> {
-        if !(scale.is_finite() && scale > 0.0) {
-            bail!("--quota-scale must be a positive number, got {scale}");
+    /// Paces every API at its cap: the default quota × `scale`, less `reserve` (the stack's
+    /// QuotaReserve).
+    pub fn new(scale: f64, reserve: f64) -> anyhow::Result<ReadPacer> {
+        check_scale(scale)?;
+        if !(0.0..=MAX_RESERVE).contains(&reserve) {
+            bail!("the quota reserve must be in [0, {MAX_RESERVE}], got {reserve}");
         }
-        let pacer = Pacer::with_rates(|api: ReadApi| {
-            api.default_quota() * scale * (1.0 - DEFAULT_RESERVE)
-        })?;
-        Ok(ReadPacer { pacer })
+        let cap = |api: ReadApi| api.default_quota() * scale * (1.0 - reserve);
+        let pacer = Pacer::with_rates(cap)?;
+        let caps = ReadApi::ALL
+            .iter()
+            .map(|api| (api.as_str().to_owned(), cap(*api)))
+            .collect();
+        Ok(ReadPacer {
+            pacer: Arc::new(pacer),
+            caps,
+            lease: None,
+        })
+    }
+
+    /// Joins the account-wide budget as `id` for the APIs in `uses` (the others keep their
+    /// cap): one heartbeat now, whose grant applies before any call, then one every
+    /// [`BudgetHolder::PERIOD`] in the background. If the first heartbeat fails (no such
+    /// table, AccessDenied, unreachable), the error is returned and the pacing stays static.
+    /// Later failures keep the last grant until [`FAILURES_BEFORE_FALLBACK`] in a row, then
+    /// pace at the caps again and call `warn` once.
+    pub async fn share(
+        &mut self,
+        table: Arc<dyn LeaseTable>,
+        id: HolderId,
+        uses: &[ReadApi],
+        warn: impl Fn(&BudgetError) + Send + 'static,
+    ) -> Result<(), BudgetError> {
+        let caps: Rates = uses
+            .iter()
+            .filter_map(|api| {
+                let name = api.as_str();
+                Some((name.to_owned(), *self.caps.get(name)?))
+            })
+            .collect();
+        let holder = Arc::new(BudgetHolder::new(table, id, caps.clone()));
+        // Nothing was called yet: claiming the caps as in force would overshoot beside holders
+        // that already use them.
+        let grant = holder.heartbeat(&caps, &Rates::new()).await?;
+        apply(&self.pacer, &grant);
+        let task = tokio::spawn(heartbeats(
+            Arc::clone(&holder),
+            caps,
+            Arc::clone(&self.pacer),
+            warn,
+        ));
+        if let Some(old) = self.lease.replace(Held { holder, task }) {
+            old.task.abort();
+        }
+        Ok(())
+    }
+
+    /// Gives the lease back (the command is done, failed or interrupted): the heartbeats stop
+    /// and the share goes back to the others at once instead of when the lease lapses.
+    pub async fn release(&mut self) -> Result<(), BudgetError> {
+        let Some(held) = self.lease.take() else {
+            return Ok(());
+        };
+        held.task.abort();
+        held.holder.release().await
     }
 
     /// The paced rate of one API, calls per second.
@@ -139,6 +243,8 @@ impl ReadPacer {
             self.pacer.acquire(api).await;
             match call().await {
                 Err(err) if attempts_left > 0 && is_throttle(&err) => {
+                    // Someone outside the budget takes more than its reserve: slow down.
+                    self.pacer.throttled(api);
                     attempts_left -= 1;
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
@@ -179,6 +285,74 @@ impl ReadPacer {
     }
 }
 
+impl Drop for ReadPacer {
+    fn drop(&mut self) {
+        // Not released (that needs a call): the lease lapses after its TTL. Stop heartbeating
+        // it, though, or it would live on with the runtime.
+        if let Some(held) = &self.lease {
+            held.task.abort();
+        }
+    }
+}
+
+/// `--quota-scale` must be a positive number.
+pub fn check_scale(scale: f64) -> anyhow::Result<()> {
+    if !(scale.is_finite() && scale > 0.0) {
+        bail!("--quota-scale must be a positive number, got {scale}");
+    }
+    Ok(())
+}
+
+/// The rate each API is paced at now, by operation name.
+fn rates_of(pacer: &Pacer<ReadApi>) -> Rates {
+    pacer
+        .rates()
+        .into_iter()
+        .map(|(api, rate)| (api.as_str().to_owned(), rate))
+        .collect()
+}
+
+/// Applies granted rates to the pacer (APIs the grant does not name keep their rate).
+fn apply(pacer: &Pacer<ReadApi>, rates: &Rates) {
+    let known = ReadApi::ALL.iter().filter_map(|api| {
+        let rate = rates.get(api.as_str())?;
+        Some((*api, *rate))
+    });
+    // The budget checks rates before handing them out; a bad one keeps the old rates.
+    let _ = pacer.set_rates(known);
+}
+
+/// Heartbeats every period until aborted, applying each grant (Register's loop); after
+/// [`FAILURES_BEFORE_FALLBACK`] failures in a row, paces at `caps` and calls `warn` once.
+async fn heartbeats(
+    holder: Arc<BudgetHolder>,
+    caps: Rates,
+    pacer: Arc<Pacer<ReadApi>>,
+    warn: impl Fn(&BudgetError),
+) -> Infallible {
+    let mut failures = 0;
+    let mut warned = false;
+    loop {
+        tokio::time::sleep(BudgetHolder::PERIOD).await;
+        match holder.heartbeat(&caps, &rates_of(&pacer)).await {
+            Ok(grant) => {
+                failures = 0;
+                apply(&pacer, &grant);
+            }
+            Err(error) => {
+                failures += 1;
+                if failures >= FAILURES_BEFORE_FALLBACK {
+                    apply(&pacer, &caps);
+                    if !warned {
+                        warned = true;
+                        warn(&error);
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn is_throttle<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.as_service_error()
         .and_then(|e| e.code())
@@ -192,19 +366,19 @@ mod tests {
 
     #[test]
     fn rates_follow_the_quotas() {
-        let pacer = ReadPacer::new(1.0).unwrap();
+        let pacer = ReadPacer::new(1.0, 0.1).unwrap();
         assert!((pacer.rate(ReadApi::DescribeCertificate) - 9.0).abs() < 1e-9);
         assert!((pacer.rate(ReadApi::DescribeThing) - 315.0).abs() < 1e-9);
         assert!((pacer.rate(ReadApi::ListThingsInThingGroup) - 22.5).abs() < 1e-9);
-        let fast = ReadPacer::new(10.0).unwrap();
+        let fast = ReadPacer::new(10.0, 0.1).unwrap();
         assert!((fast.rate(ReadApi::ListThings) - 90.0).abs() < 1e-9);
-        assert!(ReadPacer::new(0.0).is_err());
-        assert!(ReadPacer::new(f64::NAN).is_err());
+        assert!(ReadPacer::new(0.0, 0.1).is_err());
+        assert!(ReadPacer::new(f64::NAN, 0.1).is_err());
     }
 
     #[tokio::test]
     async fn calls_are_spaced_by_the_rate() {
-        let pacer = ReadPacer::new(1.0).unwrap();
+        let pacer = ReadPacer::new(1.0, 0.1).unwrap();
         let start = Instant::now();
         for _ in 0..10 {
             pacer.pacer.acquire(ReadApi::ListThings).await;
@@ -246,7 +420,7 @@ mod retry_tests {
         // Without the SDK's own retry, so the second call can only be this retry's.
         let client = mock_client!(aws_sdk_iot, RuleMode::Sequential, [&rule], |c| c
             .retry_config(aws_sdk_iot::config::retry::RetryConfig::disabled()));
-        let pacer = ReadPacer::new(1000.0).unwrap();
+        let pacer = ReadPacer::new(1000.0, 0.1).unwrap();
         let start = Instant::now();
         let out = pacer
             .call(ReadApi::DescribeThing, || {
@@ -267,7 +441,7 @@ mod retry_tests {
             )
         });
         let client = mock_client!(aws_sdk_iot, RuleMode::Sequential, [&rule]);
-        let pacer = ReadPacer::new(1000.0).unwrap();
+        let pacer = ReadPacer::new(1000.0, 0.1).unwrap();
         let err = pacer
             .call(ReadApi::DescribeThing, || {
                 client.describe_thing().thing_name("t").send()
@@ -304,7 +478,7 @@ mod retry_tests {
                     .build()
             });
         let client = mock_client!(aws_sdk_iot, RuleMode::MatchAny, [&first, &last]);
-        let pacer = ReadPacer::new(1000.0).unwrap();
+        let pacer = ReadPacer::new(1000.0, 0.1).unwrap();
         let mut names = Vec::new();
         pacer
             .for_each_page(
@@ -352,5 +526,174 @@ mod retry_tests {
             err.to_string(),
             "ListThings of type T: UnauthorizedException: not you"
         );
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+    use std::sync::Mutex;
+    use thingpress_budget::MemLeases;
+
+    const DESCRIBE: &str = "DescribeCertificate";
+    const CHECK: [ReadApi; 2] = [ReadApi::DescribeCertificate, ReadApi::DescribeThing];
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    /// A chunk of an import as Register holds it: every catalogue API at quota × 0.9.
+    fn import_holder(table: &Arc<MemLeases>) -> BudgetHolder {
+        let caps = Api::ALL
+            .iter()
+            .map(|api| (api.as_str().to_owned(), api.default_quota() * 0.9))
+            .collect();
+        let table: Arc<dyn LeaseTable> = table.clone();
+        let id = HolderId {
+            group: "run-1".into(),
+            holder: "chunk-00000".into(),
+        };
+        BudgetHolder::new(table, id, caps)
+    }
+
+    /// One of the import's heartbeats (demand = its caps), running at what it gets.
+    async fn import_beat(import: &BudgetHolder, running: &mut Rates) -> f64 {
+        *running = import.heartbeat(import.caps(), running).await.unwrap();
+        running[DESCRIBE]
+    }
+
+    fn cli_id() -> HolderId {
+        HolderId {
+            group: "cli-test".into(),
+            holder: "cli".into(),
+        }
+    }
+
+    fn no_warning(error: &BudgetError) {
+        panic!("unexpected fallback: {error}");
+    }
+
+    #[test]
+    fn names_are_the_operations_and_the_shared_ones_the_importers() {
+        let names: Vec<&str> = ReadApi::ALL.iter().map(|api| api.as_str()).collect();
+        for (api, name) in ReadApi::ALL.iter().zip(&names) {
+            assert_eq!(format!("{api:?}"), *name);
+        }
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+        let shared: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|name| Api::ALL.iter().any(|api| api.as_str() == *name))
+            .collect();
+        assert_eq!(shared, [DESCRIBE]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_beside_an_import_gets_half_of_describe_certificate_and_release_frees_it() {
+        let table = Arc::new(MemLeases::new());
+        let import = import_holder(&table);
+        let mut running = Rates::new();
+        assert_eq!(import_beat(&import, &mut running).await, 9.0);
+
+        let mut pacer = ReadPacer::new(1.0, 0.1).unwrap();
+        pacer
+            .share(table.clone(), cli_id(), &CHECK, no_warning)
+            .await
+            .unwrap();
+        // The import runs at the whole cap: nothing is free until it shrinks, so the check
+        // waits instead of pushing the sum over the quota.
+        assert_eq!(pacer.rate(ReadApi::DescribeCertificate), 0.0);
+        // DescribeThing is the CLI's alone: all of it at once. Unused APIs keep their cap.
+        assert!(close(pacer.rate(ReadApi::DescribeThing), 315.0));
+        assert!(close(pacer.rate(ReadApi::ListThings), 9.0));
+
+        // The import's next heartbeat halves it, the check's takes the other half.
+        assert!(close(import_beat(&import, &mut running).await, 4.5));
+        tokio::time::sleep(BudgetHolder::PERIOD + Duration::from_millis(100)).await;
+        assert!(close(pacer.rate(ReadApi::DescribeCertificate), 4.5));
+        let lease = table.all().into_iter().find(|l| l.id == cli_id()).unwrap();
+        assert!(close(lease.granted[DESCRIBE], 4.5), "{lease:?}");
+        assert!(!lease.demand.contains_key("ListThings"), "{lease:?}");
+        // Steady: the next heartbeats keep the halves.
+        tokio::time::sleep(BudgetHolder::PERIOD).await;
+        assert!(close(import_beat(&import, &mut running).await, 4.5));
+        assert!(close(pacer.rate(ReadApi::DescribeCertificate), 4.5));
+
+        pacer.release().await.unwrap();
+        let left: Vec<HolderId> = table.all().into_iter().map(|l| l.id).collect();
+        assert_eq!(left, [import.id().clone()]);
+        assert!(close(import_beat(&import, &mut running).await, 9.0));
+        // Released means no more heartbeats either.
+        tokio::time::sleep(BudgetHolder::PERIOD * 2).await;
+        assert_eq!(table.all().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_table_leaves_the_static_caps() {
+        let table = Arc::new(MemLeases::new());
+        table.set_unavailable(true);
+        let mut pacer = ReadPacer::new(1.0, 0.1).unwrap();
+        let err = pacer
+            .share(table.clone(), cli_id(), &CHECK, no_warning)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BudgetError::Table {
+                    operation: "Query",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(close(pacer.rate(ReadApi::DescribeCertificate), 9.0));
+        table.set_unavailable(false);
+        assert!(table.all().is_empty());
+        // Nothing is held, so releasing is a no-op.
+        pacer.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_table_lost_after_joining_falls_back_to_the_caps_and_warns_once() {
+        let table = Arc::new(MemLeases::new());
+        let import = import_holder(&table);
+        let mut running = Rates::new();
+        import_beat(&import, &mut running).await;
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&warnings);
+        let mut pacer = ReadPacer::new(1.0, 0.1).unwrap();
+        pacer
+            .share(table.clone(), cli_id(), &CHECK, move |e| {
+                seen.lock().unwrap().push(e.to_string());
+            })
+            .await
+            .unwrap();
+        import_beat(&import, &mut running).await;
+        tokio::time::sleep(BudgetHolder::PERIOD + Duration::from_millis(100)).await;
+        assert!(close(pacer.rate(ReadApi::DescribeCertificate), 4.5));
+
+        table.set_unavailable(true);
+        // Two failures keep the grant; the third paces at the cap.
+        tokio::time::sleep(BudgetHolder::PERIOD * 2).await;
+        assert!(close(pacer.rate(ReadApi::DescribeCertificate), 4.5));
+        assert!(warnings.lock().unwrap().is_empty());
+        tokio::time::sleep(BudgetHolder::PERIOD).await;
+        assert!(close(pacer.rate(ReadApi::DescribeCertificate), 9.0));
+        tokio::time::sleep(BudgetHolder::PERIOD * 3).await;
+        let warnings = warnings.lock().unwrap().clone();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("Query"), "{warnings:?}");
+    }
+
+    #[test]
+    fn the_reserve_is_checked() {
+        assert!(ReadPacer::new(1.0, -0.1).is_err());
+        assert!(ReadPacer::new(1.0, MAX_RESERVE + 0.1).is_err());
+        let pacer = ReadPacer::new(2.0, 0.5).unwrap();
+        assert!(close(pacer.rate(ReadApi::ListThings), 10.0));
     }
 }

@@ -396,7 +396,7 @@ mod tests {
                 &types, &things1, &things2, &groups, &members, &certs, &policies1, &policies2
             ]
         );
-        let pacer = ReadPacer::new(1000.0).unwrap();
+        let pacer = ReadPacer::new(1000.0, 0.1).unwrap();
         let summary = summarize(&client, &pacer, &Filter::default(), &Progress::spinner())
             .await
             .unwrap();
@@ -457,7 +457,7 @@ mod tests {
             thing_type: Some("A".into()),
             group: Some("g".into()),
         };
-        let pacer = ReadPacer::new(1000.0).unwrap();
+        let pacer = ReadPacer::new(1000.0, 0.1).unwrap();
         let summary = summarize(&client, &pacer, &filter, &Progress::spinner())
             .await
             .unwrap();

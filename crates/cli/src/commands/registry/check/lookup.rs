@@ -219,7 +219,7 @@ mod tests {
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     fn pacer() -> ReadPacer {
-        ReadPacer::new(1000.0).unwrap()
+        ReadPacer::new(1000.0, 0.1).unwrap()
     }
 
     #[tokio::test]

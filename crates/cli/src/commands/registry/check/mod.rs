@@ -70,20 +70,20 @@ pub async fn check(
         .map(|entry| async move { checker.check_entry(name, entry?).await })
         .buffered(concurrency.max(1));
 
-    // Every existing entry costs one call of each of these.
-    let limit = [
-        ReadApi::DescribeCertificate,
-        ReadApi::ListThingPrincipals,
-        ReadApi::ListAttachedPolicies,
-    ]
-    .map(|api| checker.pacer.rate(api))
-    .into_iter()
-    .fold(f64::INFINITY, f64::min);
     let started = Instant::now();
     let mut tally = Tally::default();
     while let Some(item) = items.next().await {
         record(&mut tally, item?, format, out, progress)?;
         let rate = tally.checked as f64 / started.elapsed().as_secs_f64().max(0.001);
+        // Every existing entry costs one call of each of these; the budget may move their rates.
+        let limit = [
+            ReadApi::DescribeCertificate,
+            ReadApi::ListThingPrincipals,
+            ReadApi::ListAttachedPolicies,
+        ]
+        .map(|api| checker.pacer.rate(api))
+        .into_iter()
+        .fold(f64::INFINITY, f64::min);
         progress.message(format!(
             "{} entries checked, {} with problems ({rate:.1}/s, paced at most {limit:.1}/s)",
             tally.checked, tally.with_problems
