@@ -102,6 +102,45 @@ impl BudgetHolder {
     }
 }
 
+/// Heartbeats failing in a row after which a holder drops its grant for its fallback rates:
+/// one or two failures keep the last grant (the lease outlives them), three mean the table is
+/// gone.
+pub const FAILURES_BEFORE_FALLBACK: u32 = 3;
+
+/// Heartbeats `holder` every [`BudgetHolder::PERIOD`] until dropped, publishing `demand` and the
+/// rates `in_force` gives (by operation name), and handing each grant to `apply` (APIs a grant
+/// does not name keep their rate). After [`FAILURES_BEFORE_FALLBACK`] failures in a row it
+/// applies `fallback` and calls `lost` once (the caller says so in its own way).
+pub async fn keep_heartbeating(
+    holder: &BudgetHolder,
+    demand: &Rates,
+    fallback: &Rates,
+    in_force: impl Fn() -> Rates,
+    apply: impl Fn(&Rates),
+    lost: impl FnOnce(&BudgetError),
+) -> std::convert::Infallible {
+    let mut failures = 0;
+    let mut lost = Some(lost);
+    loop {
+        match holder.heartbeat(demand, &in_force()).await {
+            Ok(grant) => {
+                failures = 0;
+                apply(&grant);
+            }
+            Err(error) => {
+                failures += 1;
+                if failures >= FAILURES_BEFORE_FALLBACK {
+                    apply(fallback);
+                    if let Some(lost) = lost.take() {
+                        lost(&error);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(BudgetHolder::PERIOD).await;
+    }
+}
+
 /// Per API, the larger of the two rates.
 fn upper(a: &Rates, b: &Rates) -> Rates {
     let mut out = a.clone();

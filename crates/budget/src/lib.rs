@@ -6,7 +6,8 @@
 //! - `dynamo`: [`DynamoLeases`], the table in DynamoDB (one item per holder, one Query reads all).
 //! - `allocate`: [`allocate`], the pure max-min fair split every holder computes alike.
 //! - `holder`: [`BudgetHolder`], one heartbeat every [`BudgetHolder::PERIOD`]: write the lease,
-//!   read the live ones, run at the allocation.
+//!   read the live ones, run at the allocation; [`keep_heartbeating`], the loop every holder
+//!   (a Register chunk, a CLI command) runs.
 
 mod allocate;
 mod dynamo;
@@ -15,7 +16,7 @@ mod lease;
 
 pub use allocate::allocate;
 pub use dynamo::{DynamoLeases, PARTITION, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
-pub use holder::BudgetHolder;
+pub use holder::{BudgetHolder, FAILURES_BEFORE_FALLBACK, keep_heartbeating};
 pub use lease::{
     BudgetError, HolderId, Lease, LeaseFuture, LeaseTable, MAX_RATE, MemLeases, Rates,
 };

@@ -11,6 +11,7 @@
 //! callers wait applies to every one of them at once: a grant that falls does not leave a queue
 //! of calls spaced at the old rate, and one that rises does not leave them waiting on it.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -182,12 +183,17 @@ pub trait PacedApi: Copy + 'static {
     const ALL: &'static [Self];
     /// The position of this API in [`PacedApi::ALL`].
     fn slot(self) -> usize;
+    /// The AWS operation name, under which the account-wide budget shares the API.
+    fn name(self) -> &'static str;
 }
 
 impl PacedApi for Api {
     const ALL: &'static [Api] = &Api::ALL;
     fn slot(self) -> usize {
         Api::slot(self)
+    }
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }
 
@@ -322,6 +328,23 @@ impl<A: PacedApi> Pacer<A> {
         Ok(())
     }
 
+    /// Every API's rate in force, by operation name (what a budget lease publishes).
+    pub fn rates_by_name(&self) -> BTreeMap<String, f64> {
+        A::ALL
+            .iter()
+            .map(|api| (api.name().to_owned(), self.rate(*api)))
+            .collect()
+    }
+
+    /// Grants the APIs `rates` names (a budget's grant); APIs it does not name keep theirs.
+    pub fn set_rates_by_name(&self, rates: &BTreeMap<String, f64>) -> Result<(), ImportError> {
+        self.set_rates(
+            A::ALL
+                .iter()
+                .filter_map(|api| Some((*api, *rates.get(api.name())?))),
+        )
+    }
+
     /// IoT throttled a call of `api`: its AIMD factor drops (at most once a second).
     pub fn throttled(&self, api: A) {
         let now = self.now();
@@ -421,6 +444,12 @@ mod tests {
         const ALL: &'static [Reads] = &[Reads::Slow, Reads::Fast];
         fn slot(self) -> usize {
             self as usize
+        }
+        fn name(self) -> &'static str {
+            match self {
+                Reads::Slow => "Slow",
+                Reads::Fast => "Fast",
+            }
         }
     }
 

@@ -7,16 +7,13 @@
 //! heartbeats it again well within its TTL. It is released when the chunk is done or fails.
 //! A table that keeps failing is logged once, and the child goes on at its static share.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
-use thingpress_budget::{BudgetError, BudgetHolder, HolderId, LeaseTable, Rates};
+use thingpress_budget::{
+    BudgetError, BudgetHolder, HolderId, LeaseTable, Rates, keep_heartbeating,
+};
 use thingpress_importer::{Api, Pacer, Quotas};
-
-/// Heartbeats failing in a row after which the grant is dropped for the static share: one or
-/// two failures keep the last grant (the lease outlives them), three mean the table is gone.
-pub const FAILURES_BEFORE_FALLBACK: u32 = 3;
 
 /// The rates of a chunk's holder: the caps it shares with every other holder, and the share
 /// it runs at without a grant.
@@ -59,11 +56,7 @@ pub fn holder_id(run_id: &str, chunk: u32) -> HolderId {
 
 /// Applies granted rates to the pacer (APIs the grant does not name keep their rate).
 fn apply(pacer: &Pacer, rates: &Rates) {
-    let known = Api::ALL.iter().filter_map(|api| {
-        let rate = rates.get(api.as_str())?;
-        Some((*api, *rate))
-    });
-    if let Err(e) = pacer.set_rates(known) {
+    if let Err(e) = pacer.set_rates_by_name(rates) {
         // The budget checks rates before handing them out; a bad one keeps the old rates.
         tracing::warn!(error = %e, "budget grant not applied");
     }
@@ -80,38 +73,17 @@ pub async fn holding<T>(
     let Some(holder) = holder else {
         return work.await;
     };
+    let heartbeats = keep_heartbeating(
+        holder,
+        &shares.caps,
+        &shares.fallback,
+        || pacer.rates_by_name(),
+        |grant| apply(pacer, grant),
+        |error| tracing::warn!(%error, "budget table unreachable: pacing at the static share"),
+    );
     tokio::select! {
         output = work => output,
-        never = heartbeats(holder, shares, pacer) => match never {},
-    }
-}
-
-/// Heartbeats every period until dropped, applying each grant; after
-/// [`FAILURES_BEFORE_FALLBACK`] failures in a row, warns once and runs at the static share.
-async fn heartbeats(holder: &BudgetHolder, shares: &Shares, pacer: &Pacer) -> Infallible {
-    let mut failures = 0;
-    let mut warned = false;
-    loop {
-        let granted = by_name(|api| pacer.rate(api));
-        match holder.heartbeat(&shares.caps, &granted).await {
-            Ok(grant) => {
-                failures = 0;
-                apply(pacer, &grant);
-            }
-            Err(error) => {
-                failures += 1;
-                if failures >= FAILURES_BEFORE_FALLBACK {
-                    apply(pacer, &shares.fallback);
-                    if !warned {
-                        warned = true;
-                        tracing::warn!(%error, failures, "budget table unreachable: pacing at the static share");
-                    }
-                } else {
-                    tracing::debug!(%error, failures, "budget heartbeat failed");
-                }
-            }
-        }
-        tokio::time::sleep(BudgetHolder::PERIOD).await;
+        never = heartbeats => match never {},
     }
 }
 

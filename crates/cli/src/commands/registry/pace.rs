@@ -13,16 +13,13 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
-use thingpress_budget::{BudgetError, BudgetHolder, HolderId, LeaseTable, Rates};
+use thingpress_budget::{
+    BudgetError, BudgetHolder, HolderId, LeaseTable, Rates, keep_heartbeating,
+};
 use thingpress_importer::{Api, MAX_RESERVE, PacedApi, Pacer};
 use tokio::task::JoinHandle;
 
 use crate::target::sdk_message;
-
-/// Heartbeats failing in a row after which the grant is dropped for the cap, as Register does:
-/// one or two failures keep the last grant (the lease outlives them), three mean the table is
-/// gone.
-pub const FAILURES_BEFORE_FALLBACK: u32 = 3;
 
 /// An AWS IoT read API that `registry` calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +93,9 @@ impl PacedApi for ReadApi {
 
     fn slot(self) -> usize {
         self as usize
+    }
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }
 
@@ -177,8 +177,9 @@ impl ReadPacer {
     /// cap): one heartbeat now, whose grant applies before any call, then one every
     /// [`BudgetHolder::PERIOD`] in the background. If the first heartbeat fails (no such
     /// table, AccessDenied, unreachable), the error is returned and the pacing stays static.
-    /// Later failures keep the last grant until [`FAILURES_BEFORE_FALLBACK`] in a row, then
-    /// pace at the caps again and call `warn` once.
+    /// Later failures keep the last grant until
+    /// [`thingpress_budget::FAILURES_BEFORE_FALLBACK`] in a row, then pace at the caps again and
+    /// call `warn` once.
     pub async fn share(
         &mut self,
         table: Arc<dyn LeaseTable>,
@@ -198,12 +199,19 @@ impl ReadPacer {
         // that already use them.
         let grant = holder.heartbeat(&caps, &Rates::new()).await?;
         apply(&self.pacer, &grant);
-        let task = tokio::spawn(heartbeats(
-            Arc::clone(&holder),
-            caps,
-            Arc::clone(&self.pacer),
-            warn,
-        ));
+        let (held, pacer) = (Arc::clone(&holder), Arc::clone(&self.pacer));
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(BudgetHolder::PERIOD).await;
+            keep_heartbeating(
+                &held,
+                &caps,
+                &caps,
+                || pacer.rates_by_name(),
+                |grant| apply(&pacer, grant),
+                warn,
+            )
+            .await
+        });
         if let Some(old) = self.lease.replace(Held { holder, task }) {
             old.task.abort();
         }
@@ -303,54 +311,10 @@ pub fn check_scale(scale: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The rate each API is paced at now, by operation name.
-fn rates_of(pacer: &Pacer<ReadApi>) -> Rates {
-    pacer
-        .rates()
-        .into_iter()
-        .map(|(api, rate)| (api.as_str().to_owned(), rate))
-        .collect()
-}
-
 /// Applies granted rates to the pacer (APIs the grant does not name keep their rate).
 fn apply(pacer: &Pacer<ReadApi>, rates: &Rates) {
-    let known = ReadApi::ALL.iter().filter_map(|api| {
-        let rate = rates.get(api.as_str())?;
-        Some((*api, *rate))
-    });
     // The budget checks rates before handing them out; a bad one keeps the old rates.
-    let _ = pacer.set_rates(known);
-}
-
-/// Heartbeats every period until aborted, applying each grant (Register's loop); after
-/// [`FAILURES_BEFORE_FALLBACK`] failures in a row, paces at `caps` and calls `warn` once.
-async fn heartbeats(
-    holder: Arc<BudgetHolder>,
-    caps: Rates,
-    pacer: Arc<Pacer<ReadApi>>,
-    warn: impl Fn(&BudgetError),
-) -> Infallible {
-    let mut failures = 0;
-    let mut warned = false;
-    loop {
-        tokio::time::sleep(BudgetHolder::PERIOD).await;
-        match holder.heartbeat(&caps, &rates_of(&pacer)).await {
-            Ok(grant) => {
-                failures = 0;
-                apply(&pacer, &grant);
-            }
-            Err(error) => {
-                failures += 1;
-                if failures >= FAILURES_BEFORE_FALLBACK {
-                    apply(&pacer, &caps);
-                    if !warned {
-                        warned = true;
-                        warn(&error);
-                    }
-                }
-            }
-        }
-    }
+    let _ = pacer.set_rates_by_name(rates);
 }
 
 fn is_throttle<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
