@@ -279,12 +279,13 @@ async fn sixty_percent_throttling_on_an_empty_registry_reports_every_certificate
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_that_keeps_progressing_through_many_throttle_stops_ends_complete() {
     let _exclusive = EDGE.write().await;
-    // One chunk of 40 under 70 % throttling of every Register call for the whole run: about
-    // one call in eight is still throttled after Register's CALL_ATTEMPTS (0.7^6), so the chunk
-    // stops many times, each time after some progress. The old ASL retrier allowed 1 + 8 attempts;
-    // the continuation loop counts only stalls and the run ends complete.
+    // One chunk of 40 under 80 % throttling of every Register call for the whole run: about
+    // one call in four is still throttled after Register's CALL_ATTEMPTS (0.8^6), so the chunk
+    // stops many times (~25), each time after some progress. The old ASL retrier allowed 1 + 8
+    // attempts; the continuation loop counts only stalls and the run ends complete. (At 70 %,
+    // one call in eight, a run stopped only 8 times once: too close to 9 to show the point.)
     let c = case("progress", 40, 40).await;
-    throttle_every_register_call(&c.stack, 0.7);
+    throttle_every_register_call(&c.stack, 0.8);
     c.start().await;
     let (report, stats) = c.finish().await;
     let chunk: ChunkStats = serde_json::from_slice(
