@@ -108,12 +108,6 @@ fn epoch_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn op<'a>(stats: &'a Value, name: &str) -> &'a Value {
     &stats["operations"][name]
 }

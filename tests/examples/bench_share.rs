@@ -335,9 +335,3 @@ async fn measure(
         "accountedFor": accounted,
     })
 }
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}

@@ -513,3 +513,10 @@ pub async fn fresh_manifest(stack: &Stack, tag: &str, n: usize) -> (String, Vec<
     stack.put(&key, bundle).await;
     (key, ids)
 }
+
+/// The load average (1, 5, 15 min) the benchmarks record next to their numbers.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
