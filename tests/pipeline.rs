@@ -62,10 +62,25 @@ fn throttled() -> HttpResponse {
     response
 }
 
-/// IoT that knows the profile's resources and accepts every registration; AttachPolicy throttles
-/// for its first `throttle_attach_policy` calls.
+/// An IoT client whose first `throttle_attach_policy` AttachPolicy calls are throttled.
 fn iot(throttle_attach_policy: u32) -> (Client, Vec<Rule>) {
-    let rules = vec![
+    let first = (throttle_attach_policy > 0).then(|| {
+        mock!(Client::attach_policy)
+            .sequence()
+            .http_response(throttled)
+            .times(throttle_attach_policy as usize)
+            .output(|| AttachPolicyOutput::builder().build())
+            .repeatedly()
+            .build()
+    });
+    iot_answering(first.into_iter().collect())
+}
+
+/// An IoT client that tries the case's own `first` rules, then answers every call Register
+/// makes with success (a certificate's id from its PEM).
+fn iot_answering(first: Vec<Rule>) -> (Client, Vec<Rule>) {
+    let mut rules = first;
+    rules.extend([
         mock!(Client::describe_thing_type)
             .then_output(|| DescribeThingTypeOutput::builder().build()),
         mock!(Client::describe_thing_group)
@@ -85,20 +100,10 @@ fn iot(throttle_attach_policy: u32) -> (Client, Vec<Rule>) {
         mock!(Client::create_thing).then_output(|| CreateThingOutput::builder().build()),
         mock!(Client::attach_thing_principal)
             .then_output(|| AttachThingPrincipalOutput::builder().build()),
-        if throttle_attach_policy > 0 {
-            mock!(Client::attach_policy)
-                .sequence()
-                .http_response(throttled)
-                .times(throttle_attach_policy as usize)
-                .output(|| AttachPolicyOutput::builder().build())
-                .repeatedly()
-                .build()
-        } else {
-            mock!(Client::attach_policy).then_output(|| AttachPolicyOutput::builder().build())
-        },
+        mock!(Client::attach_policy).then_output(|| AttachPolicyOutput::builder().build()),
         mock!(Client::add_thing_to_thing_group)
             .then_output(|| AddThingToThingGroupOutput::builder().build()),
-    ];
+    ]);
     let refs: Vec<&Rule> = rules.iter().collect();
     let client = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &refs, |c| c
         .retry_config(thingpress_importer::sdk_retry_config()));
@@ -508,23 +513,7 @@ async fn a_chunk_stopped_mid_entry_resumes_there_and_reports_its_certificates_re
 /// the rule without input.)
 fn iot_throttling_each_thing(always: bool) -> (Client, Vec<Rule>) {
     let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
-    let rules = vec![
-        mock!(Client::describe_thing_type)
-            .then_output(|| DescribeThingTypeOutput::builder().build()),
-        mock!(Client::describe_thing_group)
-            .then_output(|| DescribeThingGroupOutput::builder().build()),
-        mock!(Client::get_policy).then_output(|| GetPolicyOutput::builder().build()),
-        mock!(Client::register_certificate_without_ca)
-            .match_requests(|_| true)
-            .then_compute_output(|req| {
-                let id = Certificate::from_pem(req.certificate_pem().unwrap())
-                    .unwrap()
-                    .id;
-                RegisterCertificateWithoutCaOutput::builder()
-                    .certificate_arn(format!("arn:aws:iot:us-east-1:123456789012:cert/{id}"))
-                    .certificate_id(id)
-                    .build()
-            }),
+    iot_answering(vec![
         mock!(Client::create_thing)
             .match_requests(move |req| {
                 let name = req.thing_name().unwrap_or_default().to_owned();
@@ -537,17 +526,7 @@ fn iot_throttling_each_thing(always: bool) -> (Client, Vec<Rule>) {
             .http_response(throttled)
             .repeatedly()
             .build(),
-        mock!(Client::create_thing).then_output(|| CreateThingOutput::builder().build()),
-        mock!(Client::attach_thing_principal)
-            .then_output(|| AttachThingPrincipalOutput::builder().build()),
-        mock!(Client::attach_policy).then_output(|| AttachPolicyOutput::builder().build()),
-        mock!(Client::add_thing_to_thing_group)
-            .then_output(|| AddThingToThingGroupOutput::builder().build()),
-    ];
-    let refs: Vec<&Rule> = rules.iter().collect();
-    let client = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &refs, |c| c
-        .retry_config(thingpress_importer::sdk_retry_config()));
-    (client, rules)
+    ])
 }
 
 #[tokio::test]

@@ -7,8 +7,10 @@
 //! reader drops `expiresAt <= now` itself.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -22,6 +24,10 @@ pub const PARTITION: &str = "holders";
 pub const PARTITION_KEY: &str = "pk";
 /// The table's sort key (a string attribute): `<group>#<holder>`.
 pub const SORT_KEY: &str = "sk";
+/// How long one table call (retries included) may take: well under a heartbeat period, so a
+/// table that hangs counts as failing instead of stalling the holder.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The lease's expiry, epoch seconds: the table's TTL attribute.
 pub const TTL_ATTRIBUTE: &str = "expiresAt";
 
@@ -41,9 +47,17 @@ impl DynamoLeases {
         }
     }
 
-    /// Leases in `table`, with a client from the shared SDK configuration.
+    /// Leases in `table`, with a client from the shared SDK configuration whose calls give up
+    /// after [`CALL_TIMEOUT`]: a holder waits for its last heartbeat before releasing, and a
+    /// hung one must not hold a task to its own timeout.
     pub fn from_config(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::new(Client::new(config), table)
+        let timeouts = TimeoutConfig::builder()
+            .operation_timeout(CALL_TIMEOUT)
+            .build();
+        let config = aws_sdk_dynamodb::config::Builder::from(config)
+            .timeout_config(timeouts)
+            .build();
+        Self::new(Client::from_conf(config), table)
     }
 
     /// The table's name.

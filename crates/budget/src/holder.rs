@@ -1,5 +1,7 @@
 //! A holder's side of the protocol: heartbeat the lease, read the others', take the allocation.
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -107,10 +109,14 @@ impl BudgetHolder {
 /// gone.
 pub const FAILURES_BEFORE_FALLBACK: u32 = 3;
 
-/// Heartbeats `holder` every [`BudgetHolder::PERIOD`] until dropped, publishing `demand` and the
-/// rates `in_force` gives (by operation name), and handing each grant to `apply` (APIs a grant
-/// does not name keep their rate). After [`FAILURES_BEFORE_FALLBACK`] failures in a row it
-/// applies `fallback` and calls `lost` once (the caller says so in its own way).
+/// Heartbeats `holder` every [`BudgetHolder::PERIOD`] until `stop` completes, publishing
+/// `demand` and the rates `in_force` gives (by operation name), and handing each grant to
+/// `apply` (APIs a grant does not name keep their rate). After [`FAILURES_BEFORE_FALLBACK`]
+/// failures in a row it applies `fallback` and calls `lost` once (the caller says so in its own
+/// way).
+///
+/// `stop` is only heeded between heartbeats: a write dropped in flight could still land after
+/// the holder's release and leave a stale lease taking a share for a whole TTL.
 pub async fn keep_heartbeating(
     holder: &BudgetHolder,
     demand: &Rates,
@@ -118,9 +124,11 @@ pub async fn keep_heartbeating(
     in_force: impl Fn() -> Rates,
     apply: impl Fn(&Rates),
     lost: impl FnOnce(&BudgetError),
-) -> std::convert::Infallible {
+    stop: impl Future<Output = ()>,
+) {
     let mut failures = 0;
     let mut lost = Some(lost);
+    let mut stop = pin!(stop);
     loop {
         match holder.heartbeat(demand, &in_force()).await {
             Ok(grant) => {
@@ -137,7 +145,10 @@ pub async fn keep_heartbeating(
                 }
             }
         }
-        tokio::time::sleep(BudgetHolder::PERIOD).await;
+        tokio::select! {
+            () = tokio::time::sleep(BudgetHolder::PERIOD) => {}
+            () = &mut stop => return,
+        }
     }
 }
 

@@ -10,10 +10,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+
 use thingpress_budget::{
     BudgetError, BudgetHolder, HolderId, LeaseTable, Rates, keep_heartbeating,
 };
-use thingpress_importer::{Api, Pacer, Quotas};
+use thingpress_importer::{Api, ImportError, Pacer, Quotas};
 
 /// The rates of a chunk's holder: the caps it shares with every other holder, and the share
 /// it runs at without a grant.
@@ -26,14 +28,19 @@ pub struct Shares {
 }
 
 impl Shares {
-    /// The caps and static shares of `quotas` with `reserve` kept back, over `children`.
-    pub fn new(quotas: &Quotas, reserve: f64, children: u32) -> Shares {
-        let cap = |api: Api| quotas.get(api) * (1.0 - reserve);
-        let children = f64::from(children.max(1));
-        Shares {
-            caps: by_name(cap),
-            fallback: by_name(|api| cap(api) / children),
-        }
+    /// The caps of `quotas` with `reserve` kept back, and the pacer a chunk starts with: each
+    /// cap divided over `children` (the Map's MaxConcurrency), its static share.
+    pub fn new(
+        quotas: &Quotas,
+        reserve: f64,
+        children: u32,
+    ) -> Result<(Shares, Pacer), ImportError> {
+        let pacer = Pacer::new(quotas, reserve, children)?;
+        let shares = Shares {
+            caps: by_name(|api| quotas.get(api) * (1.0 - reserve)),
+            fallback: pacer.rates_by_name(),
+        };
+        Ok((shares, pacer))
     }
 }
 
@@ -63,7 +70,8 @@ fn apply(pacer: &Pacer, rates: &Rates) {
 }
 
 /// Runs `work` while heartbeating `holder` (when there is a table), and returns its output.
-/// The lease is not released here: the caller knows whether the chunk goes on.
+/// The lease is not released here: the caller knows whether the chunk goes on. A heartbeat in
+/// flight when `work` ends is let finish, so that none lands after the release.
 pub async fn holding<T>(
     holder: Option<&BudgetHolder>,
     shares: &Shares,
@@ -73,6 +81,7 @@ pub async fn holding<T>(
     let Some(holder) = holder else {
         return work.await;
     };
+    let done = Notify::new();
     let heartbeats = keep_heartbeating(
         holder,
         &shares.caps,
@@ -80,11 +89,14 @@ pub async fn holding<T>(
         || pacer.rates_by_name(),
         |grant| apply(pacer, grant),
         |error| tracing::warn!(%error, "budget table unreachable: pacing at the static share"),
+        done.notified(),
     );
-    tokio::select! {
-        output = work => output,
-        never = heartbeats => match never {},
-    }
+    let work = async {
+        let output = work.await;
+        done.notify_one();
+        output
+    };
+    tokio::join!(work, heartbeats).0
 }
 
 /// Gives the lease back (chunk done or failed); a failure only delays others by the TTL.
@@ -113,17 +125,18 @@ pub fn holder(
 mod tests {
     use super::*;
     use std::time::Duration;
-    use thingpress_budget::MemLeases;
+    use thingpress_budget::{Lease, LeaseFuture, MemLeases};
 
-    fn pacer(shares: &Shares) -> Pacer {
-        Pacer::with_rates(|api: Api| shares.fallback[api.as_str()]).unwrap()
+    /// The shares and a fresh static-share pacer of `children` at the default quotas less 0.1.
+    fn shares(children: u32) -> (Shares, Pacer) {
+        Shares::new(&Quotas::default(), 0.1, children).unwrap()
     }
 
     const REGISTER: Api = Api::RegisterCertificateWithoutCA;
 
     #[test]
     fn caps_keep_the_reserve_and_the_static_share_divides_them() {
-        let shares = Shares::new(&Quotas::default(), 0.1, 4);
+        let (shares, _) = shares(4);
         assert!((shares.caps[REGISTER.as_str()] - 9.0).abs() < 1e-9);
         assert!((shares.fallback[REGISTER.as_str()] - 2.25).abs() < 1e-9);
         assert_eq!(shares.caps.len(), Api::ALL.len());
@@ -138,8 +151,7 @@ mod tests {
     async fn a_lone_holder_gets_the_cap_and_releases_its_lease() {
         let table = Arc::new(MemLeases::new());
         let dyn_table: Arc<dyn LeaseTable> = table.clone();
-        let shares = Shares::new(&Quotas::default(), 0.1, 4);
-        let pacer = pacer(&shares);
+        let (shares, pacer) = shares(4);
         let holder = holder(Some(&dyn_table), holder_id("r", 0), &shares);
         assert_eq!(pacer.rate(REGISTER), 2.25, "the static share until a grant");
         let seen = holding(holder.as_ref(), &shares, &pacer, async {
@@ -159,8 +171,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn two_runs_share_the_cap_after_a_heartbeat() {
         let table: Arc<dyn LeaseTable> = Arc::new(MemLeases::new());
-        let shares = Shares::new(&Quotas::default(), 0.1, 1);
-        let (first, second) = (pacer(&shares), pacer(&shares));
+        let ((shares, first), (_, second)) = (shares(1), shares(1));
         let a = holder(Some(&table), holder_id("a", 0), &shares);
         let b = holder(Some(&table), holder_id("b", 0), &shares);
         let (ra, rb) = tokio::join!(
@@ -183,8 +194,7 @@ mod tests {
     async fn an_unreachable_table_falls_back_to_the_static_share() {
         let table = Arc::new(MemLeases::new());
         let dyn_table: Arc<dyn LeaseTable> = table.clone();
-        let shares = Shares::new(&Quotas::default(), 0.1, 3);
-        let pacer = pacer(&shares);
+        let (shares, pacer) = shares(3);
         let holder = holder(Some(&dyn_table), holder_id("r", 1), &shares);
         let (granted, fell_back) = holding(holder.as_ref(), &shares, &pacer, async {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -201,10 +211,56 @@ mod tests {
         assert!((fell_back - 3.0).abs() < 1e-9, "{fell_back}");
     }
 
+    /// A table whose writes land `delay` after they are sent, even if the sender stops waiting
+    /// (as a request already on the wire does).
+    struct SlowWrites {
+        inner: Arc<MemLeases>,
+        delay: Duration,
+    }
+
+    impl LeaseTable for SlowWrites {
+        fn put<'a>(&'a self, lease: &'a Lease) -> LeaseFuture<'a, ()> {
+            let (inner, lease, delay) = (Arc::clone(&self.inner), lease.clone(), self.delay);
+            let landing = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                inner.put(&lease).await
+            });
+            Box::pin(async move { landing.await.expect("the write task panicked") })
+        }
+        fn live(&self, now: u64) -> LeaseFuture<'_, Vec<Lease>> {
+            self.inner.live(now)
+        }
+        fn delete<'a>(&'a self, id: &'a HolderId) -> LeaseFuture<'a, ()> {
+            self.inner.delete(id)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_in_flight_when_the_chunk_ends_lands_before_the_release() {
+        let inner = Arc::new(MemLeases::new());
+        let table: Arc<dyn LeaseTable> = Arc::new(SlowWrites {
+            inner: Arc::clone(&inner),
+            delay: Duration::from_secs(2),
+        });
+        let (shares, pacer) = shares(1);
+        let holder = holder(Some(&table), holder_id("r", 0), &shares);
+        // The work ends while the first heartbeat's write is still on its way.
+        holding(holder.as_ref(), &shares, &pacer, async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        })
+        .await;
+        release(holder.as_ref()).await;
+        tokio::time::sleep(BudgetHolder::TTL / 2).await;
+        assert!(
+            inner.all().is_empty(),
+            "a lease outlived its release: {:?}",
+            inner.all()
+        );
+    }
+
     #[tokio::test]
     async fn no_table_is_the_static_share() {
-        let shares = Shares::new(&Quotas::default(), 0.1, 2);
-        let pacer = pacer(&shares);
+        let (shares, pacer) = shares(2);
         let rate = holding(None, &shares, &pacer, async { pacer.rate(REGISTER) }).await;
         assert!((rate - 4.5).abs() < 1e-9);
         release(None).await;

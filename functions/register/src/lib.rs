@@ -23,9 +23,7 @@ use aws_config::SdkConfig;
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use thingpress_budget::{DynamoLeases, LeaseTable};
-use thingpress_importer::{
-    ApiCalls, EntryResult, EntrySteps, ImportError, Importer, Outcome, Pacer,
-};
+use thingpress_importer::{ApiCalls, EntryResult, EntrySteps, ImportError, Importer, Outcome};
 use thingpress_manifest::ErrorName;
 use thingpress_product::Decorated;
 use thingpress_run::payload::{
@@ -157,17 +155,12 @@ impl<S: Store + Clone> Task<S> {
         stats.attempts += 1;
 
         // Until the budget grants more (or less), each child runs at its static share.
-        let pacer = Pacer::new(
+        let (shares, pacer) = lease::Shares::new(
             &self.settings.quotas,
             self.settings.quota_reserve,
             info.max_concurrency,
         )
         .map_err(TaskError::from)?;
-        let shares = lease::Shares::new(
-            &self.settings.quotas,
-            self.settings.quota_reserve,
-            info.max_concurrency,
-        );
         let holder = lease::holder(
             self.budget.as_ref(),
             lease::holder_id(&input.run_id, n),
@@ -190,11 +183,14 @@ impl<S: Store + Clone> Task<S> {
             .token_wait_ms
             .saturating_add(u64::try_from(calls.token_wait.as_millis()).unwrap_or(u64::MAX));
         results.sort_by_key(|r| r.index);
-        let output = self
-            .finish(
-                input, &lines, stop, before, results, partial, stats, continues,
-            )
-            .await;
+        let invocation = Invocation {
+            stop,
+            before,
+            results,
+            partial,
+            stats,
+        };
+        let output = self.finish(input, &lines, invocation, continues).await;
         // The lease goes on with a continuation of the chunk, and ends with the chunk.
         if !matches!(output, Ok(RegisterOutput::Continuing(_))) {
             lease::release(holder.as_ref()).await;
@@ -204,18 +200,20 @@ impl<S: Store + Clone> Task<S> {
 
     /// Saves what the invocation did and says what comes next: the chunk finished, handed back
     /// to be continued, or failed.
-    #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
         input: &DecoratedChunk,
         lines: &[DecoratedLine],
-        stop: Option<Stop>,
-        before: Progress,
-        results: Vec<EntryResult>,
-        mut partial: Vec<EntrySteps>,
-        mut stats: ChunkStats,
+        invocation: Invocation,
         continues: bool,
     ) -> Result<RegisterOutput, TaskError> {
+        let Invocation {
+            stop,
+            before,
+            results,
+            mut partial,
+            mut stats,
+        } = invocation;
         let n = input.chunk.chunk;
         let run = RunStore::new(
             self.store.clone(),
@@ -290,6 +288,19 @@ impl<S: Store + Clone> Task<S> {
             }
         }
     }
+}
+
+/// What one invocation did to its chunk, for [`Task::finish`] to save and act on.
+struct Invocation {
+    /// Why it stopped before every entry finished; `None` when all did.
+    stop: Option<Stop>,
+    /// The chunk's progress when it started.
+    before: Progress,
+    /// Every finished entry, this invocation's and earlier ones', in manifest order.
+    results: Vec<EntryResult>,
+    /// The steps done on entries that did not finish.
+    partial: Vec<EntrySteps>,
+    stats: ChunkStats,
 }
 
 /// Adds an invocation's per-API tally to the chunk's, by operation name.

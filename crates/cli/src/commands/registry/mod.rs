@@ -70,8 +70,9 @@ pub struct SummaryArgs {
     /// Count only the members of this thing group (other groups are not listed).
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
-    /// Multiply every API's default quota by this (quotas raised in Service Quotas, or the
-    /// local stack); the pacing keeps the stack's QuotaReserve of the result.
+    /// Multiply the default quota of every API that only `registry` calls by this (quotas
+    /// raised in Service Quotas, or the local stack); DescribeCertificate, which imports call
+    /// too, takes the stack's quota. The pacing keeps the stack's QuotaReserve of the result.
     #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
     pub quota_scale: f64,
 }
@@ -100,8 +101,9 @@ pub struct CheckArgs {
     /// Entries looked up at once (each waits for its paced calls).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
-    /// Multiply every API's default quota by this (quotas raised in Service Quotas, or the
-    /// local stack); the pacing keeps the stack's QuotaReserve of the result.
+    /// Multiply the default quota of every API that only `registry` calls by this (quotas
+    /// raised in Service Quotas, or the local stack); DescribeCertificate, which imports call
+    /// too, takes the stack's quota. The pacing keeps the stack's QuotaReserve of the result.
     #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
     pub quota_scale: f64,
 }
@@ -227,8 +229,8 @@ async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> 
 /// has a lease table and it answers, so the command shares each quota with running imports;
 /// otherwise each API at its cap, said once on stderr.
 async fn read_pacer(target: &Target, scale: f64, uses: &[ReadApi]) -> anyhow::Result<ReadPacer> {
-    let (_, reserve) = target.pacing()?;
-    let mut pacer = ReadPacer::new(scale, reserve)?;
+    let (quotas, reserve) = target.pacing()?;
+    let mut pacer = ReadPacer::new(scale, &quotas, reserve)?;
     let Some(table) = target.lease_table() else {
         eprintln!(
             "thingpress: warning: the stack names no budget table (BudgetTableName): registry \

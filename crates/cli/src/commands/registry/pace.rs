@@ -7,7 +7,6 @@
 //! [`Pacer`]; this adds the registry's throttle retry and the one paced pagination every list
 //! call goes through.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,8 @@ use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
 use thingpress_budget::{
     BudgetError, BudgetHolder, HolderId, LeaseTable, Rates, keep_heartbeating,
 };
-use thingpress_importer::{Api, MAX_RESERVE, PacedApi, Pacer};
+use thingpress_importer::{Api, MAX_RESERVE, PacedApi, Pacer, Quotas};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::target::sdk_message;
@@ -38,6 +38,15 @@ pub enum ReadApi {
 }
 
 impl ReadApi {
+    /// The import's own API when an import calls this one too (Register looks up certificates
+    /// it finds already registered): its quota is then the stack's, shared under one name.
+    pub fn import_api(self) -> Option<Api> {
+        match self {
+            ReadApi::DescribeCertificate => Some(Api::DescribeCertificate),
+            _ => None,
+        }
+    }
+
     /// The AWS operation name, under which the budget shares the API. The APIs an import calls
     /// too take the importer catalogue's name, so their leases and Register's are one budget.
     pub fn as_str(self) -> &'static str {
@@ -128,9 +137,9 @@ pages! {
     aws_sdk_iot::operation::list_policies::ListPoliciesOutput => next_marker,
 }
 
-/// The importer's token buckets (burst 1) over the read APIs, each at its cap (`default quota ×
-/// scale × (1 − reserve)`), or at its share of the account-wide budget once
-/// [`ReadPacer::share`] holds a lease.
+/// The importer's token buckets (burst 1) over the read APIs, each at its cap (its quota × (1 −
+/// reserve)), or at its share of the account-wide budget once [`ReadPacer::share`] holds a
+/// lease.
 #[derive(Debug)]
 pub struct ReadPacer {
     pacer: Arc<Pacer<ReadApi>>,
@@ -138,10 +147,21 @@ pub struct ReadPacer {
     lease: Option<Held>,
 }
 
-/// A lease on the budget and the task that heartbeats it.
+/// A lease on the budget and the task that heartbeats it until `stop` is sent or dropped.
 struct Held {
     holder: Arc<BudgetHolder>,
-    task: JoinHandle<Infallible>,
+    task: JoinHandle<()>,
+    stop: oneshot::Sender<()>,
+}
+
+impl Held {
+    /// Stops the heartbeats once any write in flight is done, so none lands after a release.
+    async fn stop(self) -> Arc<BudgetHolder> {
+        drop(self.stop);
+        // The task only ends by being stopped; a panic in it has nothing left to release.
+        let _ = self.task.await;
+        self.holder
+    }
 }
 
 impl std::fmt::Debug for Held {
@@ -153,14 +173,19 @@ impl std::fmt::Debug for Held {
 }
 
 impl ReadPacer {
-    /// Paces every API at its cap: the default quota × `scale`, less `reserve` (the stack's
-    /// QuotaReserve).
-    pub fn new(scale: f64, reserve: f64) -> anyhow::Result<ReadPacer> {
+    /// Paces every API at its cap, its quota less `reserve` (the stack's QuotaReserve). An API
+    /// an import calls too takes its quota from `stack` (what Register paces by), so that both
+    /// share one cap; the others take their default quota × `scale`.
+    pub fn new(scale: f64, stack: &Quotas, reserve: f64) -> anyhow::Result<ReadPacer> {
         check_scale(scale)?;
         if !(0.0..=MAX_RESERVE).contains(&reserve) {
             bail!("the quota reserve must be in [0, {MAX_RESERVE}], got {reserve}");
         }
-        let cap = |api: ReadApi| api.default_quota() * scale * (1.0 - reserve);
+        let quota = |api: ReadApi| match api.import_api() {
+            Some(shared) => stack.get(shared),
+            None => api.default_quota() * scale,
+        };
+        let cap = |api: ReadApi| quota(api) * (1.0 - reserve);
         let pacer = Pacer::with_rates(cap)?;
         let caps = ReadApi::ALL
             .iter()
@@ -200,8 +225,16 @@ impl ReadPacer {
         let grant = holder.heartbeat(&caps, &Rates::new()).await?;
         apply(&self.pacer, &grant);
         let (held, pacer) = (Arc::clone(&holder), Arc::clone(&self.pacer));
+        let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            tokio::time::sleep(BudgetHolder::PERIOD).await;
+            let mut stopped = std::pin::pin!(async {
+                // Sent or dropped: either way, stop.
+                let _ = stopped.await;
+            });
+            tokio::select! {
+                () = tokio::time::sleep(BudgetHolder::PERIOD) => {}
+                () = &mut stopped => return,
+            }
             keep_heartbeating(
                 &held,
                 &caps,
@@ -209,11 +242,12 @@ impl ReadPacer {
                 || pacer.rates_by_name(),
                 |grant| apply(&pacer, grant),
                 warn,
+                stopped,
             )
-            .await
+            .await;
         });
-        if let Some(old) = self.lease.replace(Held { holder, task }) {
-            old.task.abort();
+        if let Some(old) = self.lease.replace(Held { holder, task, stop }) {
+            old.stop().await;
         }
         Ok(())
     }
@@ -224,8 +258,7 @@ impl ReadPacer {
         let Some(held) = self.lease.take() else {
             return Ok(());
         };
-        held.task.abort();
-        held.holder.release().await
+        held.stop().await.release().await
     }
 
     /// The paced rate of one API, calls per second.
@@ -328,21 +361,26 @@ mod tests {
     use super::*;
     use tokio::time::Instant;
 
+    /// The import's quotas at `factor` × AWS's defaults.
+    fn scaled(factor: f64) -> Quotas {
+        Quotas::default().scaled(factor)
+    }
+
     #[test]
     fn rates_follow_the_quotas() {
-        let pacer = ReadPacer::new(1.0, 0.1).unwrap();
+        let pacer = ReadPacer::new(1.0, &scaled(1.0), 0.1).unwrap();
         assert!((pacer.rate(ReadApi::DescribeCertificate) - 9.0).abs() < 1e-9);
         assert!((pacer.rate(ReadApi::DescribeThing) - 315.0).abs() < 1e-9);
         assert!((pacer.rate(ReadApi::ListThingsInThingGroup) - 22.5).abs() < 1e-9);
-        let fast = ReadPacer::new(10.0, 0.1).unwrap();
+        let fast = ReadPacer::new(10.0, &scaled(10.0), 0.1).unwrap();
         assert!((fast.rate(ReadApi::ListThings) - 90.0).abs() < 1e-9);
-        assert!(ReadPacer::new(0.0, 0.1).is_err());
-        assert!(ReadPacer::new(f64::NAN, 0.1).is_err());
+        assert!(ReadPacer::new(0.0, &scaled(0.0), 0.1).is_err());
+        assert!(ReadPacer::new(f64::NAN, &scaled(f64::NAN), 0.1).is_err());
     }
 
     #[tokio::test]
     async fn calls_are_spaced_by_the_rate() {
-        let pacer = ReadPacer::new(1.0, 0.1).unwrap();
+        let pacer = ReadPacer::new(1.0, &scaled(1.0), 0.1).unwrap();
         let start = Instant::now();
         for _ in 0..10 {
             pacer.pacer.acquire(ReadApi::ListThings).await;
@@ -384,7 +422,7 @@ mod retry_tests {
         // Without the SDK's own retry, so the second call can only be this retry's.
         let client = mock_client!(aws_sdk_iot, RuleMode::Sequential, [&rule], |c| c
             .retry_config(aws_sdk_iot::config::retry::RetryConfig::disabled()));
-        let pacer = ReadPacer::new(1000.0, 0.1).unwrap();
+        let pacer = ReadPacer::new(1000.0, &scaled(1000.0), 0.1).unwrap();
         let start = Instant::now();
         let out = pacer
             .call(ReadApi::DescribeThing, || {
@@ -405,7 +443,7 @@ mod retry_tests {
             )
         });
         let client = mock_client!(aws_sdk_iot, RuleMode::Sequential, [&rule]);
-        let pacer = ReadPacer::new(1000.0, 0.1).unwrap();
+        let pacer = ReadPacer::new(1000.0, &scaled(1000.0), 0.1).unwrap();
         let err = pacer
             .call(ReadApi::DescribeThing, || {
                 client.describe_thing().thing_name("t").send()
@@ -442,7 +480,7 @@ mod retry_tests {
                     .build()
             });
         let client = mock_client!(aws_sdk_iot, RuleMode::MatchAny, [&first, &last]);
-        let pacer = ReadPacer::new(1000.0, 0.1).unwrap();
+        let pacer = ReadPacer::new(1000.0, &scaled(1000.0), 0.1).unwrap();
         let mut names = Vec::new();
         pacer
             .for_each_page(
@@ -562,7 +600,7 @@ mod budget_tests {
         let mut running = Rates::new();
         assert_eq!(import_beat(&import, &mut running).await, 9.0);
 
-        let mut pacer = ReadPacer::new(1.0, 0.1).unwrap();
+        let mut pacer = ReadPacer::new(1.0, &scaled(1.0), 0.1).unwrap();
         pacer
             .share(table.clone(), cli_id(), &CHECK, no_warning)
             .await
@@ -599,7 +637,7 @@ mod budget_tests {
     async fn an_unreachable_table_leaves_the_static_caps() {
         let table = Arc::new(MemLeases::new());
         table.set_unavailable(true);
-        let mut pacer = ReadPacer::new(1.0, 0.1).unwrap();
+        let mut pacer = ReadPacer::new(1.0, &scaled(1.0), 0.1).unwrap();
         let err = pacer
             .share(table.clone(), cli_id(), &CHECK, no_warning)
             .await
@@ -629,7 +667,7 @@ mod budget_tests {
         import_beat(&import, &mut running).await;
         let warnings = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&warnings);
-        let mut pacer = ReadPacer::new(1.0, 0.1).unwrap();
+        let mut pacer = ReadPacer::new(1.0, &scaled(1.0), 0.1).unwrap();
         pacer
             .share(table.clone(), cli_id(), &CHECK, move |e| {
                 seen.lock().unwrap().push(e.to_string());
@@ -655,9 +693,20 @@ mod budget_tests {
 
     #[test]
     fn the_reserve_is_checked() {
-        assert!(ReadPacer::new(1.0, -0.1).is_err());
-        assert!(ReadPacer::new(1.0, MAX_RESERVE + 0.1).is_err());
-        let pacer = ReadPacer::new(2.0, 0.5).unwrap();
+        assert!(ReadPacer::new(1.0, &scaled(1.0), -0.1).is_err());
+        assert!(ReadPacer::new(1.0, &scaled(1.0), MAX_RESERVE + 0.1).is_err());
+        let pacer = ReadPacer::new(2.0, &scaled(2.0), 0.5).unwrap();
         assert!(close(pacer.rate(ReadApi::ListThings), 10.0));
+    }
+
+    #[test]
+    fn an_api_the_import_calls_too_takes_the_stacks_quota() {
+        // The stack paces DescribeCertificate by its own quota (raised to 20/s here); at
+        // --quota-scale 3 the registry-only APIs follow the scale, the shared one the stack.
+        let mut stack = Quotas::default();
+        stack.set(Api::DescribeCertificate, 20.0);
+        let pacer = ReadPacer::new(3.0, &stack, 0.1).unwrap();
+        assert!(close(pacer.rate(ReadApi::DescribeCertificate), 18.0));
+        assert!(close(pacer.rate(ReadApi::ListThings), 27.0));
     }
 }

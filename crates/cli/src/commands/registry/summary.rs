@@ -396,7 +396,12 @@ mod tests {
                 &types, &things1, &things2, &groups, &members, &certs, &policies1, &policies2
             ]
         );
-        let pacer = ReadPacer::new(1000.0, 0.1).unwrap();
+        let pacer = ReadPacer::new(
+            1000.0,
+            &thingpress_importer::Quotas::default().scaled(1000.0),
+            0.1,
+        )
+        .unwrap();
         let summary = summarize(&client, &pacer, &Filter::default(), &Progress::spinner())
             .await
             .unwrap();
@@ -457,7 +462,12 @@ mod tests {
             thing_type: Some("A".into()),
             group: Some("g".into()),
         };
-        let pacer = ReadPacer::new(1000.0, 0.1).unwrap();
+        let pacer = ReadPacer::new(
+            1000.0,
+            &thingpress_importer::Quotas::default().scaled(1000.0),
+            0.1,
+        )
+        .unwrap();
         let summary = summarize(&client, &pacer, &filter, &Progress::spinner())
             .await
             .unwrap();
