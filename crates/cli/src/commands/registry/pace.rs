@@ -356,15 +356,23 @@ fn is_throttle<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
         .is_some_and(thingpress_aws::is_throttling_code)
 }
 
+/// What the test modules below share.
+#[cfg(test)]
+mod testing {
+    use super::Quotas;
+
+    /// The import's quotas at `factor` × AWS's defaults.
+    pub fn scaled(factor: f64) -> Quotas {
+        Quotas::default().scaled(factor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::time::Instant;
 
-    /// The import's quotas at `factor` × AWS's defaults.
-    fn scaled(factor: f64) -> Quotas {
-        Quotas::default().scaled(factor)
-    }
+    use super::testing::scaled;
 
     #[test]
     fn rates_follow_the_quotas() {
@@ -395,6 +403,7 @@ mod tests {
 
 #[cfg(test)]
 mod retry_tests {
+    use super::testing::scaled;
     use super::*;
     use aws_sdk_iot::Client;
     use aws_sdk_iot::error::ErrorMetadata;
@@ -533,6 +542,7 @@ mod retry_tests {
 
 #[cfg(test)]
 mod budget_tests {
+    use super::testing::scaled;
     use super::*;
     use std::sync::Mutex;
     use thingpress_budget::MemLeases;

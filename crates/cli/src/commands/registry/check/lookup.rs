@@ -219,7 +219,12 @@ mod tests {
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     fn pacer() -> ReadPacer {
-        ReadPacer::new(1000.0, 0.1).unwrap()
+        ReadPacer::new(
+            1000.0,
+            &thingpress_importer::Quotas::default().scaled(1000.0),
+            0.1,
+        )
+        .unwrap()
     }
 
     #[tokio::test]
