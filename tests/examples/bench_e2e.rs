@@ -284,7 +284,8 @@ async fn run(a: Args) -> Result<(), String> {
     if let Some(c) = a.max_concurrency {
         profile["maxConcurrency"] = json!(c);
     }
-    let key = format!("bench/{tag}.pem");
+    // Where `thingpress import --start` puts a manifest: Split's role may read nothing else.
+    let key = format!("runs/{tag}/manifest/{tag}.pem");
     stack.put(&key, bundle).await;
 
     let (Bottleneck { quota, usable }, max_concurrency) = pacing(&stack, &a);
