@@ -229,7 +229,13 @@ async fn history(stack: &Stack, arn: &str) -> (u64, BTreeMap<String, f64>, Vec<S
 /// for Decorate (re-decorating a chunk rewrites the same object) and Summarize (rewrites the
 /// same report) after the run: in the run, a function instance's first invocation includes
 /// `cargo run` starting it, which waits for any build holding the workspace's cargo lock.
-fn warm_seconds(stack: &Stack, function: &str, payload: &Value, check: &str) -> f64 {
+fn warm_seconds(stack: &Stack, binary: &str, payload: &Value, check: &str) -> f64 {
+    // Invoked by its deployed name (the template names functions after the stack).
+    let function = stack.state["functions"]
+        .as_object()
+        .and_then(|fs| fs.values().find(|f| f["binary"] == binary))
+        .and_then(|f| f["name"].as_str())
+        .unwrap_or_else(|| panic!("no deployed function runs {binary}"));
     let mut times: Vec<f64> = (0..3)
         .map(|_| {
             let started = Instant::now();
