@@ -29,7 +29,8 @@ use crate::target::{Target, sdk_message};
 const POLL: Duration = Duration::from_secs(1);
 /// Consecutive failed map-run queries after which watching gives up.
 const MAP_RUN_FAILURES_TOLERATED: u32 = 10;
-/// The span of recent progress the rate (and so the ETA) is measured over.
+/// The span of recent progress the rate (and so the ETA) is measured over, when the done count
+/// changes more than twice in it.
 const RATE_WINDOW_SECONDS: f64 = 60.0;
 
 /// What one poll of a run found.
@@ -59,15 +60,22 @@ pub fn count_done(index: &[ChunkDescriptor], with_results: &BTreeSet<u32>) -> (u
     (chunks, certificates)
 }
 
-/// Certificates per second over the recent window of observations.
+/// Certificates per second between recent changes of the done count. Certificates count as
+/// done a chunk at a time, and one child's chunk of 2,000 takes minutes: a fixed span of recent
+/// polls would mostly hold no change and say 0/s while the run registers at its paced rate. So
+/// only changes are kept (the first poll too), over the window or the last two, however far apart.
 #[derive(Debug, Default)]
 pub struct RateWindow {
     samples: VecDeque<(f64, u64)>,
 }
 
 impl RateWindow {
-    /// Records `done` certificates at `t` seconds; drops samples older than the window.
+    /// Records `done` certificates at `t` seconds when the count changed; drops changes older
+    /// than the window but the last two.
     pub fn push(&mut self, t: f64, done: u64) {
+        if self.samples.back().is_some_and(|(_, last)| *last == done) {
+            return;
+        }
         self.samples.push_back((t, done));
         while self
             .samples
@@ -535,6 +543,22 @@ mod tests {
         }
         let rate = w.rate().unwrap();
         assert!((rate - 5.0).abs() < 1e-9, "{rate}");
+    }
+
+    #[test]
+    fn a_chunk_at_a_time_is_still_a_rate() {
+        // One child, chunks of 2,000 done every 148 s, polled every second: the rate is that
+        // of the chunks, never 0 between them.
+        let mut w = RateWindow::default();
+        for t in 0..=400_u64 {
+            w.push(t as f64, 2_000 * (t / 148));
+            if t >= 148 {
+                let rate = w.rate().unwrap();
+                assert!(rate > 13.0, "{rate} at {t} s");
+            }
+        }
+        let rate = w.rate().unwrap();
+        assert!((rate - 2_000.0 / 148.0).abs() < 1e-9, "{rate}");
     }
 
     #[test]
