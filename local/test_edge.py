@@ -184,13 +184,30 @@ def test_edge_throttles_every_quota_the_template_declares():
     }
     # The two the edge once missed, and the rest of the importer's catalogue.
     assert {"ListPrincipalThings", "UpdateThing", "RegisterCertificateWithoutCA", "AttachPolicy"} <= set(declared)
-    assert edge.default_iot_quotas() == declared
-    for op, rate in declared.items():
+    # The template's rates, over the edge's own for operations the template has no parameter for.
+    assert edge.default_iot_quotas() == {**edge.EDGE_IOT_QUOTAS, **declared}
+    for op, rate in edge.default_iot_quotas().items():
         state, _ = _state()
         got = [state.decide_iot(op).action for _ in range(int(rate) + 5)]
         # A full bucket holds one second of the rate; past it, AWS's ThrottlingException.
         assert got.count("forward") == int(rate), op
         assert state.stats[op]["throttledQuota"] == 5, op
+
+
+def test_activate_and_decommission_calls_are_routed_and_rated():
+    # What `thingpress activate` / `decommission` call: each a row of the table (so matched,
+    # counted and throttled), with a rate from the template or the edge's AWS defaults.
+    ops = {
+        "UpdateCertificate", "DeleteCertificate", "DetachPolicy", "DetachThingPrincipal", "DeleteThing",
+        "RemoveThingFromThingGroup", "UpdateThing", "AttachThingPrincipal", "ListThingPrincipalsV2",
+        "ListPrincipalThingsV2", "ListTargetsForPolicy",
+    }
+    assert ops <= {op for op, _, _ in edge.IOT_OPERATIONS}
+    assert ops <= set(edge.default_iot_quotas())
+    assert edge.iot_operation("GET", "/things/dev-1/principals-v2?thingPrincipalType=EXCLUSIVE_THING") == "ListThingPrincipalsV2"
+    assert edge.iot_operation("GET", "/principals/things-v2") == "ListPrincipalThingsV2"
+    assert edge.iot_operation("POST", "/policy-targets/thingpress-device") == "ListTargetsForPolicy"
+    assert edge.iot_operation("GET", "/things/dev-1/principals") == "ListThingPrincipals"
 
 
 def test_quotas_come_from_the_given_template(tmp_path):
@@ -716,7 +733,12 @@ def _catalogue_codes() -> dict[str, str]:
 def test_template_quota_codes_are_the_catalogues_and_every_rated_operation_has_one():
     codes = edge.template.quota_codes(edge.DEFAULT_TEMPLATE)
     assert codes == _catalogue_codes()
-    assert set(codes) == set(edge.default_iot_quotas())
+    assert set(codes) == set(edge.template.quota_rate_defaults(edge.DEFAULT_TEMPLATE))
+    # With the edge's own (activate / decommission calls), every rated operation but the V2
+    # listings (no quota of their own found) has a code the edge answers Service Quotas for.
+    no_code = {"ListThingPrincipalsV2", "ListPrincipalThingsV2"}
+    assert set(edge.iot_quota_codes().values()) == set(edge.default_iot_quotas()) - no_code
+    assert edge.iot_quota_codes()["L-889800F7"] == "DeleteThing"
     assert edge.iot_quota_codes()[REGISTER_CODE] == "RegisterCertificateWithoutCA"
 
 

@@ -34,6 +34,13 @@ def test_options_become_template_parameter_overrides():
         stack.parameter_overrides(_up_args("--parameter", "oops"), stack.DEFAULT_TEMPLATE)
 
 
+def test_up_passes_the_detach_delay_to_the_edge(tmp_path):
+    ports = {"edge": 1, "moto": 2}
+    cmd = stack.edge_command(_up_args("--detach-propagation-seconds", "2.5"), ports, tmp_path / "f.json", stack.DEFAULT_TEMPLATE)
+    assert cmd[cmd.index("--detach-propagation-seconds") + 1] == "2.5"
+    assert "--detach-propagation-seconds" not in stack.edge_command(_up_args(), ports, tmp_path / "f.json", stack.DEFAULT_TEMPLATE)
+
+
 def test_function_env_is_the_templates_plus_local_access():
     st = stack.load_stack(stack.DEFAULT_TEMPLATE, {"ChunkSize": "50"}, "thingpress", "bkt")
     envs = {lid: stack.function_env(f, 4566) for lid, f in st.functions.items()}
