@@ -92,6 +92,72 @@ async fn a_profile_with_type_two_groups_and_two_policies_attaches_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_profile_keeps_each_certificate_on_its_thing_alone() {
+    let _shared = EDGE.read().await;
+    let stack = Stack::new().await;
+    let tag = unique("exclusive");
+    let (key, ids) = fresh_manifest(&stack, &tag, 4).await;
+    let mut profile = stack.resources(&tag, 1, 1).await;
+    profile["thingPrincipalType"] = json!("EXCLUSIVE_THING");
+    let run = stack.import(&tag, &key, profile.clone(), false).await;
+    let report = stack.report(&run).await;
+    assert_eq!(report.status, RunStatus::Complete, "{:?}", report.problems);
+    assert_eq!(report.outcomes.registered, 4);
+    stack
+        .verify_registry(&profile, &ids, &BTreeSet::new())
+        .await;
+
+    // IoT (for moto, the edge) records each attachment as exclusive, and holds to it: the
+    // certificate cannot be attached to a second thing.
+    let other = format!("{tag}-other");
+    stack
+        .iot
+        .create_thing()
+        .thing_name(&other)
+        .send()
+        .await
+        .unwrap();
+    for (cert, device) in &ids {
+        let thing = format!("{tag}-{device}");
+        let listed = stack
+            .iot
+            .list_thing_principals_v2()
+            .thing_name(&thing)
+            .send()
+            .await
+            .unwrap();
+        let types: Vec<_> = listed
+            .thing_principal_objects()
+            .iter()
+            .map(|o| o.thing_principal_type().cloned())
+            .collect();
+        assert_eq!(
+            types,
+            [Some(aws_sdk_iot::types::ThingPrincipalType::ExclusiveThing)],
+            "{thing}"
+        );
+        let arn = listed.thing_principal_objects()[0].principal().to_owned();
+        assert!(arn.ends_with(cert.as_str()), "{arn} is not {cert}");
+        let refused = stack
+            .iot
+            .attach_thing_principal()
+            .thing_name(&other)
+            .principal(&arn)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.as_service_error().and_then(|e| {
+                use aws_sdk_iot::error::ProvideErrorMetadata;
+                e.code()
+            }),
+            Some("InvalidRequestException"),
+            "{refused:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_manifest_twice_is_skipped_then_forced_to_already_registered() {
     let _shared = EDGE.read().await;
     let stack = Stack::new().await;

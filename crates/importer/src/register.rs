@@ -14,11 +14,14 @@ use aws_sdk_iot::operation::create_thing::CreateThingError;
 use aws_sdk_iot::operation::describe_certificate::DescribeCertificateError;
 use aws_sdk_iot::operation::register_certificate_without_ca::RegisterCertificateWithoutCAError;
 use aws_sdk_iot::operation::update_thing::UpdateThingError;
-use aws_sdk_iot::types::{AttributePayload, CertificateStatus as IotCertificateStatus};
+use aws_sdk_iot::types::{
+    AttributePayload, CertificateStatus as IotCertificateStatus,
+    ThingPrincipalType as IotThingPrincipalType,
+};
 use serde::{Deserialize, Serialize};
 use thingpress_aws::Class;
 use thingpress_manifest::ErrorName;
-use thingpress_product::{CertificateStatus, Decorated, OnThingConflict};
+use thingpress_product::{CertificateStatus, Decorated, OnThingConflict, ThingPrincipalType};
 use tokio::time::Instant;
 
 use crate::ImportError;
@@ -235,6 +238,15 @@ pub struct Importer {
     token_wait_nanos: AtomicU64,
 }
 
+/// The attachment type to send: none for AWS's default (the request stays as before the option
+/// existed), EXCLUSIVE_THING when the profile asks for it.
+fn principal_type(kind: ThingPrincipalType) -> Option<IotThingPrincipalType> {
+    match kind {
+        ThingPrincipalType::NonExclusiveThing => None,
+        ThingPrincipalType::ExclusiveThing => Some(IotThingPrincipalType::ExclusiveThing),
+    }
+}
+
 /// Adds one to an API's counter.
 fn count(counters: &[AtomicU64; Api::ALL.len()], api: Api) {
     if let Some(n) = counters.get(api.slot()) {
@@ -442,7 +454,8 @@ impl Importer {
         })
     }
 
-    /// AttachThingPrincipal: the certificate on the thing; `Err` is the entry's rejection.
+    /// AttachThingPrincipal: the certificate on the thing, exclusively when the profile says so
+    /// (IoT then refuses a certificate attached to another thing: the entry's rejection).
     async fn attach_principal(
         &self,
         entry: &Decorated,
@@ -454,6 +467,7 @@ impl Importer {
                     .attach_thing_principal()
                     .thing_name(&entry.thing_name)
                     .principal(arn)
+                    .set_thing_principal_type(principal_type(entry.thing_principal_type))
                     .send()
             })
             .await;

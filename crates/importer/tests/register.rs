@@ -16,7 +16,8 @@ use aws_sdk_iot::operation::list_principal_things::ListPrincipalThingsOutput;
 use aws_sdk_iot::operation::register_certificate_without_ca::RegisterCertificateWithoutCaOutput;
 use aws_sdk_iot::operation::update_thing::UpdateThingOutput;
 use aws_sdk_iot::types::{
-    CertificateDescription, CertificateStatus as IotStatus, ThingTypeMetadata,
+    CertificateDescription, CertificateStatus as IotStatus, ThingPrincipalType as IotThingPrincipalType,
+    ThingTypeMetadata,
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::StatusCode;
@@ -26,7 +27,7 @@ use thingpress_importer::{
     check_profile_resources, sdk_retry_config,
 };
 use thingpress_manifest::ErrorName;
-use thingpress_product::{CertificateStatus, Decorated, OnThingConflict, Profile};
+use thingpress_product::{CertificateStatus, Decorated, OnThingConflict, Profile, ThingPrincipalType};
 
 const CERT_ID: &str = "5f1ae5fb1ba18e5c3c4ea2e5b7bd30d8a1c9e43c5a7c1e40c1a3b1e1d0f0a0b0";
 const CERT_ARN: &str = "arn:aws:iot:us-east-1:123456789012:cert/5f1ae5fb1ba18e5c3c4ea2e5b7bd30d8a1c9e43c5a7c1e40c1a3b1e1d0f0a0b0";
@@ -45,6 +46,7 @@ fn entry() -> Decorated {
         thing_groups: vec!["fleet".into()],
         certificate_status: CertificateStatus::Active,
         on_thing_conflict: OnThingConflict::Reject,
+        thing_principal_type: ThingPrincipalType::NonExclusiveThing,
     }
 }
 
@@ -156,6 +158,8 @@ fn attach_principal_ok() -> Rule {
         .match_requests(|r| {
             r.thing_name() == Some("ATECC608C_0123a1b2c3d4e5f6ee")
                 && r.principal() == Some(CERT_ARN)
+                // AWS's default (non-exclusive) is left for IoT to fill in.
+                && r.thing_principal_type().is_none()
         })
         .then_output(|| {
             aws_sdk_iot::operation::attach_thing_principal::AttachThingPrincipalOutput::builder()
@@ -244,6 +248,48 @@ async fn inactive_status_is_requested() {
         importer.register(&e).await.unwrap().outcome,
         Outcome::Registered
     );
+    all_used(&refs);
+}
+
+#[tokio::test]
+async fn an_exclusive_profile_attaches_exclusively_and_a_refusal_rejects_the_entry() {
+    let exclusive = || {
+        mock!(Client::attach_thing_principal).match_requests(|r| {
+            r.thing_name() == Some("ATECC608C_0123a1b2c3d4e5f6ee")
+                && r.thing_principal_type() == Some(&IotThingPrincipalType::ExclusiveThing)
+        })
+    };
+    let mut e = entry();
+    e.thing_principal_type = ThingPrincipalType::ExclusiveThing;
+    e.policies.clear();
+    e.thing_groups.clear();
+
+    let accepted = exclusive().then_output(|| {
+        aws_sdk_iot::operation::attach_thing_principal::AttachThingPrincipalOutput::builder()
+            .build()
+    });
+    let rules = [register_ok(), create_thing_ok(), accepted];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let result = importer(client(&refs)).register(&e).await.unwrap();
+    assert_eq!(result.outcome, Outcome::Registered);
+    all_used(&refs);
+
+    // IoT refuses a certificate that another thing holds (the API models only
+    // InvalidRequestException for it): the entry is rejected, naming IoT's reason.
+    let refused = exclusive().then_http_response(|| {
+        aws_error(
+            400,
+            "InvalidRequestException",
+            serde_json::json!({ "message": "principal is exclusively attached to thing other" }),
+        )
+    });
+    let rules = [register_ok(), create_thing_ok(), refused];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let result = importer(client(&refs)).register(&e).await.unwrap();
+    assert_eq!(result.outcome, Outcome::Rejected);
+    assert_eq!(result.error, Some(ErrorName::RejectedByIot));
+    let message = result.message.as_deref().unwrap_or("");
+    assert!(message.contains("exclusively attached to thing other"), "{message}");
     all_used(&refs);
 }
 

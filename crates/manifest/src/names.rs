@@ -78,6 +78,12 @@ error_names! {
     ThingConflict => Entry,
     /// IoT refused the certificate or the thing for this entry.
     RejectedByIot => Entry,
+    /// A shipping-list entry's certificate is not 64 hex digits (a SHA-256 fingerprint).
+    InvalidFingerprint => Entry,
+    /// A shipping-list entry names neither a certificate nor a device.
+    MissingIdentity => Entry,
+    /// The device already appeared earlier in the same shipping list (only the first counts).
+    DuplicateDevice => Entry,
 }
 
 impl std::fmt::Display for ErrorName {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use thingpress_manifest::{Accepted, ErrorName, Rejected};
 
 use crate::names;
-use crate::profile::{CertificateStatus, OnThingConflict, Profile};
+use crate::profile::{CertificateStatus, OnThingConflict, Profile, ThingPrincipalType};
 use crate::template::Template;
 
 /// An entry ready for registration: the certificate and everything IoT should know about its thing.
@@ -39,6 +39,9 @@ pub struct Decorated {
     pub certificate_status: CertificateStatus,
     /// What to do when the thing exists with another configuration.
     pub on_thing_conflict: OnThingConflict,
+    /// How the certificate is attached to the thing.
+    #[serde(default, skip_serializing_if = "ThingPrincipalType::is_default")]
+    pub thing_principal_type: ThingPrincipalType,
 }
 
 /// A profile with its templates parsed once, for decorating many entries.
@@ -144,6 +147,7 @@ impl Decorator {
             thing_groups: self.profile.thing_groups.clone(),
             certificate_status: self.profile.certificate_status,
             on_thing_conflict: self.profile.on_thing_conflict,
+            thing_principal_type: self.profile.thing_principal_type,
         })
     }
 }
@@ -188,6 +192,7 @@ mod tests {
         p.attributes = BTreeMap::from([("part".to_owned(), "{partNumber}".to_owned())]);
         p.certificate_status = CertificateStatus::Inactive;
         p.on_thing_conflict = OnThingConflict::Update;
+        p.thing_principal_type = ThingPrincipalType::ExclusiveThing;
         p
     }
 
@@ -206,8 +211,22 @@ mod tests {
         assert_eq!(json["thingName"], "ATECC608C-TNGTLSU_0123ab");
         assert_eq!(json["certificateStatus"], "INACTIVE");
         assert_eq!(json["onThingConflict"], "update");
+        assert_eq!(json["thingPrincipalType"], "EXCLUSIVE_THING");
         let back: Decorated = serde_json::from_value(json).unwrap();
         assert_eq!(back, d);
+    }
+
+    #[test]
+    fn a_non_exclusive_attachment_is_left_out_and_read_back_as_the_default() {
+        let mut p = profile();
+        p.thing_principal_type = ThingPrincipalType::NonExclusiveThing;
+        let d = decorate(&p, &entry("0123ab")).unwrap();
+        let mut json = serde_json::to_value(&d).unwrap();
+        assert!(json.get("thingPrincipalType").is_none(), "{json}");
+        // Lines decorated before the option existed read as AWS's default.
+        json.as_object_mut().unwrap().remove("thingPrincipalType");
+        let back: Decorated = serde_json::from_value(json).unwrap();
+        assert_eq!(back.thing_principal_type, ThingPrincipalType::NonExclusiveThing);
     }
 
     #[test]

@@ -54,6 +54,25 @@ pub enum OnThingConflict {
     Update,
 }
 
+/// How a certificate is attached to its thing (AttachThingPrincipal's `thingPrincipalType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ThingPrincipalType {
+    /// AWS's default: the certificate may also be attached to other things.
+    #[default]
+    NonExclusiveThing,
+    /// The thing is the only thing the certificate may be attached to, which IoT enforces (and
+    /// then names the thing in the certificate's lifecycle events).
+    ExclusiveThing,
+}
+
+impl ThingPrincipalType {
+    /// Whether this is AWS's default, which profiles and decorated lines leave out.
+    pub fn is_default(&self) -> bool {
+        *self == ThingPrincipalType::default()
+    }
+}
+
 /// A product profile, stored as `profiles/<name>.json` or given inline in the execution input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -97,6 +116,9 @@ pub struct Profile {
     /// What to do with an existing thing of another configuration.
     #[serde(default)]
     pub on_thing_conflict: OnThingConflict,
+    /// How each certificate is attached to its thing.
+    #[serde(default, skip_serializing_if = "ThingPrincipalType::is_default")]
+    pub thing_principal_type: ThingPrincipalType,
 }
 
 fn default_thing_name() -> String {
@@ -120,6 +142,7 @@ impl Profile {
             chunk_size: None,
             max_concurrency: None,
             on_thing_conflict: OnThingConflict::Reject,
+            thing_principal_type: ThingPrincipalType::NonExclusiveThing,
         }
     }
 
@@ -344,9 +367,10 @@ mod tests {
             "thingGroups": ["fleet-a", "eu"], "policies": ["DevicePolicy"],
             "attributes": {"model": "{partNumber}", "batch": "b-7"},
             "certificateStatus": "INACTIVE", "chunkSize": 500, "maxConcurrency": 4,
-            "onThingConflict": "update"
+            "onThingConflict": "update", "thingPrincipalType": "EXCLUSIVE_THING"
         }"#;
         let p = Profile::from_json(json).unwrap();
+        assert_eq!(p.thing_principal_type, ThingPrincipalType::ExclusiveThing);
         assert_eq!(p.supplier, Supplier::Microchip);
         assert_eq!(p.slot, Slot::E0E1);
         assert_eq!(p.certificate_status, CertificateStatus::Inactive);
@@ -361,6 +385,9 @@ mod tests {
         assert!(err.to_string().contains("thingname"), "{err}");
         let err = Profile::from_json(br#"{"name":"a","certificateStatus":"REVOKED"}"#).unwrap_err();
         assert!(err.to_string().contains("REVOKED"), "{err}");
+        let err = Profile::from_json(br#"{"name":"a","thingPrincipalType":"EXCLUSIVE"}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("EXCLUSIVE_THING"), "{err}");
         assert!(Profile::from_json(b"not json").is_err());
     }
 

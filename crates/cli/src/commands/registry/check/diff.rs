@@ -206,7 +206,7 @@ pub(super) mod fixtures {
     //! One decorated entry and a registry that matches it, for every test of the check.
 
     use super::*;
-    use thingpress_product::{CertificateStatus as ProfileStatus, OnThingConflict};
+    use thingpress_product::{CertificateStatus as ProfileStatus, OnThingConflict, ThingPrincipalType};
 
     pub const ID: &str = "ab12";
     pub const ARN: &str = "arn:aws:iot:us-east-1:123456789012:cert/ab12";
@@ -224,6 +224,7 @@ pub(super) mod fixtures {
             thing_groups: vec!["g0".into(), "g1".into()],
             certificate_status: ProfileStatus::Active,
             on_thing_conflict: OnThingConflict::Reject,
+            thing_principal_type: ThingPrincipalType::NonExclusiveThing,
         }
     }
 
