@@ -16,8 +16,8 @@ use aws_sdk_iot::operation::list_principal_things::ListPrincipalThingsOutput;
 use aws_sdk_iot::operation::register_certificate_without_ca::RegisterCertificateWithoutCaOutput;
 use aws_sdk_iot::operation::update_thing::UpdateThingOutput;
 use aws_sdk_iot::types::{
-    CertificateDescription, CertificateStatus as IotStatus, ThingPrincipalType as IotThingPrincipalType,
-    ThingTypeMetadata,
+    CertificateDescription, CertificateStatus as IotStatus,
+    ThingPrincipalType as IotThingPrincipalType, ThingTypeMetadata,
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::StatusCode;
@@ -27,7 +27,9 @@ use thingpress_importer::{
     check_profile_resources, sdk_retry_config,
 };
 use thingpress_manifest::ErrorName;
-use thingpress_product::{CertificateStatus, Decorated, OnThingConflict, Profile, ThingPrincipalType};
+use thingpress_product::{
+    CertificateStatus, Decorated, OnThingConflict, Profile, ThingPrincipalType,
+};
 
 const CERT_ID: &str = "5f1ae5fb1ba18e5c3c4ea2e5b7bd30d8a1c9e43c5a7c1e40c1a3b1e1d0f0a0b0";
 const CERT_ARN: &str = "arn:aws:iot:us-east-1:123456789012:cert/5f1ae5fb1ba18e5c3c4ea2e5b7bd30d8a1c9e43c5a7c1e40c1a3b1e1d0f0a0b0";
@@ -289,7 +291,10 @@ async fn an_exclusive_profile_attaches_exclusively_and_a_refusal_rejects_the_ent
     assert_eq!(result.outcome, Outcome::Rejected);
     assert_eq!(result.error, Some(ErrorName::RejectedByIot));
     let message = result.message.as_deref().unwrap_or("");
-    assert!(message.contains("exclusively attached to thing other"), "{message}");
+    assert!(
+        message.contains("exclusively attached to thing other"),
+        "{message}"
+    );
     all_used(&refs);
 }
 

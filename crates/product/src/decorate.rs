@@ -226,7 +226,10 @@ mod tests {
         // Lines decorated before the option existed read as AWS's default.
         json.as_object_mut().unwrap().remove("thingPrincipalType");
         let back: Decorated = serde_json::from_value(json).unwrap();
-        assert_eq!(back.thing_principal_type, ThingPrincipalType::NonExclusiveThing);
+        assert_eq!(
+            back.thing_principal_type,
+            ThingPrincipalType::NonExclusiveThing
+        );
     }
 
     #[test]

@@ -385,8 +385,8 @@ mod tests {
         assert!(err.to_string().contains("thingname"), "{err}");
         let err = Profile::from_json(br#"{"name":"a","certificateStatus":"REVOKED"}"#).unwrap_err();
         assert!(err.to_string().contains("REVOKED"), "{err}");
-        let err = Profile::from_json(br#"{"name":"a","thingPrincipalType":"EXCLUSIVE"}"#)
-            .unwrap_err();
+        let err =
+            Profile::from_json(br#"{"name":"a","thingPrincipalType":"EXCLUSIVE"}"#).unwrap_err();
         assert!(err.to_string().contains("EXCLUSIVE_THING"), "{err}");
         assert!(Profile::from_json(b"not json").is_err());
     }

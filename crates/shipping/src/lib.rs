@@ -104,7 +104,10 @@ impl Iterator for ShippingList {
 pub fn read<R: BufRead + Send + 'static>(mut reader: R) -> Result<ShippingList, ShippingError> {
     let first = loop {
         let buf = reader.fill_buf()?;
-        match buf.iter().position(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF) {
+        match buf
+            .iter()
+            .position(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF)
+        {
             Some(i) => {
                 let b = buf[i];
                 reader.consume(i);
@@ -288,7 +291,12 @@ fn csv<R: BufRead + Send + 'static>(reader: R) -> Result<ShippingList, ShippingE
                         (!value.is_empty()).then(|| (name.clone(), value.to_owned()))
                     })
                     .collect();
-                Some(Ok(checker.entry(this, cell(certificate), cell(device), Ok(attrs))))
+                Some(Ok(checker.entry(
+                    this,
+                    cell(certificate),
+                    cell(device),
+                    Ok(attrs),
+                )))
             }
             Err(e) => {
                 failed = true;
@@ -360,7 +368,9 @@ impl Iterator for JsonEntries {
             match event {
                 // A batch id after the devices is only metadata.
                 Event::Batch(_) => {}
-                Event::Device(index, value) => return Some(Ok(device(&mut self.checker, index, &value))),
+                Event::Device(index, value) => {
+                    return Some(Ok(device(&mut self.checker, index, &value)));
+                }
                 Event::Failed(e) => {
                     self.done = true;
                     return Some(Err(e));
@@ -374,12 +384,15 @@ impl Iterator for JsonEntries {
 /// One device object of the MES JSON.
 fn device(checker: &mut Checker, index: u64, value: &Value) -> ShippingEntry {
     let Some(object) = value.as_object() else {
-        return checker.entry(
+        return ShippingEntry::Rejected(Rejected {
             index,
-            None,
-            None,
-            Err(format!("a device must be a JSON object, got {}", kind(value))),
-        );
+            error: ErrorName::MissingIdentity,
+            message: format!(
+                "a device must be an object with a certFingerprint or a deviceId, got {}",
+                kind(value)
+            ),
+            device_id: None,
+        });
     };
     let text = |field: &str| object.get(field).and_then(Value::as_str);
     let certificate = text("certFingerprint").or_else(|| text("certificateId"));

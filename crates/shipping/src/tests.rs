@@ -38,7 +38,10 @@ fn upstreams_mes_device_info_json() {
     assert_eq!(found.len(), 2);
     let first = shipped(&found[0]);
     assert_eq!(first.index, 0);
-    assert_eq!(first.certificate_id.as_deref(), Some(FP.to_ascii_lowercase().as_str()));
+    assert_eq!(
+        first.certificate_id.as_deref(),
+        Some(FP.to_ascii_lowercase().as_str())
+    );
     assert_eq!(first.device_id.as_deref(), Some("DEVICE-001"));
     assert_eq!(first.attributes["DSN"], "SN-2024-001");
     assert_eq!(first.attributes["rev"], "4");
@@ -140,13 +143,18 @@ fn unreadable_lists_are_errors_naming_where() {
     let truncated = fail(r#"{"devices": [{"deviceId": "a"}, {"deviceId": "#);
     assert!(truncated.contains("at entry 1"), "{truncated}");
     assert!(fail("deviceId,x\na\n").contains("at entry 0"));
-    let huge = format!(r#"[{{"deviceId": "a", "attributes": {{"x": "{}"}}}}]"#, "y".repeat(70_000));
+    let huge = format!(
+        r#"[{{"deviceId": "a", "attributes": {{"x": "{}"}}}}]"#,
+        "y".repeat(70_000)
+    );
     assert!(fail(&huge).contains("more than"), "{}", fail(&huge));
 }
 
 #[test]
 fn a_consumer_that_stops_early_does_not_hang() {
-    let devices: Vec<String> = (0..10_000).map(|i| format!(r#"{{"deviceId": "d{i}"}}"#)).collect();
+    let devices: Vec<String> = (0..10_000)
+        .map(|i| format!(r#"{{"deviceId": "d{i}"}}"#))
+        .collect();
     let text = format!(r#"{{"devices": [{}]}}"#, devices.join(","));
     let list = read(std::io::Cursor::new(text.into_bytes())).unwrap();
     assert_eq!(list.take(3).count(), 3);

@@ -206,7 +206,9 @@ pub(super) mod fixtures {
     //! One decorated entry and a registry that matches it, for every test of the check.
 
     use super::*;
-    use thingpress_product::{CertificateStatus as ProfileStatus, OnThingConflict, ThingPrincipalType};
+    use thingpress_product::{
+        CertificateStatus as ProfileStatus, OnThingConflict, ThingPrincipalType,
+    };
 
     pub const ID: &str = "ab12";
     pub const ARN: &str = "arn:aws:iot:us-east-1:123456789012:cert/ab12";
