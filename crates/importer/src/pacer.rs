@@ -125,7 +125,7 @@ pub const AIMD_DECREASE_SPACING: Duration = Duration::from_secs(1);
 pub const AIMD_INCREASE: f64 = 0.05;
 /// How long without a throttle earns one [`AIMD_INCREASE`]. Beside a caller outside the budget,
 /// each increase is a probe that IoT answers with a throttle once the sum passes the quota: 3 s
-/// between probes throttled 1.x % of the contested API's calls where 2 s throttled 2.1 %, for the
+/// between probes throttled 1.5 % of the contested API's calls where 2 s throttled 2.1 %, for the
 /// same share of what the caller leaves (README, "Sharing the quota").
 pub const AIMD_INCREASE_EVERY: Duration = Duration::from_secs(3);
 
