@@ -226,6 +226,7 @@ def test_iot_every_call_the_project_makes_is_mapped():
         "AttachPolicy", "ListAttachedPolicies", "AddThingToThingGroup", "ListThingGroupsForThing",
         "DescribeThingType", "DescribeThingGroup", "GetPolicy", "ListPolicies", "ListThings",
         "ListCertificates", "ListThingGroups", "ListThingTypes", "ListThingsInThingGroup",
+        "UpdateCertificate",
     }
     names = {row[0] for row in iam._iot_model()}
     assert made <= names

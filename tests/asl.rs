@@ -694,7 +694,7 @@ struct Flow {
 fn sample_execution_inputs() -> Vec<(&'static str, Json)> {
     use thingpress_run::payload::{
         ConsoleInput, EventBucket, EventDetail, EventObject, ExecutionInput, ManifestObject,
-        ObjectCreatedEvent, ProfileRef, RetryInput, RetryRequest,
+        ObjectCreatedEvent, Operation, ProfileRef, RetryInput, RetryRequest,
     };
     let event = ExecutionInput::ObjectCreated(ObjectCreatedEvent {
         detail_type: "Object Created".into(),
@@ -707,12 +707,13 @@ fn sample_execution_inputs() -> Vec<(&'static str, Json)> {
             },
         },
     });
-    let console = |profile| {
+    let console = |profile, operation| {
         ExecutionInput::Console(ConsoleInput {
             manifest: ManifestObject {
                 bucket: "imports".into(),
                 key: "runs/run-1/manifest/reel.json".into(),
             },
+            operation,
             profile: Some(profile),
             force: Some(true),
         })
@@ -730,11 +731,21 @@ fn sample_execution_inputs() -> Vec<(&'static str, Json)> {
         ("S3 event", sample(&event)),
         (
             "console input",
-            sample(&console(ProfileRef::Named("widget".into()))),
+            sample(&console(
+                ProfileRef::Named("widget".into()),
+                Operation::Import,
+            )),
         ),
         (
             "console input, inline profile",
-            sample(&console(ProfileRef::Inline(inline))),
+            sample(&console(ProfileRef::Inline(inline), Operation::Import)),
+        ),
+        (
+            "console input of an activation",
+            sample(&console(
+                ProfileRef::Named("widget".into()),
+                Operation::Activate,
+            )),
         ),
         ("retry input", sample(&retry)),
     ]
@@ -801,6 +812,8 @@ fn lambda_outputs(function: &str, input: &Json) -> Result<Vec<Json>, String> {
                 chunk: input.chunk.chunk,
                 registered: input.decorated,
                 already_registered: 0,
+                activated: 0,
+                already_active: 0,
                 rejected: input.rejected,
                 done: Done,
             });
@@ -828,6 +841,8 @@ fn lambda_outputs(function: &str, input: &Json) -> Result<Vec<Json>, String> {
                 entries: 3,
                 registered: 2,
                 already_registered: 0,
+                activated: 0,
+                already_active: 0,
                 rejected: 1,
                 report_key: run.report(),
             })])

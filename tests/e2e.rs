@@ -596,3 +596,167 @@ async fn identical_bytes_uploaded_twice_under_incoming_are_skipped_the_second_ti
         "nothing imported twice"
     );
 }
+
+/// The status IoT gives each certificate.
+async fn certificate_statuses(stack: &Stack, ids: &[(String, String)]) -> Vec<String> {
+    let mut statuses = Vec::new();
+    for (cert, _) in ids {
+        let out = stack
+            .iot
+            .describe_certificate()
+            .certificate_id(cert)
+            .send()
+            .await
+            .unwrap();
+        let status = out.certificate_description().and_then(|d| d.status());
+        statuses.push(status.map(|s| s.as_str().to_owned()).unwrap_or_default());
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inactive_import_is_activated_by_its_shipping_list_and_only_those_devices() {
+    let _shared = EDGE.read().await;
+    let stack = Stack::new().await;
+    let tag = unique("activate");
+    let (key, ids) = fresh_manifest(&stack, &tag, 10).await;
+    let mut profile = stack.resources(&tag, 1, 1).await;
+    let shipped_group = format!("{tag}-shipped");
+    stack
+        .iot
+        .create_thing_group()
+        .thing_group_name(&shipped_group)
+        .send()
+        .await
+        .unwrap();
+    profile["certificateStatus"] = json!("INACTIVE");
+    profile["activationGroups"] = json!([shipped_group]);
+    profile["chunkSize"] = json!(4);
+    let imported = stack.import(&tag, &key, profile.clone(), false).await;
+    assert_eq!(stack.report(&imported).await.outcomes.registered, 10);
+    assert!(
+        certificate_statuses(&stack, &ids)
+            .await
+            .iter()
+            .all(|s| s == "INACTIVE")
+    );
+
+    // Devices 0-2 shipped, named by certificate; 3-5 by device id; 6 was revoked since; 7 is
+    // ACTIVE already; 8 and 9 did not ship. Plus a device IoT never heard of and a bad line.
+    let set_status = |cert: String, status| {
+        let iot = stack.iot.clone();
+        async move {
+            iot.update_certificate()
+                .certificate_id(cert)
+                .new_status(status)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    set_status(
+        ids[6].0.clone(),
+        aws_sdk_iot::types::CertificateStatus::Revoked,
+    )
+    .await;
+    set_status(
+        ids[7].0.clone(),
+        aws_sdk_iot::types::CertificateStatus::Active,
+    )
+    .await;
+    let mut devices: Vec<Value> = Vec::new();
+    for (cert, _) in &ids[0..3] {
+        devices.push(json!({"certFingerprint": cert, "attributes": {"batch": "b7"}}));
+    }
+    for (_, device) in &ids[3..6] {
+        devices.push(json!({"deviceId": device, "attributes": {"batch": "b7"}}));
+    }
+    devices.push(json!({"certFingerprint": ids[6].0}));
+    devices.push(json!({"deviceId": ids[7].1, "attributes": {"batch": "b7"}}));
+    devices.push(json!({"deviceId": format!("{tag}-never-made")}));
+    devices.push(json!({"certFingerprint": "not-a-fingerprint", "deviceId": "x"}));
+    let list = json!({"batchId": "b7", "devices": devices});
+    let list_key = format!("runs/{tag}-ship/manifest/shipped.json");
+    stack.put(&list_key, list.to_string().into_bytes()).await;
+
+    let activation = format!("{tag}-ship");
+    stack
+        .start_operation(&activation, &list_key, profile.clone(), false, "activate")
+        .await;
+    let run = stack.wait(&activation).await;
+    let report = stack.report(&run).await;
+    assert_eq!(report.status, RunStatus::Complete, "{:?}", report.problems);
+    assert_eq!(report.entries, 10);
+    let o = &report.outcomes;
+    assert_eq!(
+        (o.activated, o.already_active, o.rejected),
+        (6, 1, 3),
+        "{o:?}"
+    );
+    assert_eq!((o.registered, o.already_registered), (0, 0));
+    for (name, n) in [
+        (ErrorName::CertificateRevoked, 1),
+        (ErrorName::UnknownDevice, 1),
+        (ErrorName::InvalidFingerprint, 1),
+    ] {
+        assert_eq!(o.rejected_by_error.get(&name), Some(&n), "{name}: {o:?}");
+    }
+    assert_eq!(report.api_calls.get("UpdateCertificate"), Some(&6));
+
+    // Exactly the shipped ones are ACTIVE, and their things carry the batch and the group.
+    let statuses = certificate_statuses(&stack, &ids).await;
+    let expected = [
+        "ACTIVE", "ACTIVE", "ACTIVE", "ACTIVE", "ACTIVE", "ACTIVE", "REVOKED", "ACTIVE",
+        "INACTIVE", "INACTIVE",
+    ];
+    assert_eq!(statuses, expected);
+    for (i, (_, device)) in ids.iter().enumerate() {
+        let thing = format!("{tag}-{device}");
+        let described = stack
+            .iot
+            .describe_thing()
+            .thing_name(&thing)
+            .send()
+            .await
+            .unwrap();
+        let attributes = described.attributes().cloned().unwrap_or_default();
+        assert_eq!(
+            attributes.get("e2e"),
+            Some(&tag),
+            "{thing} kept its import attributes"
+        );
+        let shipped = i < 6 || i == 7;
+        assert_eq!(
+            attributes.get("batch").map(String::as_str),
+            shipped.then_some("b7"),
+            "{thing}"
+        );
+        let groups = stack
+            .iot
+            .list_thing_groups_for_thing()
+            .thing_name(&thing)
+            .send()
+            .await
+            .unwrap();
+        let in_shipped = groups
+            .thing_groups()
+            .iter()
+            .any(|g| g.group_name() == Some(shipped_group.as_str()));
+        assert_eq!(in_shipped, shipped, "{thing}");
+    }
+
+    // Run again: nothing is activated twice.
+    let again = format!("{tag}-ship-again");
+    stack
+        .start_operation(&again, &list_key, profile, true, "activate")
+        .await;
+    let report = stack.report(&stack.wait(&again).await).await;
+    let o = &report.outcomes;
+    assert_eq!(
+        (o.activated, o.already_active, o.rejected),
+        (0, 7, 3),
+        "{o:?}"
+    );
+    assert_eq!(report.api_calls.get("UpdateCertificate"), None);
+    assert_eq!(certificate_statuses(&stack, &ids).await, expected);
+}

@@ -97,6 +97,7 @@ const IOT_ACTION_RESOURCE_TYPES: &[(&str, &[&str])] = &[
     ("iot:ListPrincipalThings", &["cert"]),
     ("iot:ListThingPrincipals", &["thing"]),
     ("iot:RegisterCertificateWithoutCA", &[]),
+    ("iot:UpdateCertificate", &["cert"]),
     ("iot:UpdateThing", &["thing"]),
 ];
 

@@ -239,8 +239,21 @@ impl Stack {
     }
 
     pub async fn start(&self, run_id: &str, key: &str, profile: Value, force: bool) {
-        let mut input =
-            json!({"manifest": {"bucket": self.bucket, "key": key}, "profile": profile});
+        self.start_operation(run_id, key, profile, force, "import")
+            .await;
+    }
+
+    /// Starts a run of `operation` (`import`, `activate`) over the object at `key`.
+    pub async fn start_operation(
+        &self,
+        run_id: &str,
+        key: &str,
+        profile: Value,
+        force: bool,
+        operation: &str,
+    ) {
+        let mut input = json!({"manifest": {"bucket": self.bucket, "key": key},
+                               "profile": profile, "operation": operation});
         if force {
             input["force"] = json!(true);
         }

@@ -461,18 +461,16 @@ fn counted(n: u64, what: &str) -> String {
 pub fn summary(report: &Report) -> String {
     let o = &report.outcomes;
     let mut out = format!(
-        "run {} SUCCEEDED: {} entries of {} ({} manifest, profile {})\n",
+        "run {} SUCCEEDED: {} entries of {} ({}, profile {})\n",
         report.run_id,
         report.entries,
         report.source.url(),
-        report.supplier,
+        report.source_kind(),
         report.profile
     );
-    out.push_str(&format!("  registered          {:>10}\n", o.registered));
-    out.push_str(&format!(
-        "  already registered  {:>10}\n",
-        o.already_registered
-    ));
+    for (what, n) in report.done_counts() {
+        out.push_str(&format!("  {what:<18}  {n:>10}\n"));
+    }
     out.push_str(&format!("  rejected            {:>10}\n", o.rejected));
     for (error, n) in &o.rejected_by_error {
         out.push_str(&format!("    {:<30}  {n:>8}\n", error.as_str()));

@@ -39,6 +39,9 @@ enum Command {
     Plan(commands::plan::Args),
     /// Upload a manifest (the upload starts the import) or start the import directly.
     Import(commands::import::Args),
+    /// After the import: set the certificates of the devices a shipping list names ACTIVE
+    /// (through the state machine, paced and reported like an import).
+    Activate(commands::activate::Args),
     /// Follow a run: chunks and certificates done, rate, ETA; exits non-zero if it fails.
     Watch(commands::watch::Args),
     /// A run's report: counts per outcome and error name, and the rejected entries.
@@ -83,6 +86,7 @@ async fn main() -> ExitCode {
         Command::Profile(args) => commands::profile::run(target, args).await,
         Command::Plan(args) => commands::plan::run(target, args).await,
         Command::Import(args) => commands::import::run(target, args).await,
+        Command::Activate(args) => commands::activate::run(target, args).await,
         Command::Watch(args) => commands::watch::run(target, args).await,
         Command::Report(args) => commands::report::run(target, args).await,
         Command::Redrive(args) => commands::redrive::run(target, args).await,

@@ -132,7 +132,43 @@ iot_apis! {
         quota_code: "L-2904683A",
         per_new_certificate: PerGroup,
     },
+    /// Sets a certificate's status (`thingpress activate`: INACTIVE to ACTIVE).
+    UpdateCertificate {
+        env: "QUOTA_UPDATE_CERTIFICATE",
+        quota: 10.0,
+        quota_code: "L-77B523DC",
+        per_new_certificate: Never,
+    },
+    /// Lists the certificates attached to a thing (`activate` by device id).
+    ListThingPrincipals {
+        env: "QUOTA_LIST_THING_PRINCIPALS",
+        quota: 10.0,
+        quota_code: "L-FC3EF4D9",
+        per_new_certificate: Never,
+    },
 }
+
+/// The APIs registering an entry may call (which of them depends on what IoT already holds).
+pub const IMPORT_APIS: &[Api] = &[
+    Api::RegisterCertificateWithoutCA,
+    Api::DescribeCertificate,
+    Api::ListPrincipalThings,
+    Api::CreateThing,
+    Api::UpdateThing,
+    Api::AttachThingPrincipal,
+    Api::AttachPolicy,
+    Api::AddThingToThingGroup,
+];
+
+/// The APIs activating a shipped device may call.
+pub const ACTIVATION_APIS: &[Api] = &[
+    Api::DescribeCertificate,
+    Api::ListPrincipalThings,
+    Api::ListThingPrincipals,
+    Api::UpdateThing,
+    Api::AddThingToThingGroup,
+    Api::UpdateCertificate,
+];
 
 impl Api {
     /// Calls of this API per new certificate, for a profile of `policies` policies and `groups`
@@ -218,8 +254,21 @@ mod tests {
             .iter()
             .map(|api| api.calls_per_new_certificate(2, 3))
             .collect();
-        // Register, Describe, ListPrincipalThings, Create, Update, Attach, policies, groups.
-        assert_eq!(calls, [1, 0, 0, 1, 0, 1, 2, 3]);
+        // Register, Describe, ListPrincipalThings, Create, Update, Attach, policies, groups,
+        // then activation's UpdateCertificate and ListThingPrincipals.
+        assert_eq!(calls, [1, 0, 0, 1, 0, 1, 2, 3, 0, 0]);
+    }
+
+    #[test]
+    fn imports_and_activations_together_call_every_api() {
+        let mut called: Vec<Api> = IMPORT_APIS.iter().chain(ACTIVATION_APIS).copied().collect();
+        called.sort();
+        called.dedup();
+        assert_eq!(called, Api::ALL);
+        // Only an activation changes a certificate's status or lists a thing's certificates.
+        for api in [Api::UpdateCertificate, Api::ListThingPrincipals] {
+            assert!(!IMPORT_APIS.contains(&api) && ACTIVATION_APIS.contains(&api));
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! the task: `Throttled`/`Transient` once the importer's own retries are spent (Register saves
 //! progress and the chunk continues), `AwsRejected` is terminal.
 
+mod activate;
 mod apis;
 mod classify;
 mod pacer;
@@ -17,7 +18,8 @@ mod resources;
 use aws_sdk_iot::config::retry::RetryConfig;
 use thingpress_manifest::ErrorName;
 
-pub use apis::{Api, PerNewCertificate, new_certificates_per_second};
+pub use activate::Activation;
+pub use apis::{ACTIVATION_APIS, Api, IMPORT_APIS, PerNewCertificate, new_certificates_per_second};
 pub use pacer::{
     AIMD_DECREASE, AIMD_DECREASE_SPACING, AIMD_FLOOR, AIMD_INCREASE, AIMD_INCREASE_EVERY, Aimd,
     PacedApi, Pacer, TokenBucket,

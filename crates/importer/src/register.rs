@@ -37,8 +37,13 @@ pub enum Outcome {
     Registered,
     /// The certificate was already in IoT; its thing and attachments were ensured.
     AlreadyRegistered,
-    /// The entry cannot be registered; `error` says why.
+    /// The entry cannot be registered (or activated); `error` says why.
     Rejected,
+    /// `thingpress activate` set the certificate ACTIVE.
+    Activated,
+    /// `thingpress activate` found the certificate ACTIVE already (its thing was still given
+    /// the list's attributes and the activation groups).
+    AlreadyActive,
 }
 
 /// One line of a results file: the outcome of one entry.
@@ -230,7 +235,7 @@ enum Certificate {
 /// Registers decorated entries in AWS IoT, paced per API, counting its calls.
 #[derive(Debug)]
 pub struct Importer {
-    client: aws_sdk_iot::Client,
+    pub(crate) client: aws_sdk_iot::Client,
     pacer: Pacer,
     calls: [AtomicU64; Api::ALL.len()],
     attempts: [AtomicU64; Api::ALL.len()],
@@ -304,7 +309,7 @@ impl Importer {
     /// the pacer's rate and is tried again (up to [`CALL_ATTEMPTS`] or [`THROTTLE_PATIENCE`]),
     /// a fault is tried again after a short backoff (up to [`TRANSIENT_ATTEMPTS`]); the last
     /// answer is returned as it is, for the caller to read or classify.
-    async fn call<T, E, Fut>(
+    pub(crate) async fn call<T, E, Fut>(
         &self,
         api: Api,
         send: impl Fn() -> Fut,

@@ -94,7 +94,13 @@ pub async fn check_profile_resources(
         }
     }
 
-    for group in &profile.thing_groups {
+    let groups = (profile.thing_groups.iter().map(|g| ("thingGroups", g))).chain(
+        profile
+            .activation_groups
+            .iter()
+            .map(|g| ("activationGroups", g)),
+    );
+    for (field, group) in groups {
         let found = checked(
             "DescribeThingGroup",
             &format!("thing group {group}"),
@@ -105,10 +111,10 @@ pub async fn check_profile_resources(
         match found {
             // A dynamic group's membership comes from a query; AddThingToThingGroup refuses it.
             Some(out) if out.query_string().is_some() => problems.push(format!(
-                "thingGroups: {group:?} is a dynamic thing group; things cannot be added to it"
+                "{field}: {group:?} is a dynamic thing group; things cannot be added to it"
             )),
             Some(_) => {}
-            None => problems.push(format!("thingGroups: {group:?} does not exist")),
+            None => problems.push(format!("{field}: {group:?} does not exist")),
         }
     }
 

@@ -84,6 +84,13 @@ error_names! {
     MissingIdentity => Entry,
     /// The device already appeared earlier in the same shipping list (only the first counts).
     DuplicateDevice => Entry,
+    /// IoT holds no such certificate, or no such thing with a certificate attached.
+    UnknownDevice => Entry,
+    /// The certificate is REVOKED, which is final: it is never activated.
+    CertificateRevoked => Entry,
+    /// The entry does not lead to one certificate and one thing (a certificate on several
+    /// things, or a thing with several certificates): which one to activate is not known.
+    AmbiguousDevice => Entry,
 }
 
 impl std::fmt::Display for ErrorName {

@@ -152,6 +152,41 @@ impl Decorator {
     }
 }
 
+impl Decorator {
+    /// The thing name of a device a shipping list names by id (and perhaps by certificate):
+    /// the thing-name template rendered from those alone. `Err` says why it cannot be: the
+    /// template needs a manifest field the list does not carry, or gives an invalid name.
+    pub fn thing_name_of_device(
+        &self,
+        device_id: &str,
+        certificate_id: Option<&str>,
+    ) -> Result<String, String> {
+        let template = self.thing_name.source();
+        if let Some(field) = self.thing_name.fields().find(|field| match *field {
+            "deviceId" => false,
+            "certificateId" => certificate_id.is_none(),
+            _ => true,
+        }) {
+            return Err(format!(
+                "thingName template {template:?} needs {{{field}}}, which a shipping list does not give"
+            ));
+        }
+        let entry = Accepted {
+            index: 0,
+            certificate_id: certificate_id.unwrap_or_default().to_owned(),
+            certificate_pem: String::new(),
+            chain: Vec::new(),
+            device_id: device_id.to_owned(),
+            cn: None,
+            fields: BTreeMap::new(),
+        };
+        let name = self.thing_name.render(&entry)?;
+        names::check_thing_name(&name)
+            .map_err(|e| format!("thingName template {template:?} gives {name:?}: {e}"))?;
+        Ok(name)
+    }
+}
+
 /// Decorates one entry (parses the templates each time; use [`Decorator`] for many entries).
 pub fn decorate(profile: &Profile, entry: &Accepted) -> Result<Decorated, Rejected> {
     let decorator = Decorator::new(profile).map_err(|(error, message)| Rejected {
@@ -194,6 +229,39 @@ mod tests {
         p.on_thing_conflict = OnThingConflict::Update;
         p.thing_principal_type = ThingPrincipalType::ExclusiveThing;
         p
+    }
+
+    #[test]
+    fn a_device_id_alone_names_its_thing_only_when_the_template_needs_nothing_else() {
+        let mut p = Profile::named("widget");
+        p.thing_name = "dev-{deviceId}".into();
+        let d = Decorator::new(&p).unwrap();
+        assert_eq!(d.thing_name_of_device("0123", None).unwrap(), "dev-0123");
+        assert!(
+            d.thing_name_of_device("a b", None)
+                .unwrap_err()
+                .contains("gives \"dev-a b\"")
+        );
+
+        p.thing_name = "{deviceId}-{certificateId}".into();
+        let d = Decorator::new(&p).unwrap();
+        let id = "ab".repeat(32);
+        assert_eq!(
+            d.thing_name_of_device("x", Some(&id)).unwrap(),
+            format!("x-{id}")
+        );
+        assert!(
+            d.thing_name_of_device("x", None)
+                .unwrap_err()
+                .contains("needs {certificateId}")
+        );
+
+        let d = Decorator::new(&profile()).unwrap();
+        assert!(
+            d.thing_name_of_device("x", Some(&id))
+                .unwrap_err()
+                .contains("needs {partNumber}")
+        );
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub struct Profile {
     /// How each certificate is attached to its thing.
     #[serde(default, skip_serializing_if = "ThingPrincipalType::is_default")]
     pub thing_principal_type: ThingPrincipalType,
+    /// Static thing groups `thingpress activate` adds each activated thing to (e.g. `shipped`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activation_groups: Vec<String>,
 }
 
 fn default_thing_name() -> String {
@@ -143,6 +146,7 @@ impl Profile {
             max_concurrency: None,
             on_thing_conflict: OnThingConflict::Reject,
             thing_principal_type: ThingPrincipalType::NonExclusiveThing,
+            activation_groups: Vec::new(),
         }
     }
 
@@ -172,6 +176,14 @@ impl Profile {
         Ok(profile)
     }
 
+    /// Every thing group the profile names: imports join `thingGroups`, activation joins
+    /// `activationGroups` (the stack's allow-list and IoT must accept both).
+    pub fn all_thing_groups(&self) -> Vec<String> {
+        let mut groups = self.thing_groups.clone();
+        groups.extend(self.activation_groups.iter().cloned());
+        groups
+    }
+
     /// Checks every field; the error lists each problem with its field and reason.
     pub fn validate(&self) -> Result<(), ProfileError> {
         let mut problems = Vec::new();
@@ -191,6 +203,13 @@ impl Profile {
             &mut problems,
             "thingGroups",
             &self.thing_groups,
+            MAX_THING_GROUPS,
+            names::check_thing_name,
+        );
+        check_list(
+            &mut problems,
+            "activationGroups",
+            &self.activation_groups,
             MAX_THING_GROUPS,
             names::check_thing_name,
         );

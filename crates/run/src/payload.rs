@@ -90,12 +90,34 @@ pub struct EventObject {
     pub key: String,
 }
 
+/// What a run does with its file's entries. Every operation runs the same Split, chunk Map,
+/// Register loop and Summarize; only what is read and what each entry gets differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// A supplier manifest: register every certificate and set up its thing.
+    #[default]
+    Import,
+    /// A shipping list (`thingpress activate`): set each shipped device's certificate ACTIVE.
+    Activate,
+}
+
+impl Operation {
+    /// Whether this is an import (the default, which inputs and records leave out).
+    pub fn is_import(&self) -> bool {
+        *self == Operation::Import
+    }
+}
+
 /// The input `thingpress import` (or a person in the console) starts an execution with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleInput {
-    /// The manifest object.
+    /// The file: a supplier manifest, or the shipping list of an activation.
     pub manifest: ManifestObject,
+    /// What to do with it; an import when absent.
+    #[serde(default, skip_serializing_if = "Operation::is_import")]
+    pub operation: Operation,
     /// A stored profile's name or an inline profile; when absent, the `<profile>` of an
     /// `incoming/<profile>/<file>` key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -381,10 +403,20 @@ pub struct ChunkSummary {
     pub registered: u64,
     /// Certificates IoT already had.
     pub already_registered: u64,
+    /// Certificates an activation set ACTIVE (absent from imports).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub activated: u64,
+    /// Certificates an activation found ACTIVE already (absent from imports).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub already_active: u64,
     /// Entries rejected.
     pub rejected: u64,
     /// Always `true`: the ASL's `RegisterDone` Choice ends the child on it.
     pub done: Done,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Summarize's status word for a complete run (an incomplete one fails the task instead).
@@ -409,6 +441,12 @@ pub struct RunSummary {
     pub registered: u64,
     /// Certificates IoT already had.
     pub already_registered: u64,
+    /// Certificates an activation set ACTIVE (absent from imports).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub activated: u64,
+    /// Certificates an activation found ACTIVE already (absent from imports).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub already_active: u64,
     /// Entries rejected.
     pub rejected: u64,
     /// `runs/<runId>/report.json`.
@@ -451,9 +489,24 @@ mod tests {
                     bucket: "b".into(),
                     key: "k".into()
                 },
+                operation: Operation::Import,
                 profile: Some(ProfileRef::Named("p".into())),
                 force: Some(true),
             })
+        );
+        let activation: SplitInput = from_value(json!({"runId": "r", "input": {
+            "manifest": {"bucket": "b", "key": "k"}, "operation": "activate", "profile": "p"}}))
+        .unwrap();
+        let ExecutionInput::Console(activation) = activation.input else {
+            panic!("console input");
+        };
+        assert_eq!(activation.operation, Operation::Activate);
+        assert!(
+            from_value::<SplitInput>(json!({"runId": "r", "input": {
+                "manifest": {"bucket": "b", "key": "k"}, "operation": "erase", "profile": "p"}}))
+            .unwrap_err()
+            .message
+            .contains("unknown variant `erase`")
         );
         let inline: SplitInput = from_value(json!({"runId": "r", "input": {
             "manifest": {"bucket": "b", "key": "k"}, "profile": {"name": "p"}}}))
@@ -605,6 +658,8 @@ mod tests {
             chunk: 1,
             registered: 29,
             already_registered: 0,
+            activated: 0,
+            already_active: 0,
             rejected: 1,
             done: Done,
         });

@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use thingpress_importer::{EntryResult, EntrySteps};
+use thingpress_importer::{Activation, EntryResult, EntrySteps};
 use thingpress_manifest::{ErrorName, Rejected, Supplier};
 use thingpress_product::{Decorated, Profile};
+
+use crate::payload::Operation;
 
 /// One item of the chunk index that the Distributed Map reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +52,10 @@ impl SourceObject {
 pub struct RunInfo {
     /// The execution name.
     pub run_id: String,
-    /// The manifest.
+    /// What the run does (an import when absent).
+    #[serde(default, skip_serializing_if = "Operation::is_import")]
+    pub operation: Operation,
+    /// The manifest (or an activation's shipping list).
     pub source: SourceObject,
     /// The resolved product profile.
     pub profile: Profile,
@@ -82,6 +87,8 @@ pub enum DecoratedLine {
     Decorated(Decorated),
     /// The profile cannot name this entry.
     Rejected(Rejected),
+    /// A shipping-list entry to activate.
+    Activation(Activation),
 }
 
 /// A line of `progress/NNNNN.jsonl`, what a stopped chunk keeps for its retry: the result of an
@@ -144,6 +151,12 @@ pub struct OutcomeCounts {
     pub registered: u64,
     /// Certificates that IoT already had (their things and attachments were made sure of).
     pub already_registered: u64,
+    /// Certificates an activation set ACTIVE.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub activated: u64,
+    /// Certificates an activation found ACTIVE already.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub already_active: u64,
     /// Entries rejected, at any stage.
     pub rejected: u64,
     /// Rejections per error name.
@@ -162,6 +175,8 @@ impl OutcomeCounts {
     pub fn add(&mut self, other: &OutcomeCounts) {
         self.registered += other.registered;
         self.already_registered += other.already_registered;
+        self.activated += other.activated;
+        self.already_active += other.already_active;
         self.rejected += other.rejected;
         for (name, n) in &other.rejected_by_error {
             *self.rejected_by_error.entry(*name).or_default() += n;
@@ -170,8 +185,16 @@ impl OutcomeCounts {
 
     /// Every entry counted.
     pub fn total(&self) -> u64 {
-        self.registered + self.already_registered + self.rejected
+        self.registered
+            + self.already_registered
+            + self.activated
+            + self.already_active
+            + self.rejected
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Milliseconds since the Unix epoch.

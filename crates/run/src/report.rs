@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use thingpress_importer::Outcome;
 use thingpress_manifest::{ErrorName, Supplier};
 
+use crate::payload::Operation;
 use crate::records::{ChunkDescriptor, ChunkStats, OutcomeCounts, RunInfo, SourceObject};
 
 /// Whether every entry is accounted for.
@@ -24,6 +25,9 @@ pub enum RunStatus {
 pub struct Report {
     /// The execution name.
     pub run_id: String,
+    /// What the run did (an import when absent).
+    #[serde(default, skip_serializing_if = "Operation::is_import")]
+    pub operation: Operation,
     /// Complete or not.
     pub status: RunStatus,
     /// The manifest.
@@ -77,6 +81,31 @@ pub struct Report {
     pub certificates_per_second: f64,
 }
 
+impl Report {
+    /// The counts of entries done, worded for the run's operation (rejections apart).
+    pub fn done_counts(&self) -> [(&'static str, u64); 2] {
+        let o = &self.outcomes;
+        match self.operation {
+            Operation::Import => [
+                ("registered", o.registered),
+                ("already registered", o.already_registered),
+            ],
+            Operation::Activate => [
+                ("activated", o.activated),
+                ("already active", o.already_active),
+            ],
+        }
+    }
+
+    /// What the run read: `<supplier> manifest`, or `shipping list`.
+    pub fn source_kind(&self) -> String {
+        match self.operation {
+            Operation::Import => format!("{} manifest", self.supplier),
+            Operation::Activate => "shipping list".to_owned(),
+        }
+    }
+}
+
 /// One chunk as Summarize found it.
 #[derive(Debug, Clone, Default)]
 pub struct ChunkOutcome {
@@ -113,6 +142,8 @@ impl ChunkTally {
         match line.outcome {
             Outcome::Registered => self.outcomes.registered += 1,
             Outcome::AlreadyRegistered => self.outcomes.already_registered += 1,
+            Outcome::Activated => self.outcomes.activated += 1,
+            Outcome::AlreadyActive => self.outcomes.already_active += 1,
             // A rejection without a name counts as IoT's, as `thingpress report` does.
             Outcome::Rejected => self
                 .outcomes
@@ -219,9 +250,13 @@ impl ReportBuilder {
             ));
         }
         let duration_seconds = finished_at_ms.saturating_sub(run.started_at_ms) as f64 / 1000.0;
-        let certificates = (outcomes.registered + outcomes.already_registered) as f64;
+        let certificates = (outcomes.registered
+            + outcomes.already_registered
+            + outcomes.activated
+            + outcomes.already_active) as f64;
         Report {
             run_id: run.run_id.clone(),
+            operation: run.operation,
             status: if problems.is_empty() {
                 RunStatus::Complete
             } else {
@@ -278,6 +313,7 @@ mod tests {
     fn run(entries: u64, accepted: u64) -> RunInfo {
         RunInfo {
             run_id: "r".into(),
+            operation: Default::default(),
             source: SourceObject {
                 bucket: "b".into(),
                 key: "k".into(),

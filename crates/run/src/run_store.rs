@@ -2,7 +2,6 @@
 //! a run key or chooses a record's type for a key itself.
 
 use thingpress_importer::EntryResult;
-use thingpress_manifest::Accepted;
 
 use crate::records::{ChunkDescriptor, ChunkStats, DecoratedLine, ProgressLine, RunInfo};
 use crate::report::{Report, ResultLine};
@@ -69,8 +68,12 @@ impl<S: Store> RunStore<S> {
         put_json(&self.store, &self.bucket, &self.run.chunk_index(), &index).await
     }
 
-    /// The accepted entries of chunk `n`, `None` when it does not exist.
-    pub async fn chunk(&self, n: u32) -> Result<Option<Vec<Accepted>>, TaskError> {
+    /// The entries of chunk `n` (an import's accepted manifest entries, an activation's
+    /// shipped devices), `None` when it does not exist.
+    pub async fn chunk<T: serde::de::DeserializeOwned>(
+        &self,
+        n: u32,
+    ) -> Result<Option<Vec<T>>, TaskError> {
         get_jsonl(&self.store, &self.bucket, &self.run.chunk(n)).await
     }
 

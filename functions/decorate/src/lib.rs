@@ -1,11 +1,15 @@
-//! Decorate: apply the run's product profile to every entry of one chunk.
+//! Decorate: apply the run's product profile to every entry of one chunk: an import's manifest
+//! entries get their thing's name, attributes and attachments; an activation's shipped devices
+//! get their thing's name (from the device id) and the activation groups.
 
 use lambda_runtime::LambdaEvent;
-use thingpress_manifest::Rejected;
+use thingpress_importer::Activation;
+use thingpress_manifest::{Accepted, ErrorName, Rejected};
 use thingpress_product::Decorator;
-use thingpress_run::payload::{ChunkInput, DecoratedChunk};
+use thingpress_run::payload::{ChunkInput, DecoratedChunk, Operation};
 use thingpress_run::records::DecoratedLine;
 use thingpress_run::{RunStore, Settings, Store, TaskError};
+use thingpress_shipping::Shipped;
 
 /// The decorate task.
 pub struct Task<S> {
@@ -40,24 +44,21 @@ impl<S: Store + Clone> Task<S> {
         let decorator = Decorator::new(&info.profile).map_err(|(name, message)| {
             TaskError::new(name, format!("profile {:?}: {message}", info.profile.name))
         })?;
-        let entries = run.chunk(n).await?.ok_or_else(|| {
-            TaskError::invalid_input(format!("chunk {} does not exist", input.chunk.key))
-        })?;
-        if entries.len() as u64 != input.chunk.entries {
-            return Err(TaskError::invalid_input(format!(
-                "chunk {} holds {} entries, the index says {}",
-                input.chunk.key,
-                entries.len(),
-                input.chunk.entries
-            )));
-        }
-        let lines: Vec<DecoratedLine> = entries
-            .iter()
-            .map(|entry| match decorator.decorate(entry) {
-                Ok(decorated) => DecoratedLine::Decorated(decorated),
-                Err(rejected) => DecoratedLine::Rejected(rejected),
-            })
-            .collect();
+        let lines: Vec<DecoratedLine> = match info.operation {
+            Operation::Import => chunk::<S, Accepted>(&run, &input)
+                .await?
+                .iter()
+                .map(|entry| match decorator.decorate(entry) {
+                    Ok(decorated) => DecoratedLine::Decorated(decorated),
+                    Err(rejected) => DecoratedLine::Rejected(rejected),
+                })
+                .collect(),
+            Operation::Activate => chunk::<S, Shipped>(&run, &input)
+                .await?
+                .into_iter()
+                .map(|device| activation(&decorator, device))
+                .collect(),
+        };
         let rejected = lines
             .iter()
             .filter(|l| matches!(l, DecoratedLine::Rejected(Rejected { .. })))
@@ -82,5 +83,97 @@ impl<S: Store + Clone> Task<S> {
             done: None,
             continuation: None,
         })
+    }
+}
+
+/// The entries of the input's chunk, checked against the index's count.
+async fn chunk<S: Store + Clone, T: serde::de::DeserializeOwned>(
+    run: &RunStore<S>,
+    input: &ChunkInput,
+) -> Result<Vec<T>, TaskError> {
+    let entries: Vec<T> = run.chunk(input.chunk.chunk).await?.ok_or_else(|| {
+        TaskError::invalid_input(format!("chunk {} does not exist", input.chunk.key))
+    })?;
+    if entries.len() as u64 != input.chunk.entries {
+        return Err(TaskError::invalid_input(format!(
+            "chunk {} holds {} entries, the index says {}",
+            input.chunk.key,
+            entries.len(),
+            input.chunk.entries
+        )));
+    }
+    Ok(entries)
+}
+
+/// A shipped device ready for activation. A device id names the thing through the profile's
+/// template; when the template needs more than the list gives, the certificate (if the list
+/// names it) finds its thing instead, and without one the entry is rejected.
+fn activation(decorator: &Decorator, device: Shipped) -> DecoratedLine {
+    let thing_name = match &device.device_id {
+        Some(id) => match decorator.thing_name_of_device(id, device.certificate_id.as_deref()) {
+            Ok(name) => Some(name),
+            Err(_) if device.certificate_id.is_some() => None,
+            Err(why) => {
+                return DecoratedLine::Rejected(Rejected {
+                    index: device.index,
+                    error: ErrorName::InvalidThingName,
+                    message: format!("device {id}: {why}"),
+                    device_id: Some(id.clone()),
+                });
+            }
+        },
+        None => None,
+    };
+    DecoratedLine::Activation(Activation {
+        index: device.index,
+        certificate_id: device.certificate_id,
+        device_id: device.device_id,
+        thing_name,
+        attributes: device.attributes,
+        groups: decorator.profile().activation_groups.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use thingpress_product::Profile;
+
+    fn shipped(certificate_id: Option<&str>, device_id: Option<&str>) -> Shipped {
+        Shipped {
+            index: 7,
+            certificate_id: certificate_id.map(str::to_owned),
+            device_id: device_id.map(str::to_owned),
+            attributes: BTreeMap::from([("batch".to_owned(), "b1".to_owned())]),
+        }
+    }
+
+    #[test]
+    fn a_shipped_device_gets_its_thing_from_the_template_or_from_its_certificate() {
+        let mut profile = Profile::named("widget");
+        profile.thing_name = "dev-{deviceId}".into();
+        profile.activation_groups = vec!["shipped".into()];
+        let decorator = Decorator::new(&profile).unwrap();
+        let DecoratedLine::Activation(a) = activation(&decorator, shipped(None, Some("d1"))) else {
+            panic!("an activation");
+        };
+        assert_eq!(a.thing_name.as_deref(), Some("dev-d1"));
+        assert_eq!(a.groups, ["shipped"]);
+        assert_eq!(a.attributes["batch"], "b1");
+
+        profile.thing_name = "{partNumber}-{deviceId}".into();
+        let decorator = Decorator::new(&profile).unwrap();
+        let id = "ab".repeat(32);
+        let DecoratedLine::Activation(a) = activation(&decorator, shipped(Some(&id), Some("d1")))
+        else {
+            panic!("the certificate finds the thing");
+        };
+        assert_eq!((a.thing_name, a.certificate_id), (None, Some(id)));
+        let DecoratedLine::Rejected(r) = activation(&decorator, shipped(None, Some("d1"))) else {
+            panic!("nothing finds the thing");
+        };
+        assert_eq!(r.error, ErrorName::InvalidThingName);
+        assert!(r.message.contains("needs {partNumber}"), "{}", r.message);
     }
 }

@@ -15,29 +15,39 @@ use tokio::sync::Notify;
 use thingpress_budget::{
     BudgetError, BudgetHolder, HolderId, LeaseTable, Rates, keep_heartbeating,
 };
+#[cfg(test)]
+use thingpress_importer::{ACTIVATION_APIS, IMPORT_APIS};
 use thingpress_importer::{Api, ImportError, Pacer, Quotas};
 
-/// The rates of a chunk's holder: the caps it shares with every other holder, and the share
-/// it runs at without a grant.
+/// The rates of a chunk's holder: the caps it shares with every other holder, what it asks
+/// for, and the share it runs at without a grant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shares {
     /// quota × (1 − reserve) per API, by operation name.
     pub caps: Rates,
+    /// The cap of each API the run's operation calls, and 0 for the others, so an activation
+    /// takes none of an import's RegisterCertificateWithoutCA, nor an import of an
+    /// activation's UpdateCertificate.
+    pub demand: Rates,
     /// caps ÷ MaxConcurrency per API.
     pub fallback: Rates,
 }
 
 impl Shares {
-    /// The caps of `quotas` with `reserve` kept back, and the pacer a chunk starts with: each
-    /// cap divided over `children` (the Map's MaxConcurrency), its static share.
+    /// The caps of `quotas` with `reserve` kept back, the demand for the APIs `calls`, and
+    /// the pacer a chunk starts with: each cap divided over `children` (the Map's
+    /// MaxConcurrency), its static share.
     pub fn new(
         quotas: &Quotas,
         reserve: f64,
         children: u32,
+        calls: &[Api],
     ) -> Result<(Shares, Pacer), ImportError> {
         let pacer = Pacer::new(quotas, reserve, children)?;
+        let cap = |api: Api| quotas.get(api) * (1.0 - reserve);
         let shares = Shares {
-            caps: by_name(|api| quotas.get(api) * (1.0 - reserve)),
+            caps: by_name(cap),
+            demand: by_name(|api| if calls.contains(&api) { cap(api) } else { 0.0 }),
             fallback: pacer.rates_by_name(),
         };
         Ok((shares, pacer))
@@ -84,7 +94,7 @@ pub async fn holding<T>(
     let done = Notify::new();
     let heartbeats = keep_heartbeating(
         holder,
-        &shares.caps,
+        &shares.demand,
         &shares.fallback,
         || pacer.rates_by_name(),
         |grant| apply(pacer, grant),
@@ -129,7 +139,7 @@ mod tests {
 
     /// The shares and a fresh static-share pacer of `children` at the default quotas less 0.1.
     fn shares(children: u32) -> (Shares, Pacer) {
-        Shares::new(&Quotas::default(), 0.1, children).unwrap()
+        Shares::new(&Quotas::default(), 0.1, children, IMPORT_APIS).unwrap()
     }
 
     const REGISTER: Api = Api::RegisterCertificateWithoutCA;
@@ -166,6 +176,41 @@ mod tests {
         assert!((leases[0].demand[REGISTER.as_str()] - 9.0).abs() < 1e-9);
         release(holder.as_ref()).await;
         assert!(table.all().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_activation_beside_an_import_shares_only_the_apis_both_call() {
+        let table: Arc<dyn LeaseTable> = Arc::new(MemLeases::new());
+        let (import, import_pacer) = shares(1);
+        let (activation, activation_pacer) =
+            Shares::new(&Quotas::default(), 0.1, 1, ACTIVATION_APIS).unwrap();
+        assert_eq!(activation.demand[REGISTER.as_str()], 0.0);
+        let a = holder(Some(&table), holder_id("import", 0), &import);
+        let b = holder(Some(&table), holder_id("activation", 0), &activation);
+        let rates = |pacer: &Pacer| {
+            [
+                pacer.rate(REGISTER),
+                pacer.rate(Api::UpdateCertificate),
+                pacer.rate(Api::DescribeCertificate),
+            ]
+        };
+        let (ra, rb) = tokio::join!(
+            holding(a.as_ref(), &import, &import_pacer, async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                rates(&import_pacer)
+            }),
+            holding(b.as_ref(), &activation, &activation_pacer, async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                rates(&activation_pacer)
+            }),
+        );
+        // Each has the whole of the API only it calls, and half of the one both call.
+        assert!((ra[0] - 9.0).abs() < 1e-9, "{ra:?}");
+        assert!((rb[1] - 9.0).abs() < 1e-9, "{rb:?}");
+        assert!(
+            (ra[2] - 4.5).abs() < 1e-9 && (rb[2] - 4.5).abs() < 1e-9,
+            "{ra:?} {rb:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,11 +23,14 @@ use aws_config::SdkConfig;
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use thingpress_budget::{DynamoLeases, LeaseTable};
-use thingpress_importer::{ApiCalls, EntryResult, EntrySteps, ImportError, Importer, Outcome};
+use thingpress_importer::{
+    ACTIVATION_APIS, Activation, ApiCalls, EntryResult, EntrySteps, IMPORT_APIS, ImportError,
+    Importer, Outcome,
+};
 use thingpress_manifest::ErrorName;
 use thingpress_product::Decorated;
 use thingpress_run::payload::{
-    ChildExecutionType, ChunkSummary, Continuation, DecoratedChunk, Done, RegisterOutput,
+    ChildExecutionType, ChunkSummary, Continuation, DecoratedChunk, Done, Operation, RegisterOutput,
 };
 use thingpress_run::records::{ChunkStats, DecoratedLine, ProgressLine, now_ms};
 use thingpress_run::{RunStore, Settings, Store, TaskError};
@@ -68,7 +71,24 @@ enum Stop {
 /// decoration rejections) and the rest, each with the steps an earlier attempt did.
 struct Pending<'a> {
     results: Vec<EntryResult>,
-    todo: Vec<(&'a Decorated, EntrySteps)>,
+    todo: Vec<Work<'a>>,
+}
+
+/// One entry left to do: an import's, resumed from the steps kept for it, or an activation's
+/// (whose steps are idempotent and end with the status change, so it needs none kept).
+enum Work<'a> {
+    Register(&'a Decorated, EntrySteps),
+    Activate(&'a Activation),
+}
+
+impl Work<'_> {
+    /// The steps kept for an import's entry.
+    fn steps(&self) -> Option<&EntrySteps> {
+        match self {
+            Work::Register(_, steps) => Some(steps),
+            Work::Activate(_) => None,
+        }
+    }
 }
 
 impl<S: Store + Clone> Task<S> {
@@ -147,7 +167,7 @@ impl<S: Store + Clone> Task<S> {
             TaskError::invalid_input(format!("{} does not exist", run.layout().decorated(n)))
         })?;
         let Pending { mut results, todo } = pending(&lines, run.progress(n).await?);
-        let before = Progress::of(&results, todo.iter().map(|(_, steps)| steps));
+        let before = Progress::of(&results, todo.iter().filter_map(Work::steps));
         let mut stats = run.stats(n).await?.unwrap_or_default();
         if stats.started_at_ms == 0 {
             stats.started_at_ms = now_ms();
@@ -155,10 +175,15 @@ impl<S: Store + Clone> Task<S> {
         stats.attempts += 1;
 
         // Until the budget grants more (or less), each child runs at its static share.
+        let calls = match info.operation {
+            Operation::Import => IMPORT_APIS,
+            Operation::Activate => ACTIVATION_APIS,
+        };
         let (shares, pacer) = lease::Shares::new(
             &self.settings.quotas,
             self.settings.quota_reserve,
             info.max_concurrency,
+            calls,
         )
         .map_err(TaskError::from)?;
         let holder = lease::holder(
@@ -412,7 +437,7 @@ fn pending(lines: &[DecoratedLine], progress: Vec<ProgressLine>) -> Pending<'_> 
         }
     }
     let done: BTreeSet<u64> = results.iter().map(|r| r.index).collect();
-    let mut todo: Vec<(&Decorated, EntrySteps)> = Vec::new();
+    let mut todo: Vec<Work<'_>> = Vec::new();
     for line in lines {
         match line {
             DecoratedLine::Rejected(r) if !done.contains(&r.index) => {
@@ -424,7 +449,10 @@ fn pending(lines: &[DecoratedLine], progress: Vec<ProgressLine>) -> Pending<'_> 
                     .remove(&d.index)
                     .filter(|steps| steps.belong_to(d))
                     .unwrap_or_else(|| EntrySteps::new(d));
-                todo.push((d, steps));
+                todo.push(Work::Register(d, steps));
+            }
+            DecoratedLine::Activation(a) if !done.contains(&a.index) => {
+                todo.push(Work::Activate(a));
             }
             _ => {}
         }
@@ -456,7 +484,7 @@ fn stop_error(stop: Stop, chunk: u32, done: usize, of: usize, stats: &mut ChunkS
 /// failed, or never started, keeps the steps it has done in `partial`.
 async fn register_all(
     importer: &Importer,
-    todo: Vec<(&Decorated, EntrySteps)>,
+    todo: Vec<Work<'_>>,
     deadline: SystemTime,
     results: &mut Vec<EntryResult>,
     partial: &mut Vec<EntrySteps>,
@@ -470,20 +498,23 @@ async fn register_all(
                 stop = Some(Stop::Deadline);
                 break;
             }
-            let Some((entry, mut steps)) = pending.next() else {
+            let Some(work) = pending.next() else {
                 break;
             };
             in_flight.push(async move {
-                let result = importer.resume(entry, &mut steps).await;
-                (steps, result)
+                match work {
+                    Work::Register(entry, mut steps) => {
+                        let result = importer.resume(entry, &mut steps).await;
+                        (Some(steps), result)
+                    }
+                    Work::Activate(entry) => (None, importer.activate(entry).await),
+                }
             });
         }
         match in_flight.next().await {
             Some((_, Ok(result))) => results.push(result),
             Some((steps, Err(e))) => {
-                if steps.started() {
-                    partial.push(steps);
-                }
+                partial.extend(steps.filter(EntrySteps::started));
                 // Keep the first error; in-flight entries still finish and are kept.
                 if !matches!(stop, Some(Stop::Error(_))) {
                     stop = Some(Stop::Error(e));
@@ -493,7 +524,14 @@ async fn register_all(
         }
     }
     // Entries the stop kept from starting keep the steps an earlier attempt did.
-    partial.extend(pending.map(|(_, steps)| steps).filter(EntrySteps::started));
+    partial.extend(
+        pending
+            .filter_map(|work| match work {
+                Work::Register(_, steps) => Some(steps),
+                Work::Activate(_) => None,
+            })
+            .filter(EntrySteps::started),
+    );
     stop
 }
 
@@ -517,6 +555,8 @@ fn summary(run_id: &str, chunk: u32, results: &[EntryResult]) -> ChunkSummary {
         chunk,
         registered: count(Outcome::Registered),
         already_registered: count(Outcome::AlreadyRegistered),
+        activated: count(Outcome::Activated),
+        already_active: count(Outcome::AlreadyActive),
         rejected: count(Outcome::Rejected),
         done: Done,
     }
@@ -541,6 +581,7 @@ mod tests {
         let run = RunStore::new(Arc::clone(&store), "b", layout.clone());
         run.put_run_info(&RunInfo {
             run_id: "r".into(),
+            operation: Default::default(),
             source: SourceObject {
                 bucket: "b".into(),
                 key: "m/x.pem".into(),

@@ -4,18 +4,17 @@
 use aws_config::SdkConfig;
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
-use thingpress_manifest::{
-    Accepted, Entry, ErrorName, ManifestError, Rejected, Supplier, read_entries,
-};
+use thingpress_manifest::{Entry, ErrorName, Rejected, Supplier, read_entries};
 use thingpress_product::Profile;
 use thingpress_run::layout::{INCOMING_PREFIX, claim_key, profile_key, profile_of_incoming_key};
 use thingpress_run::payload::{
-    ConsoleInput, ExecutionInput, ObjectCreatedEvent, ProfileRef, Skipped, SplitInput, SplitOutput,
-    Started,
+    ConsoleInput, ExecutionInput, ObjectCreatedEvent, Operation, ProfileRef, Skipped, SplitInput,
+    SplitOutput, Started,
 };
 use thingpress_run::records::{ChunkDescriptor, RunInfo, SourceObject, now_ms};
 use thingpress_run::store::get_json;
 use thingpress_run::{RunLayout, RunStore, Settings, Store, TaskError};
+use thingpress_shipping::ShippingEntry;
 
 /// Rejected entries per `rejected/NNNNN.jsonl` part.
 const REJECTS_PER_PART: usize = 10_000;
@@ -35,6 +34,7 @@ pub struct Task<S> {
 #[derive(Debug, Clone, PartialEq)]
 struct Request {
     run: RunLayout,
+    operation: Operation,
     bucket: String,
     key: String,
     profile: ProfileRef,
@@ -86,6 +86,7 @@ impl Request {
         let profile = ProfileRef::Named(profile_of_incoming_key(&key)?.to_owned());
         Ok(Request {
             run,
+            operation: Operation::Import,
             bucket,
             key,
             profile,
@@ -112,6 +113,7 @@ impl Request {
         };
         Ok(Request {
             run,
+            operation: input.operation,
             bucket,
             key,
             profile,
@@ -124,7 +126,9 @@ impl Request {
 enum Parsed {
     Supplier(Supplier),
     Entry(Entry),
-    Failed(ManifestError),
+    Shipped(ShippingEntry),
+    /// The file cannot be read on: why.
+    Failed(String),
 }
 
 impl<S: Store + Clone + 'static> Task<S> {
@@ -173,7 +177,9 @@ impl<S: Store + Clone + 'static> Task<S> {
             }));
         }
         let chunks_key = request.run.chunk_index();
-        let info = self.split(request.run, source, profile).await?;
+        let info = self
+            .split(request.run, request.operation, source, profile)
+            .await?;
         Ok(SplitOutput::Started(Started {
             run_id: info.run_id,
             bucket,
@@ -192,7 +198,7 @@ impl<S: Store + Clone + 'static> Task<S> {
         let refused = self
             .settings
             .allow_list
-            .problems(&profile.policies, &profile.thing_groups);
+            .problems(&profile.policies, &profile.all_thing_groups());
         if !refused.is_empty() {
             return Err(TaskError::invalid_profile(format!(
                 "profile {:?}: {}",
@@ -313,19 +319,25 @@ impl<S: Store + Clone + 'static> Task<S> {
     async fn split(
         &self,
         run: RunLayout,
+        operation: Operation,
         source: SourceObject,
         profile: Profile,
     ) -> Result<RunInfo, TaskError> {
         let started_at_ms = now_ms();
         let (max_concurrency, chunk_size) = self.sizes(&profile);
-        let options = profile
-            .manifest_options()
-            .map_err(|e| TaskError::invalid_profile(format!("profile {:?}: {e}", profile.name)))?;
         let reader = self
             .store
             .reader(&source.bucket, &source.key, source.version_id.as_deref())
             .await?;
-        let (mut parsed, parser) = spawn_parser(reader, options);
+        let (mut parsed, parser) = match operation {
+            Operation::Import => {
+                let options = profile.manifest_options().map_err(|e| {
+                    TaskError::invalid_profile(format!("profile {:?}: {e}", profile.name))
+                })?;
+                spawn_parser(reader, options)
+            }
+            Operation::Activate => spawn_shipping_parser(reader),
+        };
         let store = RunStore::new(self.store.clone(), &self.settings.import_bucket, run);
         let mut writer = Writer::new(store.clone(), chunk_size);
         let mut supplier = Supplier::Auto;
@@ -338,8 +350,16 @@ impl<S: Store + Clone + 'static> Task<S> {
                         format!("{}: {e}", source.url()),
                     ));
                 }
-                Parsed::Entry(Entry::Accepted(accepted)) => writer.accept(&accepted).await?,
+                Parsed::Entry(Entry::Accepted(accepted)) => {
+                    writer.accept(accepted.index, &accepted).await?;
+                }
                 Parsed::Entry(Entry::Rejected(rejected)) => writer.reject(&rejected).await?,
+                Parsed::Shipped(ShippingEntry::Shipped(device)) => {
+                    writer.accept(device.index, &device).await?;
+                }
+                Parsed::Shipped(ShippingEntry::Rejected(rejected)) => {
+                    writer.reject(&rejected).await?;
+                }
             }
         }
         parser.await.map_err(|e| {
@@ -351,6 +371,7 @@ impl<S: Store + Clone + 'static> Task<S> {
         let written = writer.finish().await?;
         let info = RunInfo {
             run_id: store.layout().run_id().to_owned(),
+            operation,
             source,
             profile,
             supplier,
@@ -387,32 +408,64 @@ fn spawn_parser(
     tokio::sync::mpsc::Receiver<Parsed>,
     tokio::task::JoinHandle<()>,
 ) {
+    spawn_reading(reader, move |buffered, send| {
+        let entries = match read_entries(buffered, &options) {
+            Ok(entries) => entries,
+            Err(e) => return send(Parsed::Failed(e.to_string())),
+        };
+        if !send(Parsed::Supplier(entries.supplier())) {
+            return false;
+        }
+        entries.into_iter().all(|item| {
+            send(match item {
+                Ok(entry) => Parsed::Entry(entry),
+                Err(e) => Parsed::Failed(e.to_string()),
+            })
+        })
+    })
+}
+
+/// Parses an activation's shipping list on a blocking thread, sending every device.
+fn spawn_shipping_parser(
+    reader: thingpress_run::store::ObjectReader,
+) -> (
+    tokio::sync::mpsc::Receiver<Parsed>,
+    tokio::task::JoinHandle<()>,
+) {
+    spawn_reading(reader, |buffered, send| {
+        let devices = match thingpress_shipping::read(buffered) {
+            Ok(devices) => devices,
+            Err(e) => return send(Parsed::Failed(format!("shipping list: {e}"))),
+        };
+        devices.into_iter().all(|item| {
+            send(match item {
+                Ok(device) => Parsed::Shipped(device),
+                Err(e) => Parsed::Failed(format!("shipping list: {e}")),
+            })
+        })
+    })
+}
+
+/// Runs `parse` on a blocking thread over the buffered object; `send` hands a message to the
+/// splitter and says whether it still listens (parsing stops when it does not).
+fn spawn_reading(
+    reader: thingpress_run::store::ObjectReader,
+    parse: impl FnOnce(
+        std::io::BufReader<tokio_util::io::SyncIoBridge<thingpress_run::store::ObjectReader>>,
+        &dyn Fn(Parsed) -> bool,
+    ) -> bool
+    + Send
+    + 'static,
+) -> (
+    tokio::sync::mpsc::Receiver<Parsed>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel::<Parsed>(CHANNEL_DEPTH);
     let bridge = tokio_util::io::SyncIoBridge::new(reader);
     let parser = tokio::task::spawn_blocking(move || {
         let buffered = std::io::BufReader::with_capacity(256 * 1024, bridge);
-        let entries = match read_entries(buffered, &options) {
-            Ok(entries) => entries,
-            Err(e) => {
-                let _ = tx.blocking_send(Parsed::Failed(e));
-                return;
-            }
-        };
-        if tx
-            .blocking_send(Parsed::Supplier(entries.supplier()))
-            .is_err()
-        {
-            return;
-        }
-        for item in entries {
-            let message = match item {
-                Ok(entry) => Parsed::Entry(entry),
-                Err(e) => Parsed::Failed(e),
-            };
-            if tx.blocking_send(message).is_err() {
-                return;
-            }
-        }
+        let send = |message: Parsed| tx.blocking_send(message).is_ok();
+        parse(buffered, &send);
     });
     (rx, parser)
 }
@@ -452,9 +505,10 @@ impl<S: Store + Clone + 'static> Writer<S> {
         }
     }
 
-    async fn accept(&mut self, entry: &Accepted) -> Result<(), TaskError> {
+    /// Adds entry `index` (an import's manifest entry, an activation's device) to the chunk.
+    async fn accept(&mut self, index: u64, entry: &impl Serialize) -> Result<(), TaskError> {
         self.written.accepted += 1;
-        self.chunk.push(entry)?;
+        self.chunk.push(index, entry)?;
         if self.chunk.len == self.chunk_size {
             self.flush_chunk().await?;
         }
@@ -513,12 +567,12 @@ struct ChunkBuffer {
 }
 
 impl ChunkBuffer {
-    fn push(&mut self, entry: &Accepted) -> Result<(), TaskError> {
+    fn push(&mut self, index: u64, entry: &impl Serialize) -> Result<(), TaskError> {
         if self.len == 0 {
-            self.first_index = entry.index;
+            self.first_index = index;
         }
         serde_json::to_writer(&mut self.body, entry).map_err(|e| {
-            TaskError::invalid_input(format!("cannot serialise entry {}: {e}", entry.index))
+            TaskError::invalid_input(format!("cannot serialise entry {index}: {e}"))
         })?;
         self.body.push(b'\n');
         self.len += 1;

@@ -197,6 +197,7 @@ async fn setup(args: &Args) -> Result<GeneratedResults, TaskError> {
     let chunks = store.chunk_count();
     let info = RunInfo {
         run_id: RUN_ID.into(),
+        operation: Default::default(),
         source: SourceObject {
             bucket: BUCKET.into(),
             key: "incoming/widget/big.pem".into(),

@@ -88,6 +88,8 @@ impl<S: Store + Clone> Task<S> {
             entries = report.entries,
             registered = report.outcomes.registered,
             already_registered = report.outcomes.already_registered,
+            activated = report.outcomes.activated,
+            already_active = report.outcomes.already_active,
             rejected = report.outcomes.rejected,
             "run summarized"
         );
@@ -103,6 +105,8 @@ impl<S: Store + Clone> Task<S> {
             entries: report.entries,
             registered: report.outcomes.registered,
             already_registered: report.outcomes.already_registered,
+            activated: report.outcomes.activated,
+            already_active: report.outcomes.already_active,
             rejected: report.outcomes.rejected,
             report_key,
         })

@@ -12,6 +12,7 @@ use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use serde_json::{Value, json};
 use thingpress_run::RunLayout;
 use thingpress_run::layout::{incoming_key, profile_key};
+use thingpress_run::payload::{ConsoleInput, ManifestObject, Operation, ProfileRef};
 use thingpress_run::resolve::execution_name;
 use thingpress_run::{S3Store, Store};
 
@@ -59,15 +60,7 @@ pub struct Args {
 
 /// Runs the command.
 pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
-    let file_name = args
-        .file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("{}: not a file name", args.file.display()))?
-        .to_owned();
-    if !args.file.is_file() {
-        bail!("{}: no such file", args.file.display());
-    }
+    let file_name = file_name(&args.file)?;
     let profile_object = profile_key(&args.profile)?;
     let run_id = match &args.name {
         Some(name) => name.clone(),
@@ -79,15 +72,7 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
         None
     };
     let target = Target::resolve(target).await?;
-    let store = S3Store::new(target.s3());
-    if store.head(&target.bucket, &profile_object).await?.is_none() {
-        bail!(
-            "no profile {:?} in the stack (s3://{}/{profile_object}); store it with thingpress \
-             profile put",
-            args.profile,
-            target.bucket
-        );
-    }
+    require_profile(&target, &args.profile, &profile_object).await?;
     if !args.no_plan {
         print_plan(&target, &args.file, &args.profile).await;
     }
@@ -100,7 +85,13 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
             args.file.display(),
             uploaded.describe()
         )?;
-        let input = console_input(&target.bucket, &key, &args.profile, args.force);
+        let input = console_input(
+            &target.bucket,
+            &key,
+            &args.profile,
+            args.force,
+            Operation::Import,
+        );
         start(&target.sfn(), &target.state_machine_arn, &run_id, &input).await?
     } else {
         let key = incoming_key(&args.profile, &file_name);
@@ -133,6 +124,32 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The name of the file to upload, which must exist.
+pub(crate) fn file_name(file: &Path) -> Result<String> {
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{}: not a file name", file.display()))?
+        .to_owned();
+    if !file.is_file() {
+        bail!("{}: no such file", file.display());
+    }
+    Ok(name)
+}
+
+/// Fails unless the stack holds the profile (at `object`, its key).
+pub(crate) async fn require_profile(target: &Target, profile: &str, object: &str) -> Result<()> {
+    let store = S3Store::new(target.s3());
+    if store.head(&target.bucket, object).await?.is_none() {
+        bail!(
+            "no profile {profile:?} in the stack (s3://{}/{object}); store it with thingpress \
+             profile put",
+            target.bucket
+        );
+    }
+    Ok(())
+}
+
 /// The plan on stderr (stdout keeps the lines scripts read: uploaded, run, execution). A plan
 /// that cannot be made is a warning, not a failure: Split is the judge of the manifest.
 async fn print_plan(target: &Target, file: &Path, profile: &str) {
@@ -161,13 +178,18 @@ pub struct Uploaded {
 }
 
 impl Uploaded {
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("s3://{}/{} (ETag {})", self.bucket, self.key, self.etag)
     }
 }
 
 /// Uploads the file (streamed from disk).
-async fn upload(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path) -> Result<Uploaded> {
+pub(crate) async fn upload(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    file: &Path,
+) -> Result<Uploaded> {
     let body = ByteStream::from_path(file)
         .await
         .with_context(|| format!("cannot read {}", file.display()))?;
@@ -188,8 +210,23 @@ async fn upload(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path) -
 }
 
 /// The input Split reads when an execution is started by hand (console or CLI).
-pub fn console_input(bucket: &str, key: &str, profile: &str, force: bool) -> Value {
-    json!({"manifest": {"bucket": bucket, "key": key}, "profile": profile, "force": force})
+pub fn console_input(
+    bucket: &str,
+    key: &str,
+    profile: &str,
+    force: bool,
+    operation: Operation,
+) -> Value {
+    serde_json::to_value(ConsoleInput {
+        manifest: ManifestObject {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        },
+        operation,
+        profile: Some(ProfileRef::Named(profile.to_owned())),
+        force: Some(force),
+    })
+    .unwrap_or_else(|_| json!({}))
 }
 
 /// A run id from the file name and the time: `<stem>-<YYYYMMDDTHHMMSSZ>`, only characters an
@@ -222,7 +259,7 @@ pub fn run_name(file_name: &str, now: SystemTime) -> String {
 }
 
 /// Starts the run; its ARN.
-async fn start(
+pub(crate) async fn start(
     sfn: &aws_sdk_sfn::Client,
     state_machine: &str,
     run_id: &str,
@@ -376,7 +413,7 @@ mod tests {
         assert!(started_by(&event("incoming/p/reel.pem", "\"abc\""), &ours));
         assert!(!started_by(&event("incoming/p/reel.pem", "old"), &ours));
         assert!(!started_by(&event("incoming/p/other.pem", "abc"), &ours));
-        let console = console_input("b", "incoming/p/reel.pem", "p", false);
+        let console = console_input("b", "incoming/p/reel.pem", "p", false, Operation::Import);
         assert!(!started_by(&console, &ours));
         let mut versioned = ours.clone();
         versioned.version_id = Some("v2".into());
@@ -397,7 +434,7 @@ mod tests {
         let long = run_name(&"x".repeat(300), t);
         assert!(RunLayout::new(&long).is_ok(), "{long}");
         assert_eq!(
-            console_input("b", "k", "p", true),
+            console_input("b", "k", "p", true, Operation::Import),
             json!({"manifest": {"bucket": "b", "key": "k"}, "profile": "p", "force": true})
         );
     }
@@ -444,7 +481,12 @@ mod tests {
                 r.execution_arn()
                     .is_some_and(|a| a.ends_with(":newer-console-run"))
             })
-            .then_output(|| described("newer-console-run", console_input("b", "k", "p", false)));
+            .then_output(|| {
+                described(
+                    "newer-console-run",
+                    console_input("b", "k", "p", false, Operation::Import),
+                )
+            });
         let ours = mock!(aws_sdk_sfn::Client::describe_execution)
             .match_requests(|r| r.execution_arn().is_some_and(|a| a.ends_with(":ours")))
             .then_output(|| described("ours", event("incoming/p/reel.pem", "abc")));

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod activate;
 pub mod import;
 pub mod inspect;
 pub mod plan;

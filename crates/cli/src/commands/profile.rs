@@ -160,7 +160,7 @@ pub async fn validate(
         problems.extend(problems_of(&e));
     }
     if let Some(allow) = allow {
-        problems.extend(allow.problems(&profile.policies, &profile.thing_groups));
+        problems.extend(allow.problems(&profile.policies, &profile.all_thing_groups()));
     }
     match check_profile_resources(iot, &profile).await {
         Ok(()) => {}

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 use thingpress_importer::{EntryResult, Outcome};
 use thingpress_manifest::{ErrorName, Rejected};
+use thingpress_run::payload::Operation;
 use thingpress_run::records::ChunkDescriptor;
 use thingpress_run::report::{Report, RunStatus};
 use thingpress_run::{RunLayout, RunStore, S3Store};
@@ -305,23 +306,22 @@ pub fn table(report: &Report) -> String {
     };
     let mut out = format!("run {}: {status}\n", report.run_id);
     out.push_str(&format!(
-        "  manifest                        {} ({}, profile {})\n",
+        "  {:<32}{} ({}, profile {})\n",
+        match report.operation {
+            Operation::Import => "manifest",
+            Operation::Activate => "shipping list",
+        },
         report.source.url(),
-        report.supplier,
+        report.source_kind(),
         report.profile
     ));
     out.push_str(&format!(
         "  entries                         {:>10}\n",
         report.entries
     ));
-    out.push_str(&format!(
-        "  registered                      {:>10}\n",
-        o.registered
-    ));
-    out.push_str(&format!(
-        "  already registered              {:>10}\n",
-        o.already_registered
-    ));
+    for (what, n) in report.done_counts() {
+        out.push_str(&format!("  {what:<32}{n:>10}\n"));
+    }
     out.push_str(&format!(
         "  rejected                        {:>10}\n",
         o.rejected

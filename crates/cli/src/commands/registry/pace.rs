@@ -38,11 +38,13 @@ pub enum ReadApi {
 }
 
 impl ReadApi {
-    /// The import's own API when an import calls this one too (Register looks up certificates
-    /// it finds already registered): its quota is then the stack's, shared under one name.
+    /// Register's own API when runs call this one too (an import looks up certificates it
+    /// finds already registered, an activation lists a thing's certificates): its quota is then
+    /// the stack's, shared under one name.
     pub fn import_api(self) -> Option<Api> {
         match self {
             ReadApi::DescribeCertificate => Some(Api::DescribeCertificate),
+            ReadApi::ListThingPrincipals => Some(Api::ListThingPrincipals),
             _ => None,
         }
     }
@@ -53,7 +55,7 @@ impl ReadApi {
         match self {
             ReadApi::DescribeCertificate => Api::DescribeCertificate.as_str(),
             ReadApi::DescribeThing => "DescribeThing",
-            ReadApi::ListThingPrincipals => "ListThingPrincipals",
+            ReadApi::ListThingPrincipals => Api::ListThingPrincipals.as_str(),
             ReadApi::ListAttachedPolicies => "ListAttachedPolicies",
             ReadApi::ListThingGroupsForThing => "ListThingGroupsForThing",
             ReadApi::ListCertificates => "ListCertificates",
@@ -600,7 +602,11 @@ mod budget_tests {
             .copied()
             .filter(|name| Api::ALL.iter().any(|api| api.as_str() == *name))
             .collect();
-        assert_eq!(shared, [DESCRIBE]);
+        assert_eq!(shared, [DESCRIBE, "ListThingPrincipals"]);
+        for api in ReadApi::ALL {
+            let shared = shared.contains(&api.as_str());
+            assert_eq!(api.import_api().is_some(), shared, "{api:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,506 @@
+//! Activating one shipped device (`thingpress activate`): find its certificate and its thing,
+//! merge the shipping list's attributes into the thing, add it to the profile's activation
+//! groups, and set the certificate ACTIVE — last, so a device never connects before its thing is
+//! complete, and a stop before the end leaves the certificate as it was. Every step is
+//! idempotent; a certificate already ACTIVE is reported as such, a REVOKED one is never touched.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_iot::operation::add_thing_to_thing_group::AddThingToThingGroupError;
+use aws_sdk_iot::operation::describe_certificate::DescribeCertificateError;
+use aws_sdk_iot::operation::list_principal_things::ListPrincipalThingsError;
+use aws_sdk_iot::operation::list_thing_principals::ListThingPrincipalsError;
+use aws_sdk_iot::operation::update_certificate::UpdateCertificateError;
+use aws_sdk_iot::operation::update_thing::UpdateThingError;
+use aws_sdk_iot::types::{AttributePayload, CertificateStatus as IotCertificateStatus};
+use serde::{Deserialize, Serialize};
+use thingpress_manifest::ErrorName;
+
+use crate::ImportError;
+use crate::apis::Api;
+use crate::classify::{classify, service_message};
+use crate::register::{EntryResult, Importer, Outcome};
+
+/// One shipping-list entry as Decorate prepared it for activation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Activation {
+    /// Position in the shipping list, from 0.
+    pub index: u64,
+    /// The certificate's id, when the list gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_id: Option<String>,
+    /// The device id, when the list gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// The thing's name from the profile's template, when the device id gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thing_name: Option<String>,
+    /// Attributes to merge into the thing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// The profile's activation groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// The device as IoT knows it.
+struct Device {
+    certificate_id: String,
+    arn: String,
+    status: Option<IotCertificateStatus>,
+    thing_name: String,
+}
+
+/// The result line of an activation: what the entry names, completed by what IoT says.
+fn result(entry: &Activation, device: Option<&Device>, outcome: Outcome) -> EntryResult {
+    let thing_name = device
+        .map(|d| d.thing_name.clone())
+        .or_else(|| entry.thing_name.clone())
+        .unwrap_or_default();
+    EntryResult {
+        index: entry.index,
+        certificate_id: device
+            .map(|d| d.certificate_id.clone())
+            .or_else(|| entry.certificate_id.clone())
+            .unwrap_or_default(),
+        device_id: entry
+            .device_id
+            .clone()
+            .unwrap_or_else(|| thing_name.clone()),
+        thing_name,
+        outcome,
+        certificate_arn: device.map(|d| d.arn.clone()),
+        error: None,
+        message: None,
+    }
+}
+
+fn rejected(
+    entry: &Activation,
+    device: Option<&Device>,
+    error: ErrorName,
+    message: String,
+) -> EntryResult {
+    EntryResult {
+        error: Some(error),
+        message: Some(message),
+        ..result(entry, device, Outcome::Rejected)
+    }
+}
+
+/// `Ok(Err(result))` is the entry's rejection; `Err` ends the task.
+type Step<T> = Result<Result<T, EntryResult>, ImportError>;
+
+/// The certificate id at the end of a certificate ARN (`arn:…:cert/<id>`).
+fn certificate_id_of(arn: &str) -> Option<&str> {
+    arn.rsplit_once(":cert/").map(|(_, id)| id)
+}
+
+impl Importer {
+    /// Activates one shipped device; per-entry problems are an `Ok` rejected result.
+    pub async fn activate(&self, entry: &Activation) -> Result<EntryResult, ImportError> {
+        let device = match self.find_device(entry).await? {
+            Ok(device) => device,
+            Err(rejection) => return Ok(rejection),
+        };
+        let already = match device.status {
+            Some(IotCertificateStatus::Active) => true,
+            Some(IotCertificateStatus::Revoked) => {
+                return Ok(rejected(
+                    entry,
+                    Some(&device),
+                    ErrorName::CertificateRevoked,
+                    format!(
+                        "certificate {} is REVOKED; a revoked certificate is never activated",
+                        device.certificate_id
+                    ),
+                ));
+            }
+            Some(IotCertificateStatus::PendingTransfer) => {
+                return Ok(rejected(
+                    entry,
+                    Some(&device),
+                    ErrorName::RejectedByIot,
+                    format!(
+                        "certificate {} is PENDING_TRANSFER to another account",
+                        device.certificate_id
+                    ),
+                ));
+            }
+            _ => false,
+        };
+        if !entry.attributes.is_empty()
+            && let Err(rejection) = self.merge_attributes(entry, &device).await?
+        {
+            return Ok(rejection);
+        }
+        for group in &entry.groups {
+            if let Err(rejection) = self.join_group(entry, &device, group).await? {
+                return Ok(rejection);
+            }
+        }
+        if already {
+            return Ok(result(entry, Some(&device), Outcome::AlreadyActive));
+        }
+        if let Err(rejection) = self.set_active(entry, &device).await? {
+            return Ok(rejection);
+        }
+        tracing::debug!(index = entry.index, thing = %device.thing_name, "device activated");
+        Ok(result(entry, Some(&device), Outcome::Activated))
+    }
+
+    /// The certificate and the thing: from the certificate id when the list gives it (its one
+    /// thing through ListPrincipalThings, which must be the device's thing if the list names
+    /// that too), else from the thing (its one certificate through ListThingPrincipals).
+    async fn find_device(&self, entry: &Activation) -> Step<Device> {
+        match (&entry.certificate_id, &entry.thing_name) {
+            (Some(id), thing) => {
+                let (arn, status) = match self.describe(entry, id).await? {
+                    Ok(found) => found,
+                    Err(rejection) => return Ok(Err(rejection)),
+                };
+                let things = match self.things_of(entry, id, &arn).await? {
+                    Ok(things) => things,
+                    Err(rejection) => return Ok(Err(rejection)),
+                };
+                let device = |thing_name: String| Device {
+                    certificate_id: id.clone(),
+                    arn: arn.clone(),
+                    status: status.clone(),
+                    thing_name,
+                };
+                match (things.as_slice(), thing) {
+                    ([one], Some(named)) if one != named => Ok(Err(rejected(
+                        entry,
+                        Some(&device(one.clone())),
+                        ErrorName::UnknownDevice,
+                        format!("certificate {id} is attached to thing {one}, not to {named}"),
+                    ))),
+                    ([one], _) => Ok(Ok(device(one.clone()))),
+                    ([], _) => Ok(Err(rejected(
+                        entry,
+                        Some(&device(String::new())),
+                        ErrorName::UnknownDevice,
+                        format!("certificate {id} is attached to no thing"),
+                    ))),
+                    (_, _) => Ok(Err(rejected(
+                        entry,
+                        Some(&device(String::new())),
+                        ErrorName::AmbiguousDevice,
+                        format!(
+                            "certificate {id} is attached to several things: {}",
+                            things.join(", ")
+                        ),
+                    ))),
+                }
+            }
+            (None, Some(thing)) => {
+                let id = match self.certificate_of(entry, thing).await? {
+                    Ok(id) => id,
+                    Err(rejection) => return Ok(Err(rejection)),
+                };
+                let (arn, status) = match self.describe(entry, &id).await? {
+                    Ok(found) => found,
+                    Err(rejection) => return Ok(Err(rejection)),
+                };
+                Ok(Ok(Device {
+                    certificate_id: id,
+                    arn,
+                    status,
+                    thing_name: thing.clone(),
+                }))
+            }
+            (None, None) => Ok(Err(rejected(
+                entry,
+                None,
+                ErrorName::MissingIdentity,
+                "the entry names neither a certificate nor a thing".into(),
+            ))),
+        }
+    }
+
+    /// DescribeCertificate: the ARN and status, or UnknownDevice.
+    async fn describe(
+        &self,
+        entry: &Activation,
+        id: &str,
+    ) -> Step<(String, Option<IotCertificateStatus>)> {
+        let described = self
+            .call(Api::DescribeCertificate, || {
+                self.client.describe_certificate().certificate_id(id).send()
+            })
+            .await;
+        let out = match described {
+            Ok(out) => out,
+            Err(err) => {
+                return match err.as_service_error() {
+                    Some(DescribeCertificateError::ResourceNotFoundException(_)) => {
+                        Ok(Err(rejected(
+                            entry,
+                            None,
+                            ErrorName::UnknownDevice,
+                            format!("IoT holds no certificate {id}"),
+                        )))
+                    }
+                    Some(DescribeCertificateError::InvalidRequestException(e)) => {
+                        Ok(Err(rejected(
+                            entry,
+                            None,
+                            ErrorName::RejectedByIot,
+                            format!("DescribeCertificate {id}: {}", service_message(e)),
+                        )))
+                    }
+                    _ => Err(classify(
+                        "DescribeCertificate",
+                        &format!("certificate {id}"),
+                        &err,
+                    )),
+                };
+            }
+        };
+        let description = out.certificate_description();
+        let Some(arn) = description.and_then(|d| d.certificate_arn()) else {
+            return Err(ImportError::AwsRejected(format!(
+                "DescribeCertificate certificate {id}: IoT answered without a certificate ARN"
+            )));
+        };
+        Ok(Ok((
+            arn.to_owned(),
+            description.and_then(|d| d.status()).cloned(),
+        )))
+    }
+
+    /// ListPrincipalThings: the things the certificate is attached to (two tell it is not one).
+    async fn things_of(&self, entry: &Activation, id: &str, arn: &str) -> Step<Vec<String>> {
+        let listed = self
+            .call(Api::ListPrincipalThings, || {
+                self.client
+                    .list_principal_things()
+                    .principal(arn)
+                    .max_results(2)
+                    .send()
+            })
+            .await;
+        match listed {
+            Ok(out) => Ok(Ok(out.things().to_vec())),
+            Err(err) => match err.as_service_error() {
+                Some(ListPrincipalThingsError::ResourceNotFoundException(_)) => Ok(Err(rejected(
+                    entry,
+                    None,
+                    ErrorName::UnknownDevice,
+                    format!("IoT holds no certificate {id}"),
+                ))),
+                _ => Err(classify(
+                    "ListPrincipalThings",
+                    &format!("certificate {id}"),
+                    &err,
+                )),
+            },
+        }
+    }
+
+    /// ListThingPrincipals: the thing's one certificate id, or UnknownDevice / AmbiguousDevice.
+    async fn certificate_of(&self, entry: &Activation, thing: &str) -> Step<String> {
+        let listed = self
+            .call(Api::ListThingPrincipals, || {
+                self.client
+                    .list_thing_principals()
+                    .thing_name(thing)
+                    .max_results(10)
+                    .send()
+            })
+            .await;
+        let principals = match listed {
+            Ok(out) => out.principals().to_vec(),
+            Err(err) => {
+                return match err.as_service_error() {
+                    Some(ListThingPrincipalsError::ResourceNotFoundException(_)) => {
+                        Ok(Err(rejected(
+                            entry,
+                            None,
+                            ErrorName::UnknownDevice,
+                            format!("IoT holds no thing {thing}"),
+                        )))
+                    }
+                    _ => Err(classify(
+                        "ListThingPrincipals",
+                        &format!("thing {thing}"),
+                        &err,
+                    )),
+                };
+            }
+        };
+        let certificates: Vec<&str> = principals
+            .iter()
+            .filter_map(|p| certificate_id_of(p))
+            .collect();
+        match certificates.as_slice() {
+            [one] => Ok(Ok((*one).to_owned())),
+            [] => Ok(Err(rejected(
+                entry,
+                None,
+                ErrorName::UnknownDevice,
+                format!("thing {thing} has no certificate attached"),
+            ))),
+            several => Ok(Err(rejected(
+                entry,
+                None,
+                ErrorName::AmbiguousDevice,
+                format!(
+                    "thing {thing} has {} certificates attached ({}); name the certificate in the list",
+                    several.len(),
+                    several.join(", ")
+                ),
+            ))),
+        }
+    }
+
+    /// UpdateThing with `merge`: the list's attributes added to (or replacing) the thing's.
+    async fn merge_attributes(&self, entry: &Activation, device: &Device) -> Step<()> {
+        let payload = AttributePayload::builder()
+            .set_attributes(Some(entry.attributes.clone().into_iter().collect()))
+            .merge(true)
+            .build();
+        let updated = self
+            .call(Api::UpdateThing, || {
+                self.client
+                    .update_thing()
+                    .thing_name(&device.thing_name)
+                    .attribute_payload(payload.clone())
+                    .send()
+            })
+            .await;
+        let Err(err) = updated else {
+            return Ok(Ok(()));
+        };
+        let rejection = |error: ErrorName, why: String| {
+            Ok(Err(rejected(
+                entry,
+                Some(device),
+                error,
+                format!("UpdateThing {}: {why}", device.thing_name),
+            )))
+        };
+        match err.as_service_error() {
+            Some(UpdateThingError::ResourceNotFoundException(e)) => {
+                rejection(ErrorName::UnknownDevice, service_message(e))
+            }
+            Some(UpdateThingError::InvalidRequestException(e)) => {
+                rejection(ErrorName::RejectedByIot, service_message(e))
+            }
+            _ => Err(classify(
+                "UpdateThing",
+                &format!("thing {}", device.thing_name),
+                &err,
+            )),
+        }
+    }
+
+    /// AddThingToThingGroup for one activation group.
+    async fn join_group(&self, entry: &Activation, device: &Device, group: &str) -> Step<()> {
+        let added = self
+            .call(Api::AddThingToThingGroup, || {
+                self.client
+                    .add_thing_to_thing_group()
+                    .thing_group_name(group)
+                    .thing_name(&device.thing_name)
+                    .send()
+            })
+            .await;
+        let Err(err) = added else {
+            return Ok(Ok(()));
+        };
+        match err.as_service_error() {
+            Some(AddThingToThingGroupError::InvalidRequestException(e)) => Ok(Err(rejected(
+                entry,
+                Some(device),
+                ErrorName::RejectedByIot,
+                format!("AddThingToThingGroup {group}: {}", service_message(e)),
+            ))),
+            _ => Err(classify(
+                "AddThingToThingGroup",
+                &format!("thing group {group}"),
+                &err,
+            )),
+        }
+    }
+
+    /// UpdateCertificate to ACTIVE.
+    async fn set_active(&self, entry: &Activation, device: &Device) -> Step<()> {
+        let id = &device.certificate_id;
+        let updated = self
+            .call(Api::UpdateCertificate, || {
+                self.client
+                    .update_certificate()
+                    .certificate_id(id)
+                    .new_status(IotCertificateStatus::Active)
+                    .send()
+            })
+            .await;
+        let Err(err) = updated else {
+            return Ok(Ok(()));
+        };
+        let rejection = |error: ErrorName, why: String| {
+            Ok(Err(rejected(
+                entry,
+                Some(device),
+                error,
+                format!("UpdateCertificate {id}: {why}"),
+            )))
+        };
+        match err.as_service_error() {
+            Some(UpdateCertificateError::ResourceNotFoundException(e)) => {
+                rejection(ErrorName::UnknownDevice, service_message(e))
+            }
+            // Revoked between the describe and now, or a state IoT will not leave.
+            Some(UpdateCertificateError::CertificateStateException(e)) => {
+                rejection(ErrorName::RejectedByIot, service_message(e))
+            }
+            Some(UpdateCertificateError::InvalidRequestException(e)) => {
+                rejection(ErrorName::RejectedByIot, service_message(e))
+            }
+            _ => Err(classify(
+                "UpdateCertificate",
+                &format!("certificate {id}"),
+                &err,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_certificate_id_ends_a_certificate_arn() {
+        let id = "ab".repeat(32);
+        assert_eq!(
+            certificate_id_of(&format!("arn:aws:iot:eu-west-1:123456789012:cert/{id}")),
+            Some(id.as_str())
+        );
+        assert_eq!(
+            certificate_id_of("arn:aws:iot:eu-west-1:123456789012:thing/x"),
+            None
+        );
+    }
+
+    #[test]
+    fn activations_round_trip_and_leave_out_what_the_list_did_not_give() {
+        let a = Activation {
+            index: 2,
+            certificate_id: None,
+            device_id: Some("d".into()),
+            thing_name: Some("dev-d".into()),
+            attributes: BTreeMap::new(),
+            groups: vec!["shipped".into()],
+        };
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"index": 2, "deviceId": "d", "thingName": "dev-d", "groups": ["shipped"]})
+        );
+        assert_eq!(serde_json::from_value::<Activation>(json).unwrap(), a);
+    }
+}
