@@ -358,26 +358,37 @@ impl Case {
     }
 }
 
-/// Each of Register's IoT steps reached IoT exactly `entries` times, and no certificate was
-/// described: a stopped entry resumed at the step it stopped on, never redoing one.
+/// Calls of `op` that reached moto and that moto itself answered with a 5xx (its known race
+/// under concurrent writes, `OrderedDict mutated during iteration`): Register rightly sends
+/// such a call again, so it reached IoT twice without any step being redone.
+fn moto_faults(stats: &Value, op: &str) -> u64 {
+    let Some(codes) = stats["operations"][op]["statusCodes"].as_object() else {
+        return 0;
+    };
+    let answered_5xx: u64 = codes
+        .iter()
+        .filter(|(code, _)| code.starts_with('5'))
+        .filter_map(|(_, n)| n.as_u64())
+        .sum();
+    answered_5xx.saturating_sub(counter(stats, op, "faults5xx"))
+}
+
+/// Each of Register's IoT steps reached IoT exactly `entries` times (besides a call moto itself
+/// failed with a 5xx, sent again), and no certificate was described: a stopped entry resumed at
+/// the step it stopped on, never redoing one.
 fn every_register_step_passed_once_per_entry(stats: &Value, entries: u64) {
     // A throttled call never reaches IoT, so exactly one registration per certificate did:
-    // no retried chunk registered a certificate again.
-    assert_eq!(
-        counter(stats, "RegisterCertificateWithoutCA", "passed"),
-        entries,
-        "{}",
-        stats["operations"]["RegisterCertificateWithoutCA"]
-    );
-    // Nor was any other step done twice: a stopped entry resumed at the step it stopped on.
+    // no retried chunk registered a certificate again. Nor was any other step done twice: a
+    // stopped entry resumed at the step it stopped on.
     for op in [
+        "RegisterCertificateWithoutCA",
         "CreateThing",
         "AttachThingPrincipal",
         "AttachPolicy",
         "AddThingToThingGroup",
     ] {
         assert_eq!(
-            counter(stats, op, "passed"),
+            counter(stats, op, "passed") - moto_faults(stats, op),
             entries,
             "{op}: {}",
             stats["operations"][op]
