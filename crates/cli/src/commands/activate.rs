@@ -16,7 +16,7 @@ use thingpress_run::payload::Operation;
 use thingpress_run::resolve::execution_name;
 use thingpress_shipping::ShippingEntry;
 
-use crate::commands::import::{console_input, file_name, require_profile, run_name, start, upload};
+use crate::commands::import::{Started, file_name, require_profile, run_name};
 use crate::follow::follow;
 use crate::output::outln;
 use crate::target::{Target, TargetArgs};
@@ -91,21 +91,15 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     let run = RunLayout::new(&run_id).context("--name")?;
     let target = Target::resolve(target).await?;
     require_profile(&target, &args.profile, &profile_object).await?;
-    let key = run.manifest(&file_name);
-    let uploaded = upload(&target.s3(), &target.bucket, &key, &args.file).await?;
-    outln!(
-        "uploaded {} to {}",
-        args.file.display(),
-        uploaded.describe()
-    )?;
-    let input = console_input(
-        &target.bucket,
-        &key,
-        &args.profile,
-        false,
-        Operation::Activate,
-    );
-    let arn = start(&target.sfn(), &target.state_machine_arn, &run_id, &input).await?;
+    let started = Started {
+        run: &run,
+        file: &args.file,
+        file_name: &file_name,
+        profile: &args.profile,
+        force: false,
+        operation: Operation::Activate,
+    };
+    let arn = started.upload_and_start(&target).await?;
     outln!("run {}", execution_name(&arn))?;
     outln!("execution {arn}")?;
     if args.wait {

@@ -78,21 +78,15 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     }
 
     let arn = if let Some(run) = run {
-        let key = run.manifest(&file_name);
-        let uploaded = upload(&target.s3(), &target.bucket, &key, &args.file).await?;
-        outln!(
-            "uploaded {} to {}",
-            args.file.display(),
-            uploaded.describe()
-        )?;
-        let input = console_input(
-            &target.bucket,
-            &key,
-            &args.profile,
-            args.force,
-            Operation::Import,
-        );
-        start(&target.sfn(), &target.state_machine_arn, &run_id, &input).await?
+        let started = Started {
+            run: &run,
+            file: &args.file,
+            file_name: &file_name,
+            profile: &args.profile,
+            force: args.force,
+            operation: Operation::Import,
+        };
+        started.upload_and_start(&target).await?
     } else {
         let key = incoming_key(&args.profile, &file_name);
         let since = SystemTime::now();
@@ -137,6 +131,44 @@ pub(crate) fn file_name(file: &Path) -> Result<String> {
     Ok(name)
 }
 
+/// A run started directly: its file uploaded to `runs/<run>/manifest/<file name>`, then
+/// StartExecution with the console input (`import --start`, `activate`).
+pub(crate) struct Started<'a> {
+    pub run: &'a RunLayout,
+    pub file: &'a Path,
+    pub file_name: &'a str,
+    pub profile: &'a str,
+    pub force: bool,
+    pub operation: Operation,
+}
+
+impl Started<'_> {
+    /// Uploads the file, starts the execution; its ARN.
+    pub(crate) async fn upload_and_start(&self, target: &Target) -> Result<String> {
+        let key = self.run.manifest(self.file_name);
+        let uploaded = upload(&target.s3(), &target.bucket, &key, self.file).await?;
+        outln!(
+            "uploaded {} to {}",
+            self.file.display(),
+            uploaded.describe()
+        )?;
+        let input = console_input(
+            &target.bucket,
+            &key,
+            self.profile,
+            self.force,
+            self.operation,
+        );
+        start(
+            &target.sfn(),
+            &target.state_machine_arn,
+            self.run.run_id(),
+            &input,
+        )
+        .await
+    }
+}
+
 /// Fails unless the stack holds the profile (at `object`, its key).
 pub(crate) async fn require_profile(target: &Target, profile: &str, object: &str) -> Result<()> {
     let store = S3Store::new(target.s3());
@@ -178,7 +210,7 @@ pub struct Uploaded {
 }
 
 impl Uploaded {
-    pub(crate) fn describe(&self) -> String {
+    fn describe(&self) -> String {
         format!("s3://{}/{} (ETag {})", self.bucket, self.key, self.etag)
     }
 }
@@ -259,7 +291,7 @@ pub fn run_name(file_name: &str, now: SystemTime) -> String {
 }
 
 /// Starts the run; its ARN.
-pub(crate) async fn start(
+async fn start(
     sfn: &aws_sdk_sfn::Client,
     state_machine: &str,
     run_id: &str,
