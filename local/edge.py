@@ -94,35 +94,20 @@ def use_template(path: Path) -> None:
     iot_quota_codes()
 
 
-# AWS's default rates (requests/s) of IoT operations the template has no Quota* parameter for
-# (Thingpress's activate / decommission calls), so they are throttled like the importer's. From
-# the i13 research notes: UpdateCertificate, DeleteCertificate, DetachPolicy and
-# ListTargetsForPolicy from the archived "AWS IoT Throttling Limits" table (still right for the
-# certificate and policy APIs as far as checked); DetachThingPrincipal, DeleteThing and
-# RemoveThingFromThingGroup from a Service Quotas dump (100; the archived table's 15 is stale).
+# AWS's default rates (requests/s) of IoT operations the edge routes but the template has no
+# Quota* parameter for (no operation of the importer's catalogue), so they are throttled too.
+# ListTargetsForPolicy from the archived "AWS IoT Throttling Limits" table (i13 research notes).
 # No separate quota was found for the V2 listings: they are given their V1's 10/s (a guess).
 # A template parameter for any of them wins.
 EDGE_IOT_QUOTAS: dict[str, float] = {
-    "UpdateCertificate": 10.0,
-    "DeleteCertificate": 10.0,
-    "DetachPolicy": 15.0,
     "ListTargetsForPolicy": 10.0,
-    "DetachThingPrincipal": 100.0,
-    "DeleteThing": 100.0,
-    "RemoveThingFromThingGroup": 100.0,
     "ListThingPrincipalsV2": 10.0,
     "ListPrincipalThingsV2": 10.0,
 }
 # Their Service Quotas codes (a third-party audit of Service Quotas' iot codes, per the research
 # notes), so the edge answers Service Quotas for them too; the V2 listings have none.
 EDGE_IOT_QUOTA_CODES: dict[str, str] = {
-    "UpdateCertificate": "L-77B523DC",
-    "DeleteCertificate": "L-EEB8F0B1",
-    "DetachPolicy": "L-EC88D510",
     "ListTargetsForPolicy": "L-D7C50543",
-    "DetachThingPrincipal": "L-B5EE4A16",
-    "DeleteThing": "L-889800F7",
-    "RemoveThingFromThingGroup": "L-2A81A394",
 }
 
 
@@ -217,8 +202,10 @@ _LAMBDA_INVOKE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations/?$")
 
 
 def iot_operation(method: str, path: str) -> str | None:
-    """The IoT API operation of a request (method + path without query), or None."""
-    path = urllib.parse.unquote(path.split("?", 1)[0])
+    """The IoT API operation of a request (method + path without query), or None. The path is
+    matched as sent, each label one percent-encoded segment: ListAttachedPolicies' target is an
+    ARN, whose "/" the SDKs send as %2F."""
+    path = urllib.parse.urlsplit(path).path
     for op, op_method, rx in _IOT_MATCHERS:
         if op_method == method and rx.match(path):
             return op

@@ -60,6 +60,15 @@ def test_iot_table_matches_botocore_model():
         ("GET", "/certificates/" + "ab" * 32, "DescribeCertificate"),
         ("GET", "/certificates/" + "ab" * 32 + "?x=1", "DescribeCertificate"),
         ("PUT", "/certificates/" + "ab" * 32 + "?newStatus=ACTIVE", "UpdateCertificate"),
+        # thingpress decommission; ListAttachedPolicies' target is an ARN, its "/" sent as %2F.
+        ("POST", "/attached-policies/arn%3Aaws%3Aiot%3Aus-east-1%3A123456789012%3Acert%2F" + "ab" * 32, "ListAttachedPolicies"),
+        ("POST", "/attached-policies/arn%3Aaws%3Aiot%3Aus-east-1%3A123456789012%3Athinggroup%2Ffleet?recursive=false", "ListAttachedPolicies"),
+        ("GET", "/things/dev-1/thing-groups", "ListThingGroupsForThing"),
+        ("POST", "/target-policies/my-policy", "DetachPolicy"),
+        ("PUT", "/thing-groups/removeThingFromThingGroup", "RemoveThingFromThingGroup"),
+        ("DELETE", "/things/dev%3A1/principals", "DetachThingPrincipal"),
+        ("DELETE", "/certificates/" + "ab" * 32 + "?forceDelete=false", "DeleteCertificate"),
+        ("DELETE", "/things/dev-1", "DeleteThing"),
         ("GET", "/things/dev-1/principals/extra", None),
         ("DELETE", "/target-policies/p", None),
     ],
@@ -162,7 +171,7 @@ def test_iot_quotas_default_scaled_and_off():
     assert (throttle.status, throttle.headers["x-amzn-ErrorType"]) == (400, "ThrottlingException")
     assert json.loads(throttle.body)["message"] == "Rate exceeded"
     # Unlimited operations always pass.
-    assert all(state.decide_iot("DescribeThing").action == "forward" for _ in range(1000))
+    assert all(state.decide_iot("DescribeThingType").action == "forward" for _ in range(1000))
 
     state.set_quotas({"scale": 20})
     got = [state.decide_iot("RegisterCertificateWithoutCA").action for _ in range(300)]
@@ -184,8 +193,11 @@ def test_edge_throttles_every_quota_the_template_declares():
     }
     # The two the edge once missed, and the rest of the importer's catalogue.
     assert {"ListPrincipalThings", "UpdateThing", "RegisterCertificateWithoutCA", "AttachPolicy"} <= set(declared)
-    # The template's rates, over the edge's own for operations the template has no parameter for.
+    # The template's rates, and the edge's own for operations the template has no parameter for
+    # (none of them also declared there: a stale duplicate would hide behind the template's).
     assert edge.default_iot_quotas() == {**edge.EDGE_IOT_QUOTAS, **declared}
+    assert not set(edge.EDGE_IOT_QUOTAS) & set(declared)
+    assert not set(edge.EDGE_IOT_QUOTA_CODES) & set(edge.template.quota_codes(edge.DEFAULT_TEMPLATE))
     for op, rate in edge.default_iot_quotas().items():
         state, _ = _state()
         got = [state.decide_iot(op).action for _ in range(int(rate) + 5)]
@@ -197,13 +209,20 @@ def test_edge_throttles_every_quota_the_template_declares():
 def test_activate_and_decommission_calls_are_routed_and_rated():
     # What `thingpress activate` / `decommission` call: each a row of the table (so matched,
     # counted and throttled), with a rate from the template or the edge's AWS defaults.
-    ops = {
-        "UpdateCertificate", "DeleteCertificate", "DetachPolicy", "DetachThingPrincipal", "DeleteThing",
-        "RemoveThingFromThingGroup", "UpdateThing", "AttachThingPrincipal", "ListThingPrincipalsV2",
+    decommission = {
+        "DescribeThing", "ListAttachedPolicies", "ListThingGroupsForThing", "DetachPolicy",
+        "RemoveThingFromThingGroup", "DetachThingPrincipal", "UpdateCertificate", "DeleteCertificate",
+        "DeleteThing",
+    }
+    ops = decommission | {
+        "UpdateThing", "AttachThingPrincipal", "ListThingPrincipals", "ListThingPrincipalsV2",
         "ListPrincipalThingsV2", "ListTargetsForPolicy",
     }
     assert ops <= {op for op, _, _ in edge.IOT_OPERATIONS}
     assert ops <= set(edge.default_iot_quotas())
+    # Decommission's calls are the importer's catalogue's: the template rates them, with codes.
+    assert decommission <= set(edge.template.quota_rate_defaults(edge.DEFAULT_TEMPLATE))
+    assert decommission <= set(edge.iot_quota_codes().values())
     assert edge.iot_operation("GET", "/things/dev-1/principals-v2?thingPrincipalType=EXCLUSIVE_THING") == "ListThingPrincipalsV2"
     assert edge.iot_operation("GET", "/principals/things-v2") == "ListPrincipalThingsV2"
     assert edge.iot_operation("POST", "/policy-targets/thingpress-device") == "ListTargetsForPolicy"
@@ -734,7 +753,7 @@ def test_template_quota_codes_are_the_catalogues_and_every_rated_operation_has_o
     codes = edge.template.quota_codes(edge.DEFAULT_TEMPLATE)
     assert codes == _catalogue_codes()
     assert set(codes) == set(edge.template.quota_rate_defaults(edge.DEFAULT_TEMPLATE))
-    # With the edge's own (activate / decommission calls), every rated operation but the V2
+    # With the edge's own (operations outside the catalogue), every rated operation but the V2
     # listings (no quota of their own found) has a code the edge answers Service Quotas for.
     no_code = {"ListThingPrincipalsV2", "ListPrincipalThingsV2"}
     assert set(edge.iot_quota_codes().values()) == set(edge.default_iot_quotas()) - no_code

@@ -437,9 +437,51 @@ def test_the_new_rows_are_counted_and_throttled(st):
         assert _error(iot.list_thing_principals_v2, thingName=thing)[:2] == (400, "ThrottlingException")
         iot.list_principal_things_v2(principal=arn)
         iot.list_targets_for_policy(policyName=_create_policy(iot))
+        # The edge counts a call as passed once it has sent the answer: the client may read it first.
+        deadline = time.monotonic() + 2
+        while state.snapshot()["operations"].get("ListTargetsForPolicy", {}).get("passed") != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         ops = state.snapshot()["operations"]
         assert ops["ListThingPrincipalsV2"]["throttledQuota"] == 1 and ops["ListThingPrincipalsV2"]["passed"] == 1
         assert ops["ListPrincipalThingsV2"]["passed"] == 1 and ops["ListTargetsForPolicy"]["passed"] == 1
+    finally:
+        state.set_quotas({"enabled": False})
+
+
+def test_decommission_calls_are_counted_and_throttled(st):
+    # Each call of `thingpress decommission` is recognised (so counted and paced at its template
+    # quota), ListAttachedPolicies too: its target, an ARN, travels percent-encoded in the path.
+    iot, state = st["iot"], st["state"]
+    policy, group = _create_policy(iot), _name("group")
+    iot.create_thing_group(thingGroupName=group)
+    thing = _thing(iot)
+    cert_id, arn = _cert(iot)
+    iot.attach_thing_principal(thingName=thing, principal=arn)
+    iot.attach_policy(policyName=policy, target=arn)
+    iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
+    assert iot.describe_thing(thingName=thing)["thingName"] == thing
+    assert [p["policyName"] for p in iot.list_attached_policies(target=arn)["policies"]] == [policy]
+    assert [g["groupName"] for g in iot.list_thing_groups_for_thing(thingName=thing)["thingGroups"]] == [group]
+    iot.detach_policy(policyName=policy, target=arn)
+    iot.remove_thing_from_thing_group(thingGroupName=group, thingName=thing)
+    iot.detach_thing_principal(thingName=thing, principal=arn)
+    iot.delete_certificate(certificateId=cert_id)
+    iot.delete_thing(thingName=thing)
+    ops = {
+        "DescribeThing", "ListAttachedPolicies", "ListThingGroupsForThing", "DetachPolicy",
+        "RemoveThingFromThingGroup", "DetachThingPrincipal", "DeleteCertificate", "DeleteThing",
+    }
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        counted = state.snapshot()["operations"]
+        if all(counted.get(op, {}).get("passed") == 1 for op in ops):
+            break
+        time.sleep(0.01)
+    assert {op: counted.get(op, {}).get("passed") for op in ops} == dict.fromkeys(ops, 1)
+    state.set_quotas({"enabled": True, "rates": {"ListAttachedPolicies": 1}})
+    try:
+        iot.list_attached_policies(target=arn)
+        assert _error(iot.list_attached_policies, target=arn)[:2] == (400, "ThrottlingException")
     finally:
         state.set_quotas({"enabled": False})
 

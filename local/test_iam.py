@@ -182,22 +182,46 @@ CERT = f"{IOT}:cert/" + "ab" * 32
         ("POST", "/certificate/register-no-ca", {"certificatePem": "x"}, {}, [("iot:RegisterCertificateWithoutCA", ["*"])]),
         ("GET", "/certificates/" + "ab" * 32, None, {}, [("iot:DescribeCertificate", [CERT])]),
         ("PUT", "/certificates/" + "ab" * 32 + "?newStatus=ACTIVE", None, {}, [("iot:UpdateCertificate", [CERT])]),
+        # thingpress decommission: DeleteCertificate takes cert, DeleteThing and DescribeThing thing.
+        ("DELETE", "/certificates/" + "ab" * 32 + "?forceDelete=false", None, {}, [("iot:DeleteCertificate", [CERT])]),
+        ("DELETE", "/things/dev-1", None, {}, [("iot:DeleteThing", [f"{IOT}:thing/dev-1"])]),
+        ("DELETE", "/things/dev-1?expectedVersion=3", None, {}, [("iot:DeleteThing", [f"{IOT}:thing/dev-1"])]),
+        ("GET", "/things/dev-1", None, {}, [("iot:DescribeThing", [f"{IOT}:thing/dev-1"])]),
         # CreateThing takes thing (and billinggroup): the thing type names no resource of it.
         ("POST", "/things/dev%3A1", {"thingTypeName": "Widget"}, {}, [("iot:CreateThing", [f"{IOT}:thing/dev:1"])]),
         ("PATCH", "/things/dev-1", {"thingTypeName": "Widget"}, {}, [("iot:UpdateThing", [f"{IOT}:thing/dev-1"])]),
         ("GET", "/things/dev-1/principals", None, {}, [("iot:ListThingPrincipals", [f"{IOT}:thing/dev-1"])]),
         # AttachThingPrincipal takes only cert: the thing is not a resource of it.
         ("PUT", "/things/dev-1/principals", None, {"x-amzn-principal": CERT}, [("iot:AttachThingPrincipal", [CERT])]),
+        # DetachThingPrincipal too.
+        ("DELETE", "/things/dev-1/principals", None, {"x-amzn-principal": CERT}, [("iot:DetachThingPrincipal", [CERT])]),
         ("GET", "/principals/things", None, {"x-amzn-principal": CERT}, [("iot:ListPrincipalThings", [CERT])]),
         # AttachPolicy takes cert or thinggroup (the target): never the policy.
         ("PUT", "/target-policies/WidgetPolicy", {"target": CERT}, {}, [("iot:AttachPolicy", [CERT])]),
         ("PUT", "/target-policies/P", {"target": f"{IOT}:thinggroup/g"}, {}, [("iot:AttachPolicy", [f"{IOT}:thinggroup/g"])]),
+        # DetachPolicy likewise (POST on the same path).
+        ("POST", "/target-policies/WidgetPolicy", {"target": CERT}, {}, [("iot:DetachPolicy", [CERT])]),
+        ("POST", "/target-policies/P", {"target": f"{IOT}:thinggroup/g"}, {}, [("iot:DetachPolicy", [f"{IOT}:thinggroup/g"])]),
         (
             "PUT",
             "/thing-groups/addThingToThingGroup",
             {"thingName": "dev-1", "thingGroupName": "fleet"},
             {},
             [("iot:AddThingToThingGroup", [f"{IOT}:thing/dev-1", f"{IOT}:thinggroup/fleet"])],
+        ),
+        (
+            "PUT",
+            "/thing-groups/removeThingFromThingGroup",
+            {"thingName": "dev-1", "thingGroupName": "fleet"},
+            {},
+            [("iot:RemoveThingFromThingGroup", [f"{IOT}:thing/dev-1", f"{IOT}:thinggroup/fleet"])],
+        ),
+        (
+            "PUT",
+            "/thing-groups/removeThingFromThingGroup",
+            {"thingArn": f"{IOT}:thing/dev-1", "thingGroupArn": f"{IOT}:thinggroup/fleet"},
+            {},
+            [("iot:RemoveThingFromThingGroup", [f"{IOT}:thing/dev-1", f"{IOT}:thinggroup/fleet"])],
         ),
         ("GET", "/thing-groups/fleet", None, {}, [("iot:DescribeThingGroup", [f"{IOT}:thinggroup/fleet"])]),
         ("GET", "/thing-types/Widget", None, {}, [("iot:DescribeThingType", [f"{IOT}:thingtype/Widget"])]),
@@ -226,7 +250,8 @@ def test_iot_every_call_the_project_makes_is_mapped():
         "AttachPolicy", "ListAttachedPolicies", "AddThingToThingGroup", "ListThingGroupsForThing",
         "DescribeThingType", "DescribeThingGroup", "GetPolicy", "ListPolicies", "ListThings",
         "ListCertificates", "ListThingGroups", "ListThingTypes", "ListThingsInThingGroup",
-        "UpdateCertificate",
+        "UpdateCertificate", "DetachPolicy", "RemoveThingFromThingGroup", "DetachThingPrincipal",
+        "DeleteCertificate", "DeleteThing",
     }
     names = {row[0] for row in iam._iot_model()}
     assert made <= names
@@ -389,6 +414,26 @@ ATTACH_POLICY = ("PUT", "/target-policies/P", "iot", json.dumps({"target": CERT}
 def test_attach_policy_on_policy_arn_allows_nothing_but_on_cert_it_does():
     assert iam.authorize(principal(allow("iot:AttachPolicy", f"{IOT}:policy/*")), request(*ATTACH_POLICY)) is not None
     assert iam.authorize(principal(allow("iot:AttachPolicy", f"{IOT}:cert/*")), request(*ATTACH_POLICY)) is None
+
+
+def test_decommission_grants_scope_what_the_reference_says():
+    # DetachPolicy as AttachPolicy: the target, never the policy.
+    detach = ("POST", "/target-policies/P", "iot", json.dumps({"target": CERT}).encode())
+    assert iam.authorize(principal(allow("iot:DetachPolicy", f"{IOT}:policy/*")), request(*detach)) is not None
+    assert iam.authorize(principal(allow("iot:DetachPolicy", f"{IOT}:cert/*")), request(*detach)) is None
+    # RemoveThingFromThingGroup needs both the thing and the group.
+    remove = ("PUT", "/thing-groups/removeThingFromThingGroup", "iot", b'{"thingName": "t", "thingGroupName": "G"}')
+    assert iam.authorize(principal(allow("iot:RemoveThingFromThingGroup", f"{IOT}:thinggroup/*")), request(*remove)) is not None
+    both = allow("iot:RemoveThingFromThingGroup", [f"{IOT}:thing/*", f"{IOT}:thinggroup/*"])
+    assert iam.authorize(principal(both), request(*remove)) is None
+    # DetachThingPrincipal: the certificate, not the thing.
+    detach_cert = ("DELETE", "/things/t/principals", "iot", b"")
+    assert iam.authorize(principal(allow("iot:DetachThingPrincipal", f"{IOT}:thing/*")), request(*detach_cert, **{"x-amzn-principal": CERT})) is not None
+    assert iam.authorize(principal(allow("iot:DetachThingPrincipal", f"{IOT}:cert/*")), request(*detach_cert, **{"x-amzn-principal": CERT})) is None
+    # ListAttachedPolicies takes no resource type: a cert grant allows nothing, only "*" does.
+    listing = ("POST", "/attached-policies/" + CERT.replace(":", "%3A").replace("/", "%2F"), "iot")
+    assert iam.authorize(principal(allow("iot:ListAttachedPolicies", f"{IOT}:cert/*")), request(*listing)) is not None
+    assert iam.authorize(principal(allow("iot:ListAttachedPolicies", "*")), request(*listing)) is None
 
 
 def test_action_without_resource_type_needs_star():
@@ -778,6 +823,19 @@ def test_the_templates_roles_allow_the_pipelines_calls():
             ("PUT", "/things/t/principals", "iot", b"", {"x-amzn-principal": CERT}),
             ("PUT", "/target-policies/P", "iot", json.dumps({"target": CERT}).encode(), {}),
             ("PUT", "/thing-groups/addThingToThingGroup", "iot", b'{"thingName": "t", "thingGroupName": "G"}', {}),
+            # thingpress activate.
+            ("GET", "/things/t/principals", "iot", b"", {}),
+            ("PUT", "/certificates/abc?newStatus=ACTIVE", "iot", b"", {}),
+            # thingpress decommission: read the mark, the policies and groups, then undo.
+            ("GET", "/things/t", "iot", b"", {}),
+            ("POST", "/attached-policies/" + CERT.replace(":", "%3A").replace("/", "%2F"), "iot", b"", {}),
+            ("GET", "/things/t/thing-groups", "iot", b"", {}),
+            ("POST", "/target-policies/P", "iot", json.dumps({"target": CERT}).encode(), {}),
+            ("PUT", "/thing-groups/removeThingFromThingGroup", "iot", b'{"thingName": "t", "thingGroupName": "G"}', {}),
+            ("DELETE", "/things/t/principals", "iot", b"", {"x-amzn-principal": CERT}),
+            ("PUT", "/certificates/abc?newStatus=INACTIVE", "iot", b"", {}),
+            ("DELETE", "/certificates/abc?forceDelete=false", "iot", b"", {}),
+            ("DELETE", "/things/t", "iot", b"", {}),
             ("GET", "/bkt/runs/r/decorated/00000.jsonl", "s3", b"", {}),
             ("PUT", "/bkt/runs/r/results/00000.jsonl", "s3", b"", {}),
             # The budget: its own lease written and deleted, every lease read.
@@ -801,6 +859,15 @@ def test_the_templates_roles_allow_the_pipelines_calls():
     # ...and no more than that: each role is its own.
     assert iam.authorize(principals["DecorateFunction"], request("PUT", "/bkt/claims/abc", "s3")) is not None
     assert iam.authorize(principals["SplitFunction"], request(*ATTACH_POLICY)) is not None
+    # Register detaches policies from certificates only, and deletes nothing but things and
+    # certificates; the other functions delete nothing in IoT.
+    detach_from_group = ("POST", "/target-policies/P", "iot", json.dumps({"target": f"{IOT}:thinggroup/G"}).encode())
+    assert iam.authorize(principals["RegisterFunction"], request(*detach_from_group)) is not None
+    assert iam.authorize(principals["RegisterFunction"], request("DELETE", "/thing-groups/G", "iot")) is not None
+    assert iam.authorize(principals["RegisterFunction"], request("DELETE", "/policies/P", "iot")) is not None
+    for who in ("SplitFunction", "DecorateFunction", "SummarizeFunction"):
+        assert iam.authorize(principals[who], request("DELETE", "/things/t", "iot")) is not None, who
+        assert iam.authorize(principals[who], request("DELETE", "/certificates/abc", "iot")) is not None, who
     assert iam.authorize(principals["ImportTriggerRule"], request("GET", "/bkt/runs/r/chunks.json", "s3")) is not None
     scan = request("POST", "/", "dynamodb", lease, **{"X-Amz-Target": "DynamoDB_20120810.Scan"})
     assert iam.authorize(principals["RegisterFunction"], scan) is not None

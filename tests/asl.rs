@@ -814,6 +814,9 @@ fn lambda_outputs(function: &str, input: &Json) -> Result<Vec<Json>, String> {
                 already_registered: 0,
                 activated: 0,
                 already_active: 0,
+                removed: 0,
+                would_remove: 0,
+                already_removed: 0,
                 rejected: input.rejected,
                 done: Done,
             });
@@ -843,6 +846,9 @@ fn lambda_outputs(function: &str, input: &Json) -> Result<Vec<Json>, String> {
                 already_registered: 0,
                 activated: 0,
                 already_active: 0,
+                removed: 0,
+                would_remove: 0,
+                already_removed: 0,
                 rejected: 1,
                 report_key: run.report(),
             })])

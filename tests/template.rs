@@ -49,7 +49,10 @@ const NO_RESOURCE_TYPE: &[(&str, &str)] = &[
     ("xray:GetSamplingRules", "tracing"),
     ("xray:GetSamplingTargets", "tracing"),
     // The operator's registry listings: AWS IoT's List* calls name no resource.
-    ("iot:ListAttachedPolicies", "registry listing"),
+    (
+        "iot:ListAttachedPolicies",
+        "registry listing, decommission's policy check",
+    ),
     ("iot:ListCertificates", "registry listing"),
     ("iot:ListPolicies", "registry listing"),
     ("iot:ListThings", "registry listing"),
@@ -89,14 +92,24 @@ const IOT_ACTION_RESOURCE_TYPES: &[(&str, &[&str])] = &[
     // the AllowedPolicies parameter that Split enforces.
     ("iot:AttachPolicy", &["cert", "thinggroup"]),
     ("iot:CreateThing", &["billinggroup", "thing"]),
+    ("iot:DeleteCertificate", &["cert"]),
+    ("iot:DeleteThing", &["thing"]),
     ("iot:DescribeCertificate", &["cert"]),
     ("iot:DescribeThing", &["thing"]),
     ("iot:DescribeThingGroup", &["thinggroup"]),
     ("iot:DescribeThingType", &["thingtype"]),
+    // cert and thinggroup (the target), never policy, as AttachPolicy.
+    ("iot:DetachPolicy", &["cert", "thinggroup"]),
+    // cert only, as AttachThingPrincipal.
+    ("iot:DetachThingPrincipal", &["cert"]),
     ("iot:GetPolicy", &["policy"]),
+    // None: its target is no resource of the call, so only "*" grants it.
+    ("iot:ListAttachedPolicies", &[]),
     ("iot:ListPrincipalThings", &["cert"]),
+    ("iot:ListThingGroupsForThing", &["thing"]),
     ("iot:ListThingPrincipals", &["thing"]),
     ("iot:RegisterCertificateWithoutCA", &[]),
+    ("iot:RemoveThingFromThingGroup", &["thing", "thinggroup"]),
     ("iot:UpdateCertificate", &["cert"]),
     ("iot:UpdateThing", &["thing"]),
 ];
@@ -1178,11 +1191,11 @@ fn iot_check_catches_grants_that_scope_nothing() {
     set(
         function_statement(&mut t, "RegisterFunction", "ReadCertificates"),
         "Action",
-        yaml("iot:DeleteCertificate"),
+        yaml("iot:DeleteThingGroup"),
     );
     assert_caught(
         check_iot_resource_types(&t),
-        "iot:DeleteCertificate is not in IOT_ACTION_RESOURCE_TYPES",
+        "iot:DeleteThingGroup is not in IOT_ACTION_RESOURCE_TYPES",
     );
     // ListPrincipalThings has the cert type now: "*" is too wide for it.
     let mut t = template();
@@ -1503,20 +1516,20 @@ fn quota_check_catches_a_missing_wrong_or_stray_quota() {
     let mut t = template();
     set(
         yaml_at(&mut t, &["Parameters"]),
-        "QuotaDescribeThing",
-        yaml("{Type: Number, Default: 350}"),
+        "QuotaDescribeThingGroup",
+        yaml("{Type: Number, Default: 100}"),
     );
     set(
         yaml_at(&mut t, &["Globals", "Function", "Environment", "Variables"]),
-        "QUOTA_DESCRIBE_THING",
-        yaml("!Ref QuotaDescribeThing"),
+        "QUOTA_DESCRIBE_THING_GROUP",
+        yaml("!Ref QuotaDescribeThingGroup"),
     );
     let problems = check_quota_catalogue(&t);
     assert_caught(
         problems.clone(),
-        "QuotaDescribeThing: a quota parameter of no API",
+        "QuotaDescribeThingGroup: a quota parameter of no API",
     );
-    assert_caught(problems, "QUOTA_DESCRIBE_THING: a quota variable");
+    assert_caught(problems, "QUOTA_DESCRIBE_THING_GROUP: a quota variable");
 
     let mut t = template();
     set(
@@ -1532,12 +1545,12 @@ fn quota_check_catches_a_missing_wrong_or_stray_quota() {
     let mut t = template();
     set(
         yaml_at(&mut t, &["Metadata", "Thingpress", "QuotaCodes"]),
-        "DescribeThing",
+        "DescribeThingGroup",
         yaml("L-00000000"),
     );
     assert_caught(
         check_quota_catalogue(&t),
-        "QuotaCodes.DescribeThing: a quota code of no API",
+        "QuotaCodes.DescribeThingGroup: a quota code of no API",
     );
 }
 

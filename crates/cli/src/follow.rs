@@ -475,6 +475,12 @@ pub fn summary(report: &Report) -> String {
     for (error, n) in &o.rejected_by_error {
         out.push_str(&format!("    {:<30}  {n:>8}\n", error.as_str()));
     }
+    if let Some((heading, changes)) = report.changes() {
+        out.push_str(&format!("  {heading}:\n"));
+        for (what, n) in changes {
+            out.push_str(&format!("    {what:<34}  {n:>8}\n"));
+        }
+    }
     let mut counts = vec![
         counted(u64::from(report.chunks), "chunk"),
         counted(report.throttled, "throttle stop"),

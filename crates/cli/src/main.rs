@@ -42,6 +42,9 @@ enum Command {
     /// After the import: set the certificates of the devices a shipping list names ACTIVE
     /// (through the state machine, paced and reported like an import).
     Activate(commands::activate::Args),
+    /// Undo an import (a run, or a device list): detach, deactivate and delete what Thingpress
+    /// made, only things carrying the profile's mark. A dry run unless --execute.
+    Decommission(commands::decommission::Args),
     /// Follow a run: chunks and certificates done, rate, ETA; exits non-zero if it fails.
     Watch(commands::watch::Args),
     /// A run's report: counts per outcome and error name, and the rejected entries.
@@ -87,6 +90,7 @@ async fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::run(target, args).await,
         Command::Import(args) => commands::import::run(target, args).await,
         Command::Activate(args) => commands::activate::run(target, args).await,
+        Command::Decommission(args) => commands::decommission::run(target, args).await,
         Command::Watch(args) => commands::watch::run(target, args).await,
         Command::Report(args) => commands::report::run(target, args).await,
         Command::Redrive(args) => commands::redrive::run(target, args).await,

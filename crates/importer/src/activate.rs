@@ -7,9 +7,6 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_iot::operation::add_thing_to_thing_group::AddThingToThingGroupError;
-use aws_sdk_iot::operation::describe_certificate::DescribeCertificateError;
-use aws_sdk_iot::operation::list_principal_things::ListPrincipalThingsError;
-use aws_sdk_iot::operation::list_thing_principals::ListThingPrincipalsError;
 use aws_sdk_iot::operation::update_certificate::UpdateCertificateError;
 use aws_sdk_iot::operation::update_thing::UpdateThingError;
 use aws_sdk_iot::types::{AttributePayload, CertificateStatus as IotCertificateStatus};
@@ -71,6 +68,7 @@ fn result(entry: &Activation, device: Option<&Device>, outcome: Outcome) -> Entr
         thing_name,
         outcome,
         certificate_arn: device.map(|d| d.arn.clone()),
+        actions: Vec::new(),
         error: None,
         message: None,
     }
@@ -91,11 +89,6 @@ fn rejected(
 
 /// `Ok(Err(result))` is the entry's rejection; `Err` ends the task.
 type Step<T> = Result<Result<T, EntryResult>, ImportError>;
-
-/// The certificate id at the end of a certificate ARN (`arn:…:cert/<id>`).
-fn certificate_id_of(arn: &str) -> Option<&str> {
-    arn.rsplit_once(":cert/").map(|(_, id)| id)
-}
 
 impl Importer {
     /// Activates one shipped device; per-entry problems are an `Ok` rejected result.
@@ -160,10 +153,7 @@ impl Importer {
                     Ok(found) => found,
                     Err(rejection) => return Ok(Err(rejection)),
                 };
-                let things = match self.things_of(entry, id, &arn).await? {
-                    Ok(things) => things,
-                    Err(rejection) => return Ok(Err(rejection)),
-                };
+                let things = self.things_holding(&arn).await?;
                 let device = |thing_name: String| Device {
                     certificate_id: id.clone(),
                     arn: arn.clone(),
@@ -226,122 +216,27 @@ impl Importer {
         entry: &Activation,
         id: &str,
     ) -> Step<(String, Option<IotCertificateStatus>)> {
-        let described = self
-            .call(Api::DescribeCertificate, || {
-                self.client.describe_certificate().certificate_id(id).send()
-            })
-            .await;
-        let out = match described {
-            Ok(out) => out,
-            Err(err) => {
-                return match err.as_service_error() {
-                    Some(DescribeCertificateError::ResourceNotFoundException(_)) => {
-                        Ok(Err(rejected(
-                            entry,
-                            None,
-                            ErrorName::UnknownDevice,
-                            format!("IoT holds no certificate {id}"),
-                        )))
-                    }
-                    Some(DescribeCertificateError::InvalidRequestException(e)) => {
-                        Ok(Err(rejected(
-                            entry,
-                            None,
-                            ErrorName::RejectedByIot,
-                            format!("DescribeCertificate {id}: {}", service_message(e)),
-                        )))
-                    }
-                    _ => Err(classify(
-                        "DescribeCertificate",
-                        &format!("certificate {id}"),
-                        &err,
-                    )),
-                };
-            }
-        };
-        let description = out.certificate_description();
-        let Some(arn) = description.and_then(|d| d.certificate_arn()) else {
-            return Err(ImportError::AwsRejected(format!(
-                "DescribeCertificate certificate {id}: IoT answered without a certificate ARN"
-            )));
-        };
-        Ok(Ok((
-            arn.to_owned(),
-            description.and_then(|d| d.status()).cloned(),
-        )))
-    }
-
-    /// ListPrincipalThings: the things the certificate is attached to (two tell it is not one).
-    async fn things_of(&self, entry: &Activation, id: &str, arn: &str) -> Step<Vec<String>> {
-        let listed = self
-            .call(Api::ListPrincipalThings, || {
-                self.client
-                    .list_principal_things()
-                    .principal(arn)
-                    .max_results(2)
-                    .send()
-            })
-            .await;
-        match listed {
-            Ok(out) => Ok(Ok(out.things().to_vec())),
-            Err(err) => match err.as_service_error() {
-                Some(ListPrincipalThingsError::ResourceNotFoundException(_)) => Ok(Err(rejected(
-                    entry,
-                    None,
-                    ErrorName::UnknownDevice,
-                    format!("IoT holds no certificate {id}"),
-                ))),
-                _ => Err(classify(
-                    "ListPrincipalThings",
-                    &format!("certificate {id}"),
-                    &err,
-                )),
-            },
-        }
+        Ok(match self.held_certificate(id).await? {
+            Some(cert) => Ok((cert.arn, cert.status)),
+            None => Err(rejected(
+                entry,
+                None,
+                ErrorName::UnknownDevice,
+                format!("IoT holds no certificate {id}"),
+            )),
+        })
     }
 
     /// ListThingPrincipals: the thing's one certificate id, or UnknownDevice / AmbiguousDevice.
     async fn certificate_of(&self, entry: &Activation, thing: &str) -> Step<String> {
-        let listed = self
-            .call(Api::ListThingPrincipals, || {
-                self.client
-                    .list_thing_principals()
-                    .thing_name(thing)
-                    .max_results(10)
-                    .send()
-            })
-            .await;
-        let principals = match listed {
-            Ok(out) => out.principals().to_vec(),
-            Err(err) => {
-                return match err.as_service_error() {
-                    Some(ListThingPrincipalsError::ResourceNotFoundException(_)) => {
-                        Ok(Err(rejected(
-                            entry,
-                            None,
-                            ErrorName::UnknownDevice,
-                            format!("IoT holds no thing {thing}"),
-                        )))
-                    }
-                    _ => Err(classify(
-                        "ListThingPrincipals",
-                        &format!("thing {thing}"),
-                        &err,
-                    )),
-                };
-            }
-        };
-        let certificates: Vec<&str> = principals
-            .iter()
-            .filter_map(|p| certificate_id_of(p))
-            .collect();
+        let certificates = self.certificates_on(thing).await?;
         match certificates.as_slice() {
-            [one] => Ok(Ok((*one).to_owned())),
+            [one] => Ok(Ok(one.clone())),
             [] => Ok(Err(rejected(
                 entry,
                 None,
                 ErrorName::UnknownDevice,
-                format!("thing {thing} has no certificate attached"),
+                format!("IoT holds no thing {thing} with a certificate attached"),
             ))),
             several => Ok(Err(rejected(
                 entry,
@@ -472,19 +367,6 @@ impl Importer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_certificate_id_ends_a_certificate_arn() {
-        let id = "ab".repeat(32);
-        assert_eq!(
-            certificate_id_of(&format!("arn:aws:iot:eu-west-1:123456789012:cert/{id}")),
-            Some(id.as_str())
-        );
-        assert_eq!(
-            certificate_id_of("arn:aws:iot:eu-west-1:123456789012:thing/x"),
-            None
-        );
-    }
 
     #[test]
     fn activations_round_trip_and_leave_out_what_the_list_did_not_give() {

@@ -146,6 +146,62 @@ iot_apis! {
         quota_code: "L-FC3EF4D9",
         per_new_certificate: Never,
     },
+    /// Reads a thing's attributes (`decommission` checks Thingpress's mark).
+    DescribeThing {
+        env: "QUOTA_DESCRIBE_THING",
+        quota: 350.0,
+        quota_code: "L-0EF0F5EE",
+        per_new_certificate: Never,
+    },
+    /// Lists the policies attached to a certificate (`decommission`).
+    ListAttachedPolicies {
+        env: "QUOTA_LIST_ATTACHED_POLICIES",
+        quota: 10.0,
+        quota_code: "L-B2DA2A45",
+        per_new_certificate: Never,
+    },
+    /// Lists a thing's groups (`decommission`).
+    ListThingGroupsForThing {
+        env: "QUOTA_LIST_THING_GROUPS_FOR_THING",
+        quota: 100.0,
+        quota_code: "L-75F129AD",
+        per_new_certificate: Never,
+    },
+    /// Detaches a profile policy from a certificate (`decommission`).
+    DetachPolicy {
+        env: "QUOTA_DETACH_POLICY",
+        quota: 15.0,
+        quota_code: "L-EC88D510",
+        per_new_certificate: Never,
+    },
+    /// Removes a thing from a profile group (`decommission`).
+    RemoveThingFromThingGroup {
+        env: "QUOTA_REMOVE_THING_FROM_THING_GROUP",
+        quota: 100.0,
+        quota_code: "L-2A81A394",
+        per_new_certificate: Never,
+    },
+    /// Detaches the certificate from its thing (`decommission`).
+    DetachThingPrincipal {
+        env: "QUOTA_DETACH_THING_PRINCIPAL",
+        quota: 100.0,
+        quota_code: "L-B5EE4A16",
+        per_new_certificate: Never,
+    },
+    /// Deletes an INACTIVE, detached certificate (`decommission`).
+    DeleteCertificate {
+        env: "QUOTA_DELETE_CERTIFICATE",
+        quota: 10.0,
+        quota_code: "L-EEB8F0B1",
+        per_new_certificate: Never,
+    },
+    /// Deletes a detached thing (`decommission`).
+    DeleteThing {
+        env: "QUOTA_DELETE_THING",
+        quota: 100.0,
+        quota_code: "L-889800F7",
+        per_new_certificate: Never,
+    },
 }
 
 /// The APIs registering an entry may call (which of them depends on what IoT already holds).
@@ -168,6 +224,22 @@ pub const ACTIVATION_APIS: &[Api] = &[
     Api::UpdateThing,
     Api::AddThingToThingGroup,
     Api::UpdateCertificate,
+];
+
+/// The APIs decommissioning a device may call (a dry run only the reads).
+pub const DECOMMISSION_APIS: &[Api] = &[
+    Api::DescribeCertificate,
+    Api::ListPrincipalThings,
+    Api::ListThingPrincipals,
+    Api::DescribeThing,
+    Api::ListAttachedPolicies,
+    Api::ListThingGroupsForThing,
+    Api::DetachPolicy,
+    Api::RemoveThingFromThingGroup,
+    Api::DetachThingPrincipal,
+    Api::UpdateCertificate,
+    Api::DeleteCertificate,
+    Api::DeleteThing,
 ];
 
 impl Api {
@@ -255,13 +327,21 @@ mod tests {
             .map(|api| api.calls_per_new_certificate(2, 3))
             .collect();
         // Register, Describe, ListPrincipalThings, Create, Update, Attach, policies, groups,
-        // then activation's UpdateCertificate and ListThingPrincipals.
-        assert_eq!(calls, [1, 0, 0, 1, 0, 1, 2, 3, 0, 0]);
+        // then activation's and decommission's APIs.
+        assert_eq!(
+            calls,
+            [1, 0, 0, 1, 0, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
-    fn imports_and_activations_together_call_every_api() {
-        let mut called: Vec<Api> = IMPORT_APIS.iter().chain(ACTIVATION_APIS).copied().collect();
+    fn the_operations_together_call_every_api() {
+        let mut called: Vec<Api> = IMPORT_APIS
+            .iter()
+            .chain(ACTIVATION_APIS)
+            .chain(DECOMMISSION_APIS)
+            .copied()
+            .collect();
         called.sort();
         called.dedup();
         assert_eq!(called, Api::ALL);

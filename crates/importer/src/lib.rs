@@ -10,6 +10,8 @@
 mod activate;
 mod apis;
 mod classify;
+mod decommission;
+mod lookup;
 mod pacer;
 mod quotas;
 mod register;
@@ -19,7 +21,11 @@ use aws_sdk_iot::config::retry::RetryConfig;
 use thingpress_manifest::ErrorName;
 
 pub use activate::Activation;
-pub use apis::{ACTIVATION_APIS, Api, IMPORT_APIS, PerNewCertificate, new_certificates_per_second};
+pub use apis::{
+    ACTIVATION_APIS, Api, DECOMMISSION_APIS, IMPORT_APIS, PerNewCertificate,
+    new_certificates_per_second,
+};
+pub use decommission::{Action, DETACH_PROPAGATION_PATIENCE, Removal, count_actions};
 pub use pacer::{
     AIMD_DECREASE, AIMD_DECREASE_SPACING, AIMD_FLOOR, AIMD_INCREASE, AIMD_INCREASE_EVERY, Aimd,
     PacedApi, Pacer, TokenBucket,

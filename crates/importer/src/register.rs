@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::ImportError;
 use crate::apis::Api;
 use crate::classify::{classify, service_message};
+use crate::decommission::Action;
 use crate::pacer::Pacer;
 
 /// What happened to one entry.
@@ -44,6 +45,12 @@ pub enum Outcome {
     /// `thingpress activate` found the certificate ACTIVE already (its thing was still given
     /// the list's attributes and the activation groups).
     AlreadyActive,
+    /// `thingpress decommission --execute` removed what the import made; `actions` says what.
+    Removed,
+    /// A decommission dry run would remove what `actions` lists.
+    WouldRemove,
+    /// A decommission found nothing left to remove.
+    AlreadyRemoved,
 }
 
 /// One line of a results file: the outcome of one entry.
@@ -63,6 +70,9 @@ pub struct EntryResult {
     /// The certificate's ARN, once IoT has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_arn: Option<String>,
+    /// A decommission's changes, made or (in a dry run) planned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
     /// Why the entry was rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorName>,
@@ -80,6 +90,7 @@ impl EntryResult {
             device_id: entry.device_id.clone(),
             outcome,
             certificate_arn,
+            actions: Vec::new(),
             error: None,
             message: None,
         }

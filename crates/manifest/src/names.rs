@@ -91,6 +91,13 @@ error_names! {
     /// The entry does not lead to one certificate and one thing (a certificate on several
     /// things, or a thing with several certificates): which one to activate is not known.
     AmbiguousDevice => Entry,
+    /// Decommission: the thing does not carry the profile's Thingpress mark (another tool, or
+    /// another profile, made it), so it is left alone.
+    NotThingpress => Entry,
+    /// Decommission: the certificate is attached to another thing, has a policy the profile
+    /// does not attach, is being transferred to another account, or the thing has another
+    /// certificate; the device is left alone.
+    ForeignAttachment => Entry,
 }
 
 impl std::fmt::Display for ErrorName {

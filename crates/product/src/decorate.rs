@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use thingpress_manifest::{Accepted, ErrorName, Rejected};
 
 use crate::names;
-use crate::profile::{CertificateStatus, OnThingConflict, Profile, ThingPrincipalType};
+use crate::profile::{
+    CertificateStatus, MARK_ATTRIBUTE, OnThingConflict, Profile, ThingPrincipalType,
+};
 use crate::template::Template;
 
 /// An entry ready for registration: the certificate and everything IoT should know about its thing.
@@ -135,6 +137,7 @@ impl Decorator {
             })?;
             attributes.insert(name.clone(), value);
         }
+        attributes.insert(MARK_ATTRIBUTE.to_owned(), self.profile.name.clone());
         Ok(Decorated {
             index: entry.index,
             certificate_id: entry.certificate_id.clone(),

@@ -12,8 +12,9 @@ mod template;
 
 pub use decorate::{Decorated, Decorator, decorate};
 pub use profile::{
-    CertificateStatus, MAX_ATTRIBUTES_WITH_TYPE, MAX_ATTRIBUTES_WITHOUT_TYPE, MAX_CHUNK_SIZE,
-    MAX_CONCURRENCY, MAX_POLICIES, MAX_THING_GROUPS, OnThingConflict, Profile, ThingPrincipalType,
+    CertificateStatus, MARK_ATTRIBUTE, MAX_ATTRIBUTES_WITH_TYPE, MAX_ATTRIBUTES_WITHOUT_TYPE,
+    MAX_CHUNK_SIZE, MAX_CONCURRENCY, MAX_POLICIES, MAX_THING_GROUPS, OnThingConflict, Profile,
+    ThingPrincipalType,
 };
 pub use template::Template;
 

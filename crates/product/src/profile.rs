@@ -13,6 +13,10 @@ use crate::template::Template;
 pub const MAX_ATTRIBUTES_WITH_TYPE: usize = 50;
 /// Most attributes a thing without a thing type may have (AWS IoT quota, not adjustable).
 pub const MAX_ATTRIBUTES_WITHOUT_TYPE: usize = 3;
+/// The thing attribute every import sets to the profile's name, so `thingpress decommission`
+/// removes only things Thingpress made with that profile. It takes one of the thing's
+/// attribute slots, and profiles may not set it themselves.
+pub const MARK_ATTRIBUTE: &str = "thingpress";
 /// Most thing groups one thing may belong to (AWS IoT quota, not adjustable).
 pub const MAX_THING_GROUPS: usize = 10;
 /// Most policies attached to one certificate (AWS IoT quota, not adjustable).
@@ -275,15 +279,22 @@ impl Profile {
         } else {
             MAX_ATTRIBUTES_WITHOUT_TYPE
         };
-        if self.attributes.len() > max_attributes {
+        // Thingpress's mark takes one of the slots.
+        if self.attributes.len() + 1 > max_attributes {
             problems.push(format!(
-                "attributes: {} given, at most {max_attributes} allowed {}",
+                "attributes: {} given, at most {} allowed (Thingpress's {MARK_ATTRIBUTE:?} mark takes one of {max_attributes}) {}",
                 self.attributes.len(),
+                max_attributes - 1,
                 if self.thing_type.is_some() {
                     "on a thing with a thing type"
                 } else {
                     "on a thing without a thing type (set thingType to allow 50)"
                 }
+            ));
+        }
+        if self.attributes.contains_key(MARK_ATTRIBUTE) {
+            problems.push(format!(
+                "attributes: {MARK_ATTRIBUTE:?} is Thingpress's mark (the profile's name), set on every thing it imports"
             ));
         }
         for (name, value) in &self.attributes {
@@ -452,19 +463,23 @@ mod tests {
 
     #[test]
     fn attribute_count_depends_on_thing_type() {
+        // Thingpress's mark takes one of a thing's 3 (or 50) attributes.
+        let three = r#""attributes":{"a":"1","b":"2","c":"3"}"#;
+        let err = problems(&format!(r#"{{"name":"p",{three}}}"#));
+        assert!(err.contains("at most 2"), "{err}");
         let four = r#""attributes":{"a":"1","b":"2","c":"3","d":"4"}"#;
-        let err = problems(&format!(r#"{{"name":"p",{four}}}"#));
-        assert!(err.contains("at most 3"), "{err}");
         assert!(
             Profile::from_json(format!(r#"{{"name":"p","thingType":"T",{four}}}"#).as_bytes())
                 .is_ok()
         );
-        let many: Vec<String> = (0..51).map(|i| format!(r#""a{i}":"v""#)).collect();
+        let many: Vec<String> = (0..50).map(|i| format!(r#""a{i}":"v""#)).collect();
         let err = problems(&format!(
             r#"{{"name":"p","thingType":"T","attributes":{{{}}}}}"#,
             many.join(",")
         ));
-        assert!(err.contains("at most 50"), "{err}");
+        assert!(err.contains("at most 49"), "{err}");
+        let err = problems(r#"{"name":"p","attributes":{"thingpress":"x"}}"#);
+        assert!(err.contains("Thingpress's mark"), "{err}");
     }
 
     #[test]

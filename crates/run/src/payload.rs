@@ -93,13 +93,17 @@ pub struct EventObject {
 /// What a run does with its file's entries. Every operation runs the same Split, chunk Map,
 /// Register loop and Summarize; only what is read and what each entry gets differ.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "camelCase")]
 pub enum Operation {
     /// A supplier manifest: register every certificate and set up its thing.
     #[default]
     Import,
     /// A shipping list (`thingpress activate`): set each shipped device's certificate ACTIVE.
     Activate,
+    /// A device list (`thingpress decommission --execute`): remove what the import made.
+    Decommission,
+    /// A device list (`thingpress decommission`): plan the removal, change nothing.
+    DecommissionDryRun,
 }
 
 impl Operation {
@@ -409,6 +413,15 @@ pub struct ChunkSummary {
     /// Certificates an activation found ACTIVE already (absent from imports).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub already_active: u64,
+    /// Devices a decommission removed (absent from other operations).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub removed: u64,
+    /// Devices a decommission dry run would remove.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub would_remove: u64,
+    /// Devices a decommission found nothing left of.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub already_removed: u64,
     /// Entries rejected.
     pub rejected: u64,
     /// Always `true`: the ASL's `RegisterDone` Choice ends the child on it.
@@ -447,6 +460,15 @@ pub struct RunSummary {
     /// Certificates an activation found ACTIVE already (absent from imports).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub already_active: u64,
+    /// Devices a decommission removed (absent from other operations).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub removed: u64,
+    /// Devices a decommission dry run would remove.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub would_remove: u64,
+    /// Devices a decommission found nothing left of.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub already_removed: u64,
     /// Entries rejected.
     pub rejected: u64,
     /// `runs/<runId>/report.json`.
@@ -660,6 +682,9 @@ mod tests {
             already_registered: 0,
             activated: 0,
             already_active: 0,
+            removed: 0,
+            would_remove: 0,
+            already_removed: 0,
             rejected: 1,
             done: Done,
         });

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use thingpress_importer::{Activation, EntryResult, EntrySteps};
+use thingpress_importer::{Action, Activation, EntryResult, EntrySteps, Removal};
 use thingpress_manifest::{ErrorName, Rejected, Supplier};
 use thingpress_product::{Decorated, Profile};
 
@@ -89,6 +89,8 @@ pub enum DecoratedLine {
     Rejected(Rejected),
     /// A shipping-list entry to activate.
     Activation(Activation),
+    /// A device-list entry to decommission.
+    Removal(Removal),
 }
 
 /// A line of `progress/NNNNN.jsonl`, what a stopped chunk keeps for its retry: the result of an
@@ -157,6 +159,18 @@ pub struct OutcomeCounts {
     /// Certificates an activation found ACTIVE already.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub already_active: u64,
+    /// Devices a decommission removed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub removed: u64,
+    /// Devices a decommission dry run would remove.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub would_remove: u64,
+    /// Devices a decommission found nothing left of.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub already_removed: u64,
+    /// A decommission's changes, made or planned, per action.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub actions: BTreeMap<Action, u64>,
     /// Entries rejected, at any stage.
     pub rejected: u64,
     /// Rejections per error name.
@@ -177,6 +191,12 @@ impl OutcomeCounts {
         self.already_registered += other.already_registered;
         self.activated += other.activated;
         self.already_active += other.already_active;
+        self.removed += other.removed;
+        self.would_remove += other.would_remove;
+        self.already_removed += other.already_removed;
+        for (action, n) in &other.actions {
+            *self.actions.entry(*action).or_default() += n;
+        }
         self.rejected += other.rejected;
         for (name, n) in &other.rejected_by_error {
             *self.rejected_by_error.entry(*name).or_default() += n;
@@ -189,6 +209,9 @@ impl OutcomeCounts {
             + self.already_registered
             + self.activated
             + self.already_active
+            + self.removed
+            + self.would_remove
+            + self.already_removed
             + self.rejected
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use thingpress_importer::Outcome;
+use thingpress_importer::{Action, Outcome};
 use thingpress_manifest::{ErrorName, Supplier};
 
 use crate::payload::Operation;
@@ -94,7 +94,35 @@ impl Report {
                 ("activated", o.activated),
                 ("already active", o.already_active),
             ],
+            Operation::Decommission => [
+                ("removed", o.removed),
+                ("already removed", o.already_removed),
+            ],
+            Operation::DecommissionDryRun => [
+                ("to remove", o.would_remove),
+                ("already removed", o.already_removed),
+            ],
         }
+    }
+
+    /// A decommission's changes per action, in the order they are made, under a heading that
+    /// says whether they were made or only planned; `None` for other runs.
+    pub fn changes(&self) -> Option<(&'static str, Vec<(&'static str, u64)>)> {
+        let heading = match self.operation {
+            Operation::Decommission => "changes made",
+            Operation::DecommissionDryRun => "changes planned (dry run: nothing was changed)",
+            Operation::Import | Operation::Activate => return None,
+        };
+        let counts = Action::ALL
+            .iter()
+            .map(|a| {
+                (
+                    a.describe(),
+                    self.outcomes.actions.get(a).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        Some((heading, counts))
     }
 
     /// What the run read: `<supplier> manifest`, or `shipping list`.
@@ -102,6 +130,7 @@ impl Report {
         match self.operation {
             Operation::Import => format!("{} manifest", self.supplier),
             Operation::Activate => "shipping list".to_owned(),
+            Operation::Decommission | Operation::DecommissionDryRun => "device list".to_owned(),
         }
     }
 }
@@ -133,17 +162,26 @@ pub struct ResultLine {
     /// Why the entry was rejected.
     #[serde(default)]
     pub error: Option<ErrorName>,
+    /// A decommission's actions.
+    #[serde(default)]
+    pub actions: Vec<Action>,
 }
 
 impl ChunkTally {
     /// Counts one result line.
     pub fn add(&mut self, line: ResultLine) {
         self.entries += 1;
+        for action in line.actions {
+            *self.outcomes.actions.entry(action).or_default() += 1;
+        }
         match line.outcome {
             Outcome::Registered => self.outcomes.registered += 1,
             Outcome::AlreadyRegistered => self.outcomes.already_registered += 1,
             Outcome::Activated => self.outcomes.activated += 1,
             Outcome::AlreadyActive => self.outcomes.already_active += 1,
+            Outcome::Removed => self.outcomes.removed += 1,
+            Outcome::WouldRemove => self.outcomes.would_remove += 1,
+            Outcome::AlreadyRemoved => self.outcomes.already_removed += 1,
             // A rejection without a name counts as IoT's, as `thingpress report` does.
             Outcome::Rejected => self
                 .outcomes
@@ -253,7 +291,10 @@ impl ReportBuilder {
         let certificates = (outcomes.registered
             + outcomes.already_registered
             + outcomes.activated
-            + outcomes.already_active) as f64;
+            + outcomes.already_active
+            + outcomes.removed
+            + outcomes.would_remove
+            + outcomes.already_removed) as f64;
         Report {
             run_id: run.run_id.clone(),
             operation: run.operation,

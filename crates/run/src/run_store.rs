@@ -201,6 +201,7 @@ mod tests {
             device_id: format!("d{index}"),
             outcome: Outcome::Registered,
             certificate_arn: None,
+            actions: Vec::new(),
             error: None,
             message: None,
         }

@@ -3,7 +3,7 @@
 //! get their thing's name (from the device id) and the activation groups.
 
 use lambda_runtime::LambdaEvent;
-use thingpress_importer::Activation;
+use thingpress_importer::{Activation, Removal};
 use thingpress_manifest::{Accepted, ErrorName, Rejected};
 use thingpress_product::Decorator;
 use thingpress_run::payload::{ChunkInput, DecoratedChunk, Operation};
@@ -58,6 +58,14 @@ impl<S: Store + Clone> Task<S> {
                 .into_iter()
                 .map(|device| activation(&decorator, device))
                 .collect(),
+            Operation::Decommission | Operation::DecommissionDryRun => {
+                let execute = info.operation == Operation::Decommission;
+                chunk::<S, Shipped>(&run, &input)
+                    .await?
+                    .into_iter()
+                    .map(|device| removal(&decorator, device, execute))
+                    .collect()
+            }
         };
         let rejected = lines
             .iter()
@@ -105,24 +113,30 @@ async fn chunk<S: Store + Clone, T: serde::de::DeserializeOwned>(
     Ok(entries)
 }
 
-/// A shipped device ready for activation. A device id names the thing through the profile's
-/// template; when the template needs more than the list gives, the certificate (if the list
-/// names it) finds its thing instead, and without one the entry is rejected.
+/// The thing a listed device names: through the profile's template from its device id. When
+/// the template needs more than the list gives, the certificate (if the list names it) finds the
+/// thing instead; without one the entry is rejected.
+fn listed_thing(decorator: &Decorator, device: &Shipped) -> Result<Option<String>, Rejected> {
+    let Some(id) = &device.device_id else {
+        return Ok(None);
+    };
+    match decorator.thing_name_of_device(id, device.certificate_id.as_deref()) {
+        Ok(name) => Ok(Some(name)),
+        Err(_) if device.certificate_id.is_some() => Ok(None),
+        Err(why) => Err(Rejected {
+            index: device.index,
+            error: ErrorName::InvalidThingName,
+            message: format!("device {id}: {why}"),
+            device_id: Some(id.clone()),
+        }),
+    }
+}
+
+/// A shipped device ready for activation.
 fn activation(decorator: &Decorator, device: Shipped) -> DecoratedLine {
-    let thing_name = match &device.device_id {
-        Some(id) => match decorator.thing_name_of_device(id, device.certificate_id.as_deref()) {
-            Ok(name) => Some(name),
-            Err(_) if device.certificate_id.is_some() => None,
-            Err(why) => {
-                return DecoratedLine::Rejected(Rejected {
-                    index: device.index,
-                    error: ErrorName::InvalidThingName,
-                    message: format!("device {id}: {why}"),
-                    device_id: Some(id.clone()),
-                });
-            }
-        },
-        None => None,
+    let thing_name = match listed_thing(decorator, &device) {
+        Ok(name) => name,
+        Err(rejected) => return DecoratedLine::Rejected(rejected),
     };
     DecoratedLine::Activation(Activation {
         index: device.index,
@@ -131,6 +145,25 @@ fn activation(decorator: &Decorator, device: Shipped) -> DecoratedLine {
         thing_name,
         attributes: device.attributes,
         groups: decorator.profile().activation_groups.clone(),
+    })
+}
+
+/// A listed device ready for decommissioning: what the profile attached is what may be removed.
+fn removal(decorator: &Decorator, device: Shipped, execute: bool) -> DecoratedLine {
+    let thing_name = match listed_thing(decorator, &device) {
+        Ok(name) => name,
+        Err(rejected) => return DecoratedLine::Rejected(rejected),
+    };
+    let profile = decorator.profile();
+    DecoratedLine::Removal(Removal {
+        index: device.index,
+        certificate_id: device.certificate_id,
+        device_id: device.device_id,
+        thing_name,
+        mark: profile.name.clone(),
+        policies: profile.policies.clone(),
+        groups: profile.all_thing_groups(),
+        execute,
     })
 }
 

@@ -24,8 +24,8 @@ use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use thingpress_budget::{DynamoLeases, LeaseTable};
 use thingpress_importer::{
-    ACTIVATION_APIS, Activation, ApiCalls, EntryResult, EntrySteps, IMPORT_APIS, ImportError,
-    Importer, Outcome,
+    ACTIVATION_APIS, Activation, ApiCalls, DECOMMISSION_APIS, EntryResult, EntrySteps, IMPORT_APIS,
+    ImportError, Importer, Outcome, Removal,
 };
 use thingpress_manifest::ErrorName;
 use thingpress_product::Decorated;
@@ -75,10 +75,12 @@ struct Pending<'a> {
 }
 
 /// One entry left to do: an import's, resumed from the steps kept for it, or an activation's
-/// (whose steps are idempotent and end with the status change, so it needs none kept).
+/// or a decommission's (whose steps are idempotent and planned from what IoT holds, so they
+/// need none kept).
 enum Work<'a> {
     Register(&'a Decorated, EntrySteps),
     Activate(&'a Activation),
+    Remove(&'a Removal),
 }
 
 impl Work<'_> {
@@ -86,7 +88,15 @@ impl Work<'_> {
     fn steps(&self) -> Option<&EntrySteps> {
         match self {
             Work::Register(_, steps) => Some(steps),
-            Work::Activate(_) => None,
+            Work::Activate(_) | Work::Remove(_) => None,
+        }
+    }
+
+    /// The steps kept for an import's entry, taken.
+    fn into_steps(self) -> Option<EntrySteps> {
+        match self {
+            Work::Register(_, steps) => Some(steps),
+            Work::Activate(_) | Work::Remove(_) => None,
         }
     }
 }
@@ -178,6 +188,7 @@ impl<S: Store + Clone> Task<S> {
         let calls = match info.operation {
             Operation::Import => IMPORT_APIS,
             Operation::Activate => ACTIVATION_APIS,
+            Operation::Decommission | Operation::DecommissionDryRun => DECOMMISSION_APIS,
         };
         let (shares, pacer) = lease::Shares::new(
             &self.settings.quotas,
@@ -454,6 +465,9 @@ fn pending(lines: &[DecoratedLine], progress: Vec<ProgressLine>) -> Pending<'_> 
             DecoratedLine::Activation(a) if !done.contains(&a.index) => {
                 todo.push(Work::Activate(a));
             }
+            DecoratedLine::Removal(r) if !done.contains(&r.index) => {
+                todo.push(Work::Remove(r));
+            }
             _ => {}
         }
     }
@@ -508,6 +522,7 @@ async fn register_all(
                         (Some(steps), result)
                     }
                     Work::Activate(entry) => (None, importer.activate(entry).await),
+                    Work::Remove(entry) => (None, importer.decommission(entry).await),
                 }
             });
         }
@@ -526,10 +541,7 @@ async fn register_all(
     // Entries the stop kept from starting keep the steps an earlier attempt did.
     partial.extend(
         pending
-            .filter_map(|work| match work {
-                Work::Register(_, steps) => Some(steps),
-                Work::Activate(_) => None,
-            })
+            .filter_map(Work::into_steps)
             .filter(EntrySteps::started),
     );
     stop
@@ -543,6 +555,7 @@ fn decoration_rejection(r: &thingpress_manifest::Rejected) -> EntryResult {
         device_id: r.device_id.clone().unwrap_or_default(),
         outcome: Outcome::Rejected,
         certificate_arn: None,
+        actions: Vec::new(),
         error: Some(r.error),
         message: Some(r.message.clone()),
     }
@@ -557,6 +570,9 @@ fn summary(run_id: &str, chunk: u32, results: &[EntryResult]) -> ChunkSummary {
         already_registered: count(Outcome::AlreadyRegistered),
         activated: count(Outcome::Activated),
         already_active: count(Outcome::AlreadyActive),
+        removed: count(Outcome::Removed),
+        would_remove: count(Outcome::WouldRemove),
+        already_removed: count(Outcome::AlreadyRemoved),
         rejected: count(Outcome::Rejected),
         done: Done,
     }

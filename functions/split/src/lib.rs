@@ -336,7 +336,10 @@ impl<S: Store + Clone + 'static> Task<S> {
                 })?;
                 spawn_parser(reader, options)
             }
-            Operation::Activate => spawn_shipping_parser(reader),
+            // Decommission reads the same device lists (certificate and/or device ids).
+            Operation::Activate | Operation::Decommission | Operation::DecommissionDryRun => {
+                spawn_shipping_parser(reader)
+            }
         };
         let store = RunStore::new(self.store.clone(), &self.settings.import_bucket, run);
         let mut writer = Writer::new(store.clone(), chunk_size);

@@ -74,6 +74,7 @@ impl GeneratedResults {
                 thing_name: format!("widget-{device_id}"),
                 device_id,
                 outcome,
+                actions: Vec::new(),
                 error: rejected.then_some(ErrorName::ThingConflict),
                 message: rejected.then(|| "certificate is attached to another thing".to_owned()),
             };

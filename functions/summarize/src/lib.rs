@@ -90,6 +90,9 @@ impl<S: Store + Clone> Task<S> {
             already_registered = report.outcomes.already_registered,
             activated = report.outcomes.activated,
             already_active = report.outcomes.already_active,
+            removed = report.outcomes.removed,
+            would_remove = report.outcomes.would_remove,
+            already_removed = report.outcomes.already_removed,
             rejected = report.outcomes.rejected,
             "run summarized"
         );
@@ -107,6 +110,9 @@ impl<S: Store + Clone> Task<S> {
             already_registered: report.outcomes.already_registered,
             activated: report.outcomes.activated,
             already_active: report.outcomes.already_active,
+            removed: report.outcomes.removed,
+            would_remove: report.outcomes.would_remove,
+            already_removed: report.outcomes.already_removed,
             rejected: report.outcomes.rejected,
             report_key,
         })

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod activate;
+pub mod decommission;
+pub mod device_list;
 pub mod import;
 pub mod inspect;
 pub mod plan;

@@ -310,6 +310,7 @@ pub fn table(report: &Report) -> String {
         match report.operation {
             Operation::Import => "manifest",
             Operation::Activate => "shipping list",
+            Operation::Decommission | Operation::DecommissionDryRun => "device list",
         },
         report.source.url(),
         report.source_kind(),
@@ -328,6 +329,12 @@ pub fn table(report: &Report) -> String {
     ));
     for (name, n) in &o.rejected_by_error {
         out.push_str(&format!("    {:<30}{n:>10}\n", name.as_str()));
+    }
+    if let Some((heading, changes)) = report.changes() {
+        out.push_str(&format!("  {heading}:\n"));
+        for (what, n) in changes {
+            out.push_str(&format!("    {what:<34}{n:>8}\n"));
+        }
     }
     let unaccounted = report.entries.saturating_sub(o.total());
     if unaccounted > 0 {
@@ -537,6 +544,7 @@ mod tests {
             device_id: String::new(),
             outcome,
             certificate_arn: None,
+            actions: Vec::new(),
             error,
             message: None,
         };

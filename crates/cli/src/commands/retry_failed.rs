@@ -426,6 +426,7 @@ mod tests {
             device_id: "d".into(),
             outcome,
             certificate_arn: None,
+            actions: Vec::new(),
             error,
             message: None,
         };
