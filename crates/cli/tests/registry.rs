@@ -343,3 +343,187 @@ impl Imported {
         assert_eq!(filtered["thingsPerGroup"], json!({group1: 5}));
     }
 }
+
+/// Runs `thingpress` and fails the test, showing its output, unless it exits 0.
+fn thingpress_ok(args: &[&str]) -> Output {
+    let out = thingpress(args);
+    eprintln!(
+        "thingpress {args:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "thingpress {args:?} failed");
+    out
+}
+
+/// The report of a run, as `thingpress report --output json` gives it.
+fn report_json(run: &str) -> Value {
+    let out = thingpress_ok(&["report", run, "--output", "json"]);
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    printed["report"].clone()
+}
+
+#[tokio::test]
+async fn decommission_dry_run_changes_nothing_and_execute_undoes_the_import_only() {
+    // Exclusive: the registry summary before and after must see this test's changes alone.
+    let _edge = EDGE.write().await;
+    let stack = Stack::new().await;
+    let tag = unique("decommission");
+    let profile = stack.resources(&tag, 2, 2).await;
+    stack
+        .put(
+            &format!("profiles/{tag}.json"),
+            profile.to_string().into_bytes(),
+        )
+        .await;
+    // A thing another tool made, named as the profile would name device "foreign", with a
+    // certificate of its own: a list naming it must leave both alone.
+    let foreign_pem = fresh_certificates(&format!("{tag}-foreign"), 1).remove(0);
+    let foreign_cert = stack
+        .iot
+        .register_certificate_without_ca()
+        .certificate_pem(&foreign_pem)
+        .status(aws_sdk_iot::types::CertificateStatus::Active)
+        .send()
+        .await
+        .unwrap();
+    let foreign_thing = format!("{tag}-foreign");
+    stack
+        .iot
+        .create_thing()
+        .thing_name(&foreign_thing)
+        .send()
+        .await
+        .unwrap();
+    stack
+        .iot
+        .attach_thing_principal()
+        .thing_name(&foreign_thing)
+        .principal(foreign_cert.certificate_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let before = summary_json(&[]);
+
+    let bundle = fresh_certificates(&tag, 5).concat();
+    let ids = manifest_ids(bundle.as_bytes(), &pem_options());
+    let key = format!("runs/{tag}/manifest/certs.pem");
+    stack.put(&key, bundle.into_bytes()).await;
+    let run = stack.import(&tag, &key, profile.clone(), false).await;
+    assert_eq!(stack.report(&run).await.outcomes.registered, 5);
+    let imported = summary_json(&[]);
+    assert_ne!(imported, before);
+
+    // The dry run plans every device of the run and changes nothing.
+    let dry = format!("{tag}-dry");
+    thingpress_ok(&[
+        "decommission",
+        &tag,
+        "--profile",
+        &tag,
+        "--name",
+        &dry,
+        "--wait",
+    ]);
+    let report = report_json(&dry);
+    assert_eq!(report["operation"], "decommissionDryRun", "{report}");
+    assert_eq!(report["outcomes"]["wouldRemove"], 5, "{report}");
+    assert_eq!(
+        report["outcomes"]["actions"],
+        json!({"detachPolicy": 10, "removeFromGroup": 10, "detachCertificate": 5,
+               "deactivateCertificate": 5, "deleteCertificate": 5, "deleteThing": 5}),
+        "{report}"
+    );
+    assert_eq!(summary_json(&[]), imported, "a dry run changes nothing");
+
+    // Executed: the registry is as before the import.
+    let executed = format!("{tag}-execute");
+    let out = thingpress_ok(&[
+        "decommission",
+        &tag,
+        "--profile",
+        &tag,
+        "--execute",
+        "--name",
+        &executed,
+        "--wait",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("changes made"),
+        "the summary lists the changes"
+    );
+    assert_eq!(report_json(&executed)["outcomes"]["removed"], 5);
+    assert_eq!(
+        summary_json(&[]),
+        before,
+        "the registry is back to its state before"
+    );
+    for (certificate, _) in &ids {
+        let gone = stack
+            .iot
+            .describe_certificate()
+            .certificate_id(certificate)
+            .send()
+            .await;
+        assert!(gone.is_err(), "certificate {certificate} deleted");
+    }
+
+    // Run again on the same run: nothing is left to remove, nothing is done twice.
+    let again = format!("{tag}-again");
+    thingpress_ok(&[
+        "decommission",
+        &tag,
+        "--profile",
+        &tag,
+        "--execute",
+        "--name",
+        &again,
+        "--wait",
+    ]);
+    let report = report_json(&again);
+    assert_eq!(report["outcomes"]["alreadyRemoved"], 5, "{report}");
+    assert!(report["outcomes"].get("actions").is_none(), "{report}");
+
+    // A list naming the foreign thing (by device id and certificate) leaves it alone, named.
+    let list = std::env::temp_dir().join(format!("{tag}-rma.csv"));
+    std::fs::write(
+        &list,
+        format!(
+            "certificateId,deviceId\n{},foreign\n",
+            foreign_cert.certificate_id().unwrap()
+        ),
+    )
+    .unwrap();
+    let rma = format!("{tag}-rma");
+    thingpress_ok(&[
+        "decommission",
+        list.to_str().unwrap(),
+        "--profile",
+        &tag,
+        "--execute",
+        "--name",
+        &rma,
+        "--wait",
+    ]);
+    std::fs::remove_file(&list).ok();
+    let report = report_json(&rma);
+    assert_eq!(
+        report["outcomes"]["rejectedByError"],
+        json!({"Thingpress.NotThingpress": 1}),
+        "{report}"
+    );
+    let principals = stack
+        .iot
+        .list_thing_principals()
+        .thing_name(&foreign_thing)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        principals.principals(),
+        [foreign_cert.certificate_arn().unwrap().to_owned()],
+        "the foreign thing keeps its certificate"
+    );
+    assert_eq!(summary_json(&[]), before);
+}
