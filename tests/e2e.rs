@@ -597,23 +597,6 @@ async fn identical_bytes_uploaded_twice_under_incoming_are_skipped_the_second_ti
     );
 }
 
-/// The status IoT gives each certificate.
-async fn certificate_statuses(stack: &Stack, ids: &[(String, String)]) -> Vec<String> {
-    let mut statuses = Vec::new();
-    for (cert, _) in ids {
-        let out = stack
-            .iot
-            .describe_certificate()
-            .certificate_id(cert)
-            .send()
-            .await
-            .unwrap();
-        let status = out.certificate_description().and_then(|d| d.status());
-        statuses.push(status.map(|s| s.as_str().to_owned()).unwrap_or_default());
-    }
-    statuses
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inactive_import_is_activated_by_its_shipping_list_and_only_those_devices() {
     let _shared = EDGE.read().await;
@@ -635,7 +618,8 @@ async fn an_inactive_import_is_activated_by_its_shipping_list_and_only_those_dev
     let imported = stack.import(&tag, &key, profile.clone(), false).await;
     assert_eq!(stack.report(&imported).await.outcomes.registered, 10);
     assert!(
-        certificate_statuses(&stack, &ids)
+        stack
+            .certificate_statuses(&ids)
             .await
             .iter()
             .all(|s| s == "INACTIVE")
@@ -704,7 +688,7 @@ async fn an_inactive_import_is_activated_by_its_shipping_list_and_only_those_dev
     assert_eq!(report.api_calls.get("UpdateCertificate"), Some(&6));
 
     // Exactly the shipped ones are ACTIVE, and their things carry the batch and the group.
-    let statuses = certificate_statuses(&stack, &ids).await;
+    let statuses = stack.certificate_statuses(&ids).await;
     let expected = [
         "ACTIVE", "ACTIVE", "ACTIVE", "ACTIVE", "ACTIVE", "ACTIVE", "REVOKED", "ACTIVE",
         "INACTIVE", "INACTIVE",
@@ -758,5 +742,5 @@ async fn an_inactive_import_is_activated_by_its_shipping_list_and_only_those_dev
         "{o:?}"
     );
     assert_eq!(report.api_calls.get("UpdateCertificate"), None);
-    assert_eq!(certificate_statuses(&stack, &ids).await, expected);
+    assert_eq!(stack.certificate_statuses(&ids).await, expected);
 }

@@ -702,3 +702,119 @@ async fn a_certificate_already_on_another_thing_is_a_thing_conflict() {
         .verify_registry(&profile, &ids, &BTreeSet::new())
         .await;
 }
+
+impl Case {
+    /// Imports the case's certificates (no faults) and starts `operation` over a device list
+    /// naming every device by certificate and device id, with `faults` on; returns the run id.
+    async fn import_then_start(&self, operation: &str, faults: Value) -> String {
+        let imported = self
+            .stack
+            .import(&self.tag, &self.key, self.profile.clone(), false)
+            .await;
+        let report = self.stack.report(&imported).await;
+        assert_eq!(report.outcomes.registered, self.ids.len() as u64);
+        let mut list = String::from("certificateId,deviceId\n");
+        for (certificate, device) in &self.ids {
+            list.push_str(&format!("{certificate},{device}\n"));
+        }
+        let run = format!("{}-{operation}", self.tag);
+        let key = format!("runs/{run}/manifest/devices.csv");
+        self.stack.put(&key, list.into_bytes()).await;
+        reset_edge(&self.stack);
+        set_faults(&self.stack, faults);
+        self.stack
+            .start_operation(&run, &key, self.profile.clone(), false, operation)
+            .await;
+        run
+    }
+
+    /// Waits for `run`, clears the faults; its complete report and the edge's stats.
+    async fn finish_operation(&self, run: &str) -> (Report, Value) {
+        let finished = self.stack.wait(run).await;
+        let stats = edge(&self.stack.state, "GET", "/_edge/stats", None);
+        set_faults(&self.stack, json!({}));
+        let report = self.stack.report(&finished).await;
+        assert_eq!(report.status, RunStatus::Complete, "{:?}", report.problems);
+        assert_eq!(report.outcomes.total(), self.ids.len() as u64);
+        (report, stats)
+    }
+}
+
+/// Calls of `op` that succeeded (HTTP 200): a 5xx, injected or moto's, or a refusal while a
+/// detachment propagates, did nothing.
+fn succeeded(stats: &Value, op: &str) -> u64 {
+    stats["operations"][op]["statusCodes"]["200"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_failing_at_its_last_step_is_replayed_without_activating_twice() {
+    let _exclusive = EDGE.write().await;
+    let mut c = case("activate-replay", 12, 6).await;
+    c.profile["certificateStatus"] = json!("INACTIVE");
+    // Each device's attributes are merged and its certificate then fails to become ACTIVE until
+    // Register gives the chunk up; the retried chunk finds the devices as they were left.
+    let faults = json!({"iot": {"UpdateCertificate": {"error": 1.0, "errorStatus": 500}}});
+    let run = c.import_then_start("activate", faults).await;
+    until_counted(&c.stack, "UpdateCertificate", "faults5xx", 12).await;
+    set_faults(&c.stack, json!({}));
+    let (report, stats) = c.finish_operation(&run).await;
+    eprintln!(
+        "{run}: {:?}, {} chunk retries",
+        report.outcomes, report.chunk_retries
+    );
+    assert!(report.chunk_retries > 0, "the failure stopped a chunk");
+    assert_eq!(report.outcomes.activated, 12, "{:?}", report.outcomes);
+    assert_eq!(
+        succeeded(&stats, "UpdateCertificate"),
+        12,
+        "each certificate activated once"
+    );
+    let statuses = c.stack.certificate_statuses(&c.ids).await;
+    assert!(statuses.iter().all(|s| s == "ACTIVE"), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommission_failing_at_its_last_step_is_replayed_without_removing_twice() {
+    let _exclusive = EDGE.write().await;
+    let c = case("decommission-replay", 12, 6).await;
+    // Everything but the thing goes, then DeleteThing fails until Register gives the chunk up:
+    // the retried chunk plans from what is left, the things alone.
+    let faults = json!({"iot": {"DeleteThing": {"error": 1.0, "errorStatus": 500}}});
+    let run = c.import_then_start("decommission", faults).await;
+    until_counted(&c.stack, "DeleteThing", "faults5xx", 12).await;
+    set_faults(&c.stack, json!({}));
+    let (report, stats) = c.finish_operation(&run).await;
+    eprintln!(
+        "{run}: {:?}, {} chunk retries",
+        report.outcomes, report.chunk_retries
+    );
+    assert!(report.chunk_retries > 0, "the failure stopped a chunk");
+    assert_eq!(report.outcomes.removed, 12, "{:?}", report.outcomes);
+    for op in [
+        "DetachPolicy",
+        "RemoveThingFromThingGroup",
+        "DetachThingPrincipal",
+        "UpdateCertificate",
+        "DeleteCertificate",
+        "DeleteThing",
+    ] {
+        assert_eq!(
+            succeeded(&stats, op),
+            12,
+            "{op} once per device: {}",
+            stats["operations"][op]
+        );
+    }
+    let left = c.stack.certificate_ids().await;
+    assert!(
+        c.ids.iter().all(|(id, _)| !left.contains(id)),
+        "every certificate deleted"
+    );
+    for (_, device) in &c.ids {
+        let thing = format!("{}-{device}", c.tag);
+        let described = c.stack.iot.describe_thing().thing_name(&thing).send().await;
+        assert!(described.is_err(), "{thing} deleted");
+    }
+}

@@ -341,6 +341,23 @@ impl Stack {
     }
 
     /// Every certificate id IoT holds.
+    /// The status IoT gives each certificate.
+    pub async fn certificate_statuses(&self, ids: &[(String, String)]) -> Vec<String> {
+        let mut statuses = Vec::new();
+        for (cert, _) in ids {
+            let out = self
+                .iot
+                .describe_certificate()
+                .certificate_id(cert)
+                .send()
+                .await
+                .unwrap();
+            let status = out.certificate_description().and_then(|d| d.status());
+            statuses.push(status.map(|s| s.as_str().to_owned()).unwrap_or_default());
+        }
+        statuses
+    }
+
     pub async fn certificate_ids(&self) -> BTreeSet<String> {
         let mut ids = BTreeSet::new();
         let mut marker = None;
