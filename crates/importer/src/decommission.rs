@@ -300,52 +300,47 @@ impl Importer {
         let thing = plan.thing.as_deref();
         if let Some(cert) = &plan.certificate {
             for policy in &plan.policies {
-                self.call(Api::DetachPolicy, || {
-                    self.client
-                        .detach_policy()
-                        .policy_name(policy)
-                        .target(&cert.arn)
-                        .send()
-                })
-                .await
-                .map(drop)
-                .or_else(gone_already)
-                .map_err(|e| classify("DetachPolicy", &format!("policy {policy}"), &e))?;
+                let done = self
+                    .call(Api::DetachPolicy, || {
+                        self.client
+                            .detach_policy()
+                            .policy_name(policy)
+                            .target(&cert.arn)
+                            .send()
+                    })
+                    .await;
+                detached(done, "DetachPolicy", &format!("policy {policy}"))?;
             }
         }
         if let Some(thing) = thing {
             for group in &plan.groups {
-                self.call(Api::RemoveThingFromThingGroup, || {
-                    self.client
-                        .remove_thing_from_thing_group()
-                        .thing_group_name(group)
-                        .thing_name(thing)
-                        .send()
-                })
-                .await
-                .map(drop)
-                .or_else(gone_already)
-                .map_err(|e| {
-                    classify(
-                        "RemoveThingFromThingGroup",
-                        &format!("thing {thing} from group {group}"),
-                        &e,
-                    )
-                })?;
+                let done = self
+                    .call(Api::RemoveThingFromThingGroup, || {
+                        self.client
+                            .remove_thing_from_thing_group()
+                            .thing_group_name(group)
+                            .thing_name(thing)
+                            .send()
+                    })
+                    .await;
+                detached(
+                    done,
+                    "RemoveThingFromThingGroup",
+                    &format!("thing {thing} from group {group}"),
+                )?;
             }
         }
         if let (Some(cert), Some(thing), true) = (&plan.certificate, thing, plan.attached) {
-            self.call(Api::DetachThingPrincipal, || {
-                self.client
-                    .detach_thing_principal()
-                    .thing_name(thing)
-                    .principal(&cert.arn)
-                    .send()
-            })
-            .await
-            .map(drop)
-            .or_else(gone_already)
-            .map_err(|e| classify("DetachThingPrincipal", &format!("thing {thing}"), &e))?;
+            let done = self
+                .call(Api::DetachThingPrincipal, || {
+                    self.client
+                        .detach_thing_principal()
+                        .thing_name(thing)
+                        .principal(&cert.arn)
+                        .send()
+                })
+                .await;
+            detached(done, "DetachThingPrincipal", &format!("thing {thing}"))?;
         }
         if let Some(cert) = &plan.certificate {
             if cert.needs_deactivating() {
@@ -497,14 +492,21 @@ impl Importer {
     }
 }
 
-/// A detachment whose policy, group, thing or attachment is gone already (a replay, or another
-/// hand) is done: IoT answers it ResourceNotFoundException (for DetachPolicy outside its model).
-fn gone_already<E: ProvideErrorMetadata>(
-    err: SdkError<E, HttpResponse>,
-) -> Result<(), SdkError<E, HttpResponse>> {
-    match err.code() {
-        Some("ResourceNotFoundException") => Ok(()),
-        _ => Err(err),
+/// A detachment's answer: a policy, group, thing or attachment gone already (a replay, or
+/// another hand) is done, as IoT answers it ResourceNotFoundException (for DetachPolicy outside
+/// its model); any other failure ends the task.
+fn detached<T, E>(
+    done: Result<T, SdkError<E, HttpResponse>>,
+    operation: &str,
+    resource: &str,
+) -> Result<(), ImportError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match done {
+        Ok(_) => Ok(()),
+        Err(err) if err.code() == Some("ResourceNotFoundException") => Ok(()),
+        Err(err) => Err(classify(operation, resource, &err)),
     }
 }
 
