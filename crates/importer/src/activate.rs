@@ -16,23 +16,16 @@ use thingpress_manifest::ErrorName;
 use crate::ImportError;
 use crate::apis::Api;
 use crate::classify::{classify, service_message};
+use crate::lookup::ListedDevice;
 use crate::register::{EntryResult, Importer, Outcome};
 
 /// One shipping-list entry as Decorate prepared it for activation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Activation {
-    /// Position in the shipping list, from 0.
-    pub index: u64,
-    /// The certificate's id, when the list gives it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate_id: Option<String>,
-    /// The device id, when the list gives it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
-    /// The thing's name from the profile's template, when the device id gives it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thing_name: Option<String>,
+    /// The device the list names.
+    #[serde(flatten)]
+    pub device: ListedDevice,
     /// Attributes to merge into the thing.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
@@ -51,27 +44,11 @@ struct Device {
 
 /// The result line of an activation: what the entry names, completed by what IoT says.
 fn result(entry: &Activation, device: Option<&Device>, outcome: Outcome) -> EntryResult {
-    let thing_name = device
-        .map(|d| d.thing_name.clone())
-        .or_else(|| entry.thing_name.clone())
-        .unwrap_or_default();
-    EntryResult {
-        index: entry.index,
-        certificate_id: device
-            .map(|d| d.certificate_id.clone())
-            .or_else(|| entry.certificate_id.clone())
-            .unwrap_or_default(),
-        device_id: entry
-            .device_id
-            .clone()
-            .unwrap_or_else(|| thing_name.clone()),
-        thing_name,
+    entry.device.result(
+        device.map(|d| (d.certificate_id.as_str(), d.arn.as_str())),
+        device.map(|d| d.thing_name.as_str()),
         outcome,
-        certificate_arn: device.map(|d| d.arn.clone()),
-        actions: Vec::new(),
-        error: None,
-        message: None,
-    }
+    )
 }
 
 fn rejected(
@@ -139,7 +116,7 @@ impl Importer {
         if let Err(rejection) = self.set_active(entry, &device).await? {
             return Ok(rejection);
         }
-        tracing::debug!(index = entry.index, thing = %device.thing_name, "device activated");
+        tracing::debug!(index = entry.device.index, thing = %device.thing_name, "device activated");
         Ok(result(entry, Some(&device), Outcome::Activated))
     }
 
@@ -147,7 +124,7 @@ impl Importer {
     /// thing through ListPrincipalThings, which must be the device's thing if the list names
     /// that too), else from the thing (its one certificate through ListThingPrincipals).
     async fn find_device(&self, entry: &Activation) -> Step<Device> {
-        match (&entry.certificate_id, &entry.thing_name) {
+        match (&entry.device.certificate_id, &entry.device.thing_name) {
             (Some(id), thing) => {
                 let (arn, status) = match self.describe(entry, id).await? {
                     Ok(found) => found,
@@ -371,10 +348,12 @@ mod tests {
     #[test]
     fn activations_round_trip_and_leave_out_what_the_list_did_not_give() {
         let a = Activation {
-            index: 2,
-            certificate_id: None,
-            device_id: Some("d".into()),
-            thing_name: Some("dev-d".into()),
+            device: ListedDevice {
+                index: 2,
+                certificate_id: None,
+                device_id: Some("d".into()),
+                thing_name: Some("dev-d".into()),
+            },
             attributes: BTreeMap::new(),
             groups: vec!["shipped".into()],
         };

@@ -28,7 +28,7 @@ use thingpress_product::MARK_ATTRIBUTE;
 use crate::ImportError;
 use crate::apis::Api;
 use crate::classify::classify;
-use crate::lookup::{HeldCertificate, LIST_LIMIT};
+use crate::lookup::{HeldCertificate, LIST_LIMIT, ListedDevice};
 use crate::register::{EntryResult, Importer, Outcome};
 
 /// How long DeleteCertificate and DeleteThing are retried while a detachment propagates.
@@ -38,17 +38,9 @@ pub const DETACH_PROPAGATION_PATIENCE: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Removal {
-    /// Position in the list, from 0.
-    pub index: u64,
-    /// The certificate's id, when the list gives it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate_id: Option<String>,
-    /// The device id, when the list gives it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
-    /// The thing's name from the profile's template, when the device id gives it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thing_name: Option<String>,
+    /// The device the list names.
+    #[serde(flatten)]
+    pub device: ListedDevice,
     /// The profile's name: the value of the mark the thing must carry.
     pub mark: String,
     /// The profile's policies (the only ones detached).
@@ -154,7 +146,7 @@ impl Importer {
             (false, false) => Outcome::WouldRemove,
             (false, true) => {
                 self.remove(&plan).await?;
-                tracing::debug!(index = entry.index, "device decommissioned");
+                tracing::debug!(index = entry.device.index, "device decommissioned");
                 Outcome::Removed
             }
         };
@@ -163,11 +155,11 @@ impl Importer {
 
     /// Reads what IoT holds of the device into `plan`, and checks that it is Thingpress's.
     async fn plan_removal(&self, entry: &Removal, plan: &mut Plan) -> Check<()> {
-        let mut thing_certificates = match &entry.thing_name {
+        let mut thing_certificates = match &entry.device.thing_name {
             Some(thing) => Some(self.certificates_on(thing).await?),
             None => None,
         };
-        let certificate_id = match (&entry.certificate_id, &thing_certificates) {
+        let certificate_id = match (&entry.device.certificate_id, &thing_certificates) {
             (Some(id), _) => Some(id.clone()),
             (None, Some(ids)) => match ids.as_slice() {
                 [] => None,
@@ -177,7 +169,7 @@ impl Importer {
                         ErrorName::AmbiguousDevice,
                         format!(
                             "thing {} has {} certificates attached ({}); name the certificate in the list",
-                            entry.thing_name.as_deref().unwrap_or_default(),
+                            entry.device.thing_name.as_deref().unwrap_or_default(),
                             several.len(),
                             join(several)
                         ),
@@ -194,7 +186,7 @@ impl Importer {
         if let Some(id) = &certificate_id {
             plan.certificate = self.held_certificate(id).await?;
         }
-        plan.thing = entry.thing_name.clone();
+        plan.thing = entry.device.thing_name.clone();
         if let Some(cert) = &plan.certificate {
             if cert.status == Some(IotCertificateStatus::PendingTransfer) {
                 return Ok(Err((
@@ -519,29 +511,15 @@ fn removal_result(
     outcome: Outcome,
     actions: Vec<Action>,
 ) -> EntryResult {
-    let thing_name = plan
-        .thing
-        .clone()
-        .or_else(|| entry.thing_name.clone())
-        .unwrap_or_default();
     EntryResult {
-        index: entry.index,
-        certificate_id: plan
-            .certificate
-            .as_ref()
-            .map(|c| c.id.clone())
-            .or_else(|| entry.certificate_id.clone())
-            .unwrap_or_default(),
-        device_id: entry
-            .device_id
-            .clone()
-            .unwrap_or_else(|| thing_name.clone()),
-        thing_name,
-        outcome,
-        certificate_arn: plan.certificate.as_ref().map(|c| c.arn.clone()),
         actions,
-        error: None,
-        message: None,
+        ..entry.device.result(
+            plan.certificate
+                .as_ref()
+                .map(|c| (c.id.as_str(), c.arn.as_str())),
+            plan.thing.as_deref(),
+            outcome,
+        )
     }
 }
 

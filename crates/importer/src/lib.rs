@@ -26,6 +26,7 @@ pub use apis::{
     new_certificates_per_second,
 };
 pub use decommission::{Action, DETACH_PROPAGATION_PATIENCE, Removal, count_actions};
+pub use lookup::ListedDevice;
 pub use pacer::{
     AIMD_DECREASE, AIMD_DECREASE_SPACING, AIMD_FLOOR, AIMD_INCREASE, AIMD_INCREASE_EVERY, Aimd,
     PacedApi, Pacer, TokenBucket,

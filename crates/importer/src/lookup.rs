@@ -6,14 +6,64 @@ use aws_sdk_iot::operation::list_principal_things::ListPrincipalThingsError;
 use aws_sdk_iot::operation::list_thing_principals::ListThingPrincipalsError;
 use aws_sdk_iot::types::CertificateStatus as IotCertificateStatus;
 
+use serde::{Deserialize, Serialize};
+
 use crate::ImportError;
 use crate::apis::Api;
 use crate::classify::classify;
-use crate::register::Importer;
+use crate::register::{EntryResult, Importer, Outcome};
 
 /// Listings read at most this many items: more things on one certificate, or certificates on
 /// one thing, than this is not a device an import made.
 pub(crate) const LIST_LIMIT: i32 = 50;
+
+/// A device as a list (`activate`, `decommission`) names it, once Decorate prepared it: by its
+/// certificate, its device id (and the thing the profile names from it), or both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedDevice {
+    /// Position in the list, from 0.
+    pub index: u64,
+    /// The certificate's id, when the list gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_id: Option<String>,
+    /// The device id, when the list gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// The thing's name from the profile's template, when the device id gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thing_name: Option<String>,
+}
+
+impl ListedDevice {
+    /// The device's result line: what the list names, completed by what IoT holds (the
+    /// certificate's id and ARN, the thing).
+    pub(crate) fn result(
+        &self,
+        certificate: Option<(&str, &str)>,
+        thing: Option<&str>,
+        outcome: Outcome,
+    ) -> EntryResult {
+        let thing_name = thing
+            .map(str::to_owned)
+            .or_else(|| self.thing_name.clone())
+            .unwrap_or_default();
+        EntryResult {
+            index: self.index,
+            certificate_id: certificate
+                .map(|(id, _)| id.to_owned())
+                .or_else(|| self.certificate_id.clone())
+                .unwrap_or_default(),
+            device_id: self.device_id.clone().unwrap_or_else(|| thing_name.clone()),
+            thing_name,
+            outcome,
+            certificate_arn: certificate.map(|(_, arn)| arn.to_owned()),
+            actions: Vec::new(),
+            error: None,
+            message: None,
+        }
+    }
+}
 
 /// A certificate as IoT holds it.
 pub(crate) struct HeldCertificate {

@@ -3,7 +3,7 @@
 //! get their thing's name (from the device id) and the activation groups.
 
 use lambda_runtime::LambdaEvent;
-use thingpress_importer::{Activation, Removal};
+use thingpress_importer::{Activation, ListedDevice, Removal};
 use thingpress_manifest::{Accepted, ErrorName, Rejected};
 use thingpress_product::Decorator;
 use thingpress_run::payload::{ChunkInput, DecoratedChunk, Operation};
@@ -139,10 +139,12 @@ fn activation(decorator: &Decorator, device: Shipped) -> DecoratedLine {
         Err(rejected) => return DecoratedLine::Rejected(rejected),
     };
     DecoratedLine::Activation(Activation {
-        index: device.index,
-        certificate_id: device.certificate_id,
-        device_id: device.device_id,
-        thing_name,
+        device: ListedDevice {
+            index: device.index,
+            certificate_id: device.certificate_id,
+            device_id: device.device_id,
+            thing_name,
+        },
         attributes: device.attributes,
         groups: decorator.profile().activation_groups.clone(),
     })
@@ -156,10 +158,12 @@ fn removal(decorator: &Decorator, device: Shipped, execute: bool) -> DecoratedLi
     };
     let profile = decorator.profile();
     DecoratedLine::Removal(Removal {
-        index: device.index,
-        certificate_id: device.certificate_id,
-        device_id: device.device_id,
-        thing_name,
+        device: ListedDevice {
+            index: device.index,
+            certificate_id: device.certificate_id,
+            device_id: device.device_id,
+            thing_name,
+        },
         mark: profile.name.clone(),
         policies: profile.policies.clone(),
         groups: profile.all_thing_groups(),
@@ -191,7 +195,7 @@ mod tests {
         let DecoratedLine::Activation(a) = activation(&decorator, shipped(None, Some("d1"))) else {
             panic!("an activation");
         };
-        assert_eq!(a.thing_name.as_deref(), Some("dev-d1"));
+        assert_eq!(a.device.thing_name.as_deref(), Some("dev-d1"));
         assert_eq!(a.groups, ["shipped"]);
         assert_eq!(a.attributes["batch"], "b1");
 
@@ -202,7 +206,10 @@ mod tests {
         else {
             panic!("the certificate finds the thing");
         };
-        assert_eq!((a.thing_name, a.certificate_id), (None, Some(id)));
+        assert_eq!(
+            (a.device.thing_name, a.device.certificate_id),
+            (None, Some(id))
+        );
         let DecoratedLine::Rejected(r) = activation(&decorator, shipped(None, Some("d1"))) else {
             panic!("nothing finds the thing");
         };

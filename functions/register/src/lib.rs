@@ -462,10 +462,10 @@ fn pending(lines: &[DecoratedLine], progress: Vec<ProgressLine>) -> Pending<'_> 
                     .unwrap_or_else(|| EntrySteps::new(d));
                 todo.push(Work::Register(d, steps));
             }
-            DecoratedLine::Activation(a) if !done.contains(&a.index) => {
+            DecoratedLine::Activation(a) if !done.contains(&a.device.index) => {
                 todo.push(Work::Activate(a));
             }
-            DecoratedLine::Removal(r) if !done.contains(&r.index) => {
+            DecoratedLine::Removal(r) if !done.contains(&r.device.index) => {
                 todo.push(Work::Remove(r));
             }
             _ => {}
