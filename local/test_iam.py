@@ -756,6 +756,12 @@ MAP_RUN = f"arn:aws:states:{REGION}:{ACCOUNT}:mapRun:tp-import/ImportChunks:1"
         ("POST", "/", "dynamodb", json.dumps({"TableName": "tp-budget"}).encode(), {"X-Amz-Target": "DynamoDB_20120810.DeleteItem"}),
         ("POST", "/", "servicequotas", json.dumps({"ServiceCode": "iot", "QuotaCode": "L-4671C7C8"}).encode(), {"X-Amz-Target": "ServiceQuotasV20190624.GetServiceQuota"}),
         ("POST", "/", "servicequotas", json.dumps({"ServiceCode": "iot", "QuotaCode": "L-4671C7C8"}).encode(), {"X-Amz-Target": "ServiceQuotasV20190624.GetAWSDefaultServiceQuota"}),
+        # thingpress smoke: its throwaway group, policy and profile, made and removed.
+        ("POST", "/thing-groups/thingpress-smoke-20261201T101500Z-42", "iot", b"{}", {}),
+        ("DELETE", "/thing-groups/thingpress-smoke-20261201T101500Z-42", "iot", b"", {}),
+        ("POST", "/policies/thingpress-smoke-20261201T101500Z-42", "iot", b'{"policyDocument": "{}"}', {}),
+        ("DELETE", "/policies/thingpress-smoke-20261201T101500Z-42", "iot", b"", {}),
+        ("DELETE", "/bkt/profiles/thingpress-smoke-20261201T101500Z-42.json", "s3", b"", {}),
     ],
 )
 def test_operator_may_do_what_the_cli_does(method, path, service, body, headers):
@@ -777,6 +783,16 @@ def test_operator_may_do_what_the_cli_does(method, path, service, body, headers)
         ("POST", "/", "dynamodb", json.dumps({"TableName": "other"}).encode(), {"X-Amz-Target": "DynamoDB_20120810.UpdateItem"}),
         ("POST", "/", "dynamodb", json.dumps({"TableName": "tp-budget"}).encode(), {"X-Amz-Target": "DynamoDB_20120810.Scan"}),
         ("POST", "/", "servicequotas", json.dumps({"ServiceCode": "vpc", "QuotaCode": "L-7E9ECCDB"}).encode(), {"X-Amz-Target": "ServiceQuotasV20190624.GetServiceQuota"}),
+        # The smoke test's grants reach only resources named thingpress-smoke-*.
+        ("POST", "/thing-groups/fleet", "iot", b"{}", {}),
+        ("DELETE", "/thing-groups/fleet", "iot", b"", {}),
+        ("DELETE", "/thing-groups/thingpress-fleet", "iot", b"", {}),
+        ("POST", "/policies/WidgetPolicy", "iot", b'{"policyDocument": "{}"}', {}),
+        ("DELETE", "/policies/thingpress-WidgetPolicy", "iot", b"", {}),
+        ("DELETE", "/bkt/profiles/widget.json", "s3", b"", {}),
+        ("DELETE", "/bkt/profiles/thingpress-widget.json", "s3", b"", {}),
+        ("DELETE", "/things/thingpress-smoke-20261201T101500Z-42-device-0", "iot", b"", {}),  # decommission's, not the CLI's
+        ("DELETE", "/certificates/" + "ab" * 32, "iot", b"", {}),
     ],
 )
 def test_operator_may_not_do_more(method, path, service, body, headers):

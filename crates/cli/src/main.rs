@@ -55,6 +55,41 @@ enum Command {
     RetryFailed(commands::retry_failed::Args),
     /// What the IoT registry holds: a summary, or a check of a manifest against a profile.
     Registry(commands::registry::Args),
+    /// Prove the stack works in this account, end to end, and leave nothing behind.
+    ///
+    /// Run it after script/deploy (`thingpress --stack NAME smoke`) or on the local stack
+    /// (`thingpress --local smoke`). The steps, each reported on stdout as `PASS <step>: <what was
+    /// seen>` or `FAIL <step>: <why>`; the first failure ends them:
+    ///
+    /// certificates: 3 fresh self-signed P-256 certificates in a PEM bundle in a temporary
+    /// directory (their keys are never kept).
+    ///
+    /// setup: a thing group and an IoT policy (one that denies everything) named
+    /// thingpress-smoke-<UTC time>-<pid>, and a profile of that name stored in the stack
+    /// (supplier pem, certificates ACTIVE, things named after it, in the group, with the policy),
+    /// validated like `profile validate`. The stack's AllowedPolicies and AllowedThingGroups must
+    /// admit thingpress-smoke-* (their default, thingpress-*, does).
+    ///
+    /// import: `import --start --wait` of the bundle; passes when the report says 3 registered.
+    ///
+    /// registry check: `registry check` of the bundle against the profile; passes when every
+    /// entry matches.
+    ///
+    /// decommission: `decommission <import run> --execute --wait`; passes when the report says 3
+    /// removed.
+    ///
+    /// nothing left: IoT answers "not found" for each certificate and each thing.
+    ///
+    /// cleanup, always, even after a failure or Ctrl-C: when the import's devices were not seen
+    /// gone, waits for the test's runs to end and decommissions what is left; then deletes the
+    /// thing group, the policy, the profile and the temporary directory. It fails naming
+    /// whatever it could not remove. A second Ctrl-C stops it and names what may be left.
+    ///
+    /// Then `smoke: PASS (7 steps)`, or `smoke: FAIL` and exit 1. The runs' records stay under
+    /// runs/ like every run's (expired by the bucket's RunRetentionDays rule). The operator
+    /// policy (infra/operator-policy.json) grants what it needs: creating and deleting IoT
+    /// policies and thing groups named thingpress-smoke-*, deleting profiles/thingpress-smoke-*.
+    Smoke(commands::smoke::Args),
 }
 
 #[tokio::main]
@@ -96,6 +131,7 @@ async fn main() -> ExitCode {
         Command::Redrive(args) => commands::redrive::run(target, args).await,
         Command::RetryFailed(args) => commands::retry_failed::run(target, args).await,
         Command::Registry(args) => commands::registry::run(target, args).await,
+        Command::Smoke(args) => commands::smoke::run(target, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -357,3 +357,62 @@ async fn watch_counts_failed_chunks_of_a_run_whose_register_crashes() {
         ran.stderr
     );
 }
+
+/// `registry summary --output json`: what the registry holds, counted.
+async fn registry_summary() -> Value {
+    let ran = thingpress(&["registry", "summary", "--output", "json"])
+        .await
+        .ok();
+    serde_json::from_str(&ran.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_passes_and_leaves_nothing_behind() {
+    // Exclusive: no other test of this suite may move the registry's counts meanwhile.
+    let _exclusive = EDGE.write().await;
+    let before = registry_summary().await;
+
+    let ran = thingpress(&["smoke", "--interval", "1"]).await.ok();
+    let verdicts: Vec<&str> = ran
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL "))
+        .collect();
+    let steps = [
+        "certificates",
+        "setup",
+        "import",
+        "registry check",
+        "decommission",
+        "nothing left",
+        "cleanup",
+    ];
+    assert_eq!(verdicts.len(), steps.len(), "{}", ran.stdout);
+    for (line, step) in verdicts.iter().zip(steps) {
+        assert!(line.starts_with(&format!("PASS {step}: ")), "{line}");
+    }
+    assert_eq!(ran.stdout.lines().last(), Some("smoke: PASS (7 steps)"));
+    let tag = ran
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("smoke test "))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no smoke test line in:\n{}", ran.stdout))
+        .to_owned();
+    assert!(tag.starts_with("thingpress-smoke-"), "{tag}");
+
+    // Nothing left: the registry counts what it counted before (no thing, certificate, policy
+    // or group more), the profile is gone from the stack, the certificates from the disk.
+    let after = registry_summary().await;
+    for field in ["things", "certificates", "policies", "thingsPerGroup"] {
+        assert_eq!(after[field], before[field], "{field}");
+    }
+    assert_eq!(after, before);
+    let profiles = thingpress(&["profile", "list"]).await.ok();
+    assert!(
+        !profiles.stdout.lines().any(|l| l == tag),
+        "{}",
+        profiles.stdout
+    );
+    assert!(!std::env::temp_dir().join(&tag).exists());
+}

@@ -11,4 +11,5 @@ pub mod redrive;
 pub mod registry;
 pub mod report;
 pub mod retry_failed;
+pub mod smoke;
 pub mod watch;

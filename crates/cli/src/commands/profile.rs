@@ -108,15 +108,29 @@ fn parse_file(file: &Path) -> Result<Profile, ProfileError> {
 /// Checks the file and stores it (as given) under its name.
 async fn put(store: &S3Store, bucket: &str, file: &Path, name: Option<&str>) -> Result<()> {
     let bytes = read_file(file)?;
+    store_checked(store, bucket, bytes, name, &file.display().to_string())
+        .await
+        .map(|_| ())
+}
+
+/// Checks a profile's JSON and stores it (as given) under its name, or `name` when given (the
+/// JSON's `name` must then be absent or equal); `source` names the JSON in errors. The profile.
+pub(crate) async fn store_checked(
+    store: &S3Store,
+    bucket: &str,
+    bytes: Vec<u8>,
+    name: Option<&str>,
+    source: &str,
+) -> Result<Profile> {
     let profile = match name {
         Some(name) => Profile::from_stored_json(&bytes, name),
         None => Profile::from_json(&bytes),
     }
-    .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), problem_text(&e)))?;
+    .map_err(|e| anyhow::anyhow!("{source}: {}", problem_text(&e)))?;
     let key = profile_key(&profile.name)?;
     store.put(bucket, &key, bytes).await?;
     outln!("stored profile {} at s3://{bucket}/{key}", profile.name)?;
-    Ok(())
+    Ok(profile)
 }
 
 /// A stored profile's bytes, or a clear error when there is none.

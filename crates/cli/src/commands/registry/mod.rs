@@ -5,6 +5,8 @@ mod check;
 mod pace;
 mod summary;
 
+pub use check::Tally;
+
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -172,12 +174,37 @@ async fn run_summary(target: &TargetArgs, args: &SummaryArgs) -> anyhow::Result<
 
 async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> {
     pace::check_scale(args.quota_scale)?;
+    let target = Target::resolve(target).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let tally = check_against_profile(&target, args, &mut out).await?;
+    out.flush().context("cannot write to stdout")?;
+    if tally.with_problems > 0 {
+        bail!(
+            "{} of {} checked entries of {} do not match profile {} in the registry",
+            tally.with_problems,
+            tally.checked,
+            args.file.display(),
+            args.profile
+        );
+    }
+    Ok(())
+}
+
+/// `registry check` on a resolved stack (the smoke test calls it too): writes the entries with
+/// problems and the counts to `out` and returns the counts; entries with problems are not an
+/// error here.
+pub(crate) async fn check_against_profile(
+    target: &Target,
+    args: &CheckArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<Tally> {
+    pace::check_scale(args.quota_scale)?;
     let format = match args.output {
         Output::Jsonl => check::Format::Jsonl,
         _ => check::Format::Table,
     };
-    let target = Target::resolve(target).await?;
-    let profile = load_profile(&target, &args.profile).await?;
+    let profile = load_profile(target, &args.profile).await?;
     let mut options = profile
         .manifest_options()
         .with_context(|| format!("profile {}", args.profile))?;
@@ -188,9 +215,7 @@ async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> 
         anyhow::anyhow!("profile {}: {error}: {message}", args.profile)
     })?;
 
-    let mut pacer = read_pacer(&target, args.quota_scale, &CHECK_APIS).await?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut pacer = read_pacer(target, args.quota_scale, &CHECK_APIS).await?;
     let progress = Progress::spinner();
     let iot = target.iot();
     let checker = check::Checker {
@@ -204,25 +229,15 @@ async fn run_check(target: &TargetArgs, args: &CheckArgs) -> anyhow::Result<()> 
         options,
         usize::from(args.concurrency),
         format,
-        &mut out,
+        out,
         &progress,
     ))
     .await;
     progress.finish();
     release(&mut pacer).await;
     let tally = result?;
-    check::write_summary(&mut out, format, &args.file, &args.profile, &tally)?;
-    out.flush().context("cannot write to stdout")?;
-    if tally.with_problems > 0 {
-        bail!(
-            "{} of {} checked entries of {} do not match profile {} in the registry",
-            tally.with_problems,
-            tally.checked,
-            args.file.display(),
-            args.profile
-        );
-    }
-    Ok(())
+    check::write_summary(out, format, &args.file, &args.profile, &tally)?;
+    Ok(tally)
 }
 
 /// A registry command's pacer: a lease on the account-wide budget for `uses` when the stack
