@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use thingpress_run::payload::Operation;
 
-use crate::commands::device_list::DeviceList;
+use crate::commands::device_list::{DeviceList, RunArgs};
 use crate::target::TargetArgs;
 
 /// Options of `thingpress activate`.
@@ -22,15 +22,9 @@ pub struct Args {
     /// device's thing from its id, and its activationGroups are joined on activation.
     #[arg(long)]
     pub profile: String,
-    /// The run id (execution name); default: the file name and the UTC time.
-    #[arg(long = "name", value_name = "RUN")]
-    pub name: Option<String>,
-    /// Follow the run until it ends, like `thingpress watch`; exit non-zero if it fails.
-    #[arg(long)]
-    pub wait: bool,
-    /// Seconds between progress lines with --wait when stderr is not a terminal.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub interval: u64,
+    /// The run's name and following.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Runs the command.
@@ -38,10 +32,8 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     let list = DeviceList {
         file: &args.file,
         profile: &args.profile,
-        name: args.name.as_deref(),
         operation: Operation::Activate,
-        wait: args.wait,
-        interval: args.interval,
+        run: &args.run,
     };
     list.start(target, "to activate").await
 }

@@ -15,7 +15,7 @@ use thingpress_importer::Outcome;
 use thingpress_run::payload::Operation;
 use thingpress_run::{RunStore, S3Store};
 
-use crate::commands::device_list::DeviceList;
+use crate::commands::device_list::{DeviceList, RunArgs};
 use crate::runs::{chunks_with_results, finished_results, locate_run};
 use crate::target::{Target, TargetArgs};
 
@@ -34,15 +34,9 @@ pub struct Args {
     /// Remove for real. Without it, a dry run: nothing is changed, the report says what would be.
     #[arg(long)]
     pub execute: bool,
-    /// The run id (execution name); default: the list's name and the UTC time.
-    #[arg(long = "name", value_name = "RUN")]
-    pub name: Option<String>,
-    /// Follow the run until it ends, like `thingpress watch`; exit non-zero if it fails.
-    #[arg(long)]
-    pub wait: bool,
-    /// Seconds between progress lines with --wait when stderr is not a terminal.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub interval: u64,
+    /// The run's name and following.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Runs the command.
@@ -64,14 +58,12 @@ pub(crate) async fn decommission(target: &Target, args: &Args) -> Result<String>
     let list = DeviceList {
         file,
         profile: &args.profile,
-        name: args.name.as_deref(),
         operation: if args.execute {
             Operation::Decommission
         } else {
             Operation::DecommissionDryRun
         },
-        wait: args.wait,
-        interval: args.interval,
+        run: &args.run,
     };
     let what = if args.execute {
         "to decommission"

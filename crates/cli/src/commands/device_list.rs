@@ -19,17 +19,26 @@ use crate::follow::follow;
 use crate::output::outln;
 use crate::target::{Target, TargetArgs};
 
+/// How a device-list run is named and followed (`activate`, `decommission`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The run id (execution name); default: the list's file name and the UTC time.
+    #[arg(long = "name", value_name = "RUN")]
+    pub name: Option<String>,
+    /// Follow the run until it ends, like `thingpress watch`; exit non-zero if it fails.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds between progress lines with --wait when stderr is not a terminal.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval: u64,
+}
+
 /// One device list to run through the state machine.
 pub(crate) struct DeviceList<'a> {
     pub file: &'a Path,
     pub profile: &'a str,
-    /// The run id; default: the file name and the UTC time.
-    pub name: Option<&'a str>,
     pub operation: Operation,
-    /// Follow the run until it ends.
-    pub wait: bool,
-    /// Seconds between progress lines when following.
-    pub interval: u64,
+    pub run: &'a RunArgs,
 }
 
 impl DeviceList<'_> {
@@ -57,8 +66,8 @@ impl DeviceList<'_> {
             listed.rejected
         );
         let profile_object = profile_key(self.profile)?;
-        let run_id = match self.name {
-            Some(name) => name.to_owned(),
+        let run_id = match &self.run.name {
+            Some(name) => name.clone(),
             None => run_name(&file_name, SystemTime::now()),
         };
         let run = RunLayout::new(&run_id).context("--name")?;
@@ -74,8 +83,8 @@ impl DeviceList<'_> {
         let arn = started.upload_and_start(target).await?;
         outln!("run {}", execution_name(&arn))?;
         outln!("execution {arn}")?;
-        if self.wait {
-            follow(target, &arn, Duration::from_secs(self.interval)).await?;
+        if self.run.wait {
+            follow(target, &arn, Duration::from_secs(self.run.interval)).await?;
         }
         Ok(arn)
     }

@@ -18,6 +18,7 @@ use thingpress_run::payload::Operation;
 use thingpress_run::report::Report;
 use thingpress_run::{RunLayout, RunStore, S3Store};
 
+use crate::commands::device_list::RunArgs;
 use crate::commands::import::{Started, file_name};
 use crate::commands::registry::CheckArgs;
 use crate::commands::{decommission, profile, registry};
@@ -436,9 +437,11 @@ impl Smoke {
             source: import.to_owned(),
             profile: self.names.tag().to_owned(),
             execute: true,
-            name: Some(name.to_owned()),
-            wait: true,
-            interval: self.interval.as_secs(),
+            run: RunArgs {
+                name: Some(name.to_owned()),
+                wait: true,
+                interval: self.interval.as_secs(),
+            },
         };
         self.made.runs.push(name.to_owned());
         decommission::decommission(&self.target, &args).await?;
