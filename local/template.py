@@ -275,6 +275,25 @@ def load(
     return r.stack(definition_paths)
 
 
+def load_role(
+    template_path: str | Path,
+    parameters: dict[str, str] | None = None,
+    *,
+    logical_id: str,
+    region: str,
+    account_id: str,
+    stack_name: str,
+) -> Role:
+    """One role of a plain CloudFormation template (e.g. infra/target-role.yaml), resolved for
+    these parameter values in this account."""
+    path = Path(template_path).resolve()
+    raw = _parse(path)
+    values = _parameter_values(raw.get("Parameters") or {}, parameters or {})
+    translated = _translate(raw, values, region, account_id, stack_name)
+    r = Resolver(translated, values, region=region, account_id=account_id, stack_name=stack_name)
+    return r.role(logical_id, str(path))
+
+
 def _parse(path: Path) -> dict[str, Any]:
     from samtranslator.yaml_helper import yaml_parse
 
@@ -334,6 +353,14 @@ def _parameter_values(declared: dict[str, Any], given: dict[str, str]) -> dict[s
             for bound, ok in (("MinValue", lambda b: number >= b), ("MaxValue", lambda b: number <= b)):
                 if bound in spec and not ok(float(spec[bound])):
                     raise TemplateError(f"template parameter {name}={text} is outside {bound} {spec[bound]}")
+        if ptype == "String":
+            # CloudFormation refuses these before creating anything; so does the local stack.
+            for bound, ok in (("MinLength", lambda b: len(text) >= b), ("MaxLength", lambda b: len(text) <= b)):
+                if bound in spec and not ok(int(spec[bound])):
+                    raise TemplateError(f"template parameter {name} is outside {bound} {spec[bound]}")
+            pattern = spec.get("AllowedPattern")
+            if isinstance(pattern, str) and re.fullmatch(pattern, text) is None:
+                raise TemplateError(f"template parameter {name}={text!r} does not match AllowedPattern {pattern}")
         if ptype == "CommaDelimitedList" or ptype.startswith("List<"):
             values[name] = [] if text == "" else [p.strip() for p in text.split(",")]
         else:
