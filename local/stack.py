@@ -975,17 +975,136 @@ def deploy_tables(ddb: Any, tables: list[template.Table]) -> None:
 def deploy_roles(iam: Any, stack: template.Stack) -> None:
     """Every role with the template's trust policy and exactly its inline policies."""
     for role in stack.roles.values():
-        created = _ignore_exists(
-            lambda r=role: iam.create_role(RoleName=r.name, AssumeRolePolicyDocument=json.dumps(r.assume_role_policy)),
-            "EntityAlreadyExists",
+        deploy_role(iam, role)
+
+
+def deploy_role(iam: Any, role: template.Role) -> None:
+    """One role with its trust policy and exactly its inline policies (created or updated)."""
+    created = _ignore_exists(
+        lambda: iam.create_role(RoleName=role.name, AssumeRolePolicyDocument=json.dumps(role.assume_role_policy)),
+        "EntityAlreadyExists",
+    )
+    if not created:
+        iam.update_assume_role_policy(RoleName=role.name, PolicyDocument=json.dumps(role.assume_role_policy))
+        for name in iam.list_role_policies(RoleName=role.name)["PolicyNames"]:
+            if name not in role.policies:
+                iam.delete_role_policy(RoleName=role.name, PolicyName=name)
+    for name, doc in role.policies.items():
+        iam.put_role_policy(RoleName=role.name, PolicyName=name, PolicyDocument=json.dumps(doc))
+
+
+# ---------------------------------------------------------------- targets (other accounts, Regions)
+
+TARGET_ROLE_TEMPLATE = ROOT / "infra" / "target-role.yaml"
+TARGET_ROLE_NAME = "thingpress-target"
+# The functions whose roles a target role trusts (infra/target-role.yaml's TrustedRoleArns).
+TARGET_CALLERS = ("SplitFunction", "RegisterFunction")
+
+
+def account_client(moto_url: str, account: str, service: str, region: str = REGION) -> Any:
+    """A boto3 client straight to moto, acting in `account`: moto maps the keys its STS issues
+    for a role ARN to that ARN's account (it checks neither the role nor a trust policy), so an
+    AssumeRole of any name there gives credentials of that account. The edge is bypassed on
+    purpose: this is the target account's own deploy, not a Thingpress call."""
+    import boto3
+
+    kw = {"endpoint_url": moto_url, "region_name": region, **_boto_credentials(CREDENTIALS)}
+    if account == ACCOUNT_ID:
+        return boto3.client(service, **kw)
+    creds = boto3.client("sts", **kw).assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/thingpress-local-deploy", RoleSessionName="script-local-deploy"
+    )["Credentials"]
+    kw.update(
+        aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"]
+    )
+    return boto3.client(service, **kw)
+
+
+def _boto_credentials(env: dict[str, str]) -> dict[str, str]:
+    return {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}
+
+
+def target_role(account: str, trusted: list[str], external_id: str, role_name: str = TARGET_ROLE_NAME) -> template.Role:
+    """infra/target-role.yaml's role as CloudFormation would create it in `account`."""
+    try:
+        return template.load_role(
+            TARGET_ROLE_TEMPLATE,
+            {"TrustedRoleArns": ",".join(trusted), "ExternalId": external_id, "RoleName": role_name},
+            logical_id="TargetRole",
+            region=REGION,
+            account_id=account,
+            stack_name=f"{DEFAULT_STACK_NAME}-target",
         )
-        if not created:
-            iam.update_assume_role_policy(RoleName=role.name, PolicyDocument=json.dumps(role.assume_role_policy))
-            for name in iam.list_role_policies(RoleName=role.name)["PolicyNames"]:
-                if name not in role.policies:
-                    iam.delete_role_policy(RoleName=role.name, PolicyName=name)
-        for name, doc in role.policies.items():
-            iam.put_role_policy(RoleName=role.name, PolicyName=name, PolicyDocument=json.dumps(doc))
+    except template.TemplateError as e:
+        raise StackError(str(e)) from None
+
+
+def deploy_target_role(moto_url: str, account: str, trusted: list[str], external_id: str, role_name: str = TARGET_ROLE_NAME) -> str:
+    """Deploy infra/target-role.yaml in `account` on moto; its role ARN."""
+    role = target_role(account, trusted, external_id, role_name)
+    deploy_role(account_client(moto_url, account, "iam"), role)
+    return role.arn
+
+
+def default_policy(region: str, account: str) -> dict[str, Any]:
+    """DEFAULT_POLICY for another account and Region."""
+    doc = json.loads(json.dumps(DEFAULT_POLICY))
+    doc["Statement"][0]["Resource"] = doc["Statement"][0]["Resource"].replace(f":{REGION}:{ACCOUNT_ID}:", f":{region}:{account}:")
+    return doc
+
+
+def parse_targets(specs: list[str], target_account: str | None) -> list[tuple[str, str]]:
+    """(account, region) of each --target ACCOUNT:REGION or REGION (the stack's account); a
+    --target-account no --target names gets the stack's Region."""
+    out: list[tuple[str, str]] = []
+    for spec in specs:
+        account, _, region = spec.rpartition(":")
+        account = account or ACCOUNT_ID
+        if not account.isdigit() or len(account) != 12 or not region:
+            raise StackError(f"--target {spec!r}: expected ACCOUNT:REGION (222222222222:eu-west-1) or REGION")
+        if (account, region) not in out:
+            out.append((account, region))
+    if target_account and not any(a == target_account for a, _ in out):
+        out.append((target_account, REGION))
+    for account, region in out:
+        if account != ACCOUNT_ID and account != target_account:
+            raise StackError(f"--target {account}:{region}: another account needs its role: add --target-account {account} --external-id ...")
+    return out
+
+
+def deploy_targets(args: argparse.Namespace, state: dict[str, Any], stack: template.Stack, res: dict[str, Any]) -> list[dict[str, Any]]:
+    """The target role in --target-account (trusting Split's and Register's roles, with
+    --external-id) and the run's IoT resources in every target; what stack.json records."""
+    targets = parse_targets(list(args.target or []) + list(args.target_region or []), args.target_account)
+    if args.target_account and not args.external_id:
+        raise StackError("--target-account needs --external-id (infra/target-role.yaml's ExternalId)")
+    role_arn = None
+    if args.target_account:
+        if args.target_account == ACCOUNT_ID:
+            raise StackError(f"--target-account {ACCOUNT_ID} is the stack's own account: name its Regions with --target REGION")
+        functions = {f.logical_id: f for f in stack.functions.values()}
+        missing = [lid for lid in TARGET_CALLERS if lid not in functions]
+        if missing:
+            raise StackError(f"the template has no {', '.join(missing)}: nothing would assume the target role")
+        trusted = [functions[lid].role.arn for lid in TARGET_CALLERS]
+        moto_url = f"http://127.0.0.1:{state['ports']['moto']}"
+        role_arn = deploy_target_role(moto_url, args.target_account, trusted, args.external_id, args.target_role_name)
+        log(f"target role {role_arn} trusts {', '.join(trusted)}")
+    out = []
+    for account, region in targets:
+        policies = {n: (default_policy(region, account) if d == DEFAULT_POLICY else d) for n, d in (res.get("policies") or {}).items()}
+        body = {"account": account, "region": region, "thingTypes": res.get("thingTypes") or [], "thingGroups": res.get("thingGroups") or [], "policies": policies}
+        status, answer = _edge_post(state, "/_edge/targets/resources", body, "target resources")
+        if status != 200:
+            raise StackError(f"the edge could not create the IoT resources in {account}/{region}: HTTP {status} {answer[:300].decode(errors='replace')}")
+        remote = account != ACCOUNT_ID
+        out.append({
+            "account": account,
+            "region": region,
+            "roleArn": role_arn if remote else None,
+            "externalId": args.external_id if remote else None,
+        })
+    return out
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -1022,8 +1141,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     principals = deploy_edge_principals(state, stack)
     rules = deploy_edge_triggers(state, stack, args.no_trigger)
+    targets = deploy_targets(args, state, stack, res)
 
     state = read_state() or state
+    if targets or "targets" not in state:
+        # A deploy without target options keeps the targets an earlier one set up.
+        state["targets"] = targets
     state["deployed"] = {
         "stateMachineArn": sm.arn,
         "stateMachineName": sm.name,
@@ -1173,6 +1296,20 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument(
         "--no-trigger", action="store_true", help="uploads start nothing (the edge's trigger rules are removed)"
     )
+    dp.add_argument(
+        "--target",
+        action="append",
+        metavar="[ACCOUNT:]REGION",
+        help="a profile target: create the run's thing types, groups and policies there too (repeatable)",
+    )
+    dp.add_argument("--target-region", action="append", metavar="REGION", help="= --target REGION (the stack's account)")
+    dp.add_argument(
+        "--target-account",
+        metavar="ACCOUNT",
+        help="deploy infra/target-role.yaml in this account (trusting Split's and Register's roles); a target there",
+    )
+    dp.add_argument("--external-id", help="the target role's ExternalId (with --target-account)")
+    dp.add_argument("--target-role-name", default=TARGET_ROLE_NAME, help="the target role's RoleName")
     dp.set_defaults(func=cmd_deploy)
 
     for name, fn, text in (
