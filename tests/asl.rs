@@ -557,13 +557,19 @@ fn check_shape(asl: &Json) -> Vec<String> {
         for forbidden in [
             "Catch",
             "ToleratedFailurePercentage",
-            "ToleratedFailurePercentagePath",
+            "ToleratedFailureCount",
         ] {
             if map.get(forbidden).is_some() {
                 problems.push(format!(
                     "{path}: has {forbidden} (a failed chunk must fail the run)"
                 ));
             }
+        }
+        // Split decides: 0 with one target, so that a failed chunk fails the run.
+        if map["ToleratedFailurePercentagePath"] != "$.toleratedFailurePercentage" {
+            problems.push(format!(
+                "{path}: ToleratedFailurePercentagePath is not $.toleratedFailurePercentage"
+            ));
         }
         if map["MaxConcurrencyPath"] != "$.maxConcurrency" {
             problems.push(format!(
@@ -725,6 +731,7 @@ fn sample_execution_inputs() -> Vec<(&'static str, Json)> {
             retry: 1,
             chunks_key: "runs/run-0/retries/00001/chunks.json".into(),
             max_concurrency: 2,
+            tolerated_failure_percentage: 0,
         },
     };
     vec![
@@ -777,6 +784,7 @@ fn lambda_outputs(function: &str, input: &Json) -> Result<Vec<Json>, String> {
                 chunks_key: run.chunk_index(),
                 chunk_count: 1,
                 max_concurrency: 2,
+                tolerated_failure_percentage: 0,
                 entries: 3,
                 accepted: 2,
                 rejected: 1,
@@ -865,6 +873,7 @@ fn sample_chunk(run_id: &str) -> Json {
         key: run.chunk(0),
         entries: 2,
         first_index: 0,
+        target: None,
     })
     .expect("a chunk descriptor serialises")
 }
@@ -1139,13 +1148,15 @@ fn invoke(state: &Json, input: &Json, flow: &mut Flow, at: &str) -> Vec<Json> {
 fn run_map(state: &Json, at: &str, input: &Json, flow: &mut Flow) {
     apply_template(&state["ItemReader"]["Parameters"], input, flow, at);
     apply_template(&state["ResultWriter"]["Parameters"], input, flow, at);
-    if let Some(path) = state["MaxConcurrencyPath"].as_str()
-        && resolve(path, input, &flow.context).is_none_or(|v| !v.is_u64())
-    {
-        flow.problems.push(format!(
-            "{at}: MaxConcurrencyPath {path} is not a number in {}",
-            short(input)
-        ));
+    for field in ["MaxConcurrencyPath", "ToleratedFailurePercentagePath"] {
+        if let Some(path) = state[field].as_str()
+            && resolve(path, input, &flow.context).is_none_or(|v| !v.is_u64())
+        {
+            flow.problems.push(format!(
+                "{at}: {field} {path} is not a number in {}",
+                short(input)
+            ));
+        }
     }
     let run_id = input["runId"].as_str().unwrap_or(SAMPLE_RUN);
     let outer = flow.context.clone();
@@ -1753,8 +1764,10 @@ fn check_retry_path(asl: &Json, split_output: &Json) -> Vec<String> {
     for part in ["ItemReader", "ItemSelector"] {
         input_fields(&map[part], &mut read);
     }
-    if let Some(path) = map["MaxConcurrencyPath"].as_str() {
-        input_fields(&json!({ "MaxConcurrencyPath": path }), &mut read);
+    for field in ["MaxConcurrencyPath", "ToleratedFailurePercentagePath"] {
+        if let Some(path) = map[field].as_str() {
+            input_fields(&json!({ field: path }), &mut read);
+        }
     }
     let built: BTreeSet<String> = prepare["Parameters"]
         .as_object()

@@ -117,8 +117,10 @@ const IOT_ACTION_RESOURCE_TYPES: &[(&str, &[&str])] = &[
 /// The AWS IoT resource types Thingpress touches; an IoT ARN must name one of them.
 const IOT_RESOURCE_TYPES: &[&str] = &["thing", "thingtype", "thinggroup", "policy", "cert"];
 
-/// Where an IoT ARN of this account and Region starts.
-const IOT_ARN: &str = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:";
+/// Where an IoT ARN of this account starts: any Region, since a profile may target other
+/// Regions of the account; the `OnlyTargetRegions` Deny (check_target_regions) keeps IoT to the
+/// stack's Region and its TargetRegions parameter.
+const IOT_ARN: &str = "arn:${AWS::Partition}:iot:*:${AWS::AccountId}:";
 
 // ------------------------------------------------------------------------- YAML helpers
 
@@ -283,6 +285,10 @@ fn resource_scope(resource: &str, template: &Yaml) -> Result<&'static str, Strin
     if function_arns.contains(resource) {
         return Ok("lambda");
     }
+    // The roles of target accounts, as the stack's TargetRoleArnPattern parameter allows them.
+    if resource == "${TargetRoleArnPattern}" {
+        return Ok("sts");
+    }
     if resource == "${ImportTriggerDeadLetterQueue.Arn}" {
         return Ok("sqs");
     }
@@ -432,6 +438,37 @@ fn check_iot_resource_types(template: &Yaml) -> Vec<String> {
                     ));
                 }
             }
+        }
+    }
+    problems
+}
+
+/// Every function that may call IoT (in any Region of the account, as its grants say) is denied
+/// IoT outside the stack's Region and its TargetRegions, with one Deny on aws:RequestedRegion.
+fn check_target_regions(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (id, _) in of_type(template, "AWS::Serverless::Function") {
+        let own: Vec<&Yaml> = statements(template)
+            .into_iter()
+            .filter(|(at, _)| *at == id)
+            .map(|(_, s)| s)
+            .collect();
+        let calls_iot = own.iter().any(|s| {
+            get(s, "Effect").and_then(Yaml::as_str) == Some("Allow")
+                && rendered_list(get(s, "Action"))
+                    .iter()
+                    .any(|a| a.starts_with("iot:"))
+        });
+        let denied_elsewhere = own.iter().any(|s| {
+            get(s, "Effect").and_then(Yaml::as_str) == Some("Deny")
+                && rendered_list(get(s, "Action")) == ["iot:*"]
+                && rendered_list(get(s, "Resource")) == ["*"]
+                && path(s, &["Condition", "StringNotEquals", "aws:RequestedRegion"]).is_some()
+        });
+        if calls_iot && !denied_elsewhere {
+            problems.push(format!(
+                "{id}: calls IoT but is not denied it outside the stack's Regions (aws:RequestedRegion)"
+            ));
         }
     }
     problems
@@ -1155,13 +1192,28 @@ fn iam_is_least_privilege() {
     assert_clean(check_trust(&template()));
     assert_clean(check_iot_resource_types(&template()));
     assert_clean(check_split(&template()));
+    assert_clean(check_target_regions(&template()));
+}
+
+#[test]
+fn region_check_catches_a_function_free_to_call_iot_anywhere() {
+    let mut t = template();
+    set(
+        function_statement(&mut t, "RegisterFunction", "OnlyTargetRegions"),
+        "Effect",
+        yaml("Allow"),
+    );
+    assert_caught(
+        check_target_regions(&t),
+        "RegisterFunction: calls IoT but is not denied it outside",
+    );
 }
 
 #[test]
 fn iot_check_catches_grants_that_scope_nothing() {
     let arn = |kind: &str| {
         yaml(&format!(
-            "!Sub \"arn:${{AWS::Partition}}:iot:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/*\""
+            "!Sub \"arn:${{AWS::Partition}}:iot:*:${{AWS::AccountId}}:{kind}/*\""
         ))
     };
     // The grants issue 10 found: each names a resource type its action does not have.
@@ -1286,7 +1338,7 @@ fn iam_check_catches_wildcards_and_unscoped_resources() {
     set(
         function_statement(&mut t, "RegisterFunction", "AttachPoliciesToCertificates"),
         "Resource",
-        yaml("!Sub 'arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:*'"),
+        yaml("!Sub 'arn:${AWS::Partition}:iot:*:${AWS::AccountId}:*'"),
     );
     assert_caught(check_iam(&t), "not one of the IoT resource types");
 

@@ -4,6 +4,8 @@
 //! - `lease`: a holder's lease ([`Lease`], [`HolderId`], [`Rates`]), the [`LeaseTable`] trait and
 //!   [`MemLeases`].
 //! - `dynamo`: [`DynamoLeases`], the table in DynamoDB (one item per holder, one Query reads all).
+//! - `scope`: [`Scope`], whose quotas a holder's rates are (the stack's own account and Region,
+//!   or a target's).
 //! - `allocate`: [`allocate`], the pure max-min fair split every holder computes alike.
 //! - `holder`: [`BudgetHolder`], one heartbeat every [`BudgetHolder::PERIOD`]: write the lease,
 //!   read the live ones, run at the allocation; [`keep_heartbeating`], the loop every holder
@@ -13,6 +15,7 @@ mod allocate;
 mod dynamo;
 mod holder;
 mod lease;
+mod scope;
 
 pub use allocate::allocate;
 pub use dynamo::{DynamoLeases, PARTITION, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
@@ -20,6 +23,7 @@ pub use holder::{BudgetHolder, FAILURES_BEFORE_FALLBACK, keep_heartbeating};
 pub use lease::{
     BudgetError, HolderId, Lease, LeaseFuture, LeaseTable, MAX_RATE, MemLeases, Rates,
 };
+pub use scope::Scope;
 
 /// The DynamoDB SDK the table is used through, for callers that build the client themselves.
 pub use aws_sdk_dynamodb;

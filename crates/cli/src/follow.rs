@@ -50,6 +50,33 @@ pub struct RunProgress {
     pub chunks_failed: u64,
     /// Certificates per second the stack's pacing allows this run (once Split has run).
     pub paced_rate: Option<f64>,
+    /// A run with several targets: certificates done and to do in each, by target id.
+    pub targets: Vec<(String, u64, u64)>,
+}
+
+/// Certificates done and to do per target, for an index whose items have targets (empty for a
+/// run with one).
+pub fn count_done_per_target(
+    index: &[ChunkDescriptor],
+    with_results: &BTreeSet<u32>,
+) -> Vec<(String, u64, u64)> {
+    let mut targets: Vec<(String, u64, u64)> = Vec::new();
+    for item in index {
+        let Some(id) = item.target_id() else { continue };
+        let done = if with_results.contains(&item.chunk) {
+            item.entries
+        } else {
+            0
+        };
+        match targets.iter_mut().find(|(t, _, _)| *t == id) {
+            Some((_, d, total)) => {
+                *d += done;
+                *total += item.entries;
+            }
+            None => targets.push((id, done, item.entries)),
+        }
+    }
+    targets
 }
 
 /// Chunks and certificates done: those of the index's chunks that have results (written once per
@@ -141,6 +168,14 @@ pub fn describe(progress: &RunProgress, observed: Option<f64>, since_change: f64
     {
         let eta = (eta - since_change).max(1.0);
         line.push_str(&format!(", ETA {}", human_duration(eta)));
+    }
+    if !progress.targets.is_empty() {
+        let each: Vec<String> = progress
+            .targets
+            .iter()
+            .map(|(id, done, total)| format!("{id} {done}/{total}"))
+            .collect();
+        line.push_str(&format!("; {}", each.join(", ")));
     }
     line
 }
@@ -238,9 +273,13 @@ impl Poller {
             progress.certificates_total = Some(index.iter().map(|c| c.entries).sum());
             let with_results = chunks_with_results(&self.store, &self.bucket, &self.run).await?;
             (progress.chunks_done, progress.certificates_done) = count_done(index, &with_results);
+            progress.targets = count_done_per_target(index, &with_results);
             if let (Some(info), Some((quotas, reserve))) = (&self.info, &self.pacing) {
                 let chunks_left = (index.len() as u64).saturating_sub(progress.chunks_done);
-                progress.paced_rate = paced_rate(quotas, *reserve, &info.profile, chunks_left);
+                // Each target is paced by its own quotas: they add up.
+                let targets = progress.targets.len().max(1) as f64;
+                progress.paced_rate = paced_rate(quotas, *reserve, &info.profile, chunks_left)
+                    .map(|rate| rate * targets);
             }
         }
         // The map run's counts are extra detail: a failing query keeps the last counts for a
@@ -503,6 +542,7 @@ pub fn summary(report: &Report) -> String {
         human_duration(report.duration_seconds),
         report.certificates_per_second
     ));
+    out.push_str(&crate::commands::report::target_lines(report));
     for problem in &report.problems {
         out.push_str(&format!("  problem: {problem}\n"));
     }
@@ -521,6 +561,7 @@ mod tests {
             key: format!("runs/r/chunks/{n:05}.jsonl"),
             entries,
             first_index: 0,
+            target: None,
         }
     }
 
@@ -586,6 +627,7 @@ mod tests {
             chunks_running: 2,
             chunks_failed: 1,
             paced_rate: None,
+            targets: Vec::new(),
         };
         assert_eq!(
             describe(&progress, Some(10.0), 0.0),
@@ -646,6 +688,7 @@ mod tests {
             chunks_running: 1,
             chunks_failed: 0,
             paced_rate: paced_rate(&Quotas::default(), 0.1, &Profile::named("p"), 9),
+            targets: Vec::new(),
         };
         // Nothing observed yet: 900 left at the budget's 9/s.
         assert!(describe(&progress, None, 0.0).ends_with("ETA 1m40s"));

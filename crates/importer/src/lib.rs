@@ -16,6 +16,7 @@ mod pacer;
 mod quotas;
 mod register;
 mod resources;
+mod targets;
 
 use aws_sdk_iot::config::retry::RetryConfig;
 use thingpress_manifest::ErrorName;
@@ -37,6 +38,7 @@ pub use register::{
     Outcome, THROTTLE_PATIENCE, TRANSIENT_ATTEMPTS,
 };
 pub use resources::check_profile_resources;
+pub use targets::{RENEW_BEFORE, TargetClients};
 
 /// Why a registration task cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,10 @@ pub enum ImportError {
         /// Each missing or unusable resource.
         problems: Vec<String>,
     },
+    /// A target's role cannot be assumed, or its Region refuses Thingpress: only that
+    /// target's chunks fail.
+    #[error("target unavailable: {0}")]
+    TargetUnavailable(String),
     /// Quotas, reserve or share are not usable numbers.
     #[error("invalid pacing configuration: {0}")]
     InvalidConfig(String),
@@ -71,6 +77,7 @@ impl ImportError {
             ImportError::Throttled(_) => ErrorName::Throttled,
             ImportError::Transient(_) => ErrorName::Transient,
             ImportError::AwsRejected(_) => ErrorName::AwsRejected,
+            ImportError::TargetUnavailable(_) => ErrorName::TargetUnavailable,
             ImportError::ProfileProblems { .. } => ErrorName::InvalidProfile,
             ImportError::InvalidConfig(_) => ErrorName::InvalidInput,
         }

@@ -56,6 +56,9 @@ error_names! {
     IncompleteImport => Terminal,
     /// AWS refused a call for a reason retrying cannot fix (access denied, quota, …).
     AwsRejected => Terminal,
+    /// A profile's target cannot be reached: its role cannot be assumed (missing, not trusting
+    /// the stack, another external ID) or its Region refuses the calls. Only its chunks fail.
+    TargetUnavailable => Terminal,
     /// The manifest entry's signature does not verify.
     InvalidSignature => Entry,
     /// The manifest entry is signed by a key that no verifier certificate holds.

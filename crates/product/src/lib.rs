@@ -8,6 +8,7 @@
 mod decorate;
 pub mod names;
 mod profile;
+mod target;
 mod template;
 
 pub use decorate::{Decorated, Decorator, decorate};
@@ -16,6 +17,7 @@ pub use profile::{
     MAX_CHUNK_SIZE, MAX_CONCURRENCY, MAX_POLICIES, MAX_THING_GROUPS, OnThingConflict, Profile,
     ThingPrincipalType,
 };
+pub use target::{MAX_TARGETS, Target};
 pub use template::Template;
 
 /// Why a profile cannot be used.

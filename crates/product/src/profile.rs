@@ -7,6 +7,7 @@ use thingpress_manifest::{Limits, Options, Slot, Supplier, Verifiers};
 
 use crate::ProfileError;
 use crate::names;
+use crate::target::{MAX_TARGETS, Target};
 use crate::template::Template;
 
 /// Most attributes a thing with a thing type may have (AWS IoT quota, not adjustable).
@@ -126,6 +127,10 @@ pub struct Profile {
     /// Static thing groups `thingpress activate` adds each activated thing to (e.g. `shipped`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub activation_groups: Vec<String>,
+    /// The accounts and Regions every entry is registered in; empty means the stack's own
+    /// account and Region only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Target>,
 }
 
 fn default_thing_name() -> String {
@@ -151,6 +156,7 @@ impl Profile {
             on_thing_conflict: OnThingConflict::Reject,
             thing_principal_type: ThingPrincipalType::NonExclusiveThing,
             activation_groups: Vec::new(),
+            targets: Vec::new(),
         }
     }
 
@@ -232,10 +238,40 @@ impl Profile {
             self.max_concurrency,
             MAX_CONCURRENCY,
         );
+        self.check_targets(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ProfileError::invalid(&self.name, problems))
+        }
+    }
+
+    /// The targets of a run with this profile: its `targets`, or the stack's own account in
+    /// `stack_region`.
+    pub fn targets_or_home(&self, stack_region: &str) -> Vec<Target> {
+        if self.targets.is_empty() {
+            vec![Target::home(stack_region)]
+        } else {
+            self.targets.clone()
+        }
+    }
+
+    fn check_targets(&self, problems: &mut Vec<String>) {
+        if self.targets.len() > MAX_TARGETS {
+            problems.push(format!(
+                "targets: {} given, at most {MAX_TARGETS} allowed",
+                self.targets.len()
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            problems.extend(target.problems(i));
+            if !seen.insert(target.id()) {
+                problems.push(format!(
+                    "targets[{i}]: {} is listed twice (each account and Region once)",
+                    target.id()
+                ));
+            }
         }
     }
 
@@ -419,6 +455,39 @@ mod tests {
             Profile::from_json(br#"{"name":"a","thingPrincipalType":"EXCLUSIVE"}"#).unwrap_err();
         assert!(err.to_string().contains("EXCLUSIVE_THING"), "{err}");
         assert!(Profile::from_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn targets_are_read_checked_and_default_to_the_stack() {
+        let p = Profile::from_json(
+            br#"{"name":"a","targets":[{"region":"eu-west-1"},
+                {"region":"us-east-1","roleArn":"arn:aws:iam::222222222222:role/thingpress-target","externalId":"ext-1"}]}"#,
+        )
+        .unwrap();
+        let ids: Vec<String> = p
+            .targets_or_home("us-east-1")
+            .iter()
+            .map(Target::id)
+            .collect();
+        assert_eq!(ids, ["eu-west-1", "222222222222-us-east-1"]);
+        assert_eq!(
+            Profile::named("a").targets_or_home("us-east-1"),
+            [Target::home("us-east-1")]
+        );
+        let err = Profile::from_json(
+            br#"{"name":"a","targets":[{"region":"eu-west-1"},{"region":"eu-west-1"},{"region":"x"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("targets[1]: eu-west-1 is listed twice"),
+            "{err}"
+        );
+        assert!(err.contains("targets[2].region"), "{err}");
+        let err =
+            Profile::from_json(br#"{"name":"a","targets":[{"region":"eu-west-1","role":"x"}]}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("role"), "{err}");
     }
 
     #[test]

@@ -57,6 +57,18 @@ impl RunLayout {
         format!("runs/{}/chunks/{n:05}.jsonl", self.run_id)
     }
 
+    /// The chunk whose accepted entries `key` holds (`chunks/00007.jsonl` → 7); `None` for
+    /// another key.
+    pub fn chunk_of_key(&self, key: &str) -> Option<u32> {
+        let n: u32 = key
+            .strip_prefix(&format!("runs/{}/chunks/", self.run_id))?
+            .strip_suffix(".jsonl")?
+            .parse()
+            .ok()?;
+        // Only the spelling `chunk` writes, so one chunk has one key.
+        (self.chunk(n) == key).then_some(n)
+    }
+
     /// Decorated entries (and decoration rejections) of chunk `n`.
     pub fn decorated(&self, n: u32) -> String {
         format!("runs/{}/decorated/{n:05}.jsonl", self.run_id)
@@ -229,6 +241,10 @@ mod tests {
     fn keys_read_back_into_chunks_retries_and_profiles() {
         let run = RunLayout::new("r1").unwrap();
         assert_eq!(run.chunk_of_results(&run.results(7)), Some(7));
+        assert_eq!(run.chunk_of_key(&run.chunk(7)), Some(7));
+        assert_eq!(run.chunk_of_key("runs/r1/chunks/7.jsonl"), None);
+        assert_eq!(run.chunk_of_key("runs/r2/chunks/00007.jsonl"), None);
+        assert_eq!(run.chunk_of_key(&run.results(7)), None);
         assert_eq!(run.chunk_of_results(&run.progress(7)), None);
         assert_eq!(run.chunk_of_results("runs/r1/results/junk"), None);
         assert_eq!(run.chunk_of_results("runs/r2/results/00001.jsonl"), None);

@@ -175,12 +175,22 @@ pub struct Started {
     pub chunk_count: u32,
     /// The Map's concurrency.
     pub max_concurrency: u32,
+    /// The Map's tolerated share of failed items, in percent: 0 (any failed chunk fails the
+    /// Map, so the execution can be redriven) unless the run has several targets, whose chunks
+    /// fail apart (100: the Map goes on, and Summarize names what did not finish).
+    #[serde(default)]
+    pub tolerated_failure_percentage: u32,
     /// Manifest entries read.
     pub entries: u64,
     /// Entries accepted.
     pub accepted: u64,
     /// Entries rejected.
     pub rejected: u64,
+}
+
+/// The Map's tolerated failure percentage for a run over `targets` targets: see [`Started`].
+pub fn tolerated_failure_percentage(targets: usize) -> u32 {
+    if targets > 1 { 100 } else { 0 }
 }
 
 /// Split's output when another run owns the object's content.
@@ -217,6 +227,9 @@ pub struct RetryRequest {
     pub chunks_key: String,
     /// The Map's concurrency.
     pub max_concurrency: u32,
+    /// The Map's tolerated share of failed items (see [`Started`]).
+    #[serde(default)]
+    pub tolerated_failure_percentage: u32,
 }
 
 /// A retry shaped like Split's output by the ASL's `PrepareRetry`.
@@ -231,6 +244,9 @@ pub struct RetryStarted {
     pub chunks_key: String,
     /// The Map's concurrency.
     pub max_concurrency: u32,
+    /// The Map's tolerated share of failed items (see [`Started`]).
+    #[serde(default)]
+    pub tolerated_failure_percentage: u32,
 }
 
 /// Summarize's input: the Map's input (its `ResultPath` is null), a started run or a retry.
@@ -279,18 +295,25 @@ pub struct ChunkInput {
 }
 
 impl ChunkInput {
-    /// The run's layout, once the chunk's key is checked to be that chunk of that run.
+    /// The run's layout, once the chunk's key is checked to be a chunk of that run (the item's
+    /// own number when it has no target; with targets, items share their chunk's key).
     pub fn layout(&self) -> Result<RunLayout, TaskError> {
+        self.layout_and_source().map(|(run, _)| run)
+    }
+
+    /// The run's layout and the number of the chunk whose accepted entries the item registers.
+    pub fn layout_and_source(&self) -> Result<(RunLayout, u32), TaskError> {
         let run = RunLayout::new(&self.run_id)?;
-        if self.chunk.key != run.chunk(self.chunk.chunk) {
-            return Err(TaskError::invalid_input(format!(
+        let source = run.chunk_of_key(&self.chunk.key);
+        match source {
+            Some(n) if n == self.chunk.chunk || self.chunk.target.is_some() => Ok((run, n)),
+            _ => Err(TaskError::invalid_input(format!(
                 "chunk key {} is not chunk {} of run {}",
                 self.chunk.key,
                 self.chunk.chunk,
                 run.run_id()
-            )));
+            ))),
         }
-        Ok(run)
     }
 }
 
@@ -486,6 +509,7 @@ mod tests {
             key: "runs/r/chunks/00001.jsonl".into(),
             entries: 30,
             first_index: 30,
+            target: None,
         }
     }
 
@@ -581,6 +605,7 @@ mod tests {
             chunks_key: "runs/r/chunks.json".into(),
             chunk_count: 4,
             max_concurrency: 2,
+            tolerated_failure_percentage: 0,
             entries: 100,
             accepted: 99,
             rejected: 1,
@@ -589,7 +614,8 @@ mod tests {
             serde_json::to_value(&started).unwrap(),
             json!({"status": "Started", "runId": "r", "bucket": "b",
                    "chunksKey": "runs/r/chunks.json", "chunkCount": 4, "maxConcurrency": 2,
-                   "entries": 100, "accepted": 99, "rejected": 1})
+                   "toleratedFailurePercentage": 0, "entries": 100, "accepted": 99,
+                   "rejected": 1})
         );
         let skipped = json!({"status": "Skipped", "runId": "r2", "ownerRunId": "r",
                              "bucket": "b", "key": "incoming/w/x"});
@@ -629,6 +655,14 @@ mod tests {
                 .message
                 .contains("is not chunk 1")
         );
+        // With a target, item 3 registers chunk 1's entries; without one it may not.
+        let mut item = input.clone();
+        item.chunk.chunk = 3;
+        assert!(item.layout().is_err());
+        item.chunk.target = Some(thingpress_product::Target::home("eu-west-1"));
+        assert_eq!(item.layout_and_source().unwrap().1, 1);
+        item.chunk.key = "runs/r/results/00001.jsonl".into();
+        assert!(item.layout().is_err(), "a key that is no chunk of the run");
 
         let decorated = DecoratedChunk {
             run_id: "r".into(),
@@ -704,12 +738,14 @@ mod tests {
                 retry: 2,
                 chunks_key: "runs/r/retries/00002/chunks.json".into(),
                 max_concurrency: 4,
+                tolerated_failure_percentage: 0,
             },
         };
         assert_eq!(
             serde_json::to_value(&input).unwrap(),
             json!({"retry": {"runId": "r", "retry": 2,
-                             "chunksKey": "runs/r/retries/00002/chunks.json", "maxConcurrency": 4}})
+                             "chunksKey": "runs/r/retries/00002/chunks.json", "maxConcurrency": 4,
+                             "toleratedFailurePercentage": 0}})
         );
     }
 }

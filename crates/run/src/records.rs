@@ -5,22 +5,35 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thingpress_importer::{Action, Activation, EntryResult, EntrySteps, Removal};
 use thingpress_manifest::{ErrorName, Rejected, Supplier};
-use thingpress_product::{Decorated, Profile};
+use thingpress_product::{Decorated, Profile, Target};
 
 use crate::payload::Operation;
 
-/// One item of the chunk index that the Distributed Map reads.
+/// One item of the chunk index that the Distributed Map reads: a chunk of accepted entries to
+/// register in one target. A run with several targets lists each chunk once per target; the
+/// items share the chunk's `key`, and `chunk` numbers the item (its decorated entries, results,
+/// progress and stats are the item's own).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChunkDescriptor {
-    /// Chunk number, from 0.
+    /// Item number, from 0 (the chunk number when the run has one target).
     pub chunk: u32,
-    /// The chunk's key in the bucket.
+    /// The key of the chunk's accepted entries in the bucket.
     pub key: String,
     /// How many accepted entries it holds.
     pub entries: u64,
     /// The manifest index of its first entry.
     pub first_index: u64,
+    /// Where the item registers; absent for the stack's own account and Region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+}
+
+impl ChunkDescriptor {
+    /// The item's target id (`Target::id`), `None` for the stack's own account and Region.
+    pub fn target_id(&self) -> Option<String> {
+        self.target.as_ref().map(Target::id)
+    }
 }
 
 /// The S3 object a run imports.
@@ -63,7 +76,8 @@ pub struct RunInfo {
     pub supplier: Supplier,
     /// Accepted entries per chunk.
     pub chunk_size: u32,
-    /// Map concurrency: how many chunks register at once (each gets this share of the quotas).
+    /// Map concurrency per target: how many chunks register at once in each target (each gets
+    /// this share of the target's quotas).
     pub max_concurrency: u32,
     /// Manifest entries read.
     pub entries: u64,
@@ -71,12 +85,23 @@ pub struct RunInfo {
     pub accepted: u64,
     /// Entries rejected by Split.
     pub rejected: u64,
-    /// Chunks written.
+    /// Items in the chunk index: chunks written, times the targets.
     pub chunk_count: u32,
     /// Parts of the Split rejects, `rejected/NNNNN.jsonl`.
     pub rejected_parts: u32,
     /// When Split started, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+}
+
+impl RunInfo {
+    /// The Map's concurrency over the items of `targets` targets: `max_concurrency` chunks at
+    /// once in each (each target has its own quotas), within Step Functions' limit.
+    pub fn map_concurrency(&self, targets: usize) -> u32 {
+        let targets = u32::try_from(targets.max(1)).unwrap_or(u32::MAX);
+        self.max_concurrency
+            .saturating_mul(targets)
+            .min(thingpress_product::MAX_CONCURRENCY)
+    }
 }
 
 /// A line of `decorated/NNNNN.jsonl`.
@@ -143,6 +168,25 @@ pub struct ChunkStats {
     pub started_at_ms: u64,
     /// Completion, milliseconds since the Unix epoch.
     pub finished_at_ms: u64,
+    /// The error the chunk's last attempt failed with, when it failed (a retry that finishes
+    /// the chunk clears it); the report names it beside the missing results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<ChunkFailure>,
+}
+
+/// Why a chunk's child failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkFailure {
+    /// The `Thingpress.*` name the child failed with.
+    pub error: ErrorName,
+    /// What happened.
+    pub message: String,
+}
+
+impl std::fmt::Display for ChunkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error, self.message)
+    }
 }
 
 /// Per-entry outcome counts.

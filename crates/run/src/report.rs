@@ -7,6 +7,8 @@ use thingpress_importer::{Action, Outcome};
 use thingpress_manifest::{ErrorName, Supplier};
 
 use crate::payload::Operation;
+#[cfg(test)]
+use crate::records::ChunkFailure;
 use crate::records::{ChunkDescriptor, ChunkStats, OutcomeCounts, RunInfo, SourceObject};
 
 /// Whether every entry is accounted for.
@@ -79,6 +81,13 @@ pub struct Report {
     pub duration_seconds: f64,
     /// Registered plus already-registered certificates per second of that time.
     pub certificates_per_second: f64,
+    /// The target this report is of, in a run with several (`Target::id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// A run with several targets: each target's report, whose counts add up to the manifest's
+    /// entries on their own. The run's counts above are their sums.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Report>,
 }
 
 impl Report {
@@ -123,6 +132,14 @@ impl Report {
             })
             .collect();
         Some((heading, counts))
+    }
+
+    /// The report of one target (its id, or the run's own report for a run without targets
+    /// when `id` is its only target's).
+    pub fn of_target(&self, id: &str) -> Option<&Report> {
+        self.targets
+            .iter()
+            .find(|t| t.target.as_deref() == Some(id))
     }
 
     /// What the run read: `<supplier> manifest`, or `shipping list`.
@@ -234,8 +251,12 @@ impl ReportBuilder {
             self.chunk_retries += u64::from(stats.attempts.saturating_sub(1));
         }
         let Some(tally) = chunk.results else {
+            let why = match chunk.stats.as_ref().and_then(|s| s.failure.as_ref()) {
+                Some(failure) => format!(": it failed with {failure}"),
+                None => String::new(),
+            };
             self.problems.push(format!(
-                "chunk {} ({}) has no results",
+                "chunk {} ({}) has no results{why}",
                 descriptor.chunk, descriptor.key
             ));
             return;
@@ -326,8 +347,114 @@ impl ReportBuilder {
             } else {
                 0.0
             },
+            target: None,
+            targets: Vec::new(),
         }
     }
+}
+
+/// Builds a run's report chunk by chunk, one [`ReportBuilder`] per target for a run with
+/// several, each over that target's items.
+pub struct RunReportBuilder {
+    /// One builder per target, in the order the index first names them (one with `None` for a
+    /// run without targets).
+    builders: Vec<(Option<String>, ReportBuilder)>,
+}
+
+impl RunReportBuilder {
+    /// Starts every target's report from Split's rejections (every target gets every entry).
+    pub fn new(split_rejections: &OutcomeCounts, index: &[ChunkDescriptor]) -> RunReportBuilder {
+        let mut builders: Vec<(Option<String>, ReportBuilder)> = Vec::new();
+        for id in index.iter().map(ChunkDescriptor::target_id) {
+            if !builders.iter().any(|(t, _)| *t == id) {
+                builders.push((id, ReportBuilder::new(split_rejections)));
+            }
+        }
+        if builders.is_empty() {
+            builders.push((None, ReportBuilder::new(split_rejections)));
+        }
+        RunReportBuilder { builders }
+    }
+
+    /// Adds the next item of the index to its target's report.
+    pub fn add(&mut self, descriptor: &ChunkDescriptor, chunk: ChunkOutcome) {
+        let id = descriptor.target_id();
+        if let Some((_, builder)) = self.builders.iter_mut().find(|(t, _)| *t == id) {
+            builder.add(descriptor, chunk);
+        }
+    }
+
+    /// The run's report: its one target's, or the sum of its targets' with each kept in
+    /// `targets`.
+    pub fn finish(self, run: &RunInfo, index: &[ChunkDescriptor], finished_at_ms: u64) -> Report {
+        let mut reports: Vec<Report> = self
+            .builders
+            .into_iter()
+            .map(|(id, builder)| {
+                let items: Vec<ChunkDescriptor> = index
+                    .iter()
+                    .filter(|c| c.target_id() == id)
+                    .cloned()
+                    .collect();
+                Report {
+                    target: id,
+                    ..builder.finish(run, &items, finished_at_ms)
+                }
+            })
+            .collect();
+        if reports.len() == 1 && reports[0].target.is_none() {
+            return reports.remove(0);
+        }
+        sum_of_targets(reports)
+    }
+}
+
+/// One report over several targets' reports: their counts added up, their problems named by
+/// target, each kept in `targets`.
+fn sum_of_targets(targets: Vec<Report>) -> Report {
+    let mut run = Report {
+        outcomes: OutcomeCounts::default(),
+        chunks: 0,
+        problems: Vec::new(),
+        api_calls: BTreeMap::new(),
+        api_throttles: BTreeMap::new(),
+        token_wait_ms: 0,
+        throttled: 0,
+        deadline_stops: 0,
+        continuations: 0,
+        stalls: 0,
+        chunk_retries: 0,
+        certificates_per_second: 0.0,
+        target: None,
+        ..targets[0].clone()
+    };
+    for t in &targets {
+        let id = t.target.as_deref().unwrap_or_default();
+        run.outcomes.add(&t.outcomes);
+        run.chunks += t.chunks;
+        run.problems
+            .extend(t.problems.iter().map(|p| format!("target {id}: {p}")));
+        for (api, n) in &t.api_calls {
+            *run.api_calls.entry(format!("{id}/{api}")).or_default() += n;
+        }
+        for (api, n) in &t.api_throttles {
+            *run.api_throttles.entry(format!("{id}/{api}")).or_default() += n;
+        }
+        run.token_wait_ms += t.token_wait_ms;
+        run.throttled += t.throttled;
+        run.deadline_stops += t.deadline_stops;
+        run.continuations += t.continuations;
+        run.stalls += t.stalls;
+        run.chunk_retries += t.chunk_retries;
+        run.certificates_per_second += t.certificates_per_second;
+    }
+    run.status = if run.problems.is_empty() {
+        RunStatus::Complete
+    } else {
+        RunStatus::Incomplete
+    };
+    run.targets = targets;
+    run
 }
 
 /// Builds the report from Split's run info and rejections and every chunk's outcome (in index
@@ -339,7 +466,7 @@ pub fn build_report(
     chunks: impl IntoIterator<Item = ChunkOutcome>,
     finished_at_ms: u64,
 ) -> Report {
-    let mut builder = ReportBuilder::new(split_rejections);
+    let mut builder = RunReportBuilder::new(split_rejections, index);
     for (descriptor, chunk) in index.iter().zip(chunks) {
         builder.add(descriptor, chunk);
     }
@@ -380,6 +507,7 @@ mod tests {
             key: format!("runs/r/chunks/{chunk:05}.jsonl"),
             entries,
             first_index: u64::from(chunk) * 2,
+            target: None,
         }
     }
 
@@ -389,6 +517,92 @@ mod tests {
             tally.add(serde_json::from_str(line).unwrap());
         }
         tally
+    }
+
+    #[test]
+    fn a_run_over_two_targets_reports_each_and_names_the_one_that_failed() {
+        use thingpress_product::Target;
+        let eu = Target::home("eu-west-1");
+        let other = Target {
+            region: "us-east-1".into(),
+            role_arn: Some("arn:aws:iam::222222222222:role/thingpress-target".into()),
+            external_id: Some("ext-1".into()),
+        };
+        // One chunk of 2 entries (one Split rejection besides), registered in two targets.
+        let item = |n: u32, target: &Target| ChunkDescriptor {
+            chunk: n,
+            target: Some(target.clone()),
+            ..descriptor(0, 2)
+        };
+        let index = [item(0, &eu), item(1, &other)];
+        let mut split = OutcomeCounts::default();
+        split.reject(ErrorName::InvalidSignature);
+        let registered = ChunkOutcome {
+            results: Some(tally(&[
+                r#"{"outcome":"registered"}"#,
+                r#"{"outcome":"alreadyRegistered"}"#,
+            ])),
+            stats: None,
+        };
+        let failed = ChunkOutcome {
+            results: None,
+            stats: Some(ChunkStats {
+                failure: Some(ChunkFailure {
+                    error: ErrorName::TargetUnavailable,
+                    message: "AssumeRole: AccessDenied".into(),
+                }),
+                ..ChunkStats::default()
+            }),
+        };
+        let report = build_report(
+            &run(3, 2),
+            &index,
+            &split,
+            [registered.clone(), failed],
+            1000,
+        );
+        assert_eq!(report.status, RunStatus::Incomplete);
+        assert_eq!(report.targets.len(), 2);
+        let eu_report = report.of_target("eu-west-1").unwrap();
+        assert_eq!(
+            eu_report.status,
+            RunStatus::Complete,
+            "{:?}",
+            eu_report.problems
+        );
+        assert_eq!(
+            eu_report.outcomes.total(),
+            3,
+            "every entry, Split's rejection too"
+        );
+        let failed = report.of_target("222222222222-us-east-1").unwrap();
+        assert_eq!(failed.status, RunStatus::Incomplete);
+        assert_eq!(
+            report.problems,
+            [
+                "target 222222222222-us-east-1: chunk 1 (runs/r/chunks/00000.jsonl) has no results: \
+              it failed with Thingpress.TargetUnavailable: AssumeRole: AccessDenied"
+            ]
+        );
+        assert_eq!(report.outcomes.registered, 1);
+        assert_eq!(
+            report.outcomes.rejected, 2,
+            "Split's rejection, in each target"
+        );
+        assert_eq!(report.entries, 3);
+
+        // Both targets done: complete, and the counts of each add up on their own.
+        let report = build_report(
+            &run(3, 2),
+            &index,
+            &split,
+            [registered.clone(), registered],
+            1000,
+        );
+        assert_eq!(report.status, RunStatus::Complete, "{:?}", report.problems);
+        assert_eq!(report.outcomes.total(), 6);
+        let again: Report = serde_json::from_value(serde_json::to_value(&report).unwrap()).unwrap();
+        assert_eq!(again, report);
     }
 
     #[test]

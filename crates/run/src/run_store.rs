@@ -220,6 +220,7 @@ mod tests {
             key: run.layout().chunk(0),
             entries: 2,
             first_index: 0,
+            target: None,
         }];
         run.put_chunk_index(&index).await.unwrap();
         assert_eq!(run.chunk_index().await.unwrap(), index);

@@ -99,7 +99,8 @@ async fn chunk<S: Store + Clone, T: serde::de::DeserializeOwned>(
     run: &RunStore<S>,
     input: &ChunkInput,
 ) -> Result<Vec<T>, TaskError> {
-    let entries: Vec<T> = run.chunk(input.chunk.chunk).await?.ok_or_else(|| {
+    let (_, source) = input.layout_and_source()?;
+    let entries: Vec<T> = run.chunk(source).await?.ok_or_else(|| {
         TaskError::invalid_input(format!("chunk {} does not exist", input.chunk.key))
     })?;
     if entries.len() as u64 != input.chunk.entries {

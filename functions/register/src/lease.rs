@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+pub use thingpress_budget::Scope;
 use thingpress_budget::{
     BudgetError, BudgetHolder, HolderId, LeaseTable, Rates, keep_heartbeating,
 };
@@ -23,6 +24,8 @@ use thingpress_importer::{Api, ImportError, Pacer, Quotas};
 /// for, and the share it runs at without a grant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shares {
+    /// Whose quotas these are.
+    pub scope: Scope,
     /// quota × (1 − reserve) per API, by operation name.
     pub caps: Rates,
     /// The cap of each API the run's operation calls, and 0 for the others, so an activation
@@ -42,13 +45,19 @@ impl Shares {
         reserve: f64,
         children: u32,
         calls: &[Api],
+        scope: Scope,
     ) -> Result<(Shares, Pacer), ImportError> {
         let pacer = Pacer::new(quotas, reserve, children)?;
         let cap = |api: Api| quotas.get(api) * (1.0 - reserve);
         let shares = Shares {
-            caps: by_name(cap),
-            demand: by_name(|api| if calls.contains(&api) { cap(api) } else { 0.0 }),
-            fallback: pacer.rates_by_name(),
+            caps: scope.scoped(by_name(cap)),
+            demand: scope.scoped(by_name(
+                |api| {
+                    if calls.contains(&api) { cap(api) } else { 0.0 }
+                },
+            )),
+            fallback: scope.scoped(pacer.rates_by_name()),
+            scope,
         };
         Ok((shares, pacer))
     }
@@ -96,8 +105,8 @@ pub async fn holding<T>(
         holder,
         &shares.demand,
         &shares.fallback,
-        || pacer.rates_by_name(),
-        |grant| apply(pacer, grant),
+        || shares.scope.scoped(pacer.rates_by_name()),
+        |grant| apply(pacer, &shares.scope.unscoped(grant)),
         |error| tracing::warn!(%error, "budget table unreachable: pacing at the static share"),
         done.notified(),
     );
@@ -139,7 +148,14 @@ mod tests {
 
     /// The shares and a fresh static-share pacer of `children` at the default quotas less 0.1.
     fn shares(children: u32) -> (Shares, Pacer) {
-        Shares::new(&Quotas::default(), 0.1, children, IMPORT_APIS).unwrap()
+        Shares::new(
+            &Quotas::default(),
+            0.1,
+            children,
+            IMPORT_APIS,
+            Scope::home(),
+        )
+        .unwrap()
     }
 
     const REGISTER: Api = Api::RegisterCertificateWithoutCA;
@@ -183,7 +199,7 @@ mod tests {
         let table: Arc<dyn LeaseTable> = Arc::new(MemLeases::new());
         let (import, import_pacer) = shares(1);
         let (activation, activation_pacer) =
-            Shares::new(&Quotas::default(), 0.1, 1, ACTIVATION_APIS).unwrap();
+            Shares::new(&Quotas::default(), 0.1, 1, ACTIVATION_APIS, Scope::home()).unwrap();
         assert_eq!(activation.demand[REGISTER.as_str()], 0.0);
         let a = holder(Some(&table), holder_id("import", 0), &import);
         let b = holder(Some(&table), holder_id("activation", 0), &activation);
@@ -309,5 +325,33 @@ mod tests {
         let rate = holding(None, &shares, &pacer, async { pacer.rate(REGISTER) }).await;
         assert!((rate - 4.5).abs() < 1e-9);
         release(None).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn holders_in_two_targets_each_get_their_own_targets_cap() {
+        let table: Arc<dyn LeaseTable> = Arc::new(MemLeases::new());
+        let mk = |scope| Shares::new(&Quotas::default(), 0.1, 1, IMPORT_APIS, scope).unwrap();
+        let (home, home_pacer) = mk(Scope::home());
+        let (eu, eu_pacer) = mk(Scope::target("eu-west-1"));
+        assert!(
+            eu.caps
+                .contains_key("eu-west-1/RegisterCertificateWithoutCA")
+        );
+        assert!(!eu.caps.contains_key(REGISTER.as_str()));
+        let a = holder(Some(&table), holder_id("run", 0), &home);
+        let b = holder(Some(&table), holder_id("run", 1), &eu);
+        let (ra, rb) = tokio::join!(
+            holding(a.as_ref(), &home, &home_pacer, async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                home_pacer.rate(REGISTER)
+            }),
+            holding(b.as_ref(), &eu, &eu_pacer, async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                eu_pacer.rate(REGISTER)
+            }),
+        );
+        // One run, two accounts or Regions: neither halves the other's quota.
+        assert!((ra - 9.0).abs() < 1e-9, "home: {ra}");
+        assert!((rb - 9.0).abs() < 1e-9, "eu-west-1: {rb}");
     }
 }

@@ -25,14 +25,14 @@ use lambda_runtime::LambdaEvent;
 use thingpress_budget::{DynamoLeases, LeaseTable};
 use thingpress_importer::{
     ACTIVATION_APIS, Activation, ApiCalls, DECOMMISSION_APIS, EntryResult, EntrySteps, IMPORT_APIS,
-    ImportError, Importer, Outcome, Removal,
+    ImportError, Importer, Outcome, Removal, TargetClients,
 };
 use thingpress_manifest::ErrorName;
-use thingpress_product::Decorated;
+use thingpress_product::{Decorated, Target};
 use thingpress_run::payload::{
     ChildExecutionType, ChunkSummary, Continuation, DecoratedChunk, Done, Operation, RegisterOutput,
 };
-use thingpress_run::records::{ChunkStats, DecoratedLine, ProgressLine, now_ms};
+use thingpress_run::records::{ChunkFailure, ChunkStats, DecoratedLine, ProgressLine, now_ms};
 use thingpress_run::{RunStore, Settings, Store, TaskError};
 
 /// Entries registered at once within one chunk: enough to keep every paced API busy while
@@ -55,7 +55,10 @@ const MAX_WAIT_SECONDS: u32 = 60;
 /// The register task.
 pub struct Task<S> {
     store: S,
-    iot: aws_sdk_iot::Client,
+    /// IoT in each target (the stack's own account and Region, or a role assumed elsewhere).
+    iot: TargetClients,
+    /// The stack's own Region.
+    region: String,
     settings: Settings,
     /// The account-wide budget's lease table; none paces at the static share.
     budget: Option<Arc<dyn LeaseTable>>,
@@ -105,22 +108,27 @@ impl<S: Store + Clone> Task<S> {
     /// Builds the task once per container: the IoT client leaves retries to the importer, and
     /// the lease table named by `BUDGET_TABLE` (if any) gets its DynamoDB client here, once.
     pub fn new(store: S, config: &SdkConfig, settings: Settings) -> Self {
-        let iot = aws_sdk_iot::config::Builder::from(config)
-            .retry_config(thingpress_importer::sdk_retry_config())
-            .build();
         let budget =
             thingpress_budget::table_name_from_env(|name| std::env::var(name).ok()).map(|table| {
                 tracing::info!(table, "pacing by the account-wide budget");
                 Arc::new(DynamoLeases::from_config(config, table)) as Arc<dyn LeaseTable>
             });
-        Task::with_iot(store, aws_sdk_iot::Client::from_conf(iot), settings).with_budget(budget)
+        Task {
+            store,
+            iot: TargetClients::new(config, "thingpress-register"),
+            region: config.region().map(ToString::to_string).unwrap_or_default(),
+            settings,
+            budget,
+        }
     }
 
-    /// Builds the task with a given IoT client (tests pass a mock), without a budget table.
+    /// Builds the task with a given IoT client for every target (tests pass a mock), without
+    /// a budget table.
     pub fn with_iot(store: S, iot: aws_sdk_iot::Client, settings: Settings) -> Self {
         Task {
             store,
-            iot,
+            iot: TargetClients::fixed(iot),
+            region: String::new(),
             settings,
             budget: None,
         }
@@ -190,11 +198,44 @@ impl<S: Store + Clone> Task<S> {
             Operation::Activate => ACTIVATION_APIS,
             Operation::Decommission | Operation::DecommissionDryRun => DECOMMISSION_APIS,
         };
+        let target = input
+            .chunk
+            .target
+            .clone()
+            .unwrap_or_else(|| Target::home(&self.region));
+        let scope = if target.is_home(&self.region) {
+            lease::Scope::home()
+        } else {
+            lease::Scope::target(&target.id())
+        };
+        let iot = match self.iot.iot(&target).await {
+            Ok(iot) => iot,
+            // STS throttled or failed: a stop without progress, continued after a backoff.
+            Err(e @ (ImportError::Throttled(_) | ImportError::Transient(_))) => {
+                let partial = todo.into_iter().filter_map(Work::into_steps).collect();
+                let invocation = Invocation {
+                    stop: Some(Stop::Error(e)),
+                    before,
+                    results,
+                    partial,
+                    stats,
+                };
+                return self.finish(input, &lines, invocation, continues).await;
+            }
+            Err(e) => {
+                let error = TaskError::from(e);
+                tracing::warn!(run_id = input.run_id, chunk = n, target = target.id(), error = %error, "target unavailable");
+                stats.failure = Some(chunk_failure(&error));
+                run.put_stats(n, &stats).await?;
+                return Err(error);
+            }
+        };
         let (shares, pacer) = lease::Shares::new(
             &self.settings.quotas,
             self.settings.quota_reserve,
             info.max_concurrency,
             calls,
+            scope,
         )
         .map_err(TaskError::from)?;
         let holder = lease::holder(
@@ -202,7 +243,7 @@ impl<S: Store + Clone> Task<S> {
             lease::holder_id(&input.run_id, n),
             &shares,
         );
-        let importer = Importer::new(self.iot.clone(), pacer);
+        let importer = Importer::new(iot, pacer);
         let mut partial: Vec<EntrySteps> = Vec::new();
         let stop = lease::holding(
             holder.as_ref(),
@@ -266,6 +307,7 @@ impl<S: Store + Clone> Task<S> {
                 )));
             }
             stats.finished_at_ms = now_ms();
+            stats.failure = None;
             run.put_stats(n, &stats).await?;
             run.put_results(n, &results).await?;
             tracing::info!(
@@ -307,18 +349,21 @@ impl<S: Store + Clone> Task<S> {
             _ if !progressed => stats.stalls += 1,
             _ => {}
         }
+        let next = next.map_err(|why| {
+            if why.is_empty() {
+                error.clone()
+            } else {
+                TaskError::new(error.name, format!("{}; {why}", error.message))
+            }
+        });
+        stats.failure = next.as_ref().err().map(chunk_failure);
         run.put_stats(n, &stats).await?;
         match next {
             Ok(continuation) => {
                 tracing::info!(run_id = input.run_id, chunk = n, done = finished, of = lines.len(), stop = %error, progressed, invocation = continuation.invocation, stalls = continuation.stalls, wait_seconds = continuation.wait_seconds, "chunk handed back to continue");
                 Ok(RegisterOutput::Continuing(input.continuing(continuation)))
             }
-            Err(why) => {
-                let error = if why.is_empty() {
-                    error
-                } else {
-                    TaskError::new(error.name, format!("{}; {why}", error.message))
-                };
+            Err(error) => {
                 tracing::warn!(run_id = input.run_id, chunk = n, done = finished, of = lines.len(), error = %error, "chunk stopped early");
                 Err(error)
             }
@@ -337,6 +382,14 @@ struct Invocation {
     /// The steps done on entries that did not finish.
     partial: Vec<EntrySteps>,
     stats: ChunkStats,
+}
+
+/// What the report shows for a chunk that failed with `error`.
+fn chunk_failure(error: &TaskError) -> ChunkFailure {
+    ChunkFailure {
+        error: error.name,
+        message: error.message.clone(),
+    }
 }
 
 /// Adds an invocation's per-API tally to the chunk's, by operation name.
@@ -642,6 +695,7 @@ mod tests {
                 key: layout.chunk(0),
                 entries: 1,
                 first_index: 0,
+                target: None,
             },
             child_execution_type: None,
             decorated_key,

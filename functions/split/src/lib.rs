@@ -4,12 +4,13 @@
 use aws_config::SdkConfig;
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
+use thingpress_importer::{ImportError, TargetClients};
 use thingpress_manifest::{Entry, ErrorName, Rejected, Supplier, read_entries};
-use thingpress_product::Profile;
+use thingpress_product::{Profile, Target};
 use thingpress_run::layout::{INCOMING_PREFIX, claim_key, profile_key, profile_of_incoming_key};
 use thingpress_run::payload::{
     ConsoleInput, ExecutionInput, ObjectCreatedEvent, Operation, ProfileRef, Skipped, SplitInput,
-    SplitOutput, Started,
+    SplitOutput, Started, tolerated_failure_percentage,
 };
 use thingpress_run::records::{ChunkDescriptor, RunInfo, SourceObject, now_ms};
 use thingpress_run::store::get_json;
@@ -26,7 +27,10 @@ const UPLOADS_IN_FLIGHT: usize = 8;
 /// The split task with its clients, built once per container.
 pub struct Task<S> {
     store: S,
-    iot: aws_sdk_iot::Client,
+    /// IoT in each target, for the profile check.
+    iot: TargetClients,
+    /// The stack's own Region: the target of a profile without `targets`.
+    region: String,
     settings: Settings,
 }
 
@@ -132,20 +136,23 @@ enum Parsed {
 }
 
 impl<S: Store + Clone + 'static> Task<S> {
-    /// The IoT client gets the importer's short SDK retry; the profile check adds its own few
+    /// The IoT clients get the importer's short SDK retry; the profile check adds its own few
     /// tries, and the state machine does the long backoff.
     pub fn new(store: S, config: &SdkConfig, settings: Settings) -> Self {
-        let iot = aws_sdk_iot::config::Builder::from(config)
-            .retry_config(thingpress_importer::sdk_retry_config())
-            .build();
-        Task::with_iot(store, aws_sdk_iot::Client::from_conf(iot), settings)
+        Task {
+            store,
+            iot: TargetClients::new(config, "thingpress-split"),
+            region: config.region().map(ToString::to_string).unwrap_or_default(),
+            settings,
+        }
     }
 
-    /// Builds the task with a given IoT client (tests pass a mock).
+    /// Builds the task with a given IoT client for every target (tests pass a mock).
     pub fn with_iot(store: S, iot: aws_sdk_iot::Client, settings: Settings) -> Self {
         Task {
             store,
-            iot,
+            iot: TargetClients::fixed(iot),
+            region: String::new(),
             settings,
         }
     }
@@ -180,12 +187,14 @@ impl<S: Store + Clone + 'static> Task<S> {
         let info = self
             .split(request.run, request.operation, source, profile)
             .await?;
+        let max_concurrency = info.map_concurrency(info.profile.targets.len());
         Ok(SplitOutput::Started(Started {
             run_id: info.run_id,
             bucket,
             chunks_key,
             chunk_count: info.chunk_count,
-            max_concurrency: info.max_concurrency,
+            max_concurrency,
+            tolerated_failure_percentage: tolerated_failure_percentage(info.profile.targets.len()),
             entries: info.entries,
             accepted: info.accepted,
             rejected: info.rejected,
@@ -206,11 +215,44 @@ impl<S: Store + Clone + 'static> Task<S> {
                 refused.join("; ")
             )));
         }
-        // Missing resources are InvalidProfile; a throttle or fault stays Throttled/Transient,
-        // so the state machine retries Split instead of failing the run.
-        thingpress_importer::check_profile_resources(&self.iot, profile)
-            .await
-            .map_err(TaskError::from)
+        // Missing resources are InvalidProfile, in any target: nothing is registered anywhere.
+        // A throttle or fault stays Throttled/Transient, so the state machine retries Split
+        // instead of failing the run. A target that cannot be reached is left to fail its own
+        // chunks, named, while the others go on.
+        let targets = profile.targets_or_home(&self.region);
+        let several = targets.len() > 1;
+        let mut problems = Vec::new();
+        for target in &targets {
+            let checked = match self.iot.iot(target).await {
+                Ok(iot) => thingpress_importer::check_profile_resources(&iot, profile).await,
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(()) => {}
+                Err(ImportError::TargetUnavailable(why)) => {
+                    tracing::warn!(
+                        target = target.id(),
+                        why,
+                        "target unavailable: its chunks will fail"
+                    );
+                }
+                Err(ImportError::ProfileProblems { problems: p, .. }) if several => {
+                    problems.extend(
+                        p.into_iter()
+                            .map(|p| format!("target {}: {p}", target.id())),
+                    );
+                }
+                Err(e) => return Err(TaskError::from(e)),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(TaskError::from(ImportError::ProfileProblems {
+                profile: profile.name.clone(),
+                problems,
+            }))
+        }
     }
 
     async fn resolve_profile(&self, profile: &ProfileRef) -> Result<Profile, TaskError> {
@@ -371,7 +413,8 @@ impl<S: Store + Clone + 'static> Task<S> {
                 format!("manifest parser stopped: {e}"),
             )
         })?;
-        let written = writer.finish().await?;
+        let mut written = writer.finish().await?;
+        written.index = items(written.index, &profile.targets);
         let info = RunInfo {
             run_id: store.layout().run_id().to_owned(),
             operation,
@@ -401,6 +444,28 @@ impl<S: Store + Clone + 'static> Task<S> {
         );
         Ok(info)
     }
+}
+
+/// The Map's items: each chunk once, or with targets, each chunk once per target, numbered
+/// chunk-major (`chunk × targets + target`) so that the Map works on every target at once.
+fn items(chunks: Vec<ChunkDescriptor>, targets: &[Target]) -> Vec<ChunkDescriptor> {
+    if targets.is_empty() {
+        return chunks;
+    }
+    let per_chunk = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+    chunks
+        .into_iter()
+        .flat_map(|chunk| {
+            targets
+                .iter()
+                .zip(0..)
+                .map(move |(target, t)| ChunkDescriptor {
+                    chunk: chunk.chunk.saturating_mul(per_chunk).saturating_add(t),
+                    target: Some(target.clone()),
+                    ..chunk.clone()
+                })
+        })
+        .collect()
 }
 
 /// Parses the manifest on a blocking thread, sending the supplier, then every entry.
@@ -588,6 +653,7 @@ impl ChunkBuffer {
             key,
             entries: self.len,
             first_index: self.first_index,
+            target: None,
         };
         self.len = 0;
         (descriptor, std::mem::take(&mut self.body))
@@ -644,4 +710,37 @@ impl<S: Store + Clone + 'static> Uploads<S> {
 fn joined(result: Result<Result<(), TaskError>, tokio::task::JoinError>) -> Result<(), TaskError> {
     result
         .map_err(|e| TaskError::new(ErrorName::Transient, format!("chunk upload stopped: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_chunk_is_listed_once_per_target_and_targets_interleave() {
+        let chunk = |n: u32| ChunkDescriptor {
+            chunk: n,
+            key: format!("runs/r/chunks/{n:05}.jsonl"),
+            entries: 10,
+            first_index: u64::from(n) * 10,
+            target: None,
+        };
+        let chunks = vec![chunk(0), chunk(1)];
+        assert_eq!(items(chunks.clone(), &[]), chunks, "no targets: as split");
+        let targets = [Target::home("eu-west-1"), Target::home("us-west-2")];
+        let listed: Vec<(u32, String, Option<String>)> = items(chunks, &targets)
+            .into_iter()
+            .map(|c| (c.chunk, c.key.clone(), c.target_id()))
+            .collect();
+        let key = |n: u32| format!("runs/r/chunks/{n:05}.jsonl");
+        assert_eq!(
+            listed,
+            [
+                (0, key(0), Some("eu-west-1".to_owned())),
+                (1, key(0), Some("us-west-2".to_owned())),
+                (2, key(1), Some("eu-west-1".to_owned())),
+                (3, key(1), Some("us-west-2".to_owned())),
+            ]
+        );
+    }
 }

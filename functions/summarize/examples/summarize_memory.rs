@@ -225,6 +225,7 @@ async fn setup(args: &Args) -> Result<GeneratedResults, TaskError> {
                 key: store.layout.chunk(n),
                 entries: (args.entries - first_index).min(args.chunk_size),
                 first_index,
+                target: None,
             }
         })
         .collect();
@@ -281,6 +282,7 @@ async fn main() -> Result<(), String> {
             chunks_key: store.layout.chunk_index(),
             chunk_count: store.chunk_count(),
             max_concurrency: 10,
+            tolerated_failure_percentage: 0,
             entries: args.entries,
             accepted: args.entries,
             rejected: 0,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use thingpress_manifest::ErrorName;
 use thingpress_run::payload::{RunSummary, SummarizeInput, SummaryStatus};
 use thingpress_run::records::{OutcomeCounts, now_ms};
-use thingpress_run::report::{ChunkOutcome, ChunkTally, ReportBuilder, RunStatus};
+use thingpress_run::report::{ChunkOutcome, ChunkTally, RunReportBuilder, RunStatus};
 use thingpress_run::{RunLayout, RunStore, Settings, Store, TaskError};
 
 /// Chunk objects read at once: each holds one line and the counts in memory.
@@ -68,7 +68,7 @@ impl<S: Store + Clone> Task<S> {
         }
 
         // Chunks are read a few at a time and added up in index order as they arrive.
-        let mut builder = ReportBuilder::new(&split_rejections);
+        let mut builder = RunReportBuilder::new(&split_rejections, &index);
         let run_ref = &run;
         let mut chunks = futures::stream::iter(&index)
             .map(|descriptor| async move {

@@ -38,6 +38,10 @@ pub struct Args {
     /// Only the rejected entries (index, deviceId, certificateId, error name, message).
     #[arg(long)]
     pub rejected_only: bool,
+    /// In a run with several targets (the profile's `targets`), only this one's outcomes and
+    /// rejected entries: its id, the Region (eu-west-1) or <account>-<region> for another account.
+    #[arg(long)]
+    pub target: Option<String>,
 }
 
 /// One rejected manifest entry: rejected by Split (format, signature, certificate), by Decorate
@@ -55,6 +59,10 @@ pub struct RejectedEntry {
     pub error: ErrorName,
     /// Details for people.
     pub message: String,
+    /// The target it was rejected in, in a run with several (Split's rejections are listed in
+    /// each: no target gets them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 impl From<Rejected> for RejectedEntry {
@@ -65,6 +73,7 @@ impl From<Rejected> for RejectedEntry {
             certificate_id: None,
             error: r.error,
             message: r.message,
+            target: None,
         }
     }
 }
@@ -79,6 +88,7 @@ impl RejectedEntry {
             // The report counts a rejection without a name as IoT's (build_report does too).
             error: r.error.unwrap_or(ErrorName::RejectedByIot),
             message: r.message.unwrap_or_default(),
+            target: None,
         })
     }
 }
@@ -92,17 +102,45 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     let Some(report) = runs.report().await? else {
         return no_report(&target, &store, &run, args.output).await;
     };
+    let report = of_target(report, args.target.as_deref())?;
     let info = runs
         .run_info()
         .await
         .with_context(|| format!("run {} has a report but no run.json", run.run_id()))?;
-    let index = runs
+    let mut index = runs
         .chunk_index()
         .await
         .with_context(|| format!("run {} has a report but no chunks.json", run.run_id()))?;
-    // Chunk results hold rejections only when the report counts more than Split's.
-    let in_results = report.outcomes.rejected > info.rejected;
-    let mut rejected = rejected_entries(&runs, info.rejected_parts, &index, in_results);
+    if let Some(id) = &args.target {
+        index.retain(|c| c.target_id().as_deref() == Some(id));
+    }
+    // Each target's rejections, in manifest order within it; chunk results hold rejections
+    // only when the target's report counts more than Split's.
+    let targets: Vec<&Report> = if report.targets.is_empty() {
+        vec![&report]
+    } else {
+        report.targets.iter().collect()
+    };
+    let groups: Vec<(Option<String>, bool, Vec<ChunkDescriptor>)> = targets
+        .iter()
+        .map(|t| {
+            let items = index
+                .iter()
+                .filter(|c| c.target_id() == t.target)
+                .cloned()
+                .collect();
+            (t.target.clone(), t.outcomes.rejected > info.rejected, items)
+        })
+        .collect();
+    let mut rejected = Rejections {
+        targets: groups
+            .iter()
+            .map(|(target, in_results, items)| {
+                let merged = rejected_entries(&runs, info.rejected_parts, items, *in_results);
+                (target.clone(), merged)
+            })
+            .collect(),
+    };
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -128,7 +166,7 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
 async fn write_table(
     out: &mut impl Write,
     counts: Option<&Report>,
-    rejected: &mut Merged<'_>,
+    rejected: &mut Rejections<'_>,
 ) -> Result<u64> {
     if let Some(report) = counts {
         write!(out, "{}", table(report))?;
@@ -145,13 +183,16 @@ async fn write_table(
                 "INDEX", "ERROR", "DEVICE ID"
             )?;
         }
+        let message = match &entry.target {
+            Some(target) => format!("[{target}] {}", one_line(&entry.message)),
+            None => one_line(&entry.message),
+        };
         writeln!(
             out,
-            "{:>9}  {:<32}  {:<24}  {}",
+            "{:>9}  {:<32}  {:<24}  {message}",
             entry.index,
             entry.error.as_str(),
             entry.device_id.as_deref().unwrap_or("-"),
-            one_line(&entry.message)
         )?;
         shown += 1;
     }
@@ -162,7 +203,7 @@ async fn write_table(
 async fn write_json(
     out: &mut impl Write,
     report: &Report,
-    rejected: &mut Merged<'_>,
+    rejected: &mut Rejections<'_>,
 ) -> Result<u64> {
     write!(out, "{{\"report\":")?;
     serde_json::to_writer(&mut *out, report)?;
@@ -180,7 +221,7 @@ async fn write_json(
 }
 
 /// One rejected entry per line, as JSON; returns how many.
-async fn write_json_lines(out: &mut impl Write, rejected: &mut Merged<'_>) -> Result<u64> {
+async fn write_json_lines(out: &mut impl Write, rejected: &mut Rejections<'_>) -> Result<u64> {
     let mut shown = 0;
     while let Some(entry) = rejected.next().await? {
         serde_json::to_writer(&mut *out, &entry)?;
@@ -191,7 +232,7 @@ async fn write_json_lines(out: &mut impl Write, rejected: &mut Merged<'_>) -> Re
 }
 
 /// A header and one row per rejected entry; returns how many.
-async fn write_csv(out: &mut impl Write, rejected: &mut Merged<'_>) -> Result<u64> {
+async fn write_csv(out: &mut impl Write, rejected: &mut Rejections<'_>) -> Result<u64> {
     let mut csv = csv::Writer::from_writer(out);
     csv.write_record(["index", "deviceId", "certificateId", "error", "message"])?;
     let mut shown = 0;
@@ -304,7 +345,10 @@ pub fn table(report: &Report) -> String {
         RunStatus::Complete => "complete",
         RunStatus::Incomplete => "INCOMPLETE",
     };
-    let mut out = format!("run {}: {status}\n", report.run_id);
+    let mut out = match &report.target {
+        Some(target) => format!("run {}, target {target}: {status}\n", report.run_id),
+        None => format!("run {}: {status}\n", report.run_id),
+    };
     out.push_str(&format!(
         "  {:<32}{} ({}, profile {})\n",
         match report.operation {
@@ -316,9 +360,16 @@ pub fn table(report: &Report) -> String {
         report.source_kind(),
         report.profile
     ));
+    // A run with several targets counts every entry once in each.
+    let per_entry = report.targets.len().max(1) as u64;
     out.push_str(&format!(
-        "  entries                         {:>10}\n",
-        report.entries
+        "  entries                         {:>10}{}\n",
+        report.entries,
+        if per_entry > 1 {
+            format!(" in each of {per_entry} targets")
+        } else {
+            String::new()
+        }
     ));
     for (what, n) in report.done_counts() {
         out.push_str(&format!("  {what:<32}{n:>10}\n"));
@@ -336,7 +387,7 @@ pub fn table(report: &Report) -> String {
             out.push_str(&format!("    {what:<34}{n:>8}\n"));
         }
     }
-    let unaccounted = report.entries.saturating_sub(o.total());
+    let unaccounted = (report.entries * per_entry).saturating_sub(o.total());
     if unaccounted > 0 {
         out.push_str(&format!(
             "  no outcome yet                  {unaccounted:>10}\n"
@@ -373,8 +424,40 @@ pub fn table(report: &Report) -> String {
         "  duration                        {:.1} s, {:.1} certificates/s\n",
         report.duration_seconds, report.certificates_per_second
     ));
+    out.push_str(&target_lines(report));
     for problem in &report.problems {
         out.push_str(&format!("  problem: {problem}\n"));
+    }
+    out
+}
+
+/// A run with several targets: a line per target with its status and counts (nothing for a
+/// run with one).
+pub fn target_lines(report: &Report) -> String {
+    if report.targets.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "  targets                         {:>10}  (each: thingpress report {} --target ID)\n",
+        report.targets.len(),
+        report.run_id
+    );
+    for t in &report.targets {
+        let done: Vec<String> = t
+            .done_counts()
+            .iter()
+            .map(|(what, n)| format!("{n} {what}"))
+            .collect();
+        out.push_str(&format!(
+            "    {:<30}{}: {}, {} rejected\n",
+            t.target.as_deref().unwrap_or_default(),
+            match t.status {
+                RunStatus::Complete => "complete",
+                RunStatus::Incomplete => "INCOMPLETE",
+            },
+            done.join(", "),
+            t.outcomes.rejected
+        ));
     }
     out
 }
@@ -423,6 +506,54 @@ pub fn rejected_entries<'a>(
     Merged {
         a: Cursor::new(split),
         b: Cursor::new(results),
+    }
+}
+
+/// The report of the target `--target` names (the whole run's without it).
+fn of_target(report: Report, target: Option<&str>) -> Result<Report> {
+    let Some(id) = target else {
+        return Ok(report);
+    };
+    if report.targets.is_empty() {
+        bail!(
+            "run {} has one target, the stack's own account and Region: leave out --target",
+            report.run_id
+        );
+    }
+    if let Some(one) = report.of_target(id) {
+        return Ok(one.clone());
+    }
+    let ids: Vec<&str> = report
+        .targets
+        .iter()
+        .filter_map(|t| t.target.as_deref())
+        .collect();
+    bail!(
+        "run {} has no target {id:?}; its targets are {}",
+        report.run_id,
+        ids.join(", ")
+    )
+}
+
+/// The rejected entries of each target in turn, each in manifest order and named with its
+/// target when the run has several.
+pub struct Rejections<'a> {
+    targets: Vec<(Option<String>, Merged<'a>)>,
+}
+
+impl Rejections<'_> {
+    /// The next rejected entry.
+    pub async fn next(&mut self) -> Result<Option<RejectedEntry>> {
+        while let Some((target, merged)) = self.targets.first_mut() {
+            if let Some(entry) = merged.next().await? {
+                return Ok(Some(RejectedEntry {
+                    target: target.clone(),
+                    ..entry
+                }));
+            }
+            self.targets.remove(0);
+        }
+        Ok(None)
     }
 }
 
@@ -492,6 +623,7 @@ mod tests {
             certificate_id: None,
             error: ErrorName::InvalidCertificate,
             message: format!("entry {index}"),
+            target: None,
         }
     }
 

@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use thingpress_importer::{EntryResult, Outcome};
 use thingpress_manifest::{ErrorName, sha256_hex};
-use thingpress_run::payload::{RetryInput, RetryRequest};
+use thingpress_run::payload::{RetryInput, RetryRequest, tolerated_failure_percentage};
 use thingpress_run::records::{ChunkDescriptor, ProgressLine, RunInfo, now_ms};
 use thingpress_run::report::RunStatus;
 use thingpress_run::store::to_jsonl;
@@ -46,6 +46,10 @@ pub struct Args {
     /// what IoT refused; their chunks' earlier results are kept under retries/NNNNN/superseded/.
     #[arg(long)]
     pub include_rejected_by_iot: bool,
+    /// In a run with several targets (the profile's `targets`), retry only this one's chunks:
+    /// its id, the Region (eu-west-1) or <account>-<region> for another account.
+    #[arg(long)]
+    pub target: Option<String>,
     /// Follow the retry until it ends, like `thingpress watch` (exit non-zero if it fails).
     #[arg(long)]
     pub wait: bool,
@@ -138,12 +142,12 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
             )
         })?;
     let n = next_retry(&target, &store, &run).await?;
-    let plan = plan(&store, &target.bucket, &run, args.include_rejected_by_iot).await?;
+    let plan = plan(&store, &target.bucket, &run, args).await?;
     if plan.is_empty() && !needs_summary(&store, &target.bucket, &run, args).await? {
         return Ok(());
     }
     let name = write_retry(&target, &store, &run, n, &plan).await?;
-    let arn = start_retry(&target, &run, n, &name, info.max_concurrency).await?;
+    let arn = start_retry(&target, &run, n, &name, &info, &plan.chunks()).await?;
 
     let entries: u64 = plan.missing.iter().map(|c| c.entries).sum();
     let mut line = format!(
@@ -189,17 +193,34 @@ async fn next_retry(target: &Target, store: &S3Store, run: &RunLayout) -> Result
 }
 
 /// What the retry imports.
-async fn plan(
-    store: &S3Store,
-    bucket: &str,
-    run: &RunLayout,
-    include_rejected_by_iot: bool,
-) -> Result<Plan> {
+async fn plan(store: &S3Store, bucket: &str, run: &RunLayout, args: &Args) -> Result<Plan> {
     let runs = RunStore::new(store.clone(), bucket, run.clone());
-    let index = runs
+    let mut index = runs
         .chunk_index()
         .await
         .with_context(|| format!("run {} has run.json but no chunks.json", run.run_id()))?;
+    if let Some(id) = &args.target {
+        let ids: BTreeSet<String> = index
+            .iter()
+            .filter_map(ChunkDescriptor::target_id)
+            .collect();
+        if !ids.contains(id) {
+            bail!(
+                "run {} has no target {id:?}; {}",
+                run.run_id(),
+                if ids.is_empty() {
+                    "it has one, the stack's own account and Region: leave out --target".to_owned()
+                } else {
+                    format!(
+                        "its targets are {}",
+                        ids.into_iter().collect::<Vec<_>>().join(", ")
+                    )
+                }
+            );
+        }
+        index.retain(|c| c.target_id().as_deref() == Some(id));
+    }
+    let include_rejected_by_iot = args.include_rejected_by_iot;
     let done = chunks_with_results(store, bucket, run).await?;
     let (with_results, missing): (Vec<ChunkDescriptor>, Vec<ChunkDescriptor>) =
         index.iter().cloned().partition(|c| done.contains(&c.chunk));
@@ -279,14 +300,19 @@ async fn start_retry(
     run: &RunLayout,
     n: u32,
     name: &str,
-    max_concurrency: u32,
+    info: &RunInfo,
+    chunks: &[ChunkDescriptor],
 ) -> Result<String> {
+    // As Split decided for the run: its concurrency in each target the retry imports, and with
+    // several targets, each failing apart.
+    let targets: BTreeSet<Option<String>> = chunks.iter().map(ChunkDescriptor::target_id).collect();
     let input = RetryInput {
         retry: RetryRequest {
             run_id: run.run_id().to_owned(),
             retry: n,
             chunks_key: run.retry_index(n),
-            max_concurrency,
+            max_concurrency: info.map_concurrency(targets.len()),
+            tolerated_failure_percentage: tolerated_failure_percentage(targets.len()),
         },
     };
     let started = target

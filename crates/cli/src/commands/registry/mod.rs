@@ -11,8 +11,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use thingpress_importer::TargetClients;
 use thingpress_manifest::Supplier;
-use thingpress_product::{Decorator, Profile};
+use thingpress_product::{Decorator, Profile, Target as RegistryTarget};
 use thingpress_run::Store;
 use thingpress_run::layout::profile_key;
 
@@ -20,7 +21,7 @@ use crate::output::Output;
 use crate::progress::Progress;
 use crate::target::{Target, TargetArgs};
 use pace::{ReadApi, ReadPacer};
-use thingpress_budget::{BudgetError, HolderId};
+use thingpress_budget::{BudgetError, HolderId, Scope};
 
 /// Options of `thingpress registry`.
 #[derive(Debug, clap::Args)]
@@ -77,6 +78,13 @@ pub struct SummaryArgs {
     /// too, takes the stack's quota. The pacing keeps the stack's QuotaReserve of the result.
     #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
     pub quota_scale: f64,
+    /// Count in this target instead of the stack's own account and Region: a Region of the
+    /// stack's account, or the id of one of --profile's targets (<account>-<region>).
+    #[arg(long, value_name = "ID")]
+    pub target: Option<String>,
+    /// The stored profile whose targets list --target (needed for another account's).
+    #[arg(long, value_name = "NAME", requires = "target")]
+    pub profile: Option<String>,
 }
 
 /// Options of `thingpress registry check`.
@@ -108,6 +116,10 @@ pub struct CheckArgs {
     /// too, takes the stack's quota. The pacing keeps the stack's QuotaReserve of the result.
     #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
     pub quota_scale: f64,
+    /// Check in this one of the profile's targets (its id: the Region, or <account>-<region>)
+    /// instead of the stack's own account and Region.
+    #[arg(long, value_name = "ID")]
+    pub target: Option<String>,
 }
 
 fn parse_supplier(s: &str) -> Result<Supplier, String> {
@@ -148,15 +160,14 @@ async fn run_summary(target: &TargetArgs, args: &SummaryArgs) -> anyhow::Result<
         thing_type: args.thing_type.clone(),
         group: args.group.clone(),
     };
-    let mut pacer = read_pacer(&target, args.quota_scale, &SUMMARY_APIS).await?;
+    let profile = match &args.profile {
+        Some(name) => Some(load_profile(&target, name).await?),
+        None => None,
+    };
+    let (iot, scope) = iot_of(&target, args.target.as_deref(), profile.as_ref()).await?;
+    let mut pacer = read_pacer(&target, args.quota_scale, &SUMMARY_APIS, scope).await?;
     let progress = Progress::spinner();
-    let result = interruptible(summary::summarize(
-        &target.iot(),
-        &pacer,
-        &filter,
-        &progress,
-    ))
-    .await;
+    let result = interruptible(summary::summarize(&iot, &pacer, &filter, &progress)).await;
     progress.finish();
     release(&mut pacer).await;
     let summary = result?;
@@ -215,9 +226,9 @@ pub(crate) async fn check_against_profile(
         anyhow::anyhow!("profile {}: {error}: {message}", args.profile)
     })?;
 
-    let mut pacer = read_pacer(target, args.quota_scale, &CHECK_APIS).await?;
+    let (iot, scope) = iot_of(target, args.target.as_deref(), Some(&profile)).await?;
+    let mut pacer = read_pacer(target, args.quota_scale, &CHECK_APIS, scope).await?;
     let progress = Progress::spinner();
-    let iot = target.iot();
     let checker = check::Checker {
         iot: &iot,
         pacer: &pacer,
@@ -243,7 +254,12 @@ pub(crate) async fn check_against_profile(
 /// A registry command's pacer: a lease on the account-wide budget for `uses` when the stack
 /// has a lease table and it answers, so the command shares each quota with running imports;
 /// otherwise each API at its cap, said once on stderr.
-async fn read_pacer(target: &Target, scale: f64, uses: &[ReadApi]) -> anyhow::Result<ReadPacer> {
+async fn read_pacer(
+    target: &Target,
+    scale: f64,
+    uses: &[ReadApi],
+    scope: Scope,
+) -> anyhow::Result<ReadPacer> {
     let (quotas, reserve) = target.pacing()?;
     let mut pacer = ReadPacer::new(scale, &quotas, reserve)?;
     let Some(table) = target.lease_table() else {
@@ -263,13 +279,55 @@ async fn read_pacer(target: &Target, scale: f64, uses: &[ReadApi]) -> anyhow::Re
              from now on, not shared with running imports"
         );
     };
-    if let Err(error) = pacer.share(table, id, uses, lost).await {
+    if let Err(error) = pacer.share(table, id, uses, scope, lost).await {
         eprintln!(
             "thingpress: warning: {error}: registry reads are paced at quota × (1 − reserve), \
              not shared with running imports"
         );
     }
     Ok(pacer)
+}
+
+/// The IoT client and budget of `--target` (the stack's own account and Region without it): a
+/// Region of the stack's account, or one of the profile's targets by id, whose role is assumed.
+async fn iot_of(
+    target: &Target,
+    id: Option<&str>,
+    profile: Option<&Profile>,
+) -> anyhow::Result<(aws_sdk_iot::Client, Scope)> {
+    let Some(id) = id else {
+        return Ok((target.iot(), Scope::home()));
+    };
+    let listed = profile.and_then(|p| p.targets.iter().find(|t| t.id() == id));
+    let wanted = match listed {
+        Some(t) => t.clone(),
+        None if RegistryTarget::home(id).problems(0).is_empty() => RegistryTarget::home(id),
+        None => bail!(
+            "no target {id:?}: give a Region of the stack's account, or the id of one of the \
+             profile's targets{}",
+            profile
+                .map(|p| {
+                    let ids: Vec<String> = p.targets.iter().map(RegistryTarget::id).collect();
+                    format!(" ({})", ids.join(", "))
+                })
+                .unwrap_or_default()
+        ),
+    };
+    let region = target
+        .config
+        .region()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let scope = if wanted.is_home(&region) {
+        Scope::home()
+    } else {
+        Scope::target(&wanted.id())
+    };
+    let iot = TargetClients::new(&target.config, "thingpress-cli")
+        .iot(&wanted)
+        .await
+        .with_context(|| format!("target {id}"))?;
+    Ok((iot, scope))
 }
 
 /// `work`, or an error when Ctrl-C comes first (so the lease is given back before exiting).

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
 use thingpress_budget::{
-    BudgetError, BudgetHolder, HolderId, LeaseTable, Rates, keep_heartbeating,
+    BudgetError, BudgetHolder, HolderId, LeaseTable, Rates, Scope, keep_heartbeating,
 };
 use thingpress_importer::{Api, MAX_RESERVE, PacedApi, Pacer, Quotas};
 use tokio::sync::oneshot;
@@ -218,20 +218,22 @@ impl ReadPacer {
         table: Arc<dyn LeaseTable>,
         id: HolderId,
         uses: &[ReadApi],
+        scope: Scope,
         warn: impl Fn(&BudgetError) + Send + 'static,
     ) -> Result<(), BudgetError> {
-        let caps: Rates = uses
-            .iter()
-            .filter_map(|api| {
-                let name = api.as_str();
-                Some((name.to_owned(), *self.caps.get(name)?))
-            })
-            .collect();
+        let caps: Rates = scope.scoped(
+            uses.iter()
+                .filter_map(|api| {
+                    let name = api.as_str();
+                    Some((name.to_owned(), *self.caps.get(name)?))
+                })
+                .collect(),
+        );
         let holder = Arc::new(BudgetHolder::new(table, id, caps.clone()));
         // Nothing was called yet: claiming the caps as in force would overshoot beside holders
         // that already use them.
         let grant = holder.heartbeat(&caps, &Rates::new()).await?;
-        apply(&self.pacer, &grant);
+        apply(&self.pacer, &scope.unscoped(&grant));
         let (held, pacer) = (Arc::clone(&holder), Arc::clone(&self.pacer));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -247,8 +249,8 @@ impl ReadPacer {
                 &held,
                 &caps,
                 &caps,
-                || pacer.rates_by_name(),
-                |grant| apply(&pacer, grant),
+                || scope.scoped(pacer.rates_by_name()),
+                |grant| apply(&pacer, &scope.unscoped(grant)),
                 warn,
                 stopped,
             )
@@ -633,7 +635,7 @@ mod budget_tests {
 
         let mut pacer = ReadPacer::new(1.0, &scaled(1.0), 0.1).unwrap();
         pacer
-            .share(table.clone(), cli_id(), &CHECK, no_warning)
+            .share(table.clone(), cli_id(), &CHECK, Scope::home(), no_warning)
             .await
             .unwrap();
         // The import runs at the whole cap: nothing is free until it shrinks, so the check
@@ -670,7 +672,7 @@ mod budget_tests {
         table.set_unavailable(true);
         let mut pacer = ReadPacer::new(1.0, &scaled(1.0), 0.1).unwrap();
         let err = pacer
-            .share(table.clone(), cli_id(), &CHECK, no_warning)
+            .share(table.clone(), cli_id(), &CHECK, Scope::home(), no_warning)
             .await
             .unwrap_err();
         assert!(
@@ -700,7 +702,7 @@ mod budget_tests {
         let seen = Arc::clone(&warnings);
         let mut pacer = ReadPacer::new(1.0, &scaled(1.0), 0.1).unwrap();
         pacer
-            .share(table.clone(), cli_id(), &CHECK, move |e| {
+            .share(table.clone(), cli_id(), &CHECK, Scope::home(), move |e| {
                 seen.lock().unwrap().push(e.to_string());
             })
             .await

@@ -290,6 +290,7 @@ impl Smoke {
             output: Output::Table,
             concurrency: 4,
             quota_scale: 1.0,
+            target: None,
         };
         let tally =
             registry::check_against_profile(&self.target, &args, &mut std::io::stdout()).await?;
