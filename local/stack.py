@@ -66,7 +66,10 @@ WATCHER_TIMEOUT_S = 86400
 # writes profiles/ attach any IoT policy); moto holds nothing to protect, and tests and the demo
 # name their own policies and groups, so the local stack allows every name unless --parameter
 # says otherwise.
-LOCAL_PARAMETERS = {"AllowedPolicies": "*", "AllowedThingGroups": "*"}
+# TargetRegions: the Regions of the stack's account that the end-to-end tests and the demo name
+# as profile targets besides us-east-1 (the template's default is none: the edge then denies IoT
+# in any other Region, as the functions' OnlyTargetRegions Deny does on AWS).
+LOCAL_PARAMETERS = {"AllowedPolicies": "*", "AllowedThingGroups": "*", "TargetRegions": "eu-west-1"}
 
 DEFAULT_POLICY = {
     "Version": "2012-10-17",

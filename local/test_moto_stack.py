@@ -78,6 +78,7 @@ class FakeFunctions(BaseHTTPRequestHandler):
                 "bucket": inp["bucket"],
                 "chunksKey": inp["chunksKey"],
                 "maxConcurrency": inp.get("maxConcurrency", 2),
+                "toleratedFailurePercentage": inp.get("toleratedFailurePercentage", 0),
                 "fail": inp.get("fail"),
             }
         if name == "decorate":

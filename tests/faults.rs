@@ -818,3 +818,132 @@ async fn a_decommission_failing_at_its_last_step_is_replayed_without_removing_tw
         assert!(described.is_err(), "{thing} deleted");
     }
 }
+
+/// Multi-Account Registration (issue 14): one manifest into 2 Regions × 2 accounts, with 30 %
+/// of IoT calls throttled in one of them, and a fifth target whose role does not exist. Every
+/// entry is accounted for in each target, IoT holds each certificate and thing once per target,
+/// and the missing role fails its own chunks, named, while the other targets finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_manifest_lands_once_in_every_target_and_a_missing_role_fails_alone() {
+    let _exclusive = EDGE.write().await;
+    let stack = Stack::new().await;
+    let other = stack.state["targets"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["roleArn"].is_string()))
+        .cloned()
+        .expect(
+            "no target account on the local stack: deploy it with script/local deploy \
+             --target-account 222222222222 --external-id EXT (script/test does)",
+        );
+    let (role, external_id) = (&other["roleArn"], &other["externalId"]);
+    let tag = unique("targets");
+    let (key, ids) = fresh_manifest(&stack, &tag, 12).await;
+    let mut profile = stack.resources(&tag, 1, 1).await;
+    profile["chunkSize"] = json!(4);
+    let targets = [
+        json!({"region": "us-east-1"}),
+        json!({"region": "eu-west-1"}),
+        json!({"region": "us-east-1", "roleArn": role, "externalId": external_id}),
+        json!({"region": "eu-west-1", "roleArn": role, "externalId": external_id}),
+    ];
+    // Only the four above are set up; this account has no Thingpress role.
+    let missing = json!({"region": "us-east-1", "externalId": external_id,
+                         "roleArn": "arn:aws:iam::333333333333:role/thingpress-target"});
+    profile["targets"] = json!([targets[0], targets[1], targets[2], targets[3], missing]);
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": "iot:Connect", "Resource": "*"}]});
+    for (account, region) in [
+        ("123456789012", "eu-west-1"),
+        ("222222222222", "us-east-1"),
+        ("222222222222", "eu-west-1"),
+    ] {
+        edge(
+            &stack.state,
+            "POST",
+            "/_edge/targets/resources",
+            Some(json!({"account": account, "region": region,
+                        "thingTypes": [profile["thingType"]],
+                        "thingGroups": profile["thingGroups"],
+                        "policies": {profile["policies"][0].as_str().unwrap(): policy}})),
+        );
+    }
+    reset_edge(&stack);
+    let _clear = ClearFaults::new(&stack.state);
+    set_faults(
+        &stack,
+        json!({"targets": {"222222222222/eu-west-1": {"*": {"throttle": 0.3}}}}),
+    );
+    stack.start(&tag, &key, profile.clone(), false).await;
+    let run = stack.wait(&tag).await;
+    let stats = edge(&stack.state, "GET", "/_edge/stats", None);
+    set_faults(&stack, json!({}));
+
+    // The run fails, naming the target that could not be reached and why.
+    assert_eq!(run.error.as_deref(), Some("Thingpress.IncompleteImport"));
+    let cause = run.cause.clone().unwrap_or_default();
+    assert!(
+        cause.contains("target 333333333333-us-east-1")
+            && cause.contains("Thingpress.TargetUnavailable")
+            && cause.contains("AccessDenied"),
+        "{cause}"
+    );
+    let body = stack
+        .get(&format!("runs/{tag}/report.json"))
+        .await
+        .expect("the report of a run that did not finish");
+    let report: Report = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report.status, RunStatus::Incomplete);
+    assert_eq!(report.targets.len(), 5);
+    let failed = report.of_target("333333333333-us-east-1").unwrap();
+    assert_eq!(failed.status, RunStatus::Incomplete);
+    assert!(
+        failed
+            .problems
+            .iter()
+            .all(|p| p.contains("Thingpress.TargetUnavailable")),
+        "{:?}",
+        failed.problems
+    );
+    let throttled = stats["targets"]["222222222222/eu-west-1"]["operations"]
+        .as_object()
+        .map(|ops| {
+            ops.values()
+                .map(|op| op["throttledInjected"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        })
+        .unwrap_or(0);
+    assert!(throttled > 0, "no throttling was injected: {stats}");
+
+    // Nothing reached the account without a role (this also shows that `in_target` looks in
+    // the target's own account: the stack's account holds every certificate in us-east-1).
+    let held = stack.in_target(&missing).await.certificate_ids().await;
+    assert!(ids.iter().all(|(c, _)| !held.contains(c)));
+
+    // Each of the four reachable targets: every entry registered, once.
+    for target in &targets {
+        let id = match target["roleArn"].as_str() {
+            Some(_) => format!("222222222222-{}", target["region"].as_str().unwrap()),
+            None => target["region"].as_str().unwrap().to_owned(),
+        };
+        let done = report.of_target(&id).unwrap();
+        assert_eq!(
+            done.status,
+            RunStatus::Complete,
+            "{id}: {:?}",
+            done.problems
+        );
+        assert_eq!(done.entries, 12, "{id}");
+        assert_eq!(done.outcomes.registered, 12, "{id}: {:?}", done.outcomes);
+        assert_eq!(done.outcomes.total(), 12, "{id}");
+        let there = stack.in_target(target).await;
+        let held = there.certificate_ids().await;
+        assert!(ids.iter().all(|(c, _)| held.contains(c)), "{id}");
+        there
+            .verify_registry(&profile, &ids, &BTreeSet::new())
+            .await;
+        eprintln!(
+            "{tag}: {id}: {:?}, {} throttle stops",
+            done.outcomes, done.throttled
+        );
+    }
+}

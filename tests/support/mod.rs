@@ -21,6 +21,30 @@ use tokio::sync::RwLock;
 
 pub static EDGE: RwLock<()> = RwLock::const_new(());
 
+/// Sends every request as account `.0` (moto's `x-moto-account-id`, which the edge passes on for
+/// the unrestricted `test` key).
+#[derive(Debug)]
+struct InAccount(String);
+
+impl aws_sdk_iot::config::Intercept for InAccount {
+    fn name(&self) -> &'static str {
+        "InAccount"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut aws_sdk_iot::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _: &aws_sdk_iot::config::RuntimeComponents,
+        _: &mut aws_sdk_iot::config::ConfigBag,
+    ) -> Result<(), aws_sdk_iot::error::BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-moto-account-id", self.0.clone());
+        Ok(())
+    }
+}
+
 /// The workspace root (this file is included by suites of several packages).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -165,6 +189,31 @@ impl Stack {
             iot: aws_sdk_iot::Client::new(&config),
             s3,
             state,
+        }
+    }
+
+    /// The same stack seeing IoT in one of a profile's targets (`{"region", "roleArn"?}`) as
+    /// that account's administrator: the stack's own account in that Region, or the role's
+    /// account (moto's `x-moto-account-id`; the target role itself may not list the registry).
+    pub async fn in_target(&self, target: &Value) -> Stack {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(self.state["endpoint"].as_str().unwrap())
+            .region(Region::new(target["region"].as_str().unwrap().to_owned()))
+            .credentials_provider(Credentials::new("test", "test", None, None, "e2e"))
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))
+            .load()
+            .await;
+        let mut iot = aws_sdk_iot::config::Builder::from(&config);
+        if let Some(account) = target["roleArn"].as_str().and_then(|a| a.split(':').nth(4)) {
+            iot = iot.interceptor(InAccount(account.to_owned()));
+        }
+        Stack {
+            state: self.state.clone(),
+            bucket: self.bucket.clone(),
+            machine: self.machine.clone(),
+            sfn: self.sfn.clone(),
+            s3: self.s3.clone(),
+            iot: aws_sdk_iot::Client::from_conf(iot.build()),
         }
     }
 

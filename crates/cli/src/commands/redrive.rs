@@ -12,11 +12,13 @@ use aws_sdk_sfn::primitives::DateTime;
 use aws_sdk_sfn::primitives::DateTimeFormat;
 use aws_sdk_sfn::types::{ExecutionRedriveStatus, ExecutionStatus};
 
-use thingpress_run::resolve::execution_name;
+use thingpress_run::S3Store;
+use thingpress_run::records::RunInfo;
+use thingpress_run::resolve::{execution_name, named_run};
 
 use crate::follow::follow;
 use crate::output::outln;
-use crate::runs::execution_arn;
+use crate::runs::{execution_arn, read_json};
 use crate::target::{Target, TargetArgs};
 
 /// Step Functions redrives an execution only within this time of its end.
@@ -39,6 +41,7 @@ pub struct Args {
 pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
     let target = Target::resolve(target).await?;
     let arn = execution_arn(&target, &args.execution);
+    refuse_several_targets(&target, &args.execution).await?;
     let redriven_at = redrive(&target.sfn(), &arn, SystemTime::now()).await?;
     outln!(
         "redriven {arn} at {}: only its unfinished chunks run again",
@@ -50,6 +53,28 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
         follow(&target, &arn, Duration::from_secs(args.interval)).await?;
     } else {
         outln!("follow it with: thingpress watch {}", execution_name(&arn))?;
+    }
+    Ok(())
+}
+
+/// A run over several targets lets each target's chunks fail apart (its Map tolerates failed
+/// items), so its Map never fails and RedriveExecution would only run Summarize again: such a
+/// run is resumed by `retry-failed`, which this says instead of redriving to no effect.
+async fn refuse_several_targets(target: &Target, execution: &str) -> Result<()> {
+    let store = S3Store::new(target.s3());
+    let run = named_run(execution)?;
+    let info: Option<RunInfo> = read_json(&store, &target.bucket, &run.run_info()).await?;
+    if let Some(info) = info
+        && info.profile.targets.len() > 1
+    {
+        bail!(
+            "run {} registers in {} targets, whose chunks fail apart: its Map does not fail, so \
+             a redrive would only run Summarize again. Import what did not finish with: \
+             thingpress retry-failed {} [--target ID]",
+            info.run_id,
+            info.profile.targets.len(),
+            info.run_id
+        );
     }
     Ok(())
 }
