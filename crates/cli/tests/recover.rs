@@ -438,3 +438,170 @@ async fn redrive_errors_are_one_clear_line() {
     let ran = thingpress(&["retry-failed", &tag]).await;
     assert!(ran.one_error_line().contains("Split never finished"));
 }
+
+/// A run over several targets, one of whose roles is missing (issue 14): `report` shows each
+/// target and `--target` one of them, with its rejected entries; `retry-failed --target` retries
+/// only that target's chunks; `redrive` says why it would not help; `registry check --target`
+/// checks another Region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_over_several_targets_is_reported_and_retried_per_target() {
+    let _shared = EDGE.read().await;
+    let stack = Stack::new().await;
+    let tag = unique("targets-cli");
+    let mut profile = stack.resources(&tag, 1, 1).await;
+    let eu = json!({"account": "123456789012", "region": "eu-west-1",
+        "thingTypes": [profile["thingType"]], "thingGroups": profile["thingGroups"],
+        "policies": {profile["policies"][0].as_str().unwrap(): {"Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}}});
+    edge(&stack.state, "POST", "/_edge/targets/resources", Some(eu));
+    let missing = "333333333333-us-east-1";
+    profile["targets"] = json!([
+        {"region": "us-east-1"},
+        {"region": "eu-west-1"},
+        {"region": "us-east-1", "roleArn": "arn:aws:iam::333333333333:role/thingpress-target",
+         "externalId": "thingpress-e2e"},
+    ]);
+    profile["chunkSize"] = json!(2);
+    let (key, ids) = fresh_manifest(&stack, &tag, 3).await;
+    let run = stack.import(&tag, &key, profile.clone(), false).await;
+    assert_eq!(run.error.as_deref(), Some("Thingpress.IncompleteImport"));
+
+    // The whole run: the sums, and a line per target.
+    let table = thingpress(&["report", &tag]).await.ok().stdout;
+    assert!(
+        table.starts_with(&format!("run {tag}: INCOMPLETE\n")),
+        "{table}"
+    );
+    assert!(
+        table.contains("entries                                  3 in each of 3 targets"),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "    eu-west-1                     complete: 3 registered, 0 already registered"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("    {missing}        INCOMPLETE")),
+        "{table}"
+    );
+    assert!(table.contains("Thingpress.TargetUnavailable"), "{table}");
+    // One target.
+    let eu_table = thingpress(&["report", &tag, "--target", "eu-west-1"])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        eu_table.starts_with(&format!("run {tag}, target eu-west-1: complete\n")),
+        "{eu_table}"
+    );
+    let unknown = thingpress(&["report", &tag, "--target", "eu-central-1"]).await;
+    assert!(
+        unknown
+            .one_error_line()
+            .contains("its targets are us-east-1, eu-west-1, 333333333333-us-east-1"),
+        "{}",
+        unknown.stderr
+    );
+
+    // Redrive would only run Summarize again: it says what to do instead.
+    let redrive = thingpress(&["redrive", &tag]).await;
+    assert!(
+        redrive
+            .one_error_line()
+            .contains(&format!("thingpress retry-failed {tag}")),
+        "{}",
+        redrive.stderr
+    );
+
+    // retry-failed --target: that target's two chunks only (its role is still missing, so the
+    // retry fails again, named).
+    let retried = thingpress(&[
+        "retry-failed",
+        &tag,
+        "--target",
+        missing,
+        "--wait",
+        "--interval",
+        "1",
+    ])
+    .await;
+    assert!(
+        retried.stdout.contains(&format!(
+            "run {tag}: retry 1 imports 2 of 2 chunks without results (3 entries)"
+        )),
+        "{}",
+        retried.stdout
+    );
+    assert!(
+        retried
+            .error_line()
+            .contains("Thingpress.TargetUnavailable"),
+        "{}",
+        retried.stderr
+    );
+
+    // The registry in eu-west-1 holds what the profile says, and `--target` names what it can be.
+    let file = std::env::temp_dir().join(format!("{tag}.pem"));
+    std::fs::write(&file, stack.get(&key).await.unwrap()).unwrap();
+    let file = file.to_str().unwrap();
+    let profile_file = std::env::temp_dir().join(format!("{tag}.json"));
+    std::fs::write(&profile_file, profile.to_string()).unwrap();
+    thingpress(&["profile", "put", profile_file.to_str().unwrap()])
+        .await
+        .ok();
+    let count = |out: &str, label: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().last()?.parse::<usize>().ok())
+    };
+    let check_in = |region: &'static str| {
+        let tag = tag.clone();
+        let file = file.to_owned();
+        async move {
+            thingpress(&[
+                "registry",
+                "check",
+                &file,
+                "--profile",
+                &tag,
+                "--target",
+                region,
+                "--quota-scale",
+                "10",
+            ])
+            .await
+        }
+    };
+    let eu_checked = check_in("eu-west-1").await.ok();
+    assert_eq!(
+        count(&eu_checked.stdout, "ok"),
+        Some(ids.len()),
+        "{}",
+        eu_checked.stdout
+    );
+    // A Region the run did not register in holds none of them: the check looks where it is told.
+    let elsewhere = check_in("us-west-2").await;
+    assert_eq!(
+        count(&elsewhere.stdout, "with problems"),
+        Some(ids.len()),
+        "{}",
+        elsewhere.stdout
+    );
+    let wrong = thingpress(&[
+        "registry",
+        "check",
+        file,
+        "--profile",
+        &tag,
+        "--target",
+        "nowhere",
+    ])
+    .await;
+    assert!(
+        wrong.one_error_line().contains("no target \"nowhere\""),
+        "{}",
+        wrong.stderr
+    );
+}

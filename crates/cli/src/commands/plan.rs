@@ -307,6 +307,11 @@ pub struct Plan {
     pub cost: Projection,
     /// The same deployment's projection of 1,000,000 certificates, to compare with the README.
     pub cost_per_million: Projection,
+    /// The profile's targets (empty: the stack's own account and Region). The rows, rate, ETA
+    /// and cost above are one target's: the targets register in parallel, each at its own
+    /// quotas, so calls and cost are that many times these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
     /// Things to check before importing.
     pub warnings: Vec<String>,
 }
@@ -413,6 +418,15 @@ pub fn build(
     } else {
         (budget, format!("{bottleneck_api} (quota less the reserve)"))
     };
+    let targets: Vec<String> = profile.targets.iter().map(|t| t.id()).collect();
+    if targets.len() > 1 {
+        warnings.push(format!(
+            "{} targets: the quotas above are the stack's account and Region's; the other \
+             targets are paced by the stack's Quota* settings, each at its own quotas, so an \
+             account whose applied quotas are lower will throttle its target down to them",
+            targets.len()
+        ));
+    }
     let rounds = projection.chunks.div_ceil(u64::from(children));
     let eta_seconds = if accepted == 0 {
         read.elapsed_s
@@ -438,6 +452,7 @@ pub fn build(
         eta_seconds,
         cost: projection,
         cost_per_million,
+        targets,
         warnings,
     })
 }
@@ -449,6 +464,15 @@ pub fn write_table(out: &mut impl Write, plan: &Plan) -> Result<()> {
         "{}: {} manifest, profile {}",
         plan.file, plan.supplier, plan.profile
     )?;
+    if !plan.targets.is_empty() {
+        writeln!(
+            out,
+            "  targets   {} (in parallel; the calls, rate, ETA and cost below are each one's: \
+             calls and cost are {} times these)",
+            plan.targets.join(", "),
+            plan.targets.len()
+        )?;
+    }
     writeln!(out, "  entries   {:>10}", plan.entries)?;
     writeln!(out, "  accepted  {:>10}", plan.accepted)?;
     writeln!(out, "  rejected  {:>10}", plan.rejected)?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use thingpress_importer::{ImportError, check_profile_resources};
+use thingpress_importer::{ImportError, TargetClients, check_profile_resources};
 use thingpress_product::{Profile, ProfileError};
 use thingpress_run::layout::{PROFILES_PREFIX, profile_key, profile_of_key};
 use thingpress_run::{AllowList, S3Store, Store};
@@ -84,7 +84,13 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
             };
             let checked = loaded.as_ref().ok().map(what_was_checked);
             let allow = target.allow_list()?;
-            let problems = validate(&target.iot(), allow.as_ref(), loaded).await?;
+            let iot = TargetClients::new(&target.config, "thingpress-cli");
+            let region = target
+                .config
+                .region()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let problems = validate(&iot, &region, allow.as_ref(), loaded).await?;
             report_validation(&label, checked.as_deref(), &problems)
         }
     }
@@ -161,7 +167,8 @@ pub async fn list(store: &impl Store, bucket: &str) -> Result<Vec<String>> {
 /// allow-list refuses (as Split would), and the IoT resources it names. An error only when the
 /// registry cannot be asked (throttled, access denied, network).
 pub async fn validate(
-    iot: &aws_sdk_iot::Client,
+    iot: &TargetClients,
+    region: &str,
     allow: Option<&AllowList>,
     loaded: Result<Profile, ProfileError>,
 ) -> Result<Vec<String>> {
@@ -176,12 +183,31 @@ pub async fn validate(
     if let Some(allow) = allow {
         problems.extend(allow.problems(&profile.policies, &profile.all_thing_groups()));
     }
-    match check_profile_resources(iot, &profile).await {
-        Ok(()) => {}
-        Err(ImportError::ProfileProblems {
-            problems: found, ..
-        }) => problems.extend(found),
-        Err(other) => return Err(other).context("cannot check the profile against IoT"),
+    // Every target's resources, as Split checks them; one that cannot be reached is a problem
+    // here (Split lets it fail its own chunks).
+    let targets = profile.targets_or_home(region);
+    let named = |problem: String, target: &thingpress_product::Target| {
+        if targets.len() > 1 {
+            format!("target {}: {problem}", target.id())
+        } else {
+            problem
+        }
+    };
+    for target in &targets {
+        let checked = match iot.iot(target).await {
+            Ok(client) => check_profile_resources(&client, &profile).await,
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(()) => {}
+            Err(ImportError::ProfileProblems {
+                problems: found, ..
+            }) => problems.extend(found.into_iter().map(|p| named(p, target))),
+            Err(ImportError::TargetUnavailable(why)) => {
+                problems.push(named(format!("cannot be reached: {why}"), target));
+            }
+            Err(other) => return Err(other).context("cannot check the profile against IoT"),
+        }
     }
     Ok(problems)
 }
@@ -281,10 +307,11 @@ mod tests {
             RuleMode::MatchAny,
             [&thing_type, &policy_ok, &policy_missing]
         );
+        let iot = TargetClients::fixed(iot);
         let profile = Profile::from_json(
             br#"{"name": "w", "thingType": "t", "policies": ["present", "absent"]}"#,
         );
-        let problems = validate(&iot, None, profile).await.unwrap();
+        let problems = validate(&iot, "us-east-1", None, profile).await.unwrap();
         assert_eq!(problems, vec!["policies: \"absent\" does not exist"]);
 
         // The stack's allow-list refuses what Split would refuse, before IoT is asked.
@@ -294,7 +321,9 @@ mod tests {
         let profile = Profile::from_json(
             br#"{"name": "w", "thingType": "t", "policies": ["present", "absent"]}"#,
         );
-        let problems = validate(&iot, Some(&allow), profile).await.unwrap();
+        let problems = validate(&iot, "us-east-1", Some(&allow), profile)
+            .await
+            .unwrap();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(
             problems[0]
@@ -304,13 +333,13 @@ mod tests {
         assert_eq!(problems[1], "policies: \"absent\" does not exist");
 
         let bad = Profile::from_json(br#"{"name": "w", "thingName": "fixed", "chunkSize": 0}"#);
-        let problems = validate(&iot, None, bad).await.unwrap();
+        let problems = validate(&iot, "us-east-1", None, bad).await.unwrap();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("thingName"), "{problems:?}");
         assert!(problems[1].starts_with("chunkSize"), "{problems:?}");
 
         let not_json = Profile::from_json(b"{");
-        let problems = validate(&iot, None, not_json).await.unwrap();
+        let problems = validate(&iot, "us-east-1", None, not_json).await.unwrap();
         assert!(
             problems[0].starts_with("not a valid profile"),
             "{problems:?}"

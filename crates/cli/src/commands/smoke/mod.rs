@@ -235,7 +235,9 @@ impl Smoke {
             "the smoke test's profile",
         )
         .await?;
-        let problems = profile::validate(&iot, allow.as_ref(), Ok(stored)).await?;
+        // The smoke test's profile has no targets: the stack's own account and Region.
+        let own = thingpress_importer::TargetClients::fixed(iot);
+        let problems = profile::validate(&own, "", allow.as_ref(), Ok(stored)).await?;
         if !problems.is_empty() {
             bail!("profile {tag}: {}", problems.join("; "));
         }
