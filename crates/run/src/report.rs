@@ -237,12 +237,8 @@ impl ReportBuilder {
     pub fn add(&mut self, descriptor: &ChunkDescriptor, chunk: ChunkOutcome) {
         self.chunks_read += 1;
         if let Some(stats) = &chunk.stats {
-            for (api, n) in &stats.api_calls {
-                *self.api_calls.entry(api.clone()).or_default() += n;
-            }
-            for (api, n) in &stats.api_throttles {
-                *self.api_throttles.entry(api.clone()).or_default() += n;
-            }
+            add_per_api(&mut self.api_calls, &stats.api_calls, "");
+            add_per_api(&mut self.api_throttles, &stats.api_throttles, "");
             self.token_wait_ms += stats.token_wait_ms;
             self.throttled += stats.throttled;
             self.deadline_stops += stats.deadline_stops;
@@ -409,6 +405,13 @@ impl RunReportBuilder {
     }
 }
 
+/// Adds per-API counts into `into`, each API's name after `prefix`.
+fn add_per_api(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>, prefix: &str) {
+    for (api, n) in from {
+        *into.entry(format!("{prefix}{api}")).or_default() += n;
+    }
+}
+
 /// One report over several targets' reports: their counts added up, their problems named by
 /// target, each kept in `targets`.
 fn sum_of_targets(targets: Vec<Report>) -> Report {
@@ -434,12 +437,9 @@ fn sum_of_targets(targets: Vec<Report>) -> Report {
         run.chunks += t.chunks;
         run.problems
             .extend(t.problems.iter().map(|p| format!("target {id}: {p}")));
-        for (api, n) in &t.api_calls {
-            *run.api_calls.entry(format!("{id}/{api}")).or_default() += n;
-        }
-        for (api, n) in &t.api_throttles {
-            *run.api_throttles.entry(format!("{id}/{api}")).or_default() += n;
-        }
+        let prefix = format!("{id}/");
+        add_per_api(&mut run.api_calls, &t.api_calls, &prefix);
+        add_per_api(&mut run.api_throttles, &t.api_throttles, &prefix);
         run.token_wait_ms += t.token_wait_ms;
         run.throttled += t.throttled;
         run.deadline_stops += t.deadline_stops;

@@ -217,8 +217,8 @@ impl<S: Store + Clone + 'static> Task<S> {
         }
         // Missing resources are InvalidProfile, in any target: nothing is registered anywhere.
         // A throttle or fault stays Throttled/Transient, so the state machine retries Split
-        // instead of failing the run. A target that cannot be reached is left to fail its own
-        // chunks, named, while the others go on.
+        // instead of failing the run. Of several targets, one that cannot be reached (or that
+        // denies the check) is left to fail its own chunks, named, while the others go on.
         let targets = profile.targets_or_home(&self.region);
         let several = targets.len() > 1;
         let mut problems = Vec::new();
@@ -229,7 +229,10 @@ impl<S: Store + Clone + 'static> Task<S> {
             };
             match checked {
                 Ok(()) => {}
-                Err(ImportError::TargetUnavailable(why)) => {
+                // With one target there is nothing to go on with: the run fails here.
+                Err(ImportError::TargetUnavailable(why) | ImportError::AwsRejected(why))
+                    if several =>
+                {
                     tracing::warn!(
                         target = target.id(),
                         why,
