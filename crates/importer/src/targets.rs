@@ -49,10 +49,15 @@ impl TargetClients {
     /// Clients built from `config` (its credentials are the stack's own); `session_name` names
     /// the caller in the target account's CloudTrail (`thingpress-register`, …).
     pub fn new(config: &SdkConfig, session_name: &str) -> TargetClients {
+        Self::with_sts(config, aws_sdk_sts::Client::new(config), session_name)
+    }
+
+    /// Clients built from `config`, roles assumed through `sts` (tests pass a mock).
+    pub fn with_sts(config: &SdkConfig, sts: aws_sdk_sts::Client, session_name: &str) -> Self {
         TargetClients {
             source: Source::Sdk(Box::new(SdkSource {
                 config: config.clone(),
-                sts: aws_sdk_sts::Client::new(config),
+                sts,
                 session_name: session_name.to_owned(),
             })),
             cache: Mutex::new(HashMap::new()),
@@ -148,4 +153,102 @@ async fn assume(
         "thingpress-target",
     );
     Ok((credentials, expiry))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use aws_config::BehaviorVersion;
+    use aws_sdk_sts::error::ErrorMetadata;
+    use aws_sdk_sts::operation::assume_role::{AssumeRoleError, AssumeRoleOutput};
+    use aws_sdk_sts::primitives::DateTime;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    const ROLE: &str = "arn:aws:iam::222222222222:role/thingpress-target";
+
+    fn other_account() -> Target {
+        Target {
+            region: "eu-west-1".into(),
+            role_arn: Some(ROLE.into()),
+            external_id: Some("ext-1".into()),
+        }
+    }
+
+    fn clients(rules: &[&Rule]) -> TargetClients {
+        let config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        let sts = mock_client!(aws_sdk_sts, RuleMode::MatchAny, rules);
+        TargetClients::with_sts(&config, sts, "thingpress-test")
+    }
+
+    /// AssumeRole of the target's role with its external id, answering credentials that last
+    /// `left`.
+    fn assumed(left: Duration) -> Rule {
+        mock!(aws_sdk_sts::Client::assume_role)
+            .match_requests(|r| {
+                r.role_arn() == Some(ROLE)
+                    && r.external_id() == Some("ext-1")
+                    && r.role_session_name() == Some("thingpress-test")
+            })
+            .then_output(move || {
+                let credentials = aws_sdk_sts::types::Credentials::builder()
+                    .access_key_id("ASIAEXAMPLE")
+                    .secret_access_key("secret")
+                    .session_token("token")
+                    .expiration(DateTime::from(SystemTime::now() + left))
+                    .build()
+                    .unwrap();
+                AssumeRoleOutput::builder().credentials(credentials).build()
+            })
+    }
+
+    #[tokio::test]
+    async fn a_role_is_assumed_once_while_its_credentials_last() {
+        let rule = assumed(Duration::from_secs(3600));
+        let clients = clients(&[&rule]);
+        let iot = clients.iot(&other_account()).await.unwrap();
+        clients.iot(&other_account()).await.unwrap();
+        assert_eq!(rule.num_calls(), 1);
+        assert_eq!(iot.config().region().map(|r| r.as_ref()), Some("eu-west-1"));
+        // The stack's own account needs no role.
+        clients.iot(&Target::home("eu-west-1")).await.unwrap();
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn credentials_near_their_end_are_renewed_before_a_call_can_meet_it() {
+        let rule = assumed(RENEW_BEFORE - Duration::from_secs(60));
+        let clients = clients(&[&rule]);
+        clients.iot(&other_account()).await.unwrap();
+        clients.iot(&other_account()).await.unwrap();
+        assert_eq!(rule.num_calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_role_is_target_unavailable_and_sts_throttling_is_retried_later() {
+        let denied = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
+            AssumeRoleError::generic(
+                ErrorMetadata::builder()
+                    .code("AccessDenied")
+                    .message("not authorized to perform: sts:AssumeRole")
+                    .build(),
+            )
+        });
+        let err = clients(&[&denied]).iot(&other_account()).await.unwrap_err();
+        assert!(matches!(err, ImportError::TargetUnavailable(_)), "{err:?}");
+        assert!(err.to_string().contains(ROLE), "{err}");
+
+        let throttled = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
+            AssumeRoleError::generic(ErrorMetadata::builder().code("Throttling").build())
+        });
+        let err = clients(&[&throttled])
+            .iot(&other_account())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ImportError::Throttled(_)), "{err:?}");
+    }
 }
