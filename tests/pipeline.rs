@@ -151,6 +151,15 @@ impl Stack {
         }
     }
 
+    /// The same stack, Split and Register writing their metrics lines to `metrics`.
+    fn with_metrics(self, metrics: thingpress_metrics::Emitter) -> Stack {
+        Stack {
+            split: self.split.with_metrics(metrics.clone()),
+            register: self.register.with_metrics(metrics),
+            ..self
+        }
+    }
+
     async fn put(&self, key: &str, body: Vec<u8>) {
         self.store.put(BUCKET, key, body).await.unwrap();
     }
@@ -994,4 +1003,75 @@ async fn a_throttled_profile_check_is_retried_by_the_state_machine_not_fatal() {
         "{err}"
     );
     assert!(rules[2].num_calls() > 1, "retried before giving up");
+}
+
+#[tokio::test]
+async fn the_metrics_lines_add_up_to_the_report_across_continuations() {
+    // AttachPolicy throttled 60 times in a row: chunk 0 stops and is continued, so its entries
+    // finish over several Register invocations, each counting only what it finished.
+    let (client, _rules) = iot(60);
+    let (emitter, captured) = thingpress_metrics::Emitter::capturing("tp-test");
+    let stack = Stack::new(client).with_metrics(emitter);
+    stack.put_widget_certificates().await;
+    let report = stack
+        .import("run-m", "incoming/widget/certs.txt", json!("widget"))
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes.registered, 100);
+
+    let lines: Vec<thingpress_metrics::Reading> = captured
+        .lines()
+        .iter()
+        .map(|line| {
+            thingpress_metrics::Reading::parse(line).unwrap_or_else(|p| panic!("{line}: {p:?}"))
+        })
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.dimension("Stack") == Some("tp-test")),
+        "every line is the stack's"
+    );
+    let sum = |name: &str, api: Option<&str>| -> f64 {
+        lines
+            .iter()
+            .filter(|l| api.is_none_or(|api| l.dimension("Api") == Some(api)))
+            .filter_map(|l| l.value(name))
+            .sum()
+    };
+    assert_eq!(sum("ManifestEntries", None), 100.0);
+    assert_eq!(sum("ManifestRejected", None), 0.0);
+    assert_eq!(sum("Registered", None), 100.0, "each entry once");
+    assert_eq!(sum("AlreadyRegistered", None), 0.0);
+    assert_eq!(sum("Rejected", None), 0.0);
+    let invocations = lines.iter().filter(|l| l.value("RunAge").is_some()).count();
+    assert!(
+        invocations > 4,
+        "chunk 0 was continued: {invocations} invocations"
+    );
+    let durations = lines.iter().filter(|l| l.value("ChunkDuration").is_some());
+    assert_eq!(durations.count(), 4, "one per chunk, when it ends");
+
+    // Per API: requests are the chunks' attempts (calls and retries), throttles the report's.
+    let mut attempts: HashMap<String, u64> = HashMap::new();
+    for chunk in 0..report.chunks {
+        let body = stack
+            .store
+            .get(BUCKET, &RunLayout::new("run-m").unwrap().stats(chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        let stats: thingpress_run::records::ChunkStats = serde_json::from_slice(&body).unwrap();
+        for (api, n) in stats.api_attempts {
+            *attempts.entry(api).or_default() += n;
+        }
+    }
+    for api in Api::ALL {
+        let api = api.as_str();
+        let want = attempts.get(api).copied().unwrap_or_default();
+        assert_eq!(sum("IotCalls", Some(api)), want as f64, "{api}");
+        let throttles = report.api_throttles.get(api).copied().unwrap_or_default();
+        assert_eq!(sum("IotThrottles", Some(api)), throttles as f64, "{api}");
+    }
+    assert_eq!(sum("IotThrottles", Some("AttachPolicy")), 60.0);
 }

@@ -13,6 +13,7 @@
 //! EXPRESS child keeps the error and its one ASL retry (it must end within 5 minutes).
 
 pub mod lease;
+mod metrics;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
@@ -28,6 +29,7 @@ use thingpress_importer::{
     ImportError, Importer, Outcome, Removal, TargetClients,
 };
 use thingpress_manifest::ErrorName;
+use thingpress_metrics::Emitter;
 use thingpress_product::{Decorated, Target};
 use thingpress_run::payload::{
     ChildExecutionType, ChunkSummary, Continuation, DecoratedChunk, Done, Operation, RegisterOutput,
@@ -62,6 +64,8 @@ pub struct Task<S> {
     settings: Settings,
     /// The account-wide budget's lease table; none paces at the static share.
     budget: Option<Arc<dyn LeaseTable>>,
+    /// Where each invocation's metrics lines go.
+    metrics: Emitter,
 }
 
 /// Why a chunk stopped before its end.
@@ -119,6 +123,7 @@ impl<S: Store + Clone> Task<S> {
             region: config.region().map(ToString::to_string).unwrap_or_default(),
             settings,
             budget,
+            metrics: Emitter::from_env(|name| std::env::var(name).ok()),
         }
     }
 
@@ -131,12 +136,18 @@ impl<S: Store + Clone> Task<S> {
             region: String::new(),
             settings,
             budget: None,
+            metrics: Emitter::off(),
         }
     }
 
     /// The same task holding leases in `budget` (tests pass `MemLeases`).
     pub fn with_budget(self, budget: Option<Arc<dyn LeaseTable>>) -> Self {
         Task { budget, ..self }
+    }
+
+    /// The same task writing its metrics lines to `metrics` (tests capture them).
+    pub fn with_metrics(self, metrics: Emitter) -> Self {
+        Task { metrics, ..self }
     }
 
     /// Handles one chunk.
@@ -184,7 +195,9 @@ impl<S: Store + Clone> Task<S> {
         let lines = run.decorated(n).await?.ok_or_else(|| {
             TaskError::invalid_input(format!("{} does not exist", run.layout().decorated(n)))
         })?;
-        let Pending { mut results, todo } = pending(&lines, run.progress(n).await?);
+        let progress = run.progress(n).await?;
+        let saved = metrics::Outcomes::saved(&progress);
+        let Pending { mut results, todo } = pending(&lines, progress);
         let before = Progress::of(&results, todo.iter().filter_map(Work::steps));
         let mut stats = run.stats(n).await?.unwrap_or_default();
         if stats.started_at_ms == 0 {
@@ -260,6 +273,15 @@ impl<S: Store + Clone> Task<S> {
             .token_wait_ms
             .saturating_add(u64::try_from(calls.token_wait.as_millis()).unwrap_or(u64::MAX));
         results.sort_by_key(|r| r.index);
+        let chunk_metrics = metrics::ChunkMetrics::new(
+            &info,
+            n,
+            &self.settings,
+            &saved,
+            &results,
+            &calls,
+            stats.started_at_ms,
+        );
         let invocation = Invocation {
             stop,
             before,
@@ -268,6 +290,9 @@ impl<S: Store + Clone> Task<S> {
             stats,
         };
         let output = self.finish(input, &lines, invocation, continues).await;
+        let chunk_done = matches!(output, Ok(RegisterOutput::Finished(_)));
+        self.metrics
+            .emit(&chunk_metrics.documents(&self.metrics, chunk_done, now_ms()));
         // The lease goes on with a continuation of the chunk, and ends with the chunk.
         if !matches!(output, Ok(RegisterOutput::Continuing(_))) {
             lease::release(holder.as_ref()).await;

@@ -6,6 +6,7 @@ use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use thingpress_importer::{ImportError, TargetClients};
 use thingpress_manifest::{Entry, ErrorName, Rejected, Supplier, read_entries};
+use thingpress_metrics::{Emitter, Metric};
 use thingpress_product::{Profile, Target};
 use thingpress_run::layout::{INCOMING_PREFIX, claim_key, profile_key, profile_of_incoming_key};
 use thingpress_run::payload::{
@@ -32,6 +33,8 @@ pub struct Task<S> {
     /// The stack's own Region: the target of a profile without `targets`.
     region: String,
     settings: Settings,
+    /// Where each split's metrics line goes.
+    metrics: Emitter,
 }
 
 /// What the state machine asked for, checked.
@@ -144,6 +147,7 @@ impl<S: Store + Clone + 'static> Task<S> {
             iot: TargetClients::new(config, "thingpress-split"),
             region: config.region().map(ToString::to_string).unwrap_or_default(),
             settings,
+            metrics: Emitter::from_env(|name| std::env::var(name).ok()),
         }
     }
 
@@ -154,7 +158,13 @@ impl<S: Store + Clone + 'static> Task<S> {
             iot: TargetClients::fixed(iot),
             region: String::new(),
             settings,
+            metrics: Emitter::off(),
         }
+    }
+
+    /// The same task writing its metrics line to `metrics` (tests capture it).
+    pub fn with_metrics(self, metrics: Emitter) -> Self {
+        Task { metrics, ..self }
     }
 
     /// Handles one invocation.
@@ -187,6 +197,7 @@ impl<S: Store + Clone + 'static> Task<S> {
         let info = self
             .split(request.run, request.operation, source, profile)
             .await?;
+        self.emit_metrics(&info);
         let max_concurrency = info.map_concurrency(info.profile.targets.len());
         Ok(SplitOutput::Started(Started {
             run_id: info.run_id,
@@ -199,6 +210,19 @@ impl<S: Store + Clone + 'static> Task<S> {
             accepted: info.accepted,
             rejected: info.rejected,
         }))
+    }
+
+    /// One metrics line per run split: the entries read and those rejected.
+    fn emit_metrics(&self, info: &RunInfo) {
+        let mut doc = self.metrics.document(now_ms());
+        doc.property("runId", info.run_id.as_str())
+            .property(
+                "operation",
+                serde_json::to_value(info.operation).unwrap_or_default(),
+            )
+            .put(Metric::ManifestEntries, info.entries as f64)
+            .put(Metric::ManifestRejected, info.rejected as f64);
+        self.metrics.emit(&[doc]);
     }
 
     /// The stack's allow-list, then the profile's resources in IoT.
