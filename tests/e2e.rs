@@ -12,6 +12,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use thingpress_manifest::{ErrorName, Options, Slot};
+use thingpress_metrics::{Metric, Source};
 use thingpress_run::report::{Report, RunStatus};
 
 use support::*;
@@ -743,4 +744,70 @@ async fn an_inactive_import_is_activated_by_its_shipping_list_and_only_those_dev
     );
     assert_eq!(report.api_calls.get("UpdateCertificate"), None);
     assert_eq!(stack.certificate_statuses(&ids).await, expected);
+}
+
+/// The metrics lines one run's functions wrote to their logs (the local stack's stdout files,
+/// which Lambda would ship to CloudWatch Logs), read back and checked against the EMF
+/// specification.
+fn metrics_lines(function: &str, run_id: &str) -> Vec<thingpress_metrics::Reading> {
+    let path = local_dir()
+        .join("logs")
+        .join(format!("lambda-{function}.log"));
+    let log = std::fs::read_to_string(&path).unwrap_or_default();
+    log.lines()
+        .filter(|line| line.starts_with(r#"{"_aws":"#))
+        .map(|line| {
+            thingpress_metrics::Reading::parse(line).unwrap_or_else(|p| panic!("{line}: {p:?}"))
+        })
+        .filter(|read| read.members.get("runId").and_then(Value::as_str) == Some(run_id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_writes_its_metrics_lines_to_the_function_logs() {
+    let _shared = EDGE.read().await;
+    let stack = Stack::new().await;
+    let tag = unique("metrics");
+    let (key, _ids) = fresh_manifest(&stack, &tag, 9).await;
+    let mut profile = stack.resources(&tag, 1, 1).await;
+    profile["chunkSize"] = json!(4);
+    let run = stack.import(&tag, &key, profile, false).await;
+    let report = stack.report(&run).await;
+    assert_eq!(report.outcomes.registered, 9, "{:?}", report.problems);
+
+    let stack_name = stack.state["functionEnv"]["STACK_NAME"].as_str().unwrap();
+    let split = metrics_lines("split", &tag);
+    assert_eq!(split.len(), 1, "one line per run split");
+    assert_eq!(split[0].dimension("Stack"), Some(stack_name));
+    assert_eq!(split[0].value("ManifestEntries"), Some(9.0));
+    let register = metrics_lines("register", &tag);
+    let sum = |name: &str| -> f64 { register.iter().filter_map(|r| r.value(name)).sum() };
+    assert!(
+        register
+            .iter()
+            .all(|r| r.dimension("Stack") == Some(stack_name))
+    );
+    assert_eq!(sum("Registered"), 9.0);
+    assert_eq!(
+        register
+            .iter()
+            .filter(|r| r.value("ChunkDuration").is_some())
+            .count(),
+        3,
+        "one per chunk of 4, 4 and 1"
+    );
+    // Each function writes only the metrics the catalogue says it does.
+    let lines = split.iter().map(|l| (l, Source::Split));
+    for (line, source) in lines.chain(register.iter().map(|l| (l, Source::Register))) {
+        for name in line.metrics.keys() {
+            let metric = Metric::ALL.iter().find(|m| m.as_str() == name);
+            assert_eq!(metric.map(|m| m.source()), Some(source), "{name}");
+        }
+    }
+    let registrations: f64 = register
+        .iter()
+        .filter(|r| r.dimension("Api") == Some("RegisterCertificateWithoutCA"))
+        .filter_map(|r| r.value("IotCalls"))
+        .sum();
+    assert!(registrations >= 9.0, "{registrations}");
 }

@@ -24,6 +24,7 @@ use std::collections::BTreeSet;
 use serde_norway::Value as Yaml;
 use thingpress_budget::{BUDGET_TABLE_ENV_VAR, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use thingpress_importer::{Api, RESERVE_ENV_VAR};
+use thingpress_metrics::{Dimension, Metric, NAMESPACE, STACK_ENV_VAR};
 use thingpress_tests::checks::{assert_caught, assert_clean, get, intrinsic, template, yaml_at};
 
 /// Actions that have no resource type in the Service Authorization Reference, so IAM only
@@ -1131,6 +1132,503 @@ fn check_operator_policy(policy: &Yaml) -> Vec<String> {
     problems
 }
 
+// ------------------------------------------------------------------- dashboard and alarms
+
+/// The alarms the template had before its metrics: they stay.
+const EXECUTION_ALARMS: &[&str] = &[
+    "ImportFailedAlarm",
+    "ImportTimedOutAlarm",
+    "ImportTriggerDeadLetterAlarm",
+];
+
+/// Where a dashboard's unquoted `${NumberParameter}` is read as a sentinel: the first Number
+/// parameter substituted is this, the next this + 1, … so the parsed body tells which it used.
+const SENTINEL: f64 = 987_000.0;
+
+/// Pseudo parameters a `!Sub` may name.
+const PSEUDO_PARAMETERS: &[&str] = &[
+    "AWS::AccountId",
+    "AWS::Partition",
+    "AWS::Region",
+    "AWS::StackName",
+    "AWS::URLSuffix",
+];
+
+/// A dashboard body, parsed: the JSON, and the Number parameters its sentinels stand for.
+struct Body {
+    json: serde_json::Value,
+    numbers: Vec<String>,
+}
+
+impl Body {
+    /// The parameter an unquoted number stands for.
+    fn parameter_of(&self, value: &serde_json::Value) -> Option<&str> {
+        let offset = value.as_f64()? - SENTINEL;
+        (offset >= 0.0 && offset.fract() == 0.0)
+            .then(|| self.numbers.get(offset as usize).map(String::as_str))
+            .flatten()
+    }
+}
+
+/// What `${name}` in a `!Sub` refers to, if anything: a pseudo parameter, a parameter, a
+/// resource, or a resource's attribute.
+fn substitutes_something(template: &Yaml, name: &str) -> bool {
+    let resource = name.split('.').next().unwrap_or(name);
+    PSEUDO_PARAMETERS.contains(&name)
+        || path(template, &["Parameters", name]).is_some()
+        || path(template, &["Resources", resource]).is_some()
+}
+
+/// The `!Sub` body of a dashboard as CloudFormation would fill it, parsed: `${…}` inside a JSON
+/// string stays as written; outside one it must be a Number parameter (anything else would
+/// leave invalid JSON), read as a sentinel.
+fn dashboard_body(template: &Yaml, dashboard: &Yaml) -> Result<Body, String> {
+    let text = properties(dashboard)
+        .and_then(|p| get(p, "DashboardBody"))
+        .and_then(|b| intrinsic(b, "Sub"))
+        .and_then(Yaml::as_str)
+        .ok_or("DashboardBody is not a !Sub string")?;
+    let mut numbers: Vec<String> = Vec::new();
+    let mut filled = String::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while !rest.is_empty() {
+        if !escaped && rest.starts_with("${") {
+            let end = rest
+                .find('}')
+                .ok_or_else(|| format!("an unclosed ${{ in {rest:.40}"))?;
+            let name = &rest[2..end];
+            if !substitutes_something(template, name) {
+                return Err(format!(
+                    "${{{name}}} is no parameter, resource or pseudo parameter"
+                ));
+            }
+            if in_string {
+                filled.push_str(&rest[..=end]);
+            } else if path(template, &["Parameters", name, "Type"]).and_then(Yaml::as_str)
+                == Some("Number")
+            {
+                filled.push_str(&format!("{}", SENTINEL + numbers.len() as f64));
+                numbers.push(name.to_owned());
+            } else {
+                return Err(format!(
+                    "${{{name}}} outside a JSON string is not a Number parameter: the body would not be JSON"
+                ));
+            }
+            rest = &rest[end + 1..];
+            continue;
+        }
+        let c = rest.chars().next().unwrap_or_default();
+        match c {
+            '"' if !escaped => in_string = !in_string,
+            _ => {}
+        }
+        escaped = in_string && c == '\\' && !escaped;
+        filled.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    let json = serde_json::from_str(&filled).map_err(|e| format!("not JSON once filled: {e}"))?;
+    Ok(Body { json, numbers })
+}
+
+/// One metric a dashboard widget graphs.
+#[derive(Debug)]
+struct Graphed {
+    widget: String,
+    namespace: String,
+    name: String,
+    /// Dimension names and values; a SEARCH's schema dimensions without a value get "".
+    dimensions: Vec<(String, String)>,
+    stat: Option<String>,
+    search: bool,
+}
+
+/// `SEARCH('{Namespace,Dim,…} MetricName="X" Dim="v"', 'Stat', period)` → what it graphs.
+fn parse_search(expression: &str, widget: &str) -> Vec<Result<Graphed, String>> {
+    let mut found = Vec::new();
+    let mut rest = expression;
+    while let Some(start) = rest.find("SEARCH('") {
+        rest = &rest[start + "SEARCH('".len()..];
+        let Some(end) = rest.find('\'') else {
+            found.push(Err(format!("{widget}: unclosed SEARCH")));
+            break;
+        };
+        let query = &rest[..end];
+        rest = &rest[end + 1..];
+        let stat = rest
+            .strip_prefix(", '")
+            .and_then(|r| r.split('\'').next())
+            .map(str::to_owned);
+        let schema = query
+            .strip_prefix('{')
+            .and_then(|q| q.split('}').next())
+            .map(|s| s.split(',').map(str::trim).collect::<Vec<_>>());
+        let Some([namespace, dimension_names @ ..]) = schema.as_deref() else {
+            found.push(Err(format!(
+                "{widget}: SEARCH without a {{schema}}: {query}"
+            )));
+            continue;
+        };
+        let value_of = |key: &str| {
+            query
+                .split_whitespace()
+                .find_map(|token| token.strip_prefix(&format!("{key}=\"")))
+                .and_then(|v| v.strip_suffix('"'))
+                .map(str::to_owned)
+        };
+        let Some(name) = value_of("MetricName") else {
+            found.push(Err(format!(
+                "{widget}: SEARCH without MetricName=\"…\": {query}"
+            )));
+            continue;
+        };
+        found.push(Ok(Graphed {
+            widget: widget.to_owned(),
+            namespace: (*namespace).to_owned(),
+            name,
+            dimensions: dimension_names
+                .iter()
+                .map(|d| ((*d).to_owned(), value_of(d).unwrap_or_default()))
+                .collect(),
+            stat,
+            search: true,
+        }));
+    }
+    found
+}
+
+/// Every metric the dashboard's metric widgets graph, and the problems reading them.
+fn graphed(body: &Body) -> (Vec<Graphed>, Vec<String>) {
+    let mut graphed = Vec::new();
+    let mut problems = Vec::new();
+    let widgets = body.json["widgets"].as_array().cloned().unwrap_or_default();
+    if widgets.is_empty() {
+        problems.push("the dashboard has no widgets".to_owned());
+    }
+    for widget in widgets.iter().filter(|w| w["type"] == "metric") {
+        let props = &widget["properties"];
+        let title = props["title"].as_str().unwrap_or("<untitled>").to_owned();
+        if props["region"] != "${AWS::Region}" {
+            problems.push(format!("{title}: region is not ${{AWS::Region}}"));
+        }
+        let widget_stat = props["stat"].as_str().map(str::to_owned);
+        for row in props["metrics"].as_array().into_iter().flatten() {
+            let Some(row) = row.as_array() else {
+                problems.push(format!("{title}: a metrics row is not an array"));
+                continue;
+            };
+            if let Some(expression) = row.first().and_then(|r| r["expression"].as_str()) {
+                for search in parse_search(expression, &title) {
+                    match search {
+                        Ok(g) => graphed.push(g),
+                        Err(p) => problems.push(p),
+                    }
+                }
+                continue;
+            }
+            let options = row.last().filter(|o| o.is_object());
+            let strings: Vec<&str> = row.iter().filter_map(serde_json::Value::as_str).collect();
+            if strings.len() + usize::from(options.is_some()) != row.len()
+                || strings.len() < 2
+                || !strings.len().is_multiple_of(2)
+                || strings.contains(&".")
+            {
+                problems.push(format!(
+                    "{title}: {row:?} is not [namespace, name, dimension, value, …, {{options}}] in full"
+                ));
+                continue;
+            }
+            graphed.push(Graphed {
+                widget: title.clone(),
+                namespace: strings[0].to_owned(),
+                name: strings[1].to_owned(),
+                dimensions: strings[2..]
+                    .chunks(2)
+                    .map(|p| (p[0].to_owned(), p[1].to_owned()))
+                    .collect(),
+                stat: options
+                    .and_then(|o| o["stat"].as_str())
+                    .map(str::to_owned)
+                    .or_else(|| widget_stat.clone()),
+                search: false,
+            });
+        }
+    }
+    (graphed, problems)
+}
+
+/// Whether a widget graphs the catalogue metric `metric` under a dimension set it is emitted
+/// with, the stack's dimension being this stack (what a rename or a dimension change breaks).
+fn check_thingpress_metric(g: &Graphed, problems: &mut Vec<String>) {
+    let Some(metric) = Metric::ALL.iter().find(|m| m.as_str() == g.name) else {
+        problems.push(format!(
+            "{}: {} is not a metric the functions emit (thingpress_metrics::Metric)",
+            g.widget, g.name
+        ));
+        return;
+    };
+    let names: BTreeSet<&str> = g.dimensions.iter().map(|(n, _)| n.as_str()).collect();
+    let emitted = metric
+        .dimension_sets()
+        .iter()
+        .any(|set| set.iter().map(|d| d.as_str()).collect::<BTreeSet<_>>() == names);
+    if !emitted {
+        problems.push(format!(
+            "{}: {metric} under dimensions {names:?}, but it is emitted under {:?}",
+            g.widget,
+            metric.dimension_sets()
+        ));
+    }
+    for (name, value) in &g.dimensions {
+        let ok = match name.as_str() {
+            "Stack" => value == "${AWS::StackName}",
+            // A SEARCH leaves Api open (one line per API); a fixed row names a catalogue API.
+            "Api" => (g.search && value.is_empty()) || Api::ALL.iter().any(|a| a.as_str() == value),
+            _ => false,
+        };
+        if !ok {
+            problems.push(format!(
+                "{}: {metric}'s dimension {name}={value:?} is not what the functions write",
+                g.widget
+            ));
+        }
+    }
+}
+
+/// The dashboard graphs only metrics the functions emit, each under a dimension set it is
+/// emitted with and this stack's name, and every one of them somewhere; among them the rate
+/// against the RegisterCertificateWithoutCA quota parameter, the throttles per API, the failed
+/// executions of this stack's state machine and the oldest running import. The functions get
+/// the stack's name, and the alarm on sustained throttling is the dashboard's line.
+fn check_dashboard(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    for function in ["SplitFunction", "RegisterFunction"] {
+        if function_env(template, function, STACK_ENV_VAR)
+            .and_then(|v| intrinsic(v, "Ref"))
+            .and_then(Yaml::as_str)
+            != Some("AWS::StackName")
+        {
+            problems.push(format!(
+                "{function}: {STACK_ENV_VAR} is not !Ref AWS::StackName, so its metrics carry no Stack dimension"
+            ));
+        }
+    }
+    // Lambda files a JSON line without a level (a metrics line) as INFO: a stricter
+    // ApplicationLogLevel would drop every metric.
+    let level = path(
+        template,
+        &[
+            "Globals",
+            "Function",
+            "LoggingConfig",
+            "ApplicationLogLevel",
+        ],
+    )
+    .and_then(Yaml::as_str);
+    if !matches!(level, Some("TRACE" | "DEBUG" | "INFO")) {
+        problems.push(format!(
+            "Globals: ApplicationLogLevel {level:?} would drop the metrics lines (filed as INFO)"
+        ));
+    }
+    let dashboards = of_type(template, "AWS::CloudWatch::Dashboard");
+    let [(id, dashboard)] = dashboards.as_slice() else {
+        problems.push(format!("{} dashboards, not one", dashboards.len()));
+        return problems;
+    };
+    let body = match dashboard_body(template, dashboard) {
+        Ok(body) => body,
+        Err(e) => {
+            problems.push(format!("{id}: {e}"));
+            return problems;
+        }
+    };
+    let (graphed, read) = graphed(&body);
+    problems.extend(read.into_iter().map(|p| format!("{id}: {p}")));
+    let state_machines: Vec<String> = of_type(template, "AWS::Serverless::StateMachine")
+        .into_iter()
+        .map(|(sm, _)| format!("${{{sm}}}"))
+        .collect();
+    for g in &graphed {
+        match g.namespace.as_str() {
+            NAMESPACE => check_thingpress_metric(g, &mut problems),
+            "AWS/States" => {
+                let ok = matches!(g.dimensions.as_slice(),
+                    [(name, value)] if name == "StateMachineArn" && state_machines.contains(value));
+                if !ok {
+                    problems.push(format!(
+                        "{}: {} is not by StateMachineArn of this stack's state machine",
+                        g.widget, g.name
+                    ));
+                }
+            }
+            other => problems.push(format!(
+                "{}: namespace {other:?} is neither {NAMESPACE} nor AWS/States",
+                g.widget
+            )),
+        }
+    }
+    let graphs = |metric: Metric| {
+        graphed
+            .iter()
+            .filter(move |g| g.namespace == NAMESPACE && g.name == metric.as_str())
+    };
+    for metric in Metric::ALL {
+        if graphs(*metric).next().is_none() {
+            problems.push(format!("{id}: {metric} is emitted but on no widget"));
+        }
+    }
+    // Certificates per second against the quota: a widget with both outcomes and an
+    // annotation at the RegisterCertificateWithoutCA quota parameter.
+    let quota = Api::RegisterCertificateWithoutCA.template_parameter();
+    let widgets = body.json["widgets"].as_array().cloned().unwrap_or_default();
+    let rate_widget = widgets.iter().any(|w| {
+        let titled = w["properties"]["title"].as_str().unwrap_or_default();
+        let in_widget = |m: Metric| graphs(m).any(|g| g.widget == titled);
+        in_widget(Metric::Registered)
+            && in_widget(Metric::AlreadyRegistered)
+            && w["properties"]["annotations"]["horizontal"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| body.parameter_of(&a["value"]) == Some(quota))
+    });
+    if !rate_widget {
+        problems.push(format!(
+            "{id}: no widget draws Registered and AlreadyRegistered against ${{{quota}}}"
+        ));
+    }
+    if !graphs(Metric::IotThrottles).any(|g| g.dimensions.iter().any(|(n, _)| n == "Api")) {
+        problems.push(format!("{id}: IotThrottles is not drawn per Api"));
+    }
+    if !graphed
+        .iter()
+        .any(|g| g.namespace == "AWS/States" && g.name == "ExecutionsFailed")
+    {
+        problems.push(format!("{id}: no widget draws AWS/States ExecutionsFailed"));
+    }
+    if !graphs(Metric::RunAge).any(|g| g.stat.as_deref() == Some("Maximum")) {
+        problems.push(format!(
+            "{id}: RunAge is not drawn as its Maximum (the oldest running import)"
+        ));
+    }
+    // A line labelled with the throttling alarm sits at its threshold.
+    let threshold = throttle_alarm(template)
+        .and_then(|(_, alarm)| properties(alarm))
+        .and_then(|p| get(p, "Threshold"))
+        .and_then(Yaml::as_f64);
+    for widget in &widgets {
+        for line in widget["properties"]["annotations"]["horizontal"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let labelled = line["label"].as_str().unwrap_or_default();
+            if labelled.contains("ThrottledAlarm") && line["value"].as_f64() != threshold {
+                problems.push(format!(
+                    "{id}: the line {labelled:?} is at {}, the alarm's threshold is {threshold:?}",
+                    line["value"]
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The alarm on the catalogue's IotThrottles, if there is one.
+fn throttle_alarm(template: &Yaml) -> Option<(String, &Yaml)> {
+    of_type(template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .find(|(_, alarm)| {
+            properties(alarm)
+                .and_then(|p| get(p, "MetricName"))
+                .and_then(Yaml::as_str)
+                == Some(Metric::IotThrottles.as_str())
+        })
+}
+
+/// The execution alarms stay, and one alarm watches sustained throttling: IotThrottles summed
+/// over the APIs (the dimension set of the stack alone, which the functions emit it under),
+/// per minute, over several minutes, notifying as the others do.
+fn check_alarms(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    for id in EXECUTION_ALARMS {
+        if path(template, &["Resources", id, "Type"]).and_then(Yaml::as_str)
+            != Some("AWS::CloudWatch::Alarm")
+        {
+            problems.push(format!("{id}: gone (the execution alarms stay)"));
+        }
+    }
+    let Some((id, alarm)) = throttle_alarm(template) else {
+        problems.push(format!(
+            "no alarm on {}: sustained throttling goes unnoticed",
+            Metric::IotThrottles
+        ));
+        return problems;
+    };
+    let prop = |key: &str| properties(alarm).and_then(|p| get(p, key));
+    if prop("Namespace").and_then(Yaml::as_str) != Some(NAMESPACE) {
+        problems.push(format!("{id}: Namespace is not {NAMESPACE}"));
+    }
+    let dimensions: Vec<(Option<&str>, Option<&Yaml>)> = prop("Dimensions")
+        .and_then(Yaml::as_sequence)
+        .into_iter()
+        .flatten()
+        .map(|d| (get(d, "Name").and_then(Yaml::as_str), get(d, "Value")))
+        .collect();
+    let by_stack = matches!(dimensions.as_slice(),
+        [(Some(name), Some(value))] if *name == Dimension::Stack.as_str()
+            && intrinsic(value, "Ref").and_then(Yaml::as_str) == Some("AWS::StackName"));
+    let emitted_by_stack = Metric::IotThrottles
+        .dimension_sets()
+        .contains(&&[Dimension::Stack][..]);
+    if !by_stack || !emitted_by_stack {
+        problems.push(format!(
+            "{id}: not on the stack-wide total (Dimensions [Stack = !Ref AWS::StackName], emitted: {emitted_by_stack})"
+        ));
+    }
+    if prop("Statistic").and_then(Yaml::as_str) != Some("Sum") {
+        problems.push(format!("{id}: Statistic is not Sum"));
+    }
+    if prop("Period").and_then(Yaml::as_u64) != Some(60) {
+        problems.push(format!("{id}: Period is not 60 (throttles per minute)"));
+    }
+    let periods = prop("EvaluationPeriods")
+        .and_then(Yaml::as_u64)
+        .unwrap_or(0);
+    let datapoints = prop("DatapointsToAlarm")
+        .and_then(Yaml::as_u64)
+        .unwrap_or(periods);
+    if datapoints < 3 || datapoints > periods {
+        problems.push(format!(
+            "{id}: {datapoints} of {periods} minutes is not sustained throttling"
+        ));
+    }
+    if !prop("Threshold")
+        .and_then(Yaml::as_f64)
+        .is_some_and(|t| t > 0.0)
+    {
+        problems.push(format!("{id}: no positive Threshold"));
+    }
+    if prop("TreatMissingData").and_then(Yaml::as_str) != Some("notBreaching") {
+        problems.push(format!(
+            "{id}: TreatMissingData is not notBreaching (no import, no throttles)"
+        ));
+    }
+    let actions = |alarm: &str| {
+        path(
+            template,
+            &["Resources", alarm, "Properties", "AlarmActions"],
+        )
+    };
+    if prop("AlarmActions").is_none() || prop("AlarmActions") != actions("ImportFailedAlarm") {
+        problems.push(format!(
+            "{id}: AlarmActions are not ImportFailedAlarm's (the AlarmTopicArn topic)"
+        ));
+    }
+    problems
+}
+
 // ------------------------------------------------------------------------------- tests
 
 /// A SAM function's policy statement by Sid, mutably.
@@ -1742,4 +2240,178 @@ fn operator_policy_check_catches_wide_or_missing_grants() {
         problems,
         "dynamodb:* on arn:aws:dynamodb:${AWS::Region}:${AWS::AccountId}:table/*, not the budget table",
     );
+}
+
+#[test]
+fn the_dashboard_draws_what_the_functions_emit() {
+    assert_clean(check_dashboard(&template()));
+}
+
+#[test]
+fn the_alarms_stay_and_one_watches_sustained_throttling() {
+    assert_clean(check_alarms(&template()));
+}
+
+/// The template with its dashboard body's text replaced: `from` (which must be there) by `to`.
+fn dashboard_edited(from: &str, to: &str) -> Yaml {
+    let mut t = template();
+    let body = yaml_at(
+        &mut t,
+        &[
+            "Resources",
+            "ImportDashboard",
+            "Properties",
+            "DashboardBody",
+        ],
+    );
+    let Yaml::Tagged(sub) = body else {
+        panic!("DashboardBody is not !Sub");
+    };
+    let text = sub.value.as_str().expect("a !Sub string");
+    assert!(text.contains(from), "{from:?} is not in the dashboard body");
+    sub.value = Yaml::String(text.replacen(from, to, 1));
+    t
+}
+
+#[test]
+fn dashboard_check_catches_renamed_metrics_wrong_dimensions_and_a_lost_quota_line() {
+    let caught = |from: &str, to: &str, needle: &str| {
+        assert_caught(check_dashboard(&dashboard_edited(from, to)), needle);
+    };
+    // A metric renamed on one side only.
+    caught(
+        r#""RunAge""#,
+        r#""RunAges""#,
+        "RunAges is not a metric the functions emit",
+    );
+    caught(
+        r#""RunAge""#,
+        r#""RunAges""#,
+        "RunAge is emitted but on no widget",
+    );
+    caught(
+        r#"["Thingpress", "ChunkDuration""#,
+        r#"["ThingPress", "ChunkDuration""#,
+        r#"namespace "ThingPress""#,
+    );
+    caught(
+        r#"["Thingpress", "Removed", "Stack""#,
+        r#"["Thingpress", "Removed", "StackName""#,
+        "Removed under dimensions",
+    );
+    caught(
+        r#"["Thingpress", "Activated", "Stack", "${AWS::StackName}"]"#,
+        r#"["Thingpress", "Activated", "Stack", "prod"]"#,
+        r#"dimension Stack="prod""#,
+    );
+    caught(
+        r#"["Thingpress", "Activated", "Stack", "${AWS::StackName}"]"#,
+        r#"["Thingpress", "Activated", ".", "${AWS::StackName}"]"#,
+        "in full",
+    );
+    caught(
+        r#"{Thingpress,Api,Stack} MetricName=\"IotThrottles\""#,
+        r#"{Thingpress,Stack} MetricName=\"IotThrottles\""#,
+        "IotThrottles is not drawn per Api",
+    );
+    caught(
+        r#"MetricName=\"IotCalls\""#,
+        r#"MetricName=\"IoTCalls\""#,
+        "IoTCalls is not a metric",
+    );
+    // The quota line, the failures, the oldest import, the alarm's line.
+    caught(
+        "${QuotaRegisterCertificateWithoutCA}",
+        "10",
+        "against ${QuotaRegisterCertificateWithoutCA}",
+    );
+    caught(
+        r#""ExecutionsFailed", "StateMachineArn", "${ImportStateMachine}""#,
+        r#""ExecutionsFailed", "StateMachineArn", "${ImportBucket}""#,
+        "ExecutionsFailed is not by StateMachineArn",
+    );
+    caught(
+        r#""ExecutionsFailed""#,
+        r#""ExecutionsSucceeded""#,
+        "no widget draws AWS/States ExecutionsFailed",
+    );
+    caught(
+        r#""period": 300, "stat": "Maximum""#,
+        r#""period": 300, "stat": "Average""#,
+        "RunAge is not drawn as its Maximum",
+    );
+    caught(
+        r#""ImportThrottledAlarm (all APIs)", "value": 10"#,
+        r#""ImportThrottledAlarm (all APIs)", "value": 5"#,
+        "the alarm's threshold is Some(10.0)",
+    );
+    // A body CloudFormation would fill into something that is not a dashboard.
+    caught(
+        r#""widgets": ["#,
+        r#""widgets": [["#,
+        "not JSON once filled",
+    );
+    caught("${AWS::Region}", "${Region}", "${Region} is no parameter");
+    caught(
+        "${QuotaRegisterCertificateWithoutCA}",
+        "${AlarmTopicArn}",
+        "${AlarmTopicArn} outside a JSON string is not a Number parameter",
+    );
+    caught(
+        r#""region": "${AWS::Region}""#,
+        r#""region": "us-east-1""#,
+        "region is not ${AWS::Region}",
+    );
+
+    // Lambda dropping the lines, or the functions writing them without the stack's name.
+    let mut t = template();
+    set(
+        yaml_at(&mut t, &["Globals", "Function", "LoggingConfig"]),
+        "ApplicationLogLevel",
+        yaml("WARN"),
+    );
+    assert_caught(check_dashboard(&t), "ApplicationLogLevel Some(\"WARN\")");
+    let mut t = template();
+    yaml_at(&mut t, &["Globals", "Function", "Environment", "Variables"])
+        .as_mapping_mut()
+        .expect("mapping")
+        .remove(STACK_ENV_VAR);
+    assert_caught(
+        check_dashboard(&t),
+        "RegisterFunction: STACK_NAME is not !Ref AWS::StackName",
+    );
+}
+
+#[test]
+fn alarm_check_catches_a_lost_alarm_and_throttling_that_is_not_sustained() {
+    let mut t = template();
+    let resources = yaml_at(&mut t, &["Resources"])
+        .as_mapping_mut()
+        .expect("mapping");
+    resources.remove("ImportTimedOutAlarm");
+    resources.remove("ImportThrottledAlarm");
+    let problems = check_alarms(&t);
+    assert_caught(problems.clone(), "ImportTimedOutAlarm: gone");
+    assert_caught(problems, "no alarm on IotThrottles");
+
+    let mut t = template();
+    let props = yaml_at(&mut t, &["Resources", "ImportThrottledAlarm", "Properties"]);
+    set(props, "DatapointsToAlarm", yaml("1"));
+    set(
+        props,
+        "Dimensions",
+        yaml("[{Name: Stack, Value: !Ref AWS::StackName}, {Name: Api, Value: CreateThing}]"),
+    );
+    set(props, "Namespace", yaml("AWS/IoT"));
+    set(props, "TreatMissingData", yaml("breaching"));
+    props
+        .as_mapping_mut()
+        .expect("mapping")
+        .remove("AlarmActions");
+    let problems = check_alarms(&t);
+    assert_caught(problems.clone(), "1 of 15 minutes is not sustained");
+    assert_caught(problems.clone(), "not on the stack-wide total");
+    assert_caught(problems.clone(), "Namespace is not Thingpress");
+    assert_caught(problems.clone(), "TreatMissingData is not notBreaching");
+    assert_caught(problems, "AlarmActions are not ImportFailedAlarm's");
 }
