@@ -577,6 +577,13 @@ async fn a_chunk_that_keeps_progressing_through_many_throttle_stops_ends_complet
     assert_eq!(stats.stalls, 0, "every stop made progress: {stats:?}");
     assert_eq!(stats.continuations, u64::from(invocations - 1), "{stats:?}");
     assert_eq!(stats.throttled, u64::from(invocations - 1), "{stats:?}");
+    // The throughput over time counts each entry once, in the invocation that finished it.
+    assert_eq!(
+        stats.done_per_minute.values().sum::<u64>(),
+        100,
+        "{:?}",
+        stats.done_per_minute
+    );
 
     stack.summarize_json(&split).await.unwrap();
     let report = stack.report("run-9").await;

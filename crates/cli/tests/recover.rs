@@ -279,6 +279,7 @@ async fn report_shows_rejected_entries_as_a_table_json_and_csv() {
         );
     }
 
+    html_report_is_checked_in_chromium(&tag).await;
     without_report_json_prints_what_exists(&stack, &tag).await;
 
     // A run that does not exist.
@@ -383,6 +384,44 @@ async fn csv_has_a_row_per_rejected_entry(tag: &str, rejected: &[Value]) {
     assert_eq!(&records[1][1], "bad name");
     assert_eq!(&records[1][3], "Thingpress.InvalidThingName");
     assert_eq!(&records[0][3], rejected[0]["error"].as_str().unwrap());
+}
+
+/// `--html`: the page, opened in headless Chromium by tests/browser/check-report.mjs and held
+/// to the JSON report (numbers, charts, filtering); its screenshot stays in target/browser/.
+async fn html_report_is_checked_in_chromium(tag: &str) {
+    let root = workspace_root();
+    let dir = root.join("target/browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    let [page, json, png] = ["html", "json", "png"].map(|ext| dir.join(format!("{tag}.{ext}")));
+    let wrote = thingpress(&["report", tag, "--html", page.to_str().unwrap()])
+        .await
+        .ok();
+    assert!(
+        wrote.stderr.contains("2 of 2 rejected entries listed"),
+        "{}",
+        wrote.stderr
+    );
+    let report = thingpress(&["report", tag, "--output", "json"]).await.ok();
+    std::fs::write(&json, report.stdout).unwrap();
+    let checked = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(root.join("tests/browser/check-report.mjs"))
+            .args([&page, &json, &png])
+            .output()
+            .expect("node (script/test installs tests/browser's packages)")
+    })
+    .await
+    .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(checked.status.success(), "{said}");
+    assert!(
+        said.contains("PASS filter"),
+        "the filter was exercised: {said}"
+    );
 }
 
 /// Without report.json (as while the run is still going): what exists, and exit 1.

@@ -91,6 +91,21 @@ pub struct RunInfo {
     pub rejected_parts: u32,
     /// When Split started, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// An import's certificates per second in each target, as the stack's quotas bound them
+    /// (absent from other operations and from runs split before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates: Option<Rates>,
+}
+
+/// New certificates per second the slowest IoT API allows one target (its quota over its calls
+/// per certificate): what the report draws its throughput against.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rates {
+    /// At the quotas less the reserve kept for the account's other callers: Register's pace.
+    pub paced_per_second: f64,
+    /// At the full quotas: what IoT would throttle above.
+    pub quota_per_second: f64,
 }
 
 impl RunInfo {
@@ -168,6 +183,10 @@ pub struct ChunkStats {
     pub started_at_ms: u64,
     /// Completion, milliseconds since the Unix epoch.
     pub finished_at_ms: u64,
+    /// Entries Register finished other than rejected, per minute they finished in (minutes
+    /// since the Unix epoch): the run's throughput over time (absent in older stats).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub done_per_minute: BTreeMap<u64, u64>,
     /// The error the chunk's last attempt failed with, when it failed (a retry that finishes
     /// the chunk clears it); the report names it beside the missing results.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use thingpress_importer::{Action, Outcome};
-use thingpress_manifest::{ErrorName, Supplier};
+use thingpress_importer::{Action, EntryResult, Outcome};
+use thingpress_manifest::{ErrorName, Rejected, Supplier};
 
 use crate::payload::Operation;
 #[cfg(test)]
@@ -149,6 +149,55 @@ impl Report {
             Operation::Activate => "shipping list".to_owned(),
             Operation::Decommission | Operation::DecommissionDryRun => "device list".to_owned(),
         }
+    }
+}
+
+/// One rejected manifest entry: rejected by Split (format, signature, certificate), by Decorate
+/// (thing name) or by Register (IoT).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedEntry {
+    /// Position in the manifest, from 0.
+    pub index: u64,
+    /// The supplier's device id, when the entry got that far.
+    pub device_id: Option<String>,
+    /// The certificate id, when the entry got that far.
+    pub certificate_id: Option<String>,
+    /// Why.
+    pub error: ErrorName,
+    /// Details for people.
+    pub message: String,
+    /// The target it was rejected in, in a run with several (Split's rejections are listed in
+    /// each: no target gets them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl From<Rejected> for RejectedEntry {
+    fn from(r: Rejected) -> Self {
+        RejectedEntry {
+            index: r.index,
+            device_id: r.device_id.filter(|d| !d.is_empty()),
+            certificate_id: None,
+            error: r.error,
+            message: r.message,
+            target: None,
+        }
+    }
+}
+
+impl RejectedEntry {
+    /// The rejection in a result line, if the line is one.
+    pub fn from_result(r: EntryResult) -> Option<Self> {
+        (r.outcome == Outcome::Rejected).then(|| RejectedEntry {
+            index: r.index,
+            device_id: Some(r.device_id).filter(|d| !d.is_empty()),
+            certificate_id: Some(r.certificate_id).filter(|c| !c.is_empty()),
+            // The report counts a rejection without a name as IoT's (build_report does too).
+            error: r.error.unwrap_or(ErrorName::RejectedByIot),
+            message: r.message.unwrap_or_default(),
+            target: None,
+        })
     }
 }
 
@@ -498,6 +547,7 @@ mod tests {
             chunk_count: 2,
             rejected_parts: 0,
             started_at_ms: 0,
+            rates: None,
         }
     }
 
@@ -709,6 +759,34 @@ mod tests {
         assert_eq!(
             short.problems,
             vec!["the index lists 2 chunks but 0 were read".to_owned()]
+        );
+    }
+
+    #[test]
+    fn result_lines_other_than_rejections_are_not_rejected_entries() {
+        let line = |outcome, error| EntryResult {
+            index: 7,
+            certificate_id: "ab".into(),
+            thing_name: "t".into(),
+            device_id: String::new(),
+            outcome,
+            certificate_arn: None,
+            actions: Vec::new(),
+            error,
+            message: None,
+        };
+        assert_eq!(
+            RejectedEntry::from_result(line(Outcome::Registered, None)),
+            None
+        );
+        let r = RejectedEntry::from_result(line(Outcome::Rejected, None)).unwrap();
+        assert_eq!(r.error, ErrorName::RejectedByIot);
+        assert_eq!(r.device_id, None);
+        assert_eq!(r.certificate_id.as_deref(), Some("ab"));
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({"index": 7, "deviceId": null, "certificateId": "ab",
+                   "error": "Thingpress.RejectedByIot", "message": ""})
         );
     }
 }

@@ -36,6 +36,11 @@ impl<S: Store> RunStore<S> {
         &self.bucket
     }
 
+    /// The store it reads and writes.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
     /// `run.json`; a run without one is not a run (`Thingpress.InvalidInput`).
     pub async fn run_info(&self) -> Result<RunInfo, TaskError> {
         get_json(

@@ -3,6 +3,8 @@
 
 use thingpress_importer::{Quotas, new_certificates_per_second, reserve_from_env};
 
+use crate::records::Rates;
+
 /// The environment variable holding the stack parameter `AllowedPolicies`.
 pub const ALLOWED_POLICIES_ENV_VAR: &str = "ALLOWED_POLICIES";
 /// The environment variable holding the stack parameter `AllowedThingGroups`.
@@ -85,6 +87,18 @@ impl Settings {
     pub fn budget_per_second(&self, policies: usize, groups: usize) -> f64 {
         let usable = 1.0 - self.quota_reserve;
         new_certificates_per_second(|api| self.quotas.get(api) * usable, policies, groups)
+    }
+
+    /// Certificates per second one target's quotas allow, paced (less the reserve) and in full.
+    pub fn rates(&self, policies: usize, groups: usize) -> Rates {
+        Rates {
+            paced_per_second: self.budget_per_second(policies, groups),
+            quota_per_second: new_certificates_per_second(
+                |api| self.quotas.get(api),
+                policies,
+                groups,
+            ),
+        }
     }
 
     /// The Map's concurrency: the profile's, else the stack's `MaxConcurrency`, else (0, the

@@ -262,7 +262,14 @@ impl<S: Store + Clone> Task<S> {
             holder.as_ref(),
             &shares,
             importer.pacer(),
-            register_all(&importer, todo, deadline, &mut results, &mut partial),
+            register_all(
+                &importer,
+                todo,
+                deadline,
+                &mut results,
+                &mut partial,
+                &mut stats.done_per_minute,
+            ),
         )
         .await;
         let calls = importer.call_stats();
@@ -580,6 +587,7 @@ async fn register_all(
     deadline: SystemTime,
     results: &mut Vec<EntryResult>,
     partial: &mut Vec<EntrySteps>,
+    done_per_minute: &mut BTreeMap<u64, u64>,
 ) -> Option<Stop> {
     let mut stop = None;
     let mut pending = todo.into_iter();
@@ -605,7 +613,12 @@ async fn register_all(
             });
         }
         match in_flight.next().await {
-            Some((_, Ok(result))) => results.push(result),
+            Some((_, Ok(result))) => {
+                if result.outcome != Outcome::Rejected {
+                    *done_per_minute.entry(now_ms() / 60_000).or_default() += 1;
+                }
+                results.push(result);
+            }
             Some((steps, Err(e))) => {
                 partial.extend(steps.filter(EntrySteps::started));
                 // Keep the first error; in-flight entries still finish and are kept.
@@ -692,6 +705,7 @@ mod tests {
             chunk_count: 1,
             rejected_parts: 0,
             started_at_ms: 1,
+            rates: None,
         })
         .await
         .unwrap();

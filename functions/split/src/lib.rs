@@ -442,6 +442,10 @@ impl<S: Store + Clone + 'static> Task<S> {
         })?;
         let mut written = writer.finish().await?;
         written.index = items(written.index, &profile.targets);
+        let rates = (operation == Operation::Import).then(|| {
+            self.settings
+                .rates(profile.policies.len(), profile.thing_groups.len())
+        });
         let info = RunInfo {
             run_id: store.layout().run_id().to_owned(),
             operation,
@@ -456,6 +460,7 @@ impl<S: Store + Clone + 'static> Task<S> {
             chunk_count: u32::try_from(written.index.len()).unwrap_or(u32::MAX),
             rejected_parts: written.rejected_parts,
             started_at_ms,
+            rates,
         };
         // run.json before the index: every task that can see the index can read the run.
         store.put_run_info(&info).await?;

@@ -215,6 +215,7 @@ async fn setup(args: &Args) -> Result<GeneratedResults, TaskError> {
         chunk_count: chunks,
         rejected_parts: 0,
         started_at_ms: 0,
+        rates: None,
     };
     put_json(&store, BUCKET, &store.layout.run_info(), &info).await?;
     let index: Vec<ChunkDescriptor> = (0..chunks)

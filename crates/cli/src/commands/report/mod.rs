@@ -2,18 +2,19 @@
 //! entries, streamed from Split's rejects and the chunks' results one object at a time, so a run
 //! of millions of entries never sits in memory.
 
+mod html;
+
 use std::io::Write;
+use std::path::PathBuf;
 use std::pin::Pin;
 
 use anyhow::{Context, Result, bail};
 use futures::{Stream, StreamExt};
-use serde::Serialize;
 use serde_json::json;
-use thingpress_importer::{EntryResult, Outcome};
-use thingpress_manifest::{ErrorName, Rejected};
+use thingpress_manifest::Rejected;
 use thingpress_run::payload::Operation;
 use thingpress_run::records::ChunkDescriptor;
-use thingpress_run::report::{Report, RunStatus};
+use thingpress_run::report::{RejectedEntry, Report, RunStatus};
 use thingpress_run::{RunLayout, RunStore, S3Store};
 
 use crate::output::{Output, outln};
@@ -42,60 +43,16 @@ pub struct Args {
     /// rejected entries: its id, the Region (eu-west-1) or <account>-<region> for another account.
     #[arg(long)]
     pub target: Option<String>,
-}
-
-/// One rejected manifest entry: rejected by Split (format, signature, certificate), by Decorate
-/// (thing name) or by Register (IoT).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RejectedEntry {
-    /// Position in the manifest, from 0.
-    pub index: u64,
-    /// The supplier's device id, when the entry got that far.
-    pub device_id: Option<String>,
-    /// The certificate id, when the entry got that far.
-    pub certificate_id: Option<String>,
-    /// Why.
-    pub error: ErrorName,
-    /// Details for people.
-    pub message: String,
-    /// The target it was rejected in, in a run with several (Split's rejections are listed in
-    /// each: no target gets them).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-}
-
-impl From<Rejected> for RejectedEntry {
-    fn from(r: Rejected) -> Self {
-        RejectedEntry {
-            index: r.index,
-            device_id: r.device_id.filter(|d| !d.is_empty()),
-            certificate_id: None,
-            error: r.error,
-            message: r.message,
-            target: None,
-        }
-    }
-}
-
-impl RejectedEntry {
-    /// The rejection in a result line, if the line is one.
-    pub fn from_result(r: EntryResult) -> Option<Self> {
-        (r.outcome == Outcome::Rejected).then(|| RejectedEntry {
-            index: r.index,
-            device_id: Some(r.device_id).filter(|d| !d.is_empty()),
-            certificate_id: Some(r.certificate_id).filter(|c| !c.is_empty()),
-            // The report counts a rejection without a name as IoT's (build_report does too).
-            error: r.error.unwrap_or(ErrorName::RejectedByIot),
-            message: r.message.unwrap_or_default(),
-            target: None,
-        })
-    }
+    /// Write the report as one HTML page to FILE instead of printing it: the run, its outcomes,
+    /// throughput against the quota, the chunks over time, the first 500 rejected entries
+    /// (filterable) and what to do next. It opens offline and can be mailed.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rejected_only", "output"])]
+    pub html: Option<PathBuf>,
 }
 
 /// Runs the command.
-pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
-    let target = Target::resolve(target).await?;
+pub async fn run(target_args: &TargetArgs, args: &Args) -> Result<()> {
+    let target = Target::resolve(target_args).await?;
     let store = S3Store::new(target.s3());
     let run = locate_run(&target, &store, &args.execution).await?;
     let runs = RunStore::new(store.clone(), &target.bucket, run.clone());
@@ -142,6 +99,26 @@ pub async fn run(target: &TargetArgs, args: &Args) -> Result<()> {
             .collect(),
     };
 
+    if let Some(path) = &args.html {
+        let embedded = html::write(
+            path,
+            target_args,
+            &runs,
+            &report,
+            &info,
+            &index,
+            &mut rejected,
+        )
+        .await?;
+        eprintln!(
+            "run {}: wrote {} ({} of {} rejected entries listed)",
+            report.run_id,
+            path.display(),
+            embedded,
+            report.outcomes.rejected
+        );
+        return Ok(());
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let counts = (!args.rejected_only).then_some(&report);
@@ -614,6 +591,8 @@ impl<'a> Cursor<'a> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use thingpress_manifest::ErrorName;
+
     use super::*;
 
     fn entry(index: u64) -> RejectedEntry {
@@ -665,34 +644,6 @@ mod tests {
         assert_eq!(merged.next().await.unwrap().unwrap().index, 0);
         let err = merged.next().await.unwrap_err().to_string();
         assert!(err.contains("00001.jsonl is missing"), "{err}");
-    }
-
-    #[test]
-    fn result_lines_other_than_rejections_are_not_rejected_entries() {
-        let line = |outcome, error| EntryResult {
-            index: 7,
-            certificate_id: "ab".into(),
-            thing_name: "t".into(),
-            device_id: String::new(),
-            outcome,
-            certificate_arn: None,
-            actions: Vec::new(),
-            error,
-            message: None,
-        };
-        assert_eq!(
-            RejectedEntry::from_result(line(Outcome::Registered, None)),
-            None
-        );
-        let r = RejectedEntry::from_result(line(Outcome::Rejected, None)).unwrap();
-        assert_eq!(r.error, ErrorName::RejectedByIot);
-        assert_eq!(r.device_id, None);
-        assert_eq!(r.certificate_id.as_deref(), Some("ab"));
-        assert_eq!(
-            serde_json::to_value(&r).unwrap(),
-            json!({"index": 7, "deviceId": null, "certificateId": "ab",
-                   "error": "Thingpress.RejectedByIot", "message": ""})
-        );
     }
 
     #[test]
