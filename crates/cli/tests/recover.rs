@@ -580,6 +580,17 @@ async fn a_run_over_several_targets_is_reported_and_retried_per_target() {
         "{}",
         retried.stderr
     );
+    // A target that finished has nothing to retry, whatever the others' state.
+    let done = thingpress(&["retry-failed", &tag, "--target", "eu-west-1"])
+        .await
+        .ok();
+    assert!(
+        done.stdout.contains(&format!(
+            "target eu-west-1 of run {tag} is complete: every chunk has results; nothing to retry"
+        )),
+        "{}",
+        done.stdout
+    );
 
     // The registry in eu-west-1 holds what the profile says, and `--target` names what it can be.
     let file = std::env::temp_dir().join(format!("{tag}.pem"));

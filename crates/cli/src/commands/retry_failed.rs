@@ -248,9 +248,20 @@ async fn needs_summary(
     let report = RunStore::new(store.clone(), bucket, run.clone())
         .report()
         .await?;
-    if report.is_some_and(|r| r.status == RunStatus::Complete) {
+    // With --target, that target's own status: another target's missing chunks are not its.
+    let (what, status) = match &args.target {
+        Some(id) => (
+            format!("target {id} of run {run_id}"),
+            report
+                .as_ref()
+                .and_then(|r| r.of_target(id))
+                .map(|t| t.status),
+        ),
+        None => (format!("run {run_id}"), report.as_ref().map(|r| r.status)),
+    };
+    if status == Some(RunStatus::Complete) {
         outln!(
-            "run {run_id} is complete: every chunk has results{}; nothing to retry",
+            "{what} is complete: every chunk has results{}; nothing to retry",
             if args.include_rejected_by_iot {
                 " and none has entries IoT rejected"
             } else {
@@ -259,7 +270,7 @@ async fn needs_summary(
         )?;
         return Ok(false);
     }
-    outln!("run {run_id}: every chunk has results but the report is missing or incomplete")?;
+    outln!("{what}: every chunk has results but the report is missing or incomplete")?;
     Ok(true)
 }
 
