@@ -279,7 +279,7 @@ async fn report_shows_rejected_entries_as_a_table_json_and_csv() {
         );
     }
 
-    html_report_is_checked_in_chromium(&tag).await;
+    html_report_is_checked_in_chromium(&tag, 2).await;
     without_report_json_prints_what_exists(&stack, &tag).await;
 
     // A run that does not exist.
@@ -388,7 +388,7 @@ async fn csv_has_a_row_per_rejected_entry(tag: &str, rejected: &[Value]) {
 
 /// `--html`: the page, opened in headless Chromium by tests/browser/check-report.mjs and held
 /// to the JSON report (numbers, charts, filtering); its screenshot stays in target/browser/.
-async fn html_report_is_checked_in_chromium(tag: &str) {
+async fn html_report_is_checked_in_chromium(tag: &str, rejected: u64) -> String {
     let root = workspace_root();
     let dir = root.join("target/browser");
     std::fs::create_dir_all(&dir).unwrap();
@@ -397,10 +397,13 @@ async fn html_report_is_checked_in_chromium(tag: &str) {
         .await
         .ok();
     assert!(
-        wrote.stderr.contains("2 of 2 rejected entries listed"),
+        wrote
+            .stderr
+            .contains(&format!("{rejected} of {rejected} rejected entries listed")),
         "{}",
         wrote.stderr
     );
+    let html = std::fs::read_to_string(&page).unwrap();
     let report = thingpress(&["report", tag, "--output", "json"]).await.ok();
     std::fs::write(&json, report.stdout).unwrap();
     let checked = tokio::task::spawn_blocking(move || {
@@ -418,10 +421,12 @@ async fn html_report_is_checked_in_chromium(tag: &str) {
         String::from_utf8_lossy(&checked.stderr)
     );
     assert!(checked.status.success(), "{said}");
-    assert!(
+    assert_eq!(
         said.contains("PASS filter"),
-        "the filter was exercised: {said}"
+        rejected > 0,
+        "the filter was exercised when there are rejections: {said}"
     );
+    html
 }
 
 /// Without report.json (as while the run is still going): what exists, and exit 1.
@@ -580,6 +585,16 @@ async fn a_run_over_several_targets_is_reported_and_retried_per_target() {
         "{}",
         retried.stderr
     );
+    // The page of the run: a row per target, the missing one's chunks failed and its retry
+    // the command to run next.
+    let html = html_report_is_checked_in_chromium(&tag, 0).await;
+    assert!(
+        html.contains(r#"<tr data-target="eu-west-1">"#),
+        "a row per target"
+    );
+    assert!(html.contains(r#"<rect class="chunk failed""#));
+    assert!(html.contains(&format!("retry-failed {tag} --target {missing} --wait")));
+
     // A target that finished has nothing to retry, whatever the others' state.
     let done = thingpress(&["retry-failed", &tag, "--target", "eu-west-1"])
         .await

@@ -133,6 +133,13 @@ fn view<'a>(page: &RunPage<'a>) -> View<'a> {
         let name = name.as_str().to_owned();
         (name.clone(), "rejected", *n, Some(name))
     }));
+    // An incomplete run's entries that have no outcome yet (a run with several targets counts
+    // every entry once in each), so the bars always add up to the entries.
+    let expected = report.entries * report.targets.len().max(1) as u64;
+    let missing = expected.saturating_sub(o.total());
+    if missing > 0 {
+        counts.push(("no outcome yet".to_owned(), "missing", missing, None));
+    }
     let mut done_per_minute = BTreeMap::new();
     for stats in page.chunks.iter().filter_map(|c| c.stats.as_ref()) {
         for (minute, n) in &stats.done_per_minute {
@@ -173,7 +180,7 @@ fn view<'a>(page: &RunPage<'a>) -> View<'a> {
         finished: timestamp(report.finished_at_ms),
         duration: duration(report.duration_seconds),
         rate: (report.certificates_per_second * 10.0).round() / 10.0,
-        total: o.total(),
+        total: expected,
         outcomes: charts::outcomes(&counts),
         throughput: charts::throughput(
             &done_per_minute,

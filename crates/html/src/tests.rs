@@ -159,6 +159,8 @@ fn an_incomplete_run_says_how_to_finish_it_and_marks_the_chunk() {
     let chunks = [chunk(0, true, &[]), chunk(1, false, &[])];
     let html = page(&report, &chunks, &[]);
     assert!(html.contains(r#"class="status incomplete""#));
+    // 12 entries, 6 with an outcome: the other 6 are shown as such.
+    assert!(html.contains(r#"data-count="no outcome yet">6<"#), "{html}");
     assert!(html.contains("thingpress --stack imports redrive widgets-1 --wait"));
     assert!(html.contains("thingpress --stack imports retry-failed widgets-1 --wait"));
     assert!(html.contains(r#"<rect class="chunk failed""#));
