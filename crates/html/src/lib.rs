@@ -10,7 +10,7 @@
 mod charts;
 mod next;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
@@ -133,10 +133,8 @@ fn view<'a>(page: &RunPage<'a>) -> View<'a> {
         let name = name.as_str().to_owned();
         (name.clone(), "rejected", *n, Some(name))
     }));
-    // An incomplete run's entries that have no outcome yet (a run with several targets counts
-    // every entry once in each), so the bars always add up to the entries.
-    let expected = report.entries * report.targets.len().max(1) as u64;
-    let missing = expected.saturating_sub(o.total());
+    // An incomplete run's entries that have no outcome yet, so the bars add up to the entries.
+    let missing = report.without_outcome();
     if missing > 0 {
         counts.push(("no outcome yet".to_owned(), "missing", missing, None));
     }
@@ -146,27 +144,22 @@ fn view<'a>(page: &RunPage<'a>) -> View<'a> {
             *done_per_minute.entry(*minute).or_insert(0) += n;
         }
     }
-    let targets = report.targets.len().max(1) as f64;
+    let targets = report.target_count() as f64;
     let spans: Vec<ChunkSpan> = page.chunks.iter().map(span).collect();
-    let mut apis: BTreeMap<&str, ApiRow> = BTreeMap::new();
-    for (api, n) in &report.api_calls {
-        apis.entry(api)
-            .or_insert_with(|| ApiRow {
-                api: api.clone(),
-                calls: 0,
-                throttles: 0,
-            })
-            .calls = *n;
-    }
-    for (api, n) in &report.api_throttles {
-        apis.entry(api)
-            .or_insert_with(|| ApiRow {
-                api: api.clone(),
-                calls: 0,
-                throttles: 0,
-            })
-            .throttles = *n;
-    }
+    let count = |per_api: &BTreeMap<String, u64>, api: &str| per_api.get(api).copied().unwrap_or(0);
+    let apis: BTreeSet<&String> = report
+        .api_calls
+        .keys()
+        .chain(report.api_throttles.keys())
+        .collect();
+    let apis = apis
+        .into_iter()
+        .map(|api| ApiRow {
+            api: api.clone(),
+            calls: count(&report.api_calls, api),
+            throttles: count(&report.api_throttles, api),
+        })
+        .collect();
     View {
         run_id: &report.run_id,
         complete: report.status == RunStatus::Complete,
@@ -180,7 +173,7 @@ fn view<'a>(page: &RunPage<'a>) -> View<'a> {
         finished: timestamp(report.finished_at_ms),
         duration: duration(report.duration_seconds),
         rate: (report.certificates_per_second * 10.0).round() / 10.0,
-        total: expected,
+        total: o.total() + missing,
         outcomes: charts::outcomes(&counts),
         throughput: charts::throughput(
             &done_per_minute,
@@ -190,7 +183,7 @@ fn view<'a>(page: &RunPage<'a>) -> View<'a> {
             page.rates.map(|r| r.quota_per_second * targets),
         ),
         timeline: charts::timeline(&spans, report.started_at_ms, report.finished_at_ms),
-        apis: apis.into_values().collect(),
+        apis,
         rejected: page
             .rejected
             .iter()

@@ -134,6 +134,17 @@ impl Report {
         Some((heading, counts))
     }
 
+    /// Targets the run registered in (1 for the stack's own account and Region).
+    pub fn target_count(&self) -> u64 {
+        self.targets.len().max(1) as u64
+    }
+
+    /// Entries with no outcome yet (an incomplete run's): a run with several targets counts every
+    /// entry once in each.
+    pub fn without_outcome(&self) -> u64 {
+        (self.entries * self.target_count()).saturating_sub(self.outcomes.total())
+    }
+
     /// The report of one target (its id, or the run's own report for a run without targets
     /// when `id` is its only target's).
     pub fn of_target(&self, id: &str) -> Option<&Report> {

@@ -300,6 +300,15 @@ mod tests {
     }
 
     #[test]
+    fn rates_are_the_slowest_apis_with_and_without_the_reserve() {
+        let s = settings(&[("IMPORT_BUCKET", "b"), ("QUOTA_RESERVE", "0.1")]).unwrap();
+        // Default quotas: AttachPolicy's 15/s over 2 policies bounds the profile.
+        let rates = s.rates(2, 0);
+        assert_eq!(rates.paced_per_second, 6.75);
+        assert_eq!(rates.quota_per_second, 7.5);
+    }
+
+    #[test]
     fn reads_defaults_and_rejects_bad_numbers() {
         let s = settings(&[("IMPORT_BUCKET", "b")]).unwrap();
         assert_eq!(s.default_max_concurrency, None);

@@ -280,15 +280,8 @@ impl<S: Store + Clone> Task<S> {
             .token_wait_ms
             .saturating_add(u64::try_from(calls.token_wait.as_millis()).unwrap_or(u64::MAX));
         results.sort_by_key(|r| r.index);
-        let chunk_metrics = metrics::ChunkMetrics::new(
-            &info,
-            n,
-            &self.settings,
-            &saved,
-            &results,
-            &calls,
-            stats.started_at_ms,
-        );
+        let chunk_metrics =
+            metrics::ChunkMetrics::new(&info, n, &saved, &results, &calls, stats.started_at_ms);
         let invocation = Invocation {
             stop,
             before,

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 
 use thingpress_importer::{Api, ApiCalls, CallStats, EntryResult, Outcome};
 use thingpress_metrics::{Dimension, Document, Emitter, Metric};
-use thingpress_run::Settings;
 use thingpress_run::payload::Operation;
 use thingpress_run::records::{ProgressLine, RunInfo};
 
@@ -105,17 +104,15 @@ impl ChunkMetrics {
     pub(crate) fn new(
         run: &RunInfo,
         chunk: u32,
-        settings: &Settings,
         saved: &Outcomes,
         results: &[EntryResult],
         calls: &CallStats,
         chunk_started_ms: u64,
     ) -> ChunkMetrics {
-        let paced_rate = (run.operation == Operation::Import)
-            .then(|| {
-                settings
-                    .budget_per_second(run.profile.policies.len(), run.profile.thing_groups.len())
-            })
+        // Split's pace for the run (imports only), not recomputed per invocation.
+        let paced_rate = run
+            .rates
+            .map(|rates| rates.paced_per_second)
             .filter(|rate| rate.is_finite());
         ChunkMetrics {
             run_id: run.run_id.clone(),
@@ -185,7 +182,6 @@ impl ChunkMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
     use thingpress_manifest::Supplier;
     use thingpress_metrics::Reading;
     use thingpress_product::Profile;
@@ -203,13 +199,11 @@ mod tests {
             "chunkSize": 10, "maxConcurrency": 1, "entries": 10, "accepted": 10, "rejected": 0,
             "chunkCount": 1, "rejectedParts": 0,
             "startedAtMs": 1_000_000,
+            // As Split records them for an import (Settings::rates: default quotas less 10 %).
+            "rates": (operation == Operation::Import)
+                .then_some(serde_json::json!({"pacedPerSecond": 6.75, "quotaPerSecond": 7.5})),
         }))
         .unwrap()
-    }
-
-    fn settings() -> Settings {
-        let vars = HashMap::from([("IMPORT_BUCKET", "b"), ("QUOTA_RESERVE", "0.1")]);
-        Settings::from_lookup(|name| vars.get(name).map(|v| (*v).to_owned())).unwrap()
     }
 
     fn result(index: u64, outcome: Outcome) -> EntryResult {
@@ -265,7 +259,6 @@ mod tests {
         let metrics = ChunkMetrics::new(
             &run(Operation::Import),
             3,
-            &settings(),
             &Outcomes::saved(&earlier),
             &now,
             &stats,
@@ -319,7 +312,6 @@ mod tests {
         let metrics = ChunkMetrics::new(
             &run(Operation::Import),
             0,
-            &settings(),
             &Outcomes::default(),
             &[result(0, Outcome::Rejected)],
             &calls(&[]),
@@ -340,7 +332,6 @@ mod tests {
         let metrics = ChunkMetrics::new(
             &run(Operation::DecommissionDryRun),
             0,
-            &settings(),
             &Outcomes::default(),
             &[
                 result(0, Outcome::WouldRemove),

@@ -337,8 +337,7 @@ pub fn table(report: &Report) -> String {
         report.source_kind(),
         report.profile
     ));
-    // A run with several targets counts every entry once in each.
-    let per_entry = report.targets.len().max(1) as u64;
+    let per_entry = report.target_count();
     out.push_str(&format!(
         "  entries                         {:>10}{}\n",
         report.entries,
@@ -364,7 +363,7 @@ pub fn table(report: &Report) -> String {
             out.push_str(&format!("    {what:<34}{n:>8}\n"));
         }
     }
-    let unaccounted = (report.entries * per_entry).saturating_sub(o.total());
+    let unaccounted = report.without_outcome();
     if unaccounted > 0 {
         out.push_str(&format!(
             "  no outcome yet                  {unaccounted:>10}\n"
